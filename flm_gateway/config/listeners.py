@@ -1,0 +1,47 @@
+"""The `listeners:` section: where the gateway accepts clients and how."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from pydantic import Field
+
+from flm_gateway.config.tls import TlsSettings
+from flm_gateway.config.types import HostPort, StrictModel
+
+
+class AuthMode(StrEnum):
+    API_KEY = "api-key"
+    NONE = "none"
+
+
+class ListenerConfig(StrictModel):
+    """One socket the gateway accepts clients on, serving the OpenAI-compatible API."""
+
+    name: str = Field(description="A unique name, used in logs, metrics and key scopes.")
+    bind: HostPort = Field(description="Address to listen on, host:port (e.g. 127.0.0.1:8088).")
+    tls: TlsSettings = Field(
+        default_factory=TlsSettings, description="TLS mode of this listener."
+    )
+    auth: AuthMode | None = Field(
+        None,
+        description=(
+            "api-key: clients must send an API key. none: no authentication. Unset means "
+            "api-key when API keys are configured, else none; a non-loopback listener with "
+            "no authentication must say auth: none explicitly."
+        ),
+    )
+    passthrough: str | None = Field(
+        None,
+        description=(
+            "Name of one engine that receives every path unchanged (drop-in fronting of an "
+            "engine's native API). The OpenAI routing is off on such a listener."
+        ),
+    )
+    allow_admin_endpoints: bool = Field(
+        False,
+        description=(
+            "With passthrough to Ollama: allow its admin endpoints (/api/pull, /api/push, "
+            "/api/delete, /api/create, /api/copy). Off: they are answered 403."
+        ),
+    )

@@ -1,0 +1,69 @@
+"""The root of flm.yaml. This module is the one definition of the format:
+`schemas/flm.schema.json` is generated from `GatewayConfig` (`flm-gateway schema`)
+and a test keeps the committed file equal to it."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+
+from flm_gateway.config.engines import EngineConfig
+from flm_gateway.config.listeners import ListenerConfig
+from flm_gateway.config.routes import RouteConfig
+from flm_gateway.config.types import ByteSize, Duration, StrictModel
+
+
+class LogLevel(StrEnum):
+    DEBUG = "debug"
+    INFO = "info"
+    WARNING = "warning"
+    ERROR = "error"
+
+
+class ServerSettings(StrictModel):
+    """Process-wide settings."""
+
+    state_dir: Path = Field(
+        Path("~/.local/state/flm-gateway"),
+        description=(
+            "Directory for certificates, keys, the state database and caches. ~ is expanded; "
+            "a relative path is relative to flm.yaml."
+        ),
+    )
+    drain_timeout: Duration = Field(
+        30.0,
+        description=(
+            "On SIGINT/SIGTERM: how long in-flight requests and streams may run after the "
+            "listeners stop accepting."
+        ),
+    )
+    body_size_limit: ByteSize = Field(
+        32 * 1024 * 1024,
+        description="Largest request or buffered response body; larger requests get 413.",
+    )
+    log_level: LogLevel = Field(LogLevel.INFO, description="debug, info, warning or error.")
+
+
+class GatewayConfig(StrictModel):
+    """flm.yaml: listeners, engines, routes and policies of one gateway."""
+
+    version: Literal[1] = Field(1, description="Format version of this file; currently 1.")
+    server: ServerSettings = Field(
+        default_factory=ServerSettings, description="Process-wide settings."
+    )
+    listeners: list[ListenerConfig] = Field(
+        min_length=1, description="Sockets the gateway accepts clients on."
+    )
+    engines: list[EngineConfig] = Field(
+        default_factory=list, description="Inference servers behind the gateway."
+    )
+    routes: list[RouteConfig] = Field(
+        default_factory=list,
+        description=(
+            "Model names to engines. A model no route names goes to the engines that list it "
+            "(routing by discovery)."
+        ),
+    )

@@ -1,0 +1,51 @@
+"""The `routes:` section: which engine answers which model name."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import Field
+
+from flm_gateway.config.types import StrictModel
+
+
+class RouteConfig(StrictModel):
+    """Maps model names clients ask for onto an engine (and optional fallbacks)."""
+
+    model: str = Field(
+        description=(
+            "The model name clients send; a glob (tiny-*, llama3:*) matches many. Routes are "
+            "tried in file order and the first match wins."
+        )
+    )
+    engine: str | list[str] = Field(
+        description=(
+            "Engine name, or a list of engines serving the same model (replicas, round robin "
+            "among the healthy ones)."
+        )
+    )
+    upstream_model: str | None = Field(
+        None, description="The model name sent to the engine; default: the name the client sent."
+    )
+    fallback: list[str] = Field(
+        default_factory=list,
+        description=(
+            "Engines tried in order when the route's engines are down or answer 5xx before any "
+            "byte of the response."
+        ),
+    )
+    defaults: dict[str, Any] = Field(
+        default_factory=dict,
+        description=(
+            "Request fields applied when the client omits them (a model profile), e.g. "
+            "{temperature: 0.2, max_tokens: 512}."
+        ),
+    )
+    system_prompt: str | None = Field(
+        None,
+        description="A system message prepended to chat requests routed here.",
+    )
+
+    @property
+    def engines(self) -> list[str]:
+        return [self.engine] if isinstance(self.engine, str) else list(self.engine)
