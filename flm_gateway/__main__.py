@@ -1,0 +1,3 @@
+from flm_gateway.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,23 @@
+"""`flm-gateway run`: serve flm.yaml (or the built-in default) until SIGINT/SIGTERM."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from flm_gateway.cli.common import add_config_argument, resolve_config
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser("run", help="serve the gateway (the default command)")
+    add_config_argument(parser)
+    parser.set_defaults(func=run_serve)
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    loaded = resolve_config(args)
+    if loaded is None:
+        return 1
+    from flm_gateway.gateway import serve_forever
+
+    return serve_forever(loaded)

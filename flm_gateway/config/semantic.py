@@ -1,0 +1,92 @@
+"""Cross-field rules of flm.yaml that a schema cannot express.
+
+Each rule yields (path, message) pairs; the loader maps paths to file positions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from flm_gateway.config.engines import EngineKind
+from flm_gateway.config.model import GatewayConfig
+from flm_gateway.config.types import format_host_port, is_loopback_host
+
+Problem = tuple[tuple[str | int, ...], str]
+
+
+def check_semantics(config: GatewayConfig) -> list[Problem]:
+    """Every cross-field problem in `config`, in file order of the sections."""
+    return [
+        *_unique_names(config),
+        *_unique_binds(config),
+        *_engine_references(config),
+        *_listener_auth(config),
+    ]
+
+
+def _unique_names(config: GatewayConfig) -> Iterator[Problem]:
+    for section, items in (("listeners", config.listeners), ("engines", config.engines)):
+        seen: dict[str, int] = {}
+        for index, item in enumerate(items):
+            if item.name in seen:
+                yield (
+                    (section, index, "name"),
+                    f"{item.name!r} is already the name of {section}[{seen[item.name]}]",
+                )
+            seen.setdefault(item.name, index)
+
+
+def _unique_binds(config: GatewayConfig) -> Iterator[Problem]:
+    seen: dict[tuple[str, int], int] = {}
+    for index, listener in enumerate(config.listeners):
+        if listener.bind in seen:
+            yield (
+                ("listeners", index, "bind"),
+                f"{format_host_port(listener.bind)!r} is already bound by "
+                f"listeners[{seen[listener.bind]}]",
+            )
+        seen.setdefault(listener.bind, index)
+
+
+def _engine_references(config: GatewayConfig) -> Iterator[Problem]:
+    names = [engine.name for engine in config.engines]
+    choices = ", ".join(names) if names else "none are defined under engines:"
+    kinds = {engine.name: engine.kind for engine in config.engines}
+    for index, route in enumerate(config.routes):
+        for position, name in enumerate(route.engines):
+            if name not in kinds:
+                path: tuple[str | int, ...] = ("routes", index, "engine")
+                if isinstance(route.engine, list):
+                    path = (*path, position)
+                yield path, f"unknown engine {name!r}; defined engines: {choices}"
+        for position, name in enumerate(route.fallback):
+            if name not in kinds:
+                yield (
+                    ("routes", index, "fallback", position),
+                    f"unknown engine {name!r}; defined engines: {choices}",
+                )
+    for index, listener in enumerate(config.listeners):
+        if listener.passthrough is not None and listener.passthrough not in kinds:
+            yield (
+                ("listeners", index, "passthrough"),
+                f"unknown engine {listener.passthrough!r}; defined engines: {choices}",
+            )
+        if listener.allow_admin_endpoints and (
+            listener.passthrough is None or kinds.get(listener.passthrough) != EngineKind.OLLAMA
+        ):
+            yield (
+                ("listeners", index, "allow_admin_endpoints"),
+                "only meaningful with passthrough to an ollama engine",
+            )
+
+
+def _listener_auth(config: GatewayConfig) -> Iterator[Problem]:
+    for index, listener in enumerate(config.listeners):
+        host = listener.bind[0]
+        if listener.auth is None and not is_loopback_host(host):
+            yield (
+                ("listeners", index, "bind"),
+                f"{format_host_port(listener.bind)!r} is reachable from other machines and the "
+                "listener has no authentication; set auth: api-key, or auth: none to accept "
+                "that risk explicitly",
+            )

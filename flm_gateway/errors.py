@@ -1,0 +1,51 @@
+"""The one shape of every error a client sees: OpenAI's error JSON.
+
+`{"error": {"message": ..., "type": ..., "param": null, "code": ...}}` with the
+matching HTTP status. Messages name what went wrong for the client; they never
+carry tracebacks, file paths, engine credentials or internal addresses.
+"""
+
+from __future__ import annotations
+
+import json
+
+from mitmproxy import http
+
+_DEFAULT_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    405: "invalid_request_error",
+    408: "timeout_error",
+    413: "invalid_request_error",
+    429: "rate_limit_error",
+    500: "server_error",
+    502: "upstream_error",
+    503: "service_unavailable",
+    504: "timeout_error",
+}
+
+
+def error_body(status: int, message: str, type_: str | None = None, code: str | None = None) -> bytes:
+    """The JSON bytes of an OpenAI-shaped error."""
+    error = {
+        "message": message,
+        "type": type_ or _DEFAULT_TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error"),
+        "param": None,
+        "code": code,
+    }
+    return json.dumps({"error": error}).encode()
+
+
+def error_response(
+    status: int,
+    message: str,
+    type_: str | None = None,
+    code: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> http.Response:
+    """A ready mitmproxy response carrying an OpenAI-shaped error."""
+    all_headers = {"content-type": "application/json", "cache-control": "no-store"}
+    all_headers.update(headers or {})
+    return http.Response.make(status, error_body(status, message, type_, code), all_headers)
