@@ -7,6 +7,20 @@ options a gateway wants (`connection_strategy=lazy`, `upstream_cert=False`,
 and confirm every listener is bound (a listener that cannot bind stops the
 start with a clear message).
 
+Once serving, the admin listener (/metrics, /healthz, /readyz) starts, the pid
+file is written and the config watcher runs. An `admin:` section the file sets
+explicitly must bind or the start fails; the implicit default (127.0.0.1:9090)
+only logs a warning when its port is taken.
+
+Reload (`swap`, driven by `reload.Reloader`): a new `Runtime` with a new engine
+directory (health carried over for unchanged engines, new ones checked first)
+is handed to every addon; listeners are then added or removed with
+`options.update(mode=...)` (kept listeners and open connections are untouched),
+the admin listener rebound if it moved. Any failure re-applies the old runtime
+to every addon and restores the old listeners. The old directory stops its
+health checks at once and closes its sessions only after the requests in
+flight at the swap have finished.
+
 Stop (SIGINT/SIGTERM): stop accepting new connections, let in-flight requests
 and streams finish for up to `server.drain_timeout`, then shut mitmproxy down
 and close the listeners (mitmproxy's Master does not close them itself).
@@ -23,18 +37,26 @@ from typing import Any
 
 import aiohttp
 from mitmproxy.addons import core, next_layer, proxyserver, tlsconfig
+from mitmproxy.exceptions import OptionsError
 from mitmproxy.master import Master
 from mitmproxy.options import Options
+from mitmproxy.proxy.mode_specs import ProxyMode
 
 from flm_gateway import __version__, mitm_errors
 from flm_gateway.addons.inflight import Inflight
+from flm_gateway.admin import AdminBindError, AdminServer
+from flm_gateway.audit import AuditSink, LogAudit
+from flm_gateway.certificates import certificate_statuses
 from flm_gateway.config import LoadedConfig
 from flm_gateway.config.engines import EngineConfig
 from flm_gateway.config.types import format_host_port
 from flm_gateway.engines.directory import EngineDirectory
 from flm_gateway.listeners import mode_spec
-from flm_gateway.logs import setup_logging
+from flm_gateway.logs import set_level, setup_logging
+from flm_gateway.metrics import GatewayMetrics
 from flm_gateway.pipeline import build_addons
+from flm_gateway.process import remove_pid_file, write_pid_file
+from flm_gateway.reload import Reloader, ReloadError, carry_over_health
 from flm_gateway.runtime import Runtime
 
 log = logging.getLogger("flm_gateway")
@@ -57,11 +79,20 @@ class Gateway:
     def __init__(self, loaded: LoadedConfig) -> None:
         self.loaded = loaded
         self.inflight = Inflight()
-        self.addons: list[Any] = build_addons(self.inflight)
+        self.metrics = GatewayMetrics()
+        self.addons: list[Any] = build_addons(self.inflight, self.metrics)
         self.master: Master | None = None
         self.runtime: Runtime | None = None
+        self.admin = AdminServer(self.metrics, lambda: self.runtime)
+        self.audit: AuditSink = LogAudit()
+        self.reloader = Reloader(self, self.metrics, self.audit)
+        self.metrics.runtime_source = lambda: self.runtime
+        self.metrics.inflight_source = lambda: self.inflight.count
+        self.metrics.certificate_source = lambda: certificate_statuses(self.loaded)
         self._task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
+        self._retired: list[EngineDirectory] = []
+        self._retiring: set[asyncio.Task[None]] = set()
 
     def _build_runtime(self, loaded: LoadedConfig) -> Runtime:
         directory = EngineDirectory(loaded.config.engines, default_session)
@@ -73,6 +104,21 @@ class Gateway:
                 addon.apply_runtime(runtime)
             if hasattr(addon, "apply_config"):
                 addon.apply_config(runtime.loaded)
+
+    def _restore(self, runtime: Runtime) -> None:
+        """Re-apply `runtime` to every addon after a failed swap, as far as each allows."""
+        for addon in self.addons:
+            try:
+                if hasattr(addon, "apply_runtime"):
+                    addon.apply_runtime(runtime)
+                if hasattr(addon, "apply_config"):
+                    addon.apply_config(runtime.loaded)
+            except Exception:
+                log.critical(
+                    "%s refused the config it served before; it may be inconsistent",
+                    type(addon).__name__,
+                    exc_info=True,
+                )
 
     async def start(self) -> None:
         """Start serving; returns once every listener is bound. Raises StartupError."""
@@ -111,10 +157,41 @@ class Gateway:
                 listener.name,
                 listener.tls.mode.value,
             )
+        await self._update_admin(self.loaded, starting=True)
+        self._write_pid_file()
+        self.reloader.start()
 
-    async def _wait_bound(self) -> None:
+    def _write_pid_file(self) -> None:
+        try:
+            other = write_pid_file(self.loaded.state_dir)
+        except OSError as exc:
+            log.warning("cannot write the pid file (flm-gateway reload will not find us): %s", exc)
+            return
+        if other is not None:
+            log.warning(
+                "another gateway (pid %d) used the state directory %s", other, self.loaded.state_dir
+            )
+
+    async def _update_admin(self, loaded: LoadedConfig, *, starting: bool = False) -> None:
+        """Bind the admin listener where `loaded` says; an explicit `admin:` must bind."""
+        try:
+            await self.admin.apply(loaded.config.admin)
+        except AdminBindError as exc:
+            if "admin" in loaded.config.model_fields_set:
+                if starting:
+                    raise StartupError(str(exc)) from None
+                raise ReloadError([f"{loaded.display_name}: admin.bind: {exc}"]) from None
+            log.warning(
+                "%s; metrics are not served (set admin.bind to a free address, or "
+                "admin.enabled: false)",
+                exc,
+            )
+
+    async def _wait_bound(self, modes: list[str] | None = None) -> None:
+        """Wait until the listeners for `modes` (default: the current ones) all run."""
         assert self.master is not None
         servers = self.master.addons.get("proxyserver").servers
+        wanted = {ProxyMode.parse(m) for m in (modes or self.master.options.mode)}
         deadline = asyncio.get_running_loop().time() + BIND_WAIT
         while asyncio.get_running_loop().time() < deadline:
             instances = list(servers)
@@ -125,10 +202,76 @@ class Gateway:
                     for i in failed
                 )
                 raise StartupError(f"cannot listen: {problems}")
-            if instances and all(i.is_running for i in instances) and not servers.is_updating:
+            if (
+                {i.mode for i in instances} == wanted
+                and all(i.is_running for i in instances)
+                and not servers.is_updating
+            ):
                 return
             await asyncio.sleep(0.02)
-        raise StartupError("listeners did not start within 10 s")
+        raise StartupError(f"listeners did not start within {BIND_WAIT:g} s")
+
+    async def _set_listeners(self, loaded: LoadedConfig) -> None:
+        """Add and remove mitmproxy servers so they match `loaded`'s listeners."""
+        assert self.master is not None
+        modes = [mode_spec(listener) for listener in loaded.config.listeners]
+        if set(modes) == set(self.master.options.mode):
+            return
+        try:
+            self.master.options.update(mode=modes)
+            await self._wait_bound(modes)
+        except (OptionsError, StartupError) as exc:
+            raise ReloadError([f"{loaded.display_name}: listeners: {exc}"]) from None
+
+    async def swap(self, loaded: LoadedConfig) -> None:
+        """Serve `loaded` (validated) without dropping a request; see the module docstring.
+
+        Raises ReloadError after restoring the old config when any step fails.
+        """
+        assert self.master is not None and self.runtime is not None
+        old = self.runtime
+        runtime = self._build_runtime(loaded)
+        await carry_over_health(runtime.directory, old.directory)
+        runtime.listening = old.listening
+        try:
+            self._apply(runtime)
+        except Exception as exc:
+            log.exception("an addon refused the new config")
+            self._restore(old)
+            await runtime.directory.close()
+            problem = f"{loaded.display_name}: an addon refused it: {type(exc).__name__}: {exc}"
+            raise ReloadError([problem]) from None
+        try:
+            await self._set_listeners(loaded)
+            await self._update_admin(loaded)
+        except ReloadError:
+            self._restore(old)
+            with contextlib.suppress(ReloadError):
+                await self._set_listeners(old.loaded)
+            await runtime.directory.close()
+            raise
+        server = loaded.config.server
+        if server.body_size_limit != old.loaded.config.server.body_size_limit:
+            self.master.options.update(body_size_limit=str(server.body_size_limit))
+        set_level(server.log_level.value)
+        self.runtime, self.loaded = runtime, loaded
+        runtime.directory.start()
+        self._retire(old.directory)
+
+    def _retire(self, directory: EngineDirectory) -> None:
+        """Stop `directory`'s checks now; close its sessions once today's requests finish."""
+        in_flight = self.inflight.snapshot()
+        self._retired.append(directory)
+
+        async def close_when_done() -> None:
+            await directory.stop_checks()
+            await self.inflight.wait_finished(in_flight)
+            await directory.close()
+            self._retired.remove(directory)
+
+        task = asyncio.create_task(close_when_done(), name="retire-engine-directory")
+        self._retiring.add(task)
+        task.add_done_callback(self._retiring.discard)
 
     def request_stop(self) -> None:
         self._stopping.set()
@@ -139,6 +282,7 @@ class Gateway:
     async def stop(self) -> None:
         """Stop accepting, drain in-flight requests, shut down."""
         assert self.master is not None
+        await self.reloader.stop()
         servers = self.master.addons.get("proxyserver").servers
         await servers.update([])
         if self.runtime is not None:
@@ -152,12 +296,17 @@ class Gateway:
         if self._task is not None:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        if self.runtime is not None:
-            await self.runtime.directory.close()
+        await self.admin.stop()
+        for task in list(self._retiring):
+            task.cancel()
+        await asyncio.gather(*self._retiring, return_exceptions=True)
+        directories = [*self._retired, *([self.runtime.directory] if self.runtime else [])]
+        await asyncio.gather(*(directory.close() for directory in directories))
+        remove_pid_file(self.loaded.state_dir)
 
 
 async def run_gateway(loaded: LoadedConfig) -> int:
-    """Serve until SIGINT/SIGTERM; the exit code."""
+    """Serve until SIGINT/SIGTERM (SIGHUP reloads); the exit code."""
     gateway = Gateway(loaded)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -166,10 +315,13 @@ async def run_gateway(loaded: LoadedConfig) -> int:
         await gateway.start()
     except StartupError as exc:
         log.error("%s", exc)
+        await gateway.admin.stop()
         if gateway.master is not None:
             gateway.master.shutdown()
             await gateway.master.addons.get("proxyserver").servers.update([])
         return 1
+    if hasattr(signal, "SIGHUP"):
+        loop.add_signal_handler(signal.SIGHUP, gateway.reloader.trigger, "SIGHUP")
     await gateway.wait_stopped()
     log.info("stopping")
     await gateway.stop()
@@ -177,9 +329,9 @@ async def run_gateway(loaded: LoadedConfig) -> int:
     return 0
 
 
-def serve_forever(loaded: LoadedConfig) -> int:
+def serve_forever(loaded: LoadedConfig, log_format: str = "text") -> int:
     """Entry point of `flm-gateway run`."""
-    setup_logging(loaded.config.server.log_level.value)
+    setup_logging(loaded.config.server.log_level.value, log_format)
     if loaded.path is None:
         log.info(
             "flm-gateway %s: no flm.yaml found, using the built-in default config", __version__

@@ -12,14 +12,17 @@ from flm_gateway.addons.fallback import Fallback
 from flm_gateway.addons.health import Health
 from flm_gateway.addons.inflight import Inflight
 from flm_gateway.addons.listener_context import ListenerContext
+from flm_gateway.addons.metrics import Metrics
 from flm_gateway.addons.openai_api import OpenAIApi
 from flm_gateway.addons.passthrough import Passthrough
+from flm_gateway.addons.request_log import RequestLog
 from flm_gateway.addons.routing import Routing
 from flm_gateway.addons.streaming import Streaming
 from flm_gateway.addons.upstream_guard import UpstreamGuard
+from flm_gateway.metrics import GatewayMetrics
 
 
-def build_addons(inflight: Inflight) -> list[Any]:
+def build_addons(inflight: Inflight, metrics: GatewayMetrics) -> list[Any]:
     """Our addons, in hook order (mitmproxy's own core addons are added before them)."""
     return [
         # Counts every flow from its first byte, so drain waits for all of them.
@@ -40,4 +43,10 @@ def build_addons(inflight: Inflight) -> list[Any]:
         Fallback(),
         # On `responseheaders`: streams SSE/NDJSON through unbuffered.
         Streaming(),
+        # Observers, last on every hook: they see the final response (after fallback and
+        # token accounting) and tap a stream only once `streaming` and any chunk rewriter
+        # set it up. They never change a flow.
+        Metrics(metrics),
+        # Reads the summary the metrics addon made; writes off the event loop.
+        RequestLog(metrics),
     ]

@@ -2,7 +2,9 @@
 
 Policy: a flow counts from `requestheaders` until its `response` hook (which,
 for a streamed response, fires after the last chunk) or its `error` hook.
-Nothing is rejected here; the gateway reads `count` and `wait_idle`.
+Nothing is rejected here; the gateway reads `count` and `wait_idle`, and a
+reload waits (`snapshot`, `wait_finished`) for the requests that were in flight
+when it swapped the runtime before closing the old engine sessions.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ class Inflight:
         self._flows: set[str] = set()
         self._idle = asyncio.Event()
         self._idle.set()
+        self._waiters: list[tuple[set[str], asyncio.Future[None]]] = []
 
     @property
     def count(self) -> int:
@@ -30,6 +33,12 @@ class Inflight:
         self._flows.discard(flow.id)
         if not self._flows:
             self._idle.set()
+        if self._waiters:
+            for remaining, waiter in self._waiters:
+                remaining.discard(flow.id)
+                if not remaining and not waiter.done():
+                    waiter.set_result(None)
+            self._waiters = [(r, w) for r, w in self._waiters if not w.done()]
 
     def response(self, flow: http.HTTPFlow) -> None:
         self._finish(flow)
@@ -44,3 +53,16 @@ class Inflight:
         except TimeoutError:
             return False
         return True
+
+    def snapshot(self) -> frozenset[str]:
+        """The ids of the flows in flight now."""
+        return frozenset(self._flows)
+
+    async def wait_finished(self, flows: frozenset[str]) -> None:
+        """Return once every flow in `flows` has finished."""
+        remaining = set(flows) & self._flows
+        if not remaining:
+            return
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append((remaining, waiter))
+        await waiter

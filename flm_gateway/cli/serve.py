@@ -6,11 +6,18 @@ import argparse
 from typing import Any
 
 from flm_gateway.cli.common import add_config_argument, resolve_config
+from flm_gateway.logs import LOG_FORMATS
 
 
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser("run", help="serve the gateway (the default command)")
     add_config_argument(parser)
+    parser.add_argument(
+        "--log-format",
+        choices=LOG_FORMATS,
+        default="text",
+        help="text: human-readable lines (default); json: one JSON object per line",
+    )
     parser.set_defaults(func=run_serve)
 
 
@@ -20,4 +27,4 @@ def run_serve(args: argparse.Namespace) -> int:
         return 1
     from flm_gateway.gateway import serve_forever
 
-    return serve_forever(loaded)
+    return serve_forever(loaded, args.log_format)

@@ -10,8 +10,11 @@ from typing import Literal
 
 from pydantic import Field
 
+from flm_gateway.config.admin import AdminConfig
 from flm_gateway.config.engines import EngineConfig
 from flm_gateway.config.listeners import ListenerConfig
+from flm_gateway.config.reload import ReloadSettings
+from flm_gateway.config.request_log import RequestLogConfig
 from flm_gateway.config.routes import RouteConfig
 from flm_gateway.config.types import ByteSize, Duration, StrictModel
 
@@ -66,4 +69,15 @@ class GatewayConfig(StrictModel):
             "Model names to engines. A model no route names goes to the engines that list it "
             "(routing by discovery)."
         ),
+    )
+    admin: AdminConfig = Field(
+        default_factory=AdminConfig,
+        description="The admin listener serving /metrics, /healthz and /readyz (loopback).",
+    )
+    reload: ReloadSettings = Field(
+        default_factory=ReloadSettings, description="Reloading flm.yaml while serving."
+    )
+    request_log: RequestLogConfig = Field(
+        default_factory=RequestLogConfig,
+        description="The per-request log searched by `flm-gateway logs`.",
     )

@@ -21,6 +21,7 @@ def check_semantics(config: GatewayConfig) -> list[Problem]:
         *_unique_binds(config),
         *_engine_references(config),
         *_listener_auth(config),
+        *_admin_bind(config),
     ]
 
 
@@ -94,3 +95,26 @@ def _listener_auth(config: GatewayConfig) -> Iterator[Problem]:
                 "listener has no authentication; set auth: api-key, or auth: none to accept "
                 "that risk explicitly",
             )
+
+
+def _admin_bind(config: GatewayConfig) -> Iterator[Problem]:
+    admin = config.admin
+    if not admin.enabled:
+        return
+    for index, listener in enumerate(config.listeners):
+        if listener.bind[1] == admin.bind[1] and (
+            listener.bind[0] == admin.bind[0]
+            or bool({"0.0.0.0", "::"} & {listener.bind[0], admin.bind[0]})
+        ):
+            yield (
+                ("admin", "bind"),
+                f"{format_host_port(admin.bind)!r} collides with listeners[{index}] "
+                f"({listener.name!r}); the admin endpoints need a port of their own",
+            )
+    if not admin.allow_remote and not is_loopback_host(admin.bind[0]):
+        yield (
+            ("admin", "bind"),
+            f"{format_host_port(admin.bind)!r} is reachable from other machines and the admin "
+            "endpoints have no authentication; bind to 127.0.0.1, or set "
+            "admin.allow_remote: true to accept that risk explicitly",
+        )

@@ -290,9 +290,13 @@ class EngineDirectory:
             for name, state in self.engines.items()
         ]
 
-    async def close(self) -> None:
+    async def stop_checks(self) -> None:
+        """Stop the periodic checks; the sessions stay open for requests still using them."""
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
+
+    async def close(self) -> None:
+        await self.stop_checks()
         await asyncio.gather(*(session.close() for session in self._sessions))

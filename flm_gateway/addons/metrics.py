@@ -1,0 +1,52 @@
+"""Record every finished request in the Prometheus metrics.
+
+Policy: never answers or changes a request. On `responseheaders` (after
+`streaming` and any addon that set a chunk callable) a streamed response gets a
+`StreamTap` in its chunk path, composed with whatever callable was there, to
+time the first byte and count bytes. On `response` or `error`, whichever ends
+the flow first, the flow is summarised once (`flm.summary`) and the summary is
+counted; a flow is counted at most once (`flm.metrics.done`).
+Writes `flm.metrics.tap`, `flm.metrics.done`, `flm.summary`; reads what
+`flow_summary` reads (including `flm.usage`, `flm.auth.key_id` and
+`flm.security.rejected`). A failure here is logged and never affects the flow.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from mitmproxy import http
+
+from flm_gateway.flow_summary import StreamTap, summary_of
+from flm_gateway.metrics import GatewayMetrics
+
+log = logging.getLogger("flm_gateway.metrics")
+
+
+class Metrics:
+    def __init__(self, metrics: GatewayMetrics) -> None:
+        self.metrics = metrics
+
+    def responseheaders(self, flow: http.HTTPFlow) -> None:
+        response = flow.response
+        if response is None or not response.stream or "flm.metrics.tap" in flow.metadata:
+            return
+        inner = response.stream if callable(response.stream) else None
+        tap = StreamTap(inner)
+        response.stream = tap
+        flow.metadata["flm.metrics.tap"] = tap
+
+    def response(self, flow: http.HTTPFlow) -> None:
+        self._finish(flow)
+
+    def error(self, flow: http.HTTPFlow) -> None:
+        self._finish(flow)
+
+    def _finish(self, flow: http.HTTPFlow) -> None:
+        if flow.metadata.get("flm.metrics.done"):
+            return
+        flow.metadata["flm.metrics.done"] = True
+        try:
+            self.metrics.observe(summary_of(flow))
+        except Exception:  # metrics must never break serving
+            log.exception("could not record metrics for a request")

@@ -1,0 +1,33 @@
+"""The `admin:` section: the operators' listener for /metrics, /healthz and /readyz.
+
+It is a separate socket from every API listener, so metrics never reach API
+clients. It stays on loopback unless `allow_remote: true` says otherwise.
+"""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from flm_gateway.config.types import HostPort, StrictModel
+
+DEFAULT_ADMIN_BIND = ("127.0.0.1", 9090)
+
+
+class AdminConfig(StrictModel):
+    """The admin listener: Prometheus metrics and health endpoints, no API traffic."""
+
+    enabled: bool = Field(True, description="Serve the admin listener at all.")
+    bind: HostPort = Field(
+        DEFAULT_ADMIN_BIND,
+        description=(
+            "Address of the admin listener, host:port. It serves GET /metrics, /healthz and "
+            "/readyz without authentication, so keep it on loopback or a private network."
+        ),
+    )
+    allow_remote: bool = Field(
+        False,
+        description=(
+            "Allow a bind address that other machines can reach. The admin endpoints have no "
+            "authentication; set this only behind a firewall or a private network."
+        ),
+    )

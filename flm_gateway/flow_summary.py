@@ -1,0 +1,228 @@
+"""What happened to one request, computed once when its flow ends.
+
+Both the metrics and the request log describe a finished flow the same way, so
+the description is made here, once per flow, by `summarize`, and kept in
+`flow.metadata["flm.summary"]` for whoever runs later on the same hook.
+
+`StreamTap` sits in a streamed response's chunk path (`response.stream`) and
+records when the first body byte left for the client (time to first token)
+and how many bytes did; it wraps a callable another addon already set, so
+token counting and rewriting keep working.
+
+Reads `flm.request_id`, `flm.listener`, `flm.client_ip`, `flm.auth.key_id`,
+`flm.api.kind`, `flm.api.model`, `flm.route.engine`, `flm.route.route`,
+`flm.route.failures`, `flm.usage`, `flm.security.rejected`, `flm.fallback.used`,
+`flm.streamed`, `flm.guard.failed` and `flm.metrics.tap`. Nothing here reads a
+header value or a body other than the small JSON error bodies the gateway wrote
+itself, so no secret can end up in a summary.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from mitmproxy import http
+
+MAX_FIELD = 200
+"""Longest client-supplied string (model name, path) kept in a summary."""
+
+ChunkFilter = Callable[[bytes], bytes | Iterable[bytes]]
+
+
+class StreamTap:
+    """A `response.stream` callable that notes the first chunk's time and counts bytes."""
+
+    __slots__ = ("bytes_out", "first_chunk_at", "inner")
+
+    def __init__(self, inner: ChunkFilter | None = None) -> None:
+        self.inner = inner
+        self.first_chunk_at: float | None = None
+        self.bytes_out = 0
+
+    def __call__(self, chunk: bytes) -> bytes | Iterable[bytes]:
+        out: bytes | Iterable[bytes] = chunk if self.inner is None else self.inner(chunk)
+        if isinstance(out, bytes):
+            size = len(out)
+        else:
+            out = list(out)
+            size = sum(len(part) for part in out)
+        if size:
+            if self.first_chunk_at is None:
+                self.first_chunk_at = time.time()
+            self.bytes_out += size
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class FlowSummary:
+    """One finished request, as metrics and the request log see it."""
+
+    request_id: str
+    started: float
+    """Epoch seconds when the request's first byte arrived."""
+    listener: str
+    client_ip: str
+    key_id: str | None
+    method: str
+    path: str
+    """The path without its query string (queries may carry secrets)."""
+    kind: str | None
+    model: str | None
+    route: str | None
+    engine: str | None
+    status: int | None
+    """The status sent to the client; None when no response was sent."""
+    latency: float | None
+    ttft: float | None
+    """Seconds to the first body byte of a streamed response; None if not streamed."""
+    prompt_tokens: int | None
+    completion_tokens: int | None
+    tokens_estimated: bool
+    bytes_in: int
+    bytes_out: int
+    streamed: bool
+    error_kind: str | None
+    upstream_errors: tuple[tuple[str, str], ...]
+    """(engine, kind) for each engine failure seen while serving this request."""
+    rejected: str | None
+    """The security or rate-limit reason the request was refused for, if any."""
+
+
+def _clip(value: Any) -> str | None:
+    if value is None:
+        return None
+    text = str(value)
+    return text if len(text) <= MAX_FIELD else text[:MAX_FIELD]
+
+
+def _int_or_none(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _engine_error_code(response: http.Response) -> str | None:
+    """The `code` of an OpenAI-shaped error body (small bodies only)."""
+    content = response.raw_content
+    if not content or len(content) > 4096:
+        return None
+    try:
+        payload = json.loads(content)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    if isinstance(payload, dict) and isinstance(payload.get("error"), dict):
+        code = payload["error"].get("code")
+        return code if isinstance(code, str) else None
+    return None
+
+
+def _classify_error(flow: http.HTTPFlow, engine: str | None) -> tuple[str, str | None]:
+    """(error kind, upstream error kind or None) for a flow that ended with `flow.error`."""
+    assert flow.error is not None
+    message = flow.error.msg.lower()
+    if "client disconnected" in message:
+        return "client_disconnected", None
+    if "killed" in message:
+        return "killed", None
+    if "body_size_limit" in message:
+        return "too_large", None
+    if engine is None:
+        return "protocol_error", None
+    if "timed out" in message or "timeout" in message:
+        return "upstream_timeout", "timeout"
+    if "smuggling" in message or "cannot parse" in message or "protocol error" in message:
+        return "upstream_invalid_response", "invalid_response"
+    if flow.response is None:
+        return "upstream_connect_failed", "connect"
+    return "upstream_disconnected", "disconnected"
+
+
+def _error_kind(flow: http.HTTPFlow, engine: str | None) -> tuple[str | None, str | None]:
+    if flow.error is not None:
+        return _classify_error(flow, engine)
+    response = flow.response
+    if response is None or response.status_code < 400:
+        return None, None
+    if "flm.guard.failed" in flow.metadata:
+        return "internal_error", None
+    code = _engine_error_code(response) if not flow.metadata.get("flm.streamed") else None
+    from_engine = engine is not None and flow.server_conn.timestamp_start is not None
+    if from_engine:
+        kind = "http_5xx" if response.status_code >= 500 else None
+        return code or f"upstream_{response.status_code}", kind
+    return code or f"http_{response.status_code}", None
+
+
+def summarize(flow: http.HTTPFlow) -> FlowSummary:
+    """Describe a finished flow (call from `response` or `error`)."""
+    metadata = flow.metadata
+    request = flow.request
+    response = flow.response
+    tap: StreamTap | None = metadata.get("flm.metrics.tap")
+    listener = metadata.get("flm.listener")
+    route = metadata.get("flm.route.route")
+    engine: str | None = metadata.get("flm.route.engine")
+    usage = metadata.get("flm.usage") or {}
+    started = request.timestamp_start
+    status: int | None = response.status_code if response is not None else None
+    if flow.error is not None and tap is None:
+        # Without a started stream, the client never saw the engine's status line.
+        status = None
+    ended = (
+        response.timestamp_end
+        if response is not None and response.timestamp_end is not None
+        else time.time()
+    )
+    ttft = None
+    if tap is not None and tap.first_chunk_at is not None:
+        ttft = max(0.0, tap.first_chunk_at - started)
+    if tap is not None:
+        bytes_out = tap.bytes_out
+    elif response is not None and response.raw_content is not None:
+        bytes_out = len(response.raw_content)
+    else:
+        bytes_out = 0
+    bytes_in = len(request.raw_content) if request.raw_content is not None else 0
+    error_kind, upstream_kind = _error_kind(flow, engine)
+    upstream_errors = [
+        (name, f"probe_{result}") for name, result in metadata.get("flm.route.failures") or ()
+    ]
+    if upstream_kind is not None and engine is not None:
+        upstream_errors.append((engine, upstream_kind))
+    rejected = metadata.get("flm.security.rejected")
+    return FlowSummary(
+        request_id=str(metadata.get("flm.request_id", "")),
+        started=started,
+        listener=listener.name if listener is not None else "",
+        client_ip=str(metadata.get("flm.client_ip") or (flow.client_conn.peername or ("",))[0]),
+        key_id=_clip(metadata.get("flm.auth.key_id")),
+        method=request.method,
+        path=_clip(request.path.split("?", 1)[0]) or "",
+        kind=metadata.get("flm.api.kind"),
+        model=_clip(metadata.get("flm.api.model")),
+        route=_clip(getattr(route, "model", None)),
+        engine=engine,
+        status=status,
+        latency=max(0.0, ended - started),
+        ttft=ttft,
+        prompt_tokens=_int_or_none(usage.get("prompt_tokens")),
+        completion_tokens=_int_or_none(usage.get("completion_tokens")),
+        tokens_estimated=bool(usage.get("estimated", False)),
+        bytes_in=bytes_in,
+        bytes_out=bytes_out,
+        streamed=tap is not None,
+        error_kind=error_kind or (f"rejected:{rejected}" if rejected else None),
+        upstream_errors=tuple(upstream_errors),
+        rejected=_clip(rejected),
+    )
+
+
+def summary_of(flow: http.HTTPFlow) -> FlowSummary:
+    """The flow's summary, computed on first use and kept in `flm.summary`."""
+    summary: FlowSummary | None = flow.metadata.get("flm.summary")
+    if summary is None:
+        summary = summarize(flow)
+        flow.metadata["flm.summary"] = summary
+    return summary

@@ -1,0 +1,248 @@
+"""The gateway's Prometheus metrics: one registry per gateway, no module globals.
+
+Per-request metrics are recorded from a `FlowSummary` by the `metrics` addon
+(`observe`, a handful of counter and histogram updates). Everything that
+describes current state (engine health, requests in flight, certificate
+expiry, config generation) is read only when Prometheus scrapes, by a
+collector, so it costs nothing per request.
+
+Label values that clients can influence (the model name, and key ids or
+rejection reasons from other addons) are bounded: after `LABEL_CAP` distinct
+values, new ones are reported as `other`, so a client sending random model
+names cannot grow the registry without limit. Requests that were not routed
+to an engine carry an empty model label.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.exposition import generate_latest
+from prometheus_client.registry import Collector
+
+from flm_gateway import __version__
+from flm_gateway.certificates import CertificateInfo
+from flm_gateway.engines.base import HealthState
+from flm_gateway.flow_summary import FlowSummary
+from flm_gateway.runtime import Runtime
+
+LABEL_CAP = 200
+"""Distinct values one client-influenced label may take before `other` is used."""
+OTHER = "other"
+CERTIFICATE_CACHE = 60.0
+"""Seconds certificate statuses are cached between scrapes (they are read from disk)."""
+
+LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
+TTFT_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60)
+
+
+class BoundedLabel:
+    """Admits the first `cap` distinct values of a label, maps later ones to `other`."""
+
+    def __init__(self, cap: int = LABEL_CAP) -> None:
+        self._cap = cap
+        self._seen: set[str] = set()
+        self._lock = threading.Lock()
+
+    def __call__(self, value: str | None) -> str:
+        if not value:
+            return ""
+        if value in self._seen:
+            return value
+        with self._lock:
+            if len(self._seen) >= self._cap:
+                return OTHER
+            self._seen.add(value)
+        return value
+
+
+class _LiveCollector(Collector):
+    """State read at scrape time from the running gateway."""
+
+    def __init__(self, metrics: GatewayMetrics) -> None:
+        self._metrics = metrics
+        self._certificates: tuple[float, Sequence[CertificateInfo]] = (0.0, ())
+
+    def collect(self) -> Iterator[Metric]:
+        source = self._metrics
+        runtime = source.runtime_source()
+        up = GaugeMetricFamily(
+            "flm_engine_up", "1 when the engine passes its health check, else 0.", labels=["engine"]
+        )
+        state = GaugeMetricFamily(
+            "flm_engine_state",
+            "1 for the engine's current health state (running-healthy, running-degraded, "
+            "unreachable).",
+            labels=["engine", "state"],
+        )
+        models = GaugeMetricFamily(
+            "flm_engine_models", "Models the engine lists.", labels=["engine"]
+        )
+        if runtime is not None:
+            for name, engine in runtime.directory.engines.items():
+                up.add_metric([name], 1.0 if engine.healthy else 0.0)
+                for health in HealthState:
+                    state.add_metric([name, health.value], 1.0 if engine.state is health else 0.0)
+                models.add_metric([name], float(len(engine.models) + len(engine.config.models)))
+        yield up
+        yield state
+        yield models
+        inflight = GaugeMetricFamily(
+            "flm_requests_in_flight", "Requests received and not yet answered in full."
+        )
+        inflight.add_metric([], float(source.inflight_source()))
+        yield inflight
+        expiry = GaugeMetricFamily(
+            "flm_certificate_expiry_timestamp_seconds",
+            "When the certificate a TLS listener serves expires (Unix time).",
+            labels=["listener", "mode"],
+        )
+        for cert in self._certificate_statuses():
+            if cert.not_after is not None:
+                expiry.add_metric([cert.listener, cert.mode], cert.not_after.timestamp())
+        yield expiry
+
+    def _certificate_statuses(self) -> Sequence[CertificateInfo]:
+        at, statuses = self._certificates
+        now = time.monotonic()
+        if at == 0.0 or now - at > CERTIFICATE_CACHE:
+            try:
+                statuses = tuple(self._metrics.certificate_source())
+            except Exception:  # a broken certificate file must not break /metrics
+                statuses = ()
+            self._certificates = (now, statuses)
+        return statuses
+
+
+def _no_runtime() -> Runtime | None:
+    return None
+
+
+def _no_inflight() -> int:
+    return 0
+
+
+def _no_certificates() -> Sequence[CertificateInfo]:
+    return ()
+
+
+class GatewayMetrics:
+    """Every metric of one gateway process, in its own registry."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.runtime_source: Callable[[], Runtime | None] = _no_runtime
+        self.inflight_source: Callable[[], int] = _no_inflight
+        self.certificate_source: Callable[[], Sequence[CertificateInfo]] = _no_certificates
+        registry = self.registry
+        self.requests = Counter(
+            "flm_requests",
+            "Requests answered, by listener, route, model, engine and HTTP status "
+            "(status 'aborted' when no response was sent).",
+            ["listener", "route", "model", "engine", "status"],
+            registry=registry,
+        )
+        self.latency = Histogram(
+            "flm_request_duration_seconds",
+            "Time from the request's first byte to the response's last byte.",
+            ["listener", "model", "engine"],
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.ttft = Histogram(
+            "flm_time_to_first_token_seconds",
+            "Time from the request's first byte to the first body byte of a streamed response.",
+            ["model", "engine"],
+            buckets=TTFT_BUCKETS,
+            registry=registry,
+        )
+        self.tokens = Counter(
+            "flm_tokens",
+            "Tokens reported (or estimated) by engines, by model, API key id and type "
+            "(prompt or completion).",
+            ["model", "key_id", "type"],
+            registry=registry,
+        )
+        self.upstream_errors = Counter(
+            "flm_upstream_errors",
+            "Engine failures by engine and kind (probe_refused, probe_timeout, connect, timeout, "
+            "disconnected, invalid_response, http_5xx).",
+            ["engine", "kind"],
+            registry=registry,
+        )
+        self.rejections = Counter(
+            "flm_rejections",
+            "Requests refused by a security or rate-limit policy, by listener and reason.",
+            ["listener", "reason"],
+            registry=registry,
+        )
+        self.reloads = Counter(
+            "flm_config_reloads",
+            "Config reloads by result (ok or failed).",
+            ["result"],
+            registry=registry,
+        )
+        self.last_reload = Gauge(
+            "flm_config_last_reload_timestamp_seconds",
+            "When the last reload attempt with this result finished (Unix time).",
+            ["result"],
+            registry=registry,
+        )
+        self.generation = Gauge(
+            "flm_config_generation",
+            "Config generation served now: 1 at start, +1 per successful reload.",
+            registry=registry,
+        )
+        self.request_log_dropped = Counter(
+            "flm_request_log_dropped",
+            "Request log records dropped because the writer could not keep up or failed.",
+            registry=registry,
+        )
+        build = Gauge("flm_build_info", "Gateway version.", ["version"], registry=registry)
+        build.labels(__version__).set(1)
+        for result in ("ok", "failed"):
+            self.reloads.labels(result)
+        self.generation.set(1)
+        self._model = BoundedLabel()
+        self._key = BoundedLabel()
+        self._reason = BoundedLabel()
+        self._route = BoundedLabel()
+        registry.register(_LiveCollector(self))
+
+    def observe(self, summary: FlowSummary) -> None:
+        """Record one finished request (hot path: a few counter updates)."""
+        engine = summary.engine or ""
+        model = self._model(summary.model) if engine else ""
+        status = str(summary.status) if summary.status is not None else "aborted"
+        self.requests.labels(
+            summary.listener, self._route(summary.route), model, engine, status
+        ).inc()
+        if summary.latency is not None:
+            self.latency.labels(summary.listener, model, engine).observe(summary.latency)
+        if summary.ttft is not None:
+            self.ttft.labels(model, engine).observe(summary.ttft)
+        if summary.prompt_tokens or summary.completion_tokens:
+            key = self._key(summary.key_id)
+            if summary.prompt_tokens:
+                self.tokens.labels(model, key, "prompt").inc(summary.prompt_tokens)
+            if summary.completion_tokens:
+                self.tokens.labels(model, key, "completion").inc(summary.completion_tokens)
+        for failed_engine, kind in summary.upstream_errors:
+            self.upstream_errors.labels(failed_engine, kind).inc()
+        if summary.rejected:
+            self.rejections.labels(summary.listener, self._reason(summary.rejected)).inc()
+
+    def record_reload(self, ok: bool) -> None:
+        result = "ok" if ok else "failed"
+        self.reloads.labels(result).inc()
+        self.last_reload.labels(result).set(time.time())
+        if ok:
+            self.generation.inc()
+
+    def exposition(self) -> bytes:
+        """The text exposition format served at /metrics."""
+        return generate_latest(self.registry)

@@ -1,0 +1,1 @@
+"""The request log: one record per request in the state database, searchable by `logs`."""

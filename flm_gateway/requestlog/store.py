@@ -1,0 +1,177 @@
+"""The request log table in the state database (`state_dir/state.db`, SQLite in WAL mode).
+
+One row per request, written in batches by `RequestLogWriter` from its own
+thread and read by `flm-gateway logs`. WAL lets the CLI read while the gateway
+writes. This module is the only one that knows the table; when the shared state
+store lands, only `open_store` needs to hand out its connection instead.
+Times are Unix seconds (UTC); latencies are stored in milliseconds.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from flm_gateway.flow_summary import FlowSummary
+
+STATE_DB = "state.db"
+PURGE_CHUNK = 5000
+"""Rows deleted per statement while purging, so a purge never holds the lock for long."""
+
+COLUMNS = (
+    "ts",
+    "request_id",
+    "listener",
+    "client_ip",
+    "key_id",
+    "method",
+    "path",
+    "kind",
+    "model",
+    "route",
+    "engine",
+    "status",
+    "latency_ms",
+    "ttft_ms",
+    "prompt_tokens",
+    "completion_tokens",
+    "tokens_estimated",
+    "bytes_in",
+    "bytes_out",
+    "streamed",
+    "error_kind",
+)
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS request_log (
+    id INTEGER PRIMARY KEY,
+    ts REAL NOT NULL,
+    request_id TEXT NOT NULL,
+    listener TEXT NOT NULL,
+    client_ip TEXT NOT NULL,
+    key_id TEXT,
+    method TEXT NOT NULL,
+    path TEXT NOT NULL,
+    kind TEXT,
+    model TEXT,
+    route TEXT,
+    engine TEXT,
+    status INTEGER,
+    latency_ms REAL,
+    ttft_ms REAL,
+    prompt_tokens INTEGER,
+    completion_tokens INTEGER,
+    tokens_estimated INTEGER NOT NULL DEFAULT 0,
+    bytes_in INTEGER NOT NULL DEFAULT 0,
+    bytes_out INTEGER NOT NULL DEFAULT 0,
+    streamed INTEGER NOT NULL DEFAULT 0,
+    error_kind TEXT
+);
+CREATE INDEX IF NOT EXISTS request_log_ts ON request_log (ts);
+"""
+
+
+def state_db_path(state_dir: Path) -> Path:
+    return state_dir / STATE_DB
+
+
+def connect(path: Path, *, create: bool = True) -> sqlite3.Connection:
+    """A connection to the state database in WAL mode (created when `create`)."""
+    if create:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if not path.exists():
+            # The state database holds key hashes and the audit log: owner only.
+            os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+    elif not path.exists():
+        raise FileNotFoundError(str(path))
+    connection = sqlite3.connect(path, timeout=5.0, isolation_level=None)
+    connection.execute("PRAGMA busy_timeout = 5000")
+    if create:
+        connection.execute("PRAGMA journal_mode = WAL")
+    connection.execute("PRAGMA synchronous = NORMAL")
+    return connection
+
+
+def _ms(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds * 1000.0, 3)
+
+
+def row_of(summary: FlowSummary) -> tuple[Any, ...]:
+    """The table row of one summary, in `COLUMNS` order."""
+    return (
+        summary.started,
+        summary.request_id,
+        summary.listener,
+        summary.client_ip,
+        summary.key_id,
+        summary.method,
+        summary.path,
+        summary.kind,
+        summary.model,
+        summary.route,
+        summary.engine,
+        summary.status,
+        _ms(summary.latency),
+        _ms(summary.ttft),
+        summary.prompt_tokens,
+        summary.completion_tokens,
+        int(summary.tokens_estimated),
+        summary.bytes_in,
+        summary.bytes_out,
+        int(summary.streamed),
+        summary.error_kind,
+    )
+
+
+class RequestLogStore:
+    """The request log table on one SQLite connection (use from one thread at a time)."""
+
+    def __init__(self, connection: sqlite3.Connection) -> None:
+        self.connection = connection
+        self.connection.row_factory = sqlite3.Row
+
+    @classmethod
+    def open(cls, state_dir: Path, *, create: bool = True) -> RequestLogStore:
+        connection = connect(state_db_path(state_dir), create=create)
+        if create:
+            connection.executescript(SCHEMA)
+        return cls(connection)
+
+    def has_table(self) -> bool:
+        row = self.connection.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'request_log'"
+        ).fetchone()
+        return row is not None
+
+    def insert(self, summaries: Sequence[FlowSummary]) -> None:
+        placeholders = ", ".join("?" for _ in COLUMNS)
+        sql = f"INSERT INTO request_log ({', '.join(COLUMNS)}) VALUES ({placeholders})"  # noqa: S608 - fixed columns
+        with self.connection:
+            self.connection.execute("BEGIN")
+            self.connection.executemany(sql, [row_of(s) for s in summaries])
+
+    def purge(self, before: float) -> int:
+        """Delete records older than `before` (Unix time); the number deleted."""
+        total = 0
+        while True:
+            cursor = self.connection.execute(
+                "DELETE FROM request_log WHERE id IN "
+                "(SELECT id FROM request_log WHERE ts < ? LIMIT ?)",
+                (before, PURGE_CHUNK),
+            )
+            total += cursor.rowcount
+            if cursor.rowcount < PURGE_CHUNK:
+                return total
+
+    def select(self, where: str, params: Sequence[Any], limit: int | None) -> list[sqlite3.Row]:
+        """Rows matching a WHERE clause built by `requestlog.query`, newest first."""
+        sql = f"SELECT id, {', '.join(COLUMNS)} FROM request_log WHERE {where} ORDER BY ts DESC, id DESC"  # noqa: S608,E501 - clause from query.LogFilter
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
+        return list(self.connection.execute(sql, tuple(params)))
+
+    def close(self) -> None:
+        self.connection.close()
