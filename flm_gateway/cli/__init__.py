@@ -15,7 +15,15 @@ from collections.abc import Sequence
 
 from flm_gateway import __version__
 
-COMMAND_MODULES = ("flm_gateway.cli.serve", "flm_gateway.cli.validate")
+COMMAND_MODULES = (
+    "flm_gateway.cli.serve",
+    "flm_gateway.cli.validate",
+    "flm_gateway.cli.reload",
+    "flm_gateway.cli.check",
+    "flm_gateway.cli.logs",
+    "flm_gateway.cli.backup",
+    "flm_gateway.cli.chat",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

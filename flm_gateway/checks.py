@@ -1,0 +1,286 @@
+"""The checks behind `flm-gateway check`: is this deployment able to serve?
+
+Each check yields `CheckResult`s (ok, warn or fail; a failure says what to do):
+- config: the file validates (every problem with its file:line);
+- engines: each engine answers its health check now (through the same kind of
+  HTTP session the gateway uses), with its state and model count;
+- listeners: every listener address and the admin address can be bound, or is
+  held by the gateway already running from this state directory;
+- certificates: each TLS listener's certificate is valid, with days left
+  (warn under `EXPIRY_WARNING_DAYS`);
+- state: the state directory exists or can be created and the state database
+  accepts a write lock.
+Nothing is changed: no file is written except a state directory and empty
+database that did not exist yet.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import os
+import shutil
+import socket
+import sqlite3
+from collections.abc import Iterator
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+
+import psutil
+
+from flm_gateway.certificates import EXPIRY_WARNING_DAYS, certificate_statuses
+from flm_gateway.config import LoadedConfig
+from flm_gateway.config.types import format_host_port
+from flm_gateway.engines.base import HealthState
+from flm_gateway.engines.directory import EngineDirectory, SessionFactory
+from flm_gateway.process import running_pid
+from flm_gateway.requestlog.store import connect, state_db_path
+
+LOW_DISK_BYTES = 200 * 1024 * 1024
+
+
+class Level(StrEnum):
+    OK = "ok"
+    WARN = "warn"
+    FAIL = "fail"
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """One line of `check` output."""
+
+    area: str
+    subject: str
+    level: Level
+    message: str
+    fix: str = ""
+
+    def line(self) -> str:
+        text = f"{self.level.value.upper():<4}  {self.area} {self.subject}: {self.message}"
+        return f"{text} -> {self.fix}" if self.fix else text
+
+
+async def check_engines(
+    loaded: LoadedConfig, session_factory: SessionFactory, timeout: float
+) -> list[CheckResult]:
+    engines = loaded.config.engines
+    if not engines:
+        return [
+            CheckResult(
+                "engines",
+                "-",
+                Level.FAIL,
+                "no engine is configured",
+                "add one under engines: (see flm-gateway engines detect)",
+            )
+        ]
+    directory = EngineDirectory(engines, session_factory)
+    try:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(directory.check_all(), timeout)
+    finally:
+        await directory.close()
+    results = []
+    for index, config in enumerate(engines):
+        state = directory.get(config.name)
+        models = len(state.models) + len(config.models)
+        where = f"{config.url} ({config.kind.value})"
+        if state.state is HealthState.HEALTHY:
+            results.append(
+                CheckResult(
+                    "engine",
+                    config.name,
+                    Level.OK,
+                    f"{state.state.value}, {models} model(s) at {where}",
+                )
+            )
+        elif state.state is HealthState.DEGRADED:
+            results.append(
+                CheckResult(
+                    "engine",
+                    config.name,
+                    Level.WARN,
+                    f"{state.state.value} at {where}: {state.detail}",
+                    f"load a model in the engine, or list it under engines[{index}].models",
+                )
+            )
+        else:
+            results.append(
+                CheckResult(
+                    "engine",
+                    config.name,
+                    Level.FAIL,
+                    f"unreachable at {where}: {state.detail}",
+                    f"start the engine, or correct engines[{index}].url",
+                )
+            )
+    return results
+
+
+def _held_by(pid: int, address: tuple[str, int]) -> bool:
+    try:
+        connections = psutil.Process(pid).net_connections(kind="inet")
+    except (psutil.Error, OSError):
+        return False
+    return any(
+        c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == address[1]
+        for c in connections
+    )
+
+
+def check_bind(
+    area: str, name: str, address: tuple[str, int], field: str, gateway_pid: int | None
+) -> CheckResult:
+    """Whether `address` can be bound now (or is held by our running gateway)."""
+    shown = format_host_port(address)
+    family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_STREAM) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(address)
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            if gateway_pid is not None and _held_by(gateway_pid, address):
+                return CheckResult(
+                    area,
+                    name,
+                    Level.OK,
+                    f"{shown} is served by the running gateway (pid {gateway_pid})",
+                )
+            return CheckResult(
+                area,
+                name,
+                Level.FAIL,
+                f"{shown} is in use by another process",
+                f"stop that process or choose another port for {field}",
+            )
+        if exc.errno == errno.EACCES:
+            return CheckResult(
+                area,
+                name,
+                Level.FAIL,
+                f"{shown}: permission denied",
+                f"ports below 1024 need privileges; use a higher port for {field}",
+            )
+        if exc.errno == errno.EADDRNOTAVAIL:
+            return CheckResult(
+                area,
+                name,
+                Level.FAIL,
+                f"{shown}: no network interface has this address",
+                f"use an address of this machine (or 0.0.0.0) for {field}",
+            )
+        return CheckResult(
+            area, name, Level.FAIL, f"{shown}: {exc.strerror or exc}", f"fix {field}"
+        )
+    return CheckResult(area, name, Level.OK, f"{shown} can be bound")
+
+
+def check_listeners(loaded: LoadedConfig) -> Iterator[CheckResult]:
+    pid = running_pid(loaded.state_dir)
+    for index, listener in enumerate(loaded.config.listeners):
+        yield check_bind("listener", listener.name, listener.bind, f"listeners[{index}].bind", pid)
+    admin = loaded.config.admin
+    if admin.enabled:
+        yield check_bind("admin", "listener", admin.bind, "admin.bind", pid)
+
+
+def check_certificates(loaded: LoadedConfig) -> Iterator[CheckResult]:
+    for status in certificate_statuses(loaded):
+        subject = f"{status.listener} ({status.mode})"
+        if status.days_left is None:
+            yield CheckResult("certificate", subject, Level.OK, status.note or "no certificate yet")
+        elif status.days_left < 0:
+            yield CheckResult(
+                "certificate",
+                subject,
+                Level.FAIL,
+                f"expired {-status.days_left:.0f} day(s) ago ({status.subject})",
+                "renew it: restart the gateway (ACME renews on start) or replace the certificate",
+            )
+        elif status.days_left < EXPIRY_WARNING_DAYS:
+            yield CheckResult(
+                "certificate",
+                subject,
+                Level.WARN,
+                f"expires in {status.days_left:.0f} day(s) ({status.subject})",
+                "check that renewal works (see the gateway log)",
+            )
+        else:
+            yield CheckResult(
+                "certificate",
+                subject,
+                Level.OK,
+                f"valid, {status.days_left:.0f} day(s) left ({status.subject})",
+            )
+
+
+def check_state(state_dir: Path) -> Iterator[CheckResult]:
+    try:
+        state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    except OSError as exc:
+        yield CheckResult(
+            "state",
+            str(state_dir),
+            Level.FAIL,
+            f"cannot create the state directory: {exc.strerror}",
+            "create it writable for this user, or set server.state_dir",
+        )
+        return
+    try:
+        connection = connect(state_db_path(state_dir))
+        try:
+            connection.execute("BEGIN IMMEDIATE")
+            connection.execute("ROLLBACK")
+        finally:
+            connection.close()
+    except (sqlite3.Error, OSError) as exc:
+        yield CheckResult(
+            "state",
+            str(state_dir),
+            Level.FAIL,
+            f"the state database is not writable: {exc}",
+            "make the state directory and state.db writable for this user",
+        )
+        return
+    if os.stat(state_dir).st_mode & 0o077:
+        yield CheckResult(
+            "state",
+            str(state_dir),
+            Level.WARN,
+            "the state directory is readable by other users",
+            f"chmod 700 {state_dir}",
+        )
+    free = shutil.disk_usage(state_dir).free
+    if free < LOW_DISK_BYTES:
+        yield CheckResult(
+            "state",
+            str(state_dir),
+            Level.WARN,
+            f"only {free // (1024 * 1024)} MiB free",
+            "free disk space or shorten request_log.retention",
+        )
+    else:
+        yield CheckResult("state", str(state_dir), Level.OK, "writable")
+
+
+async def run_checks(
+    loaded: LoadedConfig, session_factory: SessionFactory, engine_timeout: float
+) -> list[CheckResult]:
+    """Every check after the config validated."""
+    results = [
+        CheckResult(
+            "config",
+            loaded.display_name,
+            Level.OK,
+            f"valid ({len(loaded.config.listeners)} listener(s), "
+            f"{len(loaded.config.engines)} engine(s), {len(loaded.config.routes)} route(s))",
+        )
+    ]
+    results += await check_engines(loaded, session_factory, engine_timeout)
+    results += check_listeners(loaded)
+    results += check_certificates(loaded)
+    results += check_state(loaded.state_dir)
+    return results

@@ -1,0 +1,204 @@
+"""`flm-gateway chat`: a small interactive chat through the gateway, streamed as it arrives.
+
+For trying a deployment by hand: each line typed is sent as a user message to
+`/v1/chat/completions` with the conversation so far, and the reply is printed
+token by token. `/reset` forgets the conversation, `/model NAME` switches model,
+`/exit` (or end of input) quits. Input may be piped, one message per line.
+
+The URL defaults to the config's first listener; the model to the first one
+`/v1/models` lists; the API key is read from the variable named by `--key-env`
+(default `FLM_API_KEY`, if set) and is never printed. `--ca-file` trusts a CA
+(e.g. the packaged CA's root), `--insecure` skips certificate checks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import ssl
+import sys
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from typing import Any, TextIO
+
+from flm_gateway.cli.common import add_config_argument, resolve_config
+from flm_gateway.config.tls import TlsMode
+from flm_gateway.config.types import format_host_port
+
+DEFAULT_KEY_ENV = "FLM_API_KEY"
+TIMEOUT = 600.0
+
+
+class ChatError(Exception):
+    """The gateway answered with an error; the message is the client-facing one."""
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser("chat", help="chat with a model through the gateway")
+    add_config_argument(parser)
+    parser.add_argument("--model", "-m", help="model to use (default: the first listed)")
+    parser.add_argument("--url", help="gateway URL (default: the config's first listener)")
+    parser.add_argument(
+        "--key-env",
+        metavar="VAR",
+        help=f"environment variable holding the API key (default {DEFAULT_KEY_ENV} if set)",
+    )
+    parser.add_argument("--system", help="a system prompt for the conversation")
+    parser.add_argument("--ca-file", help="trust this CA certificate (PEM) for https")
+    parser.add_argument("--insecure", action="store_true", help="do not verify certificates")
+    parser.set_defaults(func=run_chat)
+
+
+def _default_url(args: argparse.Namespace) -> str | None:
+    loaded = resolve_config(args)
+    if loaded is None:
+        return None
+    listener = loaded.config.listeners[0]
+    host, port = listener.bind
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
+    scheme = "http" if listener.tls.mode is TlsMode.LOCAL_HTTP else "https"
+    return f"{scheme}://{format_host_port((host, port))}"
+
+
+class ChatClient:
+    """Just enough of the OpenAI API over urllib: list models, stream a chat."""
+
+    def __init__(self, base_url: str, key: str | None, context: ssl.SSLContext | None) -> None:
+        base = base_url.rstrip("/")
+        self.base = base if base.endswith("/v1") else base + "/v1"
+        self.key = key
+        self.context = context
+
+    def _request(self, path: str, body: dict[str, Any] | None = None) -> Any:
+        headers = {"Accept": "application/json, text/event-stream"}
+        if self.key:
+            headers["Authorization"] = f"Bearer {self.key}"
+        data = None
+        if body is not None:
+            data = json.dumps(body).encode()
+            headers["Content-Type"] = "application/json"
+        request = urllib.request.Request(self.base + path, data=data, headers=headers)  # noqa: S310
+        try:
+            return urllib.request.urlopen(request, timeout=TIMEOUT, context=self.context)  # noqa: S310
+        except urllib.error.HTTPError as exc:
+            raise ChatError(_error_message(exc.code, exc.read())) from None
+        except urllib.error.URLError as exc:
+            raise ChatError(f"cannot reach {self.base}: {exc.reason}") from None
+
+    def models(self) -> list[str]:
+        with self._request("/models") as response:
+            payload = json.load(response)
+        return [m["id"] for m in payload.get("data", []) if isinstance(m, dict) and "id" in m]
+
+    def stream(self, model: str, messages: list[dict[str, str]]) -> Iterator[str]:
+        body = {"model": model, "messages": messages, "stream": True}
+        with self._request("/chat/completions", body) as response:
+            for raw in response:
+                line = raw.decode("utf-8", "replace").strip()
+                if not line.startswith("data:"):
+                    continue
+                data = line[5:].strip()
+                if data == "[DONE]":
+                    return
+                try:
+                    event = json.loads(data)
+                except ValueError:
+                    continue
+                if "error" in event:
+                    raise ChatError(str(event["error"].get("message", event["error"])))
+                for choice in event.get("choices") or []:
+                    content = (choice.get("delta") or {}).get("content")
+                    if content:
+                        yield content
+
+
+def _error_message(status: int, body: bytes) -> str:
+    try:
+        message = json.loads(body)["error"]["message"]
+    except (ValueError, KeyError, TypeError):
+        message = body.decode("utf-8", "replace")[:200]
+    return f"HTTP {status}: {message}"
+
+
+def _ssl_context(args: argparse.Namespace) -> ssl.SSLContext | None:
+    if args.insecure:
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        return context
+    if args.ca_file:
+        return ssl.create_default_context(cafile=args.ca_file)
+    return None
+
+
+def chat_loop(
+    client: ChatClient, model: str, system: str | None, lines: TextIO, out: TextIO
+) -> int:
+    """Read messages from `lines`, print streamed replies to `out`; the exit code."""
+    interactive = lines.isatty()
+    history: list[dict[str, str]] = [{"role": "system", "content": system}] if system else []
+    while True:
+        if interactive:
+            out.write("you> ")
+            out.flush()
+        line = lines.readline()
+        if not line:
+            return 0
+        text = line.strip()
+        if not text:
+            continue
+        if text in ("/exit", "/quit"):
+            return 0
+        if text == "/reset":
+            history = history[:1] if system else []
+            out.write("(conversation reset)\n")
+            continue
+        if text.startswith("/model "):
+            model = text.split(None, 1)[1]
+            out.write(f"(model: {model})\n")
+            continue
+        history.append({"role": "user", "content": text})
+        out.write(f"{model}> ")
+        out.flush()
+        reply = []
+        try:
+            for piece in client.stream(model, history):
+                reply.append(piece)
+                out.write(piece)
+                out.flush()
+        except ChatError as exc:
+            history.pop()
+            out.write(f"\n[error] {exc}\n")
+            out.flush()
+            continue
+        out.write("\n")
+        out.flush()
+        history.append({"role": "assistant", "content": "".join(reply)})
+
+
+def run_chat(args: argparse.Namespace) -> int:
+    url = args.url or _default_url(args)
+    if url is None:
+        return 1
+    key_env = args.key_env or DEFAULT_KEY_ENV
+    key = os.environ.get(key_env)
+    if args.key_env and not key:
+        print(f"flm-gateway chat: environment variable {key_env} is not set", file=sys.stderr)
+        return 2
+    client = ChatClient(url, key, _ssl_context(args))
+    model = args.model
+    try:
+        if model is None:
+            models = client.models()
+            if not models:
+                print(f"{client.base}/models lists no model; use --model", file=sys.stderr)
+                return 1
+            model = models[0]
+    except ChatError as exc:
+        print(f"flm-gateway chat: {exc}", file=sys.stderr)
+        return 1
+    if sys.stdin.isatty():
+        print(f"chatting with {model} at {client.base} (/exit to quit, /reset to start over)")
+    return chat_loop(client, model, args.system, sys.stdin, sys.stdout)

@@ -1,0 +1,69 @@
+"""`flm-gateway reload`: make the running gateway re-read flm.yaml, and say how it went.
+
+Validates the file here first (printing every problem, exit 1, nothing sent),
+then sends SIGHUP to the gateway named by the pid file in the config's state
+directory and waits up to `--wait` seconds for its `last-reload.json` to report
+the outcome. Exit 0: reloaded. 1: invalid file or the gateway kept its old
+config. 2: no running gateway found, or no answer in time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import time
+from typing import Any
+
+from flm_gateway.cli.common import add_config_argument, resolve_config
+from flm_gateway.process import read_reload_status, running_pid
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "reload", help="validate flm.yaml and make the running gateway reload it"
+    )
+    add_config_argument(parser)
+    parser.add_argument(
+        "--wait",
+        type=float,
+        default=15.0,
+        metavar="SECONDS",
+        help="how long to wait for the gateway's answer (default 15)",
+    )
+    parser.set_defaults(func=run_reload)
+
+
+def run_reload(args: argparse.Namespace) -> int:
+    loaded = resolve_config(args)
+    if loaded is None:
+        print("the running gateway was not asked to reload", file=sys.stderr)
+        return 1
+    if loaded.path is None:
+        print("no flm.yaml found: the built-in default cannot be reloaded", file=sys.stderr)
+        return 2
+    pid = running_pid(loaded.state_dir)
+    if pid is None:
+        print(
+            f"no running gateway found for {loaded.display_name} (no live pid file in "
+            f"{loaded.state_dir}); start it with: flm-gateway run --config {loaded.path}",
+            file=sys.stderr,
+        )
+        return 2
+    before = read_reload_status(loaded.state_dir)
+    os.kill(pid, signal.SIGHUP)
+    deadline = time.monotonic() + args.wait
+    while time.monotonic() < deadline:
+        status = read_reload_status(loaded.state_dir)
+        if status is not None and status != before and status.get("pid") == pid:
+            if status.get("ok"):
+                print(f"reloaded: gateway {pid} serves config generation {status['generation']}")
+                return 0
+            print(f"gateway {pid} kept its old config; problems:", file=sys.stderr)
+            for problem in status.get("problems") or []:
+                print(f"  {problem}", file=sys.stderr)
+            return 1
+        time.sleep(0.1)
+    print(f"sent SIGHUP to gateway {pid}; no answer within {args.wait:g}s", file=sys.stderr)
+    return 2
