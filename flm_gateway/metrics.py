@@ -67,9 +67,19 @@ class _LiveCollector(Collector):
         self._metrics = metrics
         self._certificates: tuple[float, Sequence[CertificateInfo]] = (0.0, ())
 
+    def describe(self) -> Iterator[Metric]:
+        """The families without values (so registering does not read live state)."""
+        return self._families(None, 0, ())
+
     def collect(self) -> Iterator[Metric]:
         source = self._metrics
-        runtime = source.runtime_source()
+        return self._families(
+            source.runtime_source(), source.inflight_source(), self._certificate_statuses()
+        )
+
+    def _families(
+        self, runtime: Runtime | None, in_flight: int, certificates: Sequence[CertificateInfo]
+    ) -> Iterator[Metric]:
         up = GaugeMetricFamily(
             "flm_engine_up", "1 when the engine passes its health check, else 0.", labels=["engine"]
         )
@@ -94,14 +104,14 @@ class _LiveCollector(Collector):
         inflight = GaugeMetricFamily(
             "flm_requests_in_flight", "Requests received and not yet answered in full."
         )
-        inflight.add_metric([], float(source.inflight_source()))
+        inflight.add_metric([], float(in_flight))
         yield inflight
         expiry = GaugeMetricFamily(
             "flm_certificate_expiry_timestamp_seconds",
             "When the certificate a TLS listener serves expires (Unix time).",
             labels=["listener", "mode"],
         )
-        for cert in self._certificate_statuses():
+        for cert in certificates:
             if cert.not_after is not None:
                 expiry.add_metric([cert.listener, cert.mode], cert.not_after.timestamp())
         yield expiry

@@ -96,7 +96,7 @@ def _cell(value: Any) -> str:
     if value is None:
         return "-"
     if isinstance(value, float):
-        return f"{value:.4f}".rstrip("0").rstrip(".") if value < 1 else f"{value:.0f}"
+        return f"{value:.1f}" if value >= 0.1 or value == 0 else f"{value:.3f}"
     return str(value)
 
 

@@ -14,9 +14,11 @@ import os
 import signal
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
-from flm_gateway.cli.common import add_config_argument, resolve_config
+from flm_gateway.cli.common import DEFAULT_CONFIG_PATH, add_config_argument
+from flm_gateway.config import ConfigError, load_config
 from flm_gateway.process import read_reload_status, running_pid
 
 
@@ -36,13 +38,22 @@ def register(subparsers: Any) -> None:
 
 
 def run_reload(args: argparse.Namespace) -> int:
-    loaded = resolve_config(args)
-    if loaded is None:
-        print("the running gateway was not asked to reload", file=sys.stderr)
-        return 1
-    if loaded.path is None:
+    path: Path | None = args.config
+    if path is None and DEFAULT_CONFIG_PATH.exists():
+        path = DEFAULT_CONFIG_PATH
+    if path is None:
         print("no flm.yaml found: the built-in default cannot be reloaded", file=sys.stderr)
         return 2
+    try:
+        loaded = load_config(path)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        print(
+            f"{len(exc.problems)} problem(s); the running gateway was not asked to reload",
+            file=sys.stderr,
+        )
+        return 1
     pid = running_pid(loaded.state_dir)
     if pid is None:
         print(

@@ -78,7 +78,11 @@ class TinyEngine:
         self.requests.append(body)
         self.seen_headers.append(dict(request.headers))
         model = body.get("model", "")
-        usage = {"prompt_tokens": 7, "completion_tokens": self.chunks, "total_tokens": 7 + self.chunks}
+        usage = {
+            "prompt_tokens": 7,
+            "completion_tokens": self.chunks,
+            "total_tokens": 7 + self.chunks,
+        }
         if not body.get("stream"):
             return web.json_response(
                 {
@@ -146,7 +150,7 @@ class TinyEngine:
 
 def http_get(url: str, timeout: float = 5.0) -> tuple[int, bytes]:
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 - test URL
+        with urllib.request.urlopen(url, timeout=timeout) as response:
             return response.status, response.read()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read()
@@ -209,7 +213,7 @@ class GatewayProcess:
             if log.count(text) >= count:
                 return log
             time.sleep(0.05)
-        raise AssertionError(f"{text!r} not logged {count} time(s) within {timeout}s:\n{self.log()}")
+        raise AssertionError(f"{text!r} not logged {count}x within {timeout}s:\n{self.log()}")
 
     def stop(self, timeout: float = 15.0) -> int:
         if self.process is None:
