@@ -12,7 +12,10 @@ ROOT = Path(__file__).parents[1]
 def run_cli(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "flm_gateway", *args],
-        cwd=cwd, capture_output=True, text=True, timeout=60,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
         env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
     )
 
@@ -35,7 +38,10 @@ def test_validate_reports_every_error_with_position_and_no_traceback() -> None:
 def test_run_refuses_an_invalid_file_the_same_way() -> None:
     result = run_cli("run", "--config", "tests/config/golden/semantic_errors.yaml")
     assert result.returncode == 1
-    assert "semantic_errors.yaml:9:18: listeners[2].passthrough: unknown engine 'nowhere'" in result.stderr
+    assert (
+        "semantic_errors.yaml:9:18: listeners[2].passthrough: unknown engine 'nowhere'"
+        in result.stderr
+    )
     assert "Traceback" not in result.stderr
 
 

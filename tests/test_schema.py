@@ -21,7 +21,9 @@ def test_committed_schema_is_generated_from_the_models() -> None:
 def test_schema_accepts_the_example_and_rejects_unknown_keys() -> None:
     schema = json.loads(schema_json())
     validator = jsonschema.Draft202012Validator(schema)
-    example = yaml.safe_load((ROOT / "flm.yaml.example").read_text().replace("${VLLM_API_KEY:-}", ""))
+    example = yaml.safe_load(
+        (ROOT / "flm.yaml.example").read_text().replace("${VLLM_API_KEY:-}", "")
+    )
     assert list(validator.iter_errors(example)) == []
     example["listeners"][0]["colour"] = "red"
     errors = list(validator.iter_errors(example))

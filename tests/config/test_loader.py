@@ -29,7 +29,11 @@ def test_issue2_reference_config_validates_exactly_as_written() -> None:
     assert [e.name for e in config.engines] == ["alpha", "beta"]
     assert config.engines[1].api_key == "sk-beta"
     chat = config.routes[1]
-    assert (chat.upstream_model, chat.engines, chat.defaults) == ("small-7b", ["beta"], {"temperature": 0.2})
+    assert (chat.upstream_model, chat.engines, chat.defaults) == (
+        "small-7b",
+        ["beta"],
+        {"temperature": 0.2},
+    )
     assert [t.engine for t in chat.fallback_targets] == ["alpha"]
     assert chat.system_prompt == "You are terse."
 
@@ -72,5 +76,10 @@ def test_relative_state_dir_is_relative_to_the_file(tmp_path: Path) -> None:
 def test_builtin_default_listens_on_8088_with_every_engine_kind() -> None:
     config = default_config().config
     assert config.listeners[0].bind == ("127.0.0.1", 8088)
-    assert sorted(e.kind.value for e in config.engines) == ["llamacpp", "lmstudio", "ollama", "vllm"]
+    assert sorted(e.kind.value for e in config.engines) == [
+        "llamacpp",
+        "lmstudio",
+        "ollama",
+        "vllm",
+    ]
     assert config.routes == []

@@ -7,7 +7,15 @@ from flm_gateway.config.types import parse_byte_size, parse_duration, parse_host
 
 @pytest.mark.parametrize(
     ("text", "seconds"),
-    [(30, 30.0), (1.5, 1.5), ("250ms", 0.25), ("30s", 30.0), ("10m", 600.0), ("24h", 86400.0), ("7", 7.0)],
+    [
+        (30, 30.0),
+        (1.5, 1.5),
+        ("250ms", 0.25),
+        ("30s", 30.0),
+        ("10m", 600.0),
+        ("24h", 86400.0),
+        ("7", 7.0),
+    ],
 )
 def test_durations(text: object, seconds: float) -> None:
     assert parse_duration(text) == seconds
@@ -33,7 +41,11 @@ def test_bad_size() -> None:
 
 @pytest.mark.parametrize(
     ("text", "address"),
-    [("127.0.0.1:8088", ("127.0.0.1", 8088)), ("[::1]:443", ("::1", 443)), ("gw.lan:80", ("gw.lan", 80))],
+    [
+        ("127.0.0.1:8088", ("127.0.0.1", 8088)),
+        ("[::1]:443", ("::1", 443)),
+        ("gw.lan:80", ("gw.lan", 80)),
+    ],
 )
 def test_host_port(text: str, address: tuple[str, int]) -> None:
     assert parse_host_port(text) == address
