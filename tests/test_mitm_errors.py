@@ -1,4 +1,4 @@
-"""mitmproxy's own error responses are replaced by OpenAI-shaped JSON (pins a mitmproxy internal)."""
+"""mitmproxy's own error responses become OpenAI-shaped JSON (pins a mitmproxy internal)."""
 
 from __future__ import annotations
 

@@ -23,7 +23,7 @@ def test_durations(text: object, seconds: float) -> None:
 
 @pytest.mark.parametrize("bad", ["10 minutes", "-1", -1, True, "m", None])
 def test_bad_durations(bad: object) -> None:
-    with pytest.raises(ValueError, match="duration|negative"):
+    with pytest.raises(ValueError, match=r"duration|negative"):
         parse_duration(bad)
 
 
@@ -53,5 +53,5 @@ def test_host_port(text: str, address: tuple[str, int]) -> None:
 
 @pytest.mark.parametrize("bad", ["localhost", ":80", "::1:80", "[zz]:80", "h:0", "h:70000", 8088])
 def test_bad_host_port(bad: object) -> None:
-    with pytest.raises(ValueError, match="host:port|port|IPv6"):
+    with pytest.raises(ValueError, match=r"host:port|port|IPv6"):
         parse_host_port(bad)
