@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
+import json
 import struct
 import uuid
 from collections.abc import Iterable
@@ -22,6 +23,14 @@ from tests.support.fakes.state import EngineState, Fault, RecordedRequest
 FAULT_KEY = web.RequestKey("fault", Fault)
 RECORD_KEY = web.RequestKey("record", RecordedRequest)
 BODY_KEY: web.RequestKey[Any] = web.RequestKey("body")
+
+
+NDJSON = "application/x-ndjson"
+
+
+def ndjson(payload: dict[str, Any]) -> bytes:
+    """One line of newline-delimited JSON, as Ollama streams."""
+    return json.dumps(payload, separators=(",", ":")).encode() + b"\n"
 
 
 def pieces(count: int) -> list[str]:
