@@ -16,14 +16,19 @@ from flm_gateway.addons.metrics import Metrics
 from flm_gateway.addons.openai_api import OpenAIApi
 from flm_gateway.addons.passthrough import Passthrough
 from flm_gateway.addons.request_log import RequestLog
+from flm_gateway.addons.response_timeout import ResponseTimeout
 from flm_gateway.addons.routing import Routing
 from flm_gateway.addons.streaming import Streaming
 from flm_gateway.addons.upstream_guard import UpstreamGuard
 from flm_gateway.metrics import GatewayMetrics
 
 
-def build_addons(inflight: Inflight, metrics: GatewayMetrics) -> list[Any]:
-    """Our addons, in hook order (mitmproxy's own core addons are added before them)."""
+def build_addons(inflight: Inflight, metrics: GatewayMetrics | None = None) -> list[Any]:
+    """Our addons, in hook order (mitmproxy's own core addons are added before them).
+
+    `metrics` is the gateway's registry (a fresh one when not given, e.g. in tests).
+    """
+    metrics = metrics or GatewayMetrics()
     return [
         # Counts every flow from its first byte, so drain waits for all of them.
         inflight,
@@ -39,6 +44,8 @@ def build_addons(inflight: Inflight, metrics: GatewayMetrics) -> list[Any]:
         Routing(),
         # Last on `request`: nothing undecided leaves; refuses dials to the placeholder.
         UpstreamGuard(),
+        # Starts the response-header timer only for flows that really leave.
+        ResponseTimeout(),
         # On `responseheaders`: marks a 5xx for fallback before streaming decides.
         Fallback(),
         # On `responseheaders`: streams SSE/NDJSON through unbuffered.

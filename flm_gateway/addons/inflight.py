@@ -13,6 +13,8 @@ import asyncio
 
 from mitmproxy import http
 
+from flm_gateway.addons.guard import fail_closed
+
 
 class Inflight:
     def __init__(self) -> None:
@@ -25,6 +27,7 @@ class Inflight:
     def count(self) -> int:
         return len(self._flows)
 
+    @fail_closed()
     def requestheaders(self, flow: http.HTTPFlow) -> None:
         self._flows.add(flow.id)
         self._idle.clear()
@@ -40,6 +43,7 @@ class Inflight:
                     waiter.set_result(None)
             self._waiters = [(r, w) for r, w in self._waiters if not w.done()]
 
+    @fail_closed()
     def response(self, flow: http.HTTPFlow) -> None:
         self._finish(flow)
 

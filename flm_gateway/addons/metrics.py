@@ -8,7 +8,8 @@ the flow first, the flow is summarised once (`flm.summary`) and the summary is
 counted; a flow is counted at most once (`flm.metrics.done`).
 Writes `flm.metrics.tap`, `flm.metrics.done`, `flm.summary`; reads what
 `flow_summary` reads (including `flm.usage`, `flm.auth.key_id` and
-`flm.security.rejected`). A failure here is logged and never affects the flow.
+`flm.security.rejected`). Recording failures are logged and never affect the
+flow; like every hook, these run under `fail_closed`.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import logging
 
 from mitmproxy import http
 
+from flm_gateway.addons.guard import fail_closed
 from flm_gateway.flow_summary import StreamTap, summary_of
 from flm_gateway.metrics import GatewayMetrics
 
@@ -27,6 +29,7 @@ class Metrics:
     def __init__(self, metrics: GatewayMetrics) -> None:
         self.metrics = metrics
 
+    @fail_closed()
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         response = flow.response
         if response is None or not response.stream or "flm.metrics.tap" in flow.metadata:
@@ -36,6 +39,7 @@ class Metrics:
         response.stream = tap
         flow.metadata["flm.metrics.tap"] = tap
 
+    @fail_closed()
     def response(self, flow: http.HTTPFlow) -> None:
         self._finish(flow)
 

@@ -16,6 +16,7 @@ import logging
 
 from mitmproxy import http
 
+from flm_gateway.addons.guard import fail_closed
 from flm_gateway.config import LoadedConfig
 from flm_gateway.flow_summary import summary_of
 from flm_gateway.metrics import GatewayMetrics
@@ -53,6 +54,7 @@ class RequestLog:
         if self.writer is not None:
             await self.writer.stop()
 
+    @fail_closed()
     def response(self, flow: http.HTTPFlow) -> None:
         self._finish(flow)
 

@@ -2,7 +2,9 @@
 
 Policy (on `request`, for flows `openai_api` classified with a model):
 - Candidates come from `RoutingTable`: the first matching route's engines
-  (healthy first, round robin), then its fallbacks in order; with no matching
+  (healthy first, round robin), then its fallbacks in order (a fallback given
+  by bare name is asked for the route's upstream model if it serves it, else
+  for the first model it lists; `{engine, upstream_model}` names it); with no matching
   route, the engines that list the model (discovery; an unknown name triggers
   one rate-limited refresh of the model lists, awaited at most
   `MISS_WAIT` seconds). No candidate: 404 `model_not_found`.
@@ -12,8 +14,10 @@ Policy (on `request`, for flows `openai_api` classified with a model):
 - None reachable: 504 `engine_timeout` when every failure was a timeout, else
   502 `engine_unavailable`, naming the engines tried and why, never their URLs
   or keys.
-Writes `flm.route.engine`, `flm.route.route`, `flm.route.upstream_model` and
-`flm.route.pending` (the untried candidates, for a 5xx fallback).
+Writes `flm.route.engine`, `flm.route.route`, `flm.route.upstream_model`,
+`flm.route.pending` (the untried candidates, for a 5xx fallback) and
+`flm.route.failures` (engine name and probe result of each candidate that
+could not be reached, for metrics).
 """
 
 from __future__ import annotations
@@ -67,6 +71,14 @@ def apply_candidate(flow: http.HTTPFlow, candidate: Candidate, route: RouteConfi
     flow.metadata["flm.route.upstream_model"] = candidate.upstream_model
 
 
+def fallback_model(engine: EngineState, upstream: str) -> str:
+    """The model a bare-name fallback engine is asked for: the route's upstream model when
+    the engine serves it, else the first model the engine lists (else `upstream` unchanged)."""
+    if engine.serves(upstream) or not engine.models:
+        return upstream
+    return next(iter(engine.models))
+
+
 class Routing:
     def __init__(self) -> None:
         self._runtime: Runtime | None = None
@@ -84,7 +96,10 @@ class Routing:
             upstream = route.upstream_model or model
             primary = [Candidate(e, upstream) for e in directory.ordered(route.engines, model)]
             fallbacks = [
-                Candidate(directory.get(t.engine), t.upstream_model or upstream)
+                Candidate(
+                    directory.get(t.engine),
+                    t.upstream_model or fallback_model(directory.get(t.engine), upstream),
+                )
                 for t in route.fallback_targets
                 if t.engine not in route.engines
             ]
@@ -111,6 +126,7 @@ class Routing:
             return
         flow.metadata["flm.route.route"] = route
         failures: list[tuple[str, ProbeResult]] = []
+        flow.metadata["flm.route.failures"] = failures
         for index, candidate in enumerate(candidates):
             result = await probe(flow, candidate.engine)
             if result is ProbeResult.OK:
@@ -120,6 +136,7 @@ class Routing:
             failures.append((candidate.engine.name, result))
         flow.response = unreachable_response(model, failures)
 
+    @fail_closed()
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         engine = flow.metadata.get("flm.route.engine")
         if engine is not None and self._runtime is not None and flow.server_conn.connected:
