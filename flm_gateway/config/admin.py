@@ -10,7 +10,7 @@ from pydantic import Field
 
 from flm_gateway.config.types import HostPort, StrictModel
 
-DEFAULT_ADMIN_BIND = ("127.0.0.1", 9090)
+DEFAULT_ADMIN_BIND = "127.0.0.1:9090"
 
 
 class AdminConfig(StrictModel):
@@ -18,7 +18,8 @@ class AdminConfig(StrictModel):
 
     enabled: bool = Field(True, description="Serve the admin listener at all.")
     bind: HostPort = Field(
-        DEFAULT_ADMIN_BIND,
+        DEFAULT_ADMIN_BIND,  # parsed like a value from the file
+        validate_default=True,
         description=(
             "Address of the admin listener, host:port. It serves GET /metrics, /healthz and "
             "/readyz without authentication, so keep it on loopback or a private network."
