@@ -5,7 +5,8 @@ Policy: runs first on `requestheaders`. Writes `flm.listener` (the
 sane token of at most 128 characters, else a new random id) and `flm.client_ip`.
 Every response, streamed or not, carries `X-Request-ID`. A flow whose listener
 cannot be found (a listener removed by a reload while its connection lives on)
-is answered 503: it has no policy to be judged by, so it is not forwarded.
+is answered 503 with `Connection: close`: it has no policy to be judged by, so
+it is not forwarded, and the client's next attempt opens a new connection.
 """
 
 from __future__ import annotations
@@ -45,8 +46,12 @@ class ListenerContext:
     @fail_closed()
     def request(self, flow: http.HTTPFlow) -> None:
         if flow.response is None and flow.metadata.get("flm.listener") is None:
+            # Connection: close, so a keep-alive client reconnects instead of retrying here.
             flow.response = error_response(
-                503, "This listener is being reconfigured; retry.", code="listener_unavailable"
+                503,
+                "This listener is being reconfigured; retry.",
+                code="listener_unavailable",
+                headers={"connection": "close"},
             )
 
     @fail_closed()

@@ -1,229 +1,104 @@
-"""Helpers of the operations integration tests: a tiny engine and the real gateway process.
+"""Helpers of the operations integration tests.
 
-`TinyEngine` is an OpenAI-compatible aiohttp server in a thread of the test
-process (until the shared fakes land): models from its constructor, chat
-completions that answer with the engine's name, streamed as `chunks` SSE events
-`delay` seconds apart, with usage. `GatewayProcess` runs
-`python -m flm_gateway run --config FILE` and stops it (SIGTERM, then SIGKILL).
+`threaded_engine` runs the shared `FakeEngine` on an event loop in a background
+thread, so tests can be plain synchronous code (blocking SDK calls, subprocesses)
+while the engine keeps answering, including during the gateway's start-up health
+checks. The gateway itself is `tests.support.gateway_process.run_gateway`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from aiohttp import web
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from tests.support.fake_engines import FakeEngine
+from tests.support.gateway_process import ROOT, GatewayProcess
 
 
-class TinyEngine:
-    """An OpenAI-compatible engine on 127.0.0.1, served from a background thread."""
+@contextmanager
+def threaded_engine(kind: str, models: list[str], **kwargs: Any) -> Iterator[FakeEngine]:
+    """A started `FakeEngine` served from its own thread; stopped on exit."""
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
 
-    def __init__(
-        self,
-        name: str,
-        models: list[str],
-        *,
-        chunks: int = 3,
-        delay: float = 0.0,
-        port: int | None = None,
-    ) -> None:
-        self.name = name
-        self.models = models
-        self.chunks = chunks
-        self.delay = delay
-        self.port = port or free_port()
-        self.requests: list[dict[str, Any]] = []
-        self.seen_headers: list[dict[str, str]] = []
-        self._loop = asyncio.new_event_loop()
-        self._runner: web.AppRunner | None = None
-        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+    async def make() -> FakeEngine:
+        engine = FakeEngine(kind, models, **kwargs)
+        await engine.start()
+        return engine
 
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def _app(self) -> web.Application:
-        app = web.Application()
-        app.router.add_get("/v1/models", self._models)
-        app.router.add_post("/v1/chat/completions", self._chat)
-        return app
-
-    async def _models(self, request: web.Request) -> web.Response:
-        return web.json_response(
-            {"object": "list", "data": [{"id": m, "object": "model"} for m in self.models]}
-        )
-
-    async def _chat(self, request: web.Request) -> web.StreamResponse:
-        body = await request.json()
-        self.requests.append(body)
-        self.seen_headers.append(dict(request.headers))
-        model = body.get("model", "")
-        usage = {
-            "prompt_tokens": 7,
-            "completion_tokens": self.chunks,
-            "total_tokens": 7 + self.chunks,
-        }
-        if not body.get("stream"):
-            return web.json_response(
-                {
-                    "id": "chatcmpl-1",
-                    "object": "chat.completion",
-                    "created": int(time.time()),
-                    "model": model,
-                    "choices": [
-                        {
-                            "index": 0,
-                            "message": {"role": "assistant", "content": f"hello from {self.name}"},
-                            "finish_reason": "stop",
-                        }
-                    ],
-                    "usage": usage,
-                }
-            )
-        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
-        await response.prepare(request)
-        for index in range(self.chunks):
-            if self.delay:
-                await asyncio.sleep(self.delay)
-            chunk = {
-                "id": "chatcmpl-1",
-                "object": "chat.completion.chunk",
-                "created": int(time.time()),
-                "model": model,
-                "choices": [{"index": 0, "delta": {"content": f"{self.name}-{index} "}}],
-            }
-            await response.write(f"data: {json.dumps(chunk)}\n\n".encode())
-        final = {
-            "id": "chatcmpl-1",
-            "object": "chat.completion.chunk",
-            "created": int(time.time()),
-            "model": model,
-            "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}],
-            "usage": usage,
-        }
-        await response.write(f"data: {json.dumps(final)}\n\ndata: [DONE]\n\n".encode())
-        await response.write_eof()
-        return response
-
-    async def _start(self) -> None:
-        self._runner = web.AppRunner(self._app(), access_log=None)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
-
-    def start(self) -> TinyEngine:
-        self._thread.start()
-        asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(10)
-        return self
-
-    def stop(self) -> None:
-        if self._runner is not None:
-            asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(10)
-
-    def __enter__(self) -> TinyEngine:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+    engine = asyncio.run_coroutine_threadsafe(make(), loop).result(10)
+    try:
+        yield engine
+    finally:
+        asyncio.run_coroutine_threadsafe(engine.stop(), loop).result(10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+        loop.close()
 
 
 def http_get(url: str, timeout: float = 5.0) -> tuple[int, bytes]:
     try:
         with urllib.request.urlopen(url, timeout=timeout) as response:
-            return response.status, response.read()
+            return int(response.status), response.read()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read()
 
 
-class GatewayProcess:
-    """`flm-gateway run` on a config file, as a child process."""
+def post_json(
+    url: str, body: dict[str, Any], headers: dict[str, str] | None = None
+) -> tuple[int, dict[str, str], bytes]:
+    request = urllib.request.Request(
+        url,
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json", **(headers or {})},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return int(response.status), dict(response.headers), response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, dict(exc.headers), exc.read()
 
-    def __init__(self, config_path: Path, *, extra_args: tuple[str, ...] = ()) -> None:
-        self.config_path = config_path
-        self.extra_args = extra_args
-        self.log_path = config_path.parent / "gateway.log"
-        self.process: subprocess.Popen[bytes] | None = None
 
-    def start(self, ready_url: str, timeout: float = 20.0) -> GatewayProcess:
-        env = dict(os.environ, PYTHONPATH=str(REPO_ROOT))
-        self._log = self.log_path.open("wb")
-        self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "flm_gateway",
-                "run",
-                "--config",
-                str(self.config_path),
-                *self.extra_args,
-            ],
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            env=env,
-            cwd=self.config_path.parent,
-        )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"gateway exited early:\n{self.log()}")
-            with contextlib.suppress(OSError):
-                status, _ = http_get(ready_url, timeout=1.0)
-                if status == 200:
-                    return self
-            time.sleep(0.1)
-        raise RuntimeError(f"gateway did not become ready:\n{self.log()}")
+def wait_for_log(gateway: GatewayProcess, text: str, count: int = 1, timeout: float = 10.0) -> str:
+    """The gateway's log once `text` appears `count` times in it."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        log = gateway.log
+        if log.count(text) >= count:
+            return log
+        time.sleep(0.05)
+    raise AssertionError(f"{text!r} not logged {count}x within {timeout}s:\n{gateway.log}")
 
-    @property
-    def pid(self) -> int:
-        assert self.process is not None
-        return self.process.pid
 
-    def signal(self, sig: signal.Signals) -> None:
-        assert self.process is not None
-        self.process.send_signal(sig)
+def cli(
+    *args: str, stdin: str | None = None, env: dict[str, str] | None = None, timeout: float = 30.0
+) -> subprocess.CompletedProcess[str]:
+    """Run `python -m flm_gateway ARGS` and capture its output."""
+    return subprocess.run(
+        [sys.executable, "-m", "flm_gateway", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})},
+        check=False,
+    )
 
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
-    def wait_for_log(self, text: str, timeout: float = 10.0, count: int = 1) -> str:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            log = self.log()
-            if log.count(text) >= count:
-                return log
-            time.sleep(0.05)
-        raise AssertionError(f"{text!r} not logged {count}x within {timeout}s:\n{self.log()}")
-
-    def stop(self, timeout: float = 15.0) -> int:
-        if self.process is None:
-            return 0
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(5)
-        self._log.close()
-        return self.process.returncode
+def write_config(path: Path, text: str) -> None:
+    """Replace the config file in one rename, as editors and deploy tools do."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)

@@ -1,0 +1,198 @@
+"""Hot reload end to end: the real gateway process, fake engines, the openai SDK and curl.
+
+A stream running through a reload loses nothing; a keep-alive client sees the new
+routes on its old connection; listeners come and go; an invalid edit, a port that
+cannot be bound and a burst of edits are handled as the reload policy says.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import signal
+import socket
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import openai
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.integration.ops_helpers import cli, http_get, threaded_engine, wait_for_log, write_config
+from tests.support.fake_engines import FakeEngine
+from tests.support.gateway_process import GatewayProcess, free_port, run_gateway
+
+HEAD = """\
+server: {{state_dir: "{state_dir}", drain_timeout: 10s}}
+admin: {{bind: "127.0.0.1:{admin}"}}
+reload: {{poll_interval: 0.05, debounce: 0.3}}
+"""
+V1 = """\
+listeners:
+  - {{name: main, bind: "127.0.0.1:{port}"}}
+engines:
+  - {{name: alpha, kind: vllm, url: "{alpha}"}}
+"""
+V2 = """\
+listeners:
+  - {{name: main, bind: "127.0.0.1:{port}"}}
+  - {{name: second, bind: "127.0.0.1:{second}"}}
+engines:
+  - {{name: alpha, kind: vllm, url: "{alpha}"}}
+  - {{name: beta, kind: openai, url: "{beta}"}}
+routes:
+  - {{model: chat, engine: beta, upstream_model: small-7b}}
+"""
+
+
+@dataclass
+class Stack:
+    gateway: GatewayProcess
+    alpha: FakeEngine
+    beta: FakeEngine
+    values: dict[str, object]
+
+    def render(self, body: str, **extra: object) -> str:
+        return (HEAD + body).format(**{**self.values, **extra})
+
+    def write(self, body: str, **extra: object) -> None:
+        write_config(self.gateway.config_path, self.render(body, **extra))
+
+    def metric(self, name: str, **labels: str) -> float | None:
+        _, text = http_get(f"http://127.0.0.1:{self.values['admin']}/metrics")
+        for family in text_string_to_metric_families(text.decode()):
+            for sample in family.samples:
+                if sample.name == name and sample.labels == labels:
+                    return float(sample.value)
+        return None
+
+    def client(self, port: object = None) -> openai.OpenAI:
+        port = port or self.values["port"]
+        return openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="k", max_retries=0)
+
+
+@pytest.fixture
+def stack(tmp_path: Path) -> Iterator[Stack]:
+    with (
+        threaded_engine("vllm", ["tiny-a"]) as alpha,
+        threaded_engine("openai", ["small-7b"]) as beta,
+    ):
+        port = free_port()
+        values: dict[str, object] = {
+            "port": port,
+            "second": free_port(),
+            "admin": free_port(),
+            "alpha": alpha.url,
+            "beta": beta.url,
+            "state_dir": tmp_path / "state",
+        }
+        config = (HEAD + V1).format(**values)
+        admin = f"http://127.0.0.1:{values['admin']}/readyz"
+        with run_gateway(config, tmp_path, port=port, health_url=admin) as gateway:
+            yield Stack(gateway, alpha, beta, values)
+
+
+def chat_status(connection: http.client.HTTPConnection, model: str) -> tuple[int, bytes]:
+    body = json.dumps({"model": model, "messages": [{"role": "user", "content": "hi"}]})
+    connection.request("POST", "/v1/chat/completions", body, {"Content-Type": "application/json"})
+    response = connection.getresponse()
+    return response.status, response.read()
+
+
+def test_stream_through_reload_and_keepalive_sees_new_routes(stack: Stack) -> None:
+    keepalive = http.client.HTTPConnection("127.0.0.1", int(str(stack.values["port"])), timeout=10)
+    status, _ = chat_status(keepalive, "chat")
+    assert status == 404  # no such route yet
+    socket_before = keepalive.sock
+
+    stream = stack.client().chat.completions.create(
+        model="tiny-a",
+        messages=[{"role": "user", "content": "count"}],
+        stream=True,
+        extra_headers={"x-fake-chunks": "12", "x-fake-chunk-delay": "0.1"},
+    )
+    pieces: list[str] = []
+    for chunk in stream:
+        if chunk.choices and chunk.choices[0].delta.content:
+            pieces.append(chunk.choices[0].delta.content)
+        if len(pieces) == 2:
+            stack.write(V2)
+            wait_for_log(stack.gateway, "now serving config generation 2")
+    assert len(pieces) == 12, pieces  # nothing lost, nothing cut
+
+    status, body = chat_status(keepalive, "chat")  # same connection, new route
+    assert status == 200, body
+    assert keepalive.sock is socket_before
+    assert stack.beta.requests[-1].json["model"] == "small-7b"
+
+    second = stack.client(stack.values["second"])
+    assert (
+        second.chat.completions.create(model="chat", messages=[{"role": "user", "content": "x"}])
+        .choices[0]
+        .message.content
+    )
+
+    stack.write(V1)  # the second listener goes away again
+    wait_for_log(stack.gateway, "now serving config generation 3")
+    with pytest.raises(openai.InternalServerError):  # its open connection: 503, then closed
+        second.models.list()
+    with pytest.raises(openai.APIConnectionError):  # a new connection is refused
+        second.models.list()
+    status, _ = chat_status(keepalive, "chat")
+    assert status == 404
+    assert stack.metric("flm_config_reloads_total", result="ok") == 2
+    assert stack.metric("flm_config_generation") == 3
+    assert "Traceback" not in stack.gateway.log
+
+
+def test_invalid_edit_keeps_the_old_config(stack: Stack) -> None:
+    stack.write(V2.replace('bind: "127.0.0.1:{second}"', "bind: nowhere"))
+    log = wait_for_log(stack.gateway, "still serving generation 1")
+    config = stack.gateway.config_path
+    assert f"{config}:6:26: listeners[1].bind: 'nowhere' is not host:port" in log
+    assert "audit config.reload failed" in log
+    assert stack.metric("flm_config_reloads_total", result="failed") == 1
+    reply = stack.client().chat.completions.create(
+        model="tiny-a", messages=[{"role": "user", "content": "x"}]
+    )
+    assert reply.choices[0].message.content
+
+    # `flm-gateway reload` validates first and does not signal for a broken file.
+    result = cli("reload", "--config", str(config))
+    assert result.returncode == 1
+    assert "'nowhere' is not host:port" in result.stderr
+
+    stack.write(V2)
+    wait_for_log(stack.gateway, "now serving config generation 2")
+    result = cli("reload", "--config", str(config))  # SIGHUP: reloads even unchanged files
+    assert result.returncode == 0, result.stderr
+    assert "serves config generation 3" in result.stdout
+
+
+def test_a_listener_that_cannot_bind_rolls_everything_back(stack: Stack) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        stack.write(V2, second=taken.getsockname()[1])
+        log = wait_for_log(stack.gateway, "still serving generation 1")
+    assert "listeners: cannot listen" in log
+    with pytest.raises(openai.NotFoundError):  # the route of the refused config is not there
+        stack.client().chat.completions.create(
+            model="chat", messages=[{"role": "user", "content": "x"}]
+        )
+    assert stack.client().models.list().data[0].id == "tiny-a"
+
+
+def test_rapid_edits_are_debounced_and_sighup_reloads(stack: Stack) -> None:
+    for delay in range(6):
+        stack.write(V1 + f"# edit {delay}\n")
+        threading.Event().wait(0.05)
+    stack.write(V2)
+    wait_for_log(stack.gateway, "now serving config generation 2")
+    threading.Event().wait(0.8)
+    assert stack.gateway.log.count("(file change)") == 1
+    stack.gateway.signal(signal.SIGHUP)
+    wait_for_log(stack.gateway, "now serving config generation 3")
+    assert "(SIGHUP)" in stack.gateway.log
