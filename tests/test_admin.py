@@ -1,0 +1,75 @@
+from __future__ import annotations
+
+import socket
+from types import SimpleNamespace
+from typing import Any
+
+import aiohttp
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from flm_gateway.admin import AdminBindError, AdminServer
+from flm_gateway.config.admin import AdminConfig
+from flm_gateway.metrics import GatewayMetrics
+from tests.support.gateway_process import free_port
+
+
+def admin_config(port: int, **changes: Any) -> AdminConfig:
+    return AdminConfig.model_validate({"bind": f"127.0.0.1:{port}", **changes})
+
+
+async def get(url: str) -> tuple[int, str, str]:
+    async with aiohttp.ClientSession() as session, session.get(url) as response:
+        return response.status, response.headers.get("content-type", ""), await response.text()
+
+
+async def test_endpoints() -> None:
+    metrics = GatewayMetrics()
+    runtime: Any = SimpleNamespace(
+        listening=True, directory=SimpleNamespace(engines={"e": SimpleNamespace(healthy=False)})
+    )
+    server = AdminServer(metrics, lambda: runtime)
+    port = free_port()
+    await server.apply(admin_config(port))
+    base = f"http://127.0.0.1:{port}"
+    try:
+        status, content_type, text = await get(base + "/metrics")
+        assert status == 200 and content_type.startswith("text/plain")
+        names = {family.name for family in text_string_to_metric_families(text)}
+        assert {"flm_requests", "flm_config_reloads", "flm_build_info"} <= names
+        assert (await get(base + "/healthz"))[0] == 200
+        status, _, body = await get(base + "/readyz")
+        assert status == 503 and '"engines_up": 0' in body
+        assert (await get(base + "/other"))[0] == 404
+        async with aiohttp.ClientSession() as session, session.post(base + "/metrics") as r:
+            assert r.status == 405
+    finally:
+        await server.stop()
+
+
+async def test_rebind_and_disable() -> None:
+    server = AdminServer(GatewayMetrics(), lambda: None)
+    first, second = free_port(), free_port()
+    await server.apply(admin_config(first))
+    await server.apply(admin_config(second))
+    assert server.bound == ("127.0.0.1", second)
+    with pytest.raises(aiohttp.ClientConnectorError):
+        await get(f"http://127.0.0.1:{first}/healthz")
+    assert (await get(f"http://127.0.0.1:{second}/readyz"))[0] == 503
+    await server.apply(admin_config(second, enabled=False))
+    assert server.bound is None
+    await server.stop()
+
+
+async def test_a_taken_port_keeps_the_old_listener() -> None:
+    server = AdminServer(GatewayMetrics(), lambda: None)
+    port = free_port()
+    await server.apply(admin_config(port))
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        with pytest.raises(AdminBindError, match="cannot bind"):
+            await server.apply(admin_config(taken.getsockname()[1]))
+    assert server.bound == ("127.0.0.1", port)
+    assert (await get(f"http://127.0.0.1:{port}/healthz"))[0] == 200
+    await server.stop()

@@ -1,0 +1,104 @@
+"""`Gateway.swap` in process: rollback on any failure, old engine sessions kept for in-flight."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from mitmproxy.test import tflow
+
+from flm_gateway.addons.routing import Routing
+from flm_gateway.config import LoadedConfig, load_config
+from flm_gateway.gateway import Gateway
+from flm_gateway.reload import ReloadError
+from tests.support.fake_engines import FakeEngine
+from tests.support.gateway_process import free_port
+
+CONFIG = """\
+server: {{state_dir: "{state}"}}
+admin: {{enabled: false}}
+listeners:
+{listeners}
+engines: [{{name: alpha, kind: vllm, url: "{url}"}}]
+"""
+
+
+class Refuser:
+    """An addon that refuses configs whose listeners include one named `refuse`."""
+
+    def apply_config(self, loaded: LoadedConfig) -> None:
+        if any(listener.name == "refuse" for listener in loaded.config.listeners):
+            raise ValueError("no")
+
+
+def write(tmp_path: Path, url: str, *listeners: tuple[str, int]) -> LoadedConfig:
+    lines = "\n".join(f'  - {{name: {n}, bind: "127.0.0.1:{p}"}}' for n, p in listeners)
+    path = tmp_path / "flm.yaml"
+    path.write_text(CONFIG.format(state=tmp_path / "state", listeners=lines, url=url))
+    return load_config(path)
+
+
+@pytest.fixture
+async def running(tmp_path: Path) -> AsyncIterator[tuple[Gateway, FakeEngine, int]]:
+    async with FakeEngine("vllm", ["tiny-a"]) as engine:
+        port = free_port()
+        gateway = Gateway(write(tmp_path, engine.url, ("main", port)))
+        gateway.addons.append(Refuser())
+        await gateway.start()
+        try:
+            yield gateway, engine, port
+        finally:
+            await gateway.stop()
+
+
+def routing(gateway: Gateway) -> Routing:
+    return next(a for a in gateway.addons if isinstance(a, Routing))
+
+
+async def can_connect(port: int) -> bool:
+    try:
+        _, writer = await asyncio.open_connection("127.0.0.1", port)
+    except OSError:
+        return False
+    writer.close()
+    return True
+
+
+async def test_an_addon_refusing_rolls_every_addon_back(
+    running: tuple[Gateway, FakeEngine, int], tmp_path: Path
+) -> None:
+    gateway, engine, port = running
+    old = gateway.runtime
+    extra = free_port()
+    with pytest.raises(ReloadError, match="an addon refused it"):
+        await gateway.swap(write(tmp_path, engine.url, ("main", port), ("refuse", extra)))
+    assert gateway.runtime is old
+    assert routing(gateway)._runtime is old
+    assert not await can_connect(extra)
+    assert await can_connect(port)
+
+
+async def test_swap_keeps_old_sessions_until_in_flight_requests_end(
+    running: tuple[Gateway, FakeEngine, int], tmp_path: Path
+) -> None:
+    gateway, engine, port = running
+    old = gateway.runtime
+    assert old is not None
+    flow = tflow.tflow()
+    gateway.inflight.requestheaders(flow)
+    extra = free_port()
+    await gateway.swap(write(tmp_path, engine.url, ("main", port), ("second", extra)))
+    assert gateway.runtime is not old and routing(gateway)._runtime is gateway.runtime
+    assert await can_connect(extra)
+    new_engine = gateway.runtime.directory.get("alpha") if gateway.runtime else None
+    assert new_engine is not None and new_engine.healthy  # health carried over
+    await asyncio.sleep(0.05)
+    assert not any(s.closed for s in old.directory._sessions)
+    gateway.inflight.response(flow)
+    for _ in range(50):
+        await asyncio.sleep(0.02)
+        if all(s.closed for s in old.directory._sessions):
+            break
+    assert all(s.closed for s in old.directory._sessions)
