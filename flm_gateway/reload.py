@@ -251,6 +251,7 @@ class Reloader:
             return ReloadOutcome(False, trigger, self.generation, [f"internal error: {exc}"])
         self.generation += 1
         self._served_digest = digest(new.source.encode())
+        self.start()  # `reload.watch` may have just been turned on
         return ReloadOutcome(True, trigger, self.generation)
 
     def _report(self, outcome: ReloadOutcome) -> None:

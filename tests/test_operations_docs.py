@@ -1,0 +1,41 @@
+"""docs/operations.md and docs/grafana-dashboard.json name only metrics the gateway exports."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from flm_gateway.metrics import GatewayMetrics
+
+ROOT = Path(__file__).parents[1]
+NAME = re.compile(r"\bflm_[a-z_]+\b")
+
+
+def exported_samples() -> set[str]:
+    text = GatewayMetrics().exposition().decode()
+    names = set()
+    for family in text_string_to_metric_families(text):
+        names.add(family.name)
+        names.update(f"{family.name}{suffix}" for suffix in ("_total", "_bucket", "_sum", "_count"))
+    return names
+
+
+def test_dashboard_queries_use_exported_metrics() -> None:
+    dashboard = json.loads((ROOT / "docs" / "grafana-dashboard.json").read_text())
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p.get("targets", [])]
+    used = {name for expr in exprs for name in NAME.findall(expr)}
+    assert used and used <= exported_samples()
+
+
+def test_every_metric_is_documented() -> None:
+    doc = (ROOT / "docs" / "operations.md").read_text()
+    documented = set(NAME.findall(doc))
+    text = GatewayMetrics().exposition().decode()
+    for family in text_string_to_metric_families(text):
+        if family.name.endswith("_created"):  # prometheus_client's creation timestamps
+            continue
+        name = family.name + ("_total" if family.type == "counter" else "")
+        assert name in documented, name
