@@ -229,11 +229,11 @@ class TlsTermination:
         )
 
     def tls_start_client(self, tls_start: tls.TlsData) -> None:
-        if tls_start.ssl_conn is not None:
-            return
+        # For our listeners we always decide, even if an addon before us (e.g. mitmproxy's
+        # TlsConfig, if misplaced) already prepared a connection with another certificate.
         client = tls_start.context.client
         entry = self._lookup(client)
-        if entry is None:
+        if entry is None or tls_start.is_dtls:
             return
         try:
             served = entry.source.certificate_for(client.sni)
