@@ -72,8 +72,9 @@ def _mode_settings(path: tuple[str | int, ...], tls: TlsSettings) -> Iterator[Pr
         if tls.acme is not None:
             yield (*path, "acme"), f"only used with mode: https-acme (this is {mode})"
     if mode == TlsMode.LOCAL_HTTP:
+        defaults = TlsSettings()
         for key in ("hostnames", "hsts", "redirect_http", "min_version"):
-            if key in given:
+            if key in given and getattr(tls, key) != getattr(defaults, key):
                 yield (*path, key), "has no effect with mode: local-http (plain HTTP)"
         return
     if mode == TlsMode.HTTPS_ACME:
