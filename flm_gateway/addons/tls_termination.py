@@ -32,6 +32,7 @@ from mitmproxy.proxy import layer
 from mitmproxy.proxy.layers import modes
 from OpenSSL import SSL
 
+from flm_gateway.addons.guard import fail_closed
 from flm_gateway.addons.tls_layers import plan_layer
 from flm_gateway.config.listeners import ListenerConfig
 from flm_gateway.config.loader import LoadedConfig
@@ -114,7 +115,7 @@ class TlsTermination:
                     root = LocalRoot.load_or_create(loaded.state_dir)
                 acme = listener.tls.acme or AcmeSettings()
                 tokens = None
-                if listener.tls.mode == TlsMode.HTTPS_ACME and acme.challenge == AcmeChallenge.HTTP_01:
+                if _uses_http01(listener):
                     tokens = servers[acme_http_address(listener.bind, acme)].tokens
                 source = build_source(
                     listener,
@@ -150,7 +151,7 @@ class TlsTermination:
             if tls_settings.mode == TlsMode.LOCAL_HTTP:
                 continue
             acme = tls_settings.acme or AcmeSettings()
-            if tls_settings.mode == TlsMode.HTTPS_ACME and acme.challenge == AcmeChallenge.HTTP_01:
+            if _uses_http01(listener):
                 address = acme_http_address(listener.bind, acme)
                 servers[address] = old.side_servers.get(address) or HttpSideServer(address)
             target = redirect_address(listener.bind, tls_settings)
@@ -267,9 +268,11 @@ class TlsTermination:
         if entry is not None and entry.hsts is not None:
             flow.response.headers["strict-transport-security"] = entry.hsts
 
+    @fail_closed()
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         self._add_hsts(flow)
 
+    @fail_closed()
     def response(self, flow: http.HTTPFlow) -> None:
         self._add_hsts(flow)
 
@@ -292,6 +295,11 @@ class TlsTermination:
             if entry.listener.name == listener_name:
                 return entry.source
         return None
+
+
+def _uses_http01(listener: ListenerConfig) -> bool:
+    acme = listener.tls.acme or AcmeSettings()
+    return listener.tls.mode == TlsMode.HTTPS_ACME and acme.challenge == AcmeChallenge.HTTP_01
 
 
 def _http2_enabled() -> bool:

@@ -59,7 +59,9 @@ listeners:
 """
 
 
-def http01_block(pebble: Pebble, domains: str, extra: str = "", http_port: int | None = None) -> str:
+def http01_block(
+    pebble: Pebble, domains: str, extra: str = "", http_port: int | None = None
+) -> str:
     return f"""\
       mode: https-acme
       domains: {domains}
@@ -76,7 +78,8 @@ def test_http01_issues_a_verifiable_certificate_and_redirects(
     pebble: Pebble, pebble_root: Path, tmp_path: Path
 ) -> None:
     port = free_port()
-    block = http01_block(pebble, "[gw.test]") + "      hsts: {max_age: 1d}\n      redirect_http: {}\n"
+    block = http01_block(pebble, "[gw.test]")
+    block += "      hsts: {max_age: 1d}\n      redirect_http: {}\n"
     with gateway(acme_config(pebble, port, block), tmp_path, [port]) as gw:
         assert "serving a temporary self-signed certificate" in gw.wait_log("listening on")
         cert = wait_for_issuer(port, "gw.test", TEMPORARY)
@@ -116,7 +119,8 @@ def test_dns01_hook_and_wildcard(pebble: Pebble, pebble_root: Path, tmp_path: Pa
         "set -e\n"
         f"api=http://127.0.0.1:{pebble.challtest_port}\n"
         'case "$1" in\n'
-        '  present) curl -sf -X POST -d "{\\"host\\":\\"$2\\",\\"value\\":\\"$3\\"}" $api/set-txt ;;\n'
+        '  present) curl -sf -X POST $api/set-txt'
+        ' -d "{\\"host\\":\\"$2\\",\\"value\\":\\"$3\\"}" ;;\n'
         '  cleanup) curl -sf -X POST -d "{\\"host\\":\\"$2\\"}" $api/clear-txt ;;\n'
         "esac\n"
     )

@@ -36,11 +36,13 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def wait_port(port: int, timeout: float = 10.0, process: subprocess.Popen[bytes] | None = None) -> None:
+def wait_port(
+    port: int, timeout: float = 10.0, process: subprocess.Popen[bytes] | None = None
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process is not None and process.poll() is not None:
-            raise RuntimeError(f"process exited with {process.returncode} before port {port} opened")
+            raise RuntimeError(f"exited with {process.returncode} before port {port} opened")
         with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
             return
         time.sleep(0.05)
@@ -82,7 +84,7 @@ class Pebble:
         """Pebble's issuing root (regenerated at every pebble start)."""
         context = ssl.create_default_context(cafile=str(self.listener_ca))
         url = f"https://127.0.0.1:{self.management_port}/roots/0"
-        with urllib.request.urlopen(url, context=context, timeout=10) as response:  # noqa: S310
+        with urllib.request.urlopen(url, context=context, timeout=10) as response:
             data: bytes = response.read()
         return data
 
@@ -140,7 +142,9 @@ class Pebble:
                 stderr=subprocess.STDOUT,
             )
         )
-        env = dict(os.environ, PEBBLE_VA_NOSLEEP="1", PEBBLE_WFE_NONCEREJECT="0", PEBBLE_AUTHZREUSE="0")
+        env = dict(
+            os.environ, PEBBLE_VA_NOSLEEP="1", PEBBLE_WFE_NONCEREJECT="0", PEBBLE_AUTHZREUSE="0"
+        )
         log = (workdir / "pebble.log").open("wb")
         processes.append(
             subprocess.Popen(
@@ -232,7 +236,9 @@ def peer_certificate(port: int, server_name: str | None = None) -> x509.Certific
     return x509.load_der_x509_certificate(der)
 
 
-def wait_for_issuer(port: int, server_name: str, not_issuer: str, timeout: float = 30.0) -> x509.Certificate:
+def wait_for_issuer(
+    port: int, server_name: str, not_issuer: str, timeout: float = 30.0
+) -> x509.Certificate:
     """Poll until the served leaf is no longer issued by `not_issuer` (e.g. the temporary one)."""
     deadline = time.monotonic() + timeout
     while True:
