@@ -88,7 +88,7 @@ class CommandPublisher:
                 f"dns hook {program!r} {action} {fqdn} did not finish within {self._timeout:g}s"
             ) from None
         if process.returncode != 0:
-            tail = output.decode(errors="replace").strip()[-500:]
+            tail = " | ".join(output.decode(errors="replace").strip().splitlines())[-500:]
             raise DnsPublishError(
                 f"dns hook {program!r} {action} {fqdn} exited with status {process.returncode}"
                 + (f": {tail}" if tail else "")
