@@ -18,8 +18,10 @@ issued or failed by then.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
+import signal
 from typing import Protocol
 
 import aiohttp
@@ -76,13 +78,15 @@ class CommandPublisher:
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.STDOUT,
+                start_new_session=True,  # a timeout kills the hook and everything it started
             )
         except OSError as exc:
             raise DnsPublishError(f"dns hook {program!r} could not start: {exc.strerror}") from None
         try:
             output, _ = await asyncio.wait_for(process.communicate(), self._timeout)
         except TimeoutError:
-            process.kill()
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
             await process.wait()
             raise DnsPublishError(
                 f"dns hook {program!r} {action} {fqdn} did not finish within {self._timeout:g}s"

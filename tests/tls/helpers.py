@@ -16,7 +16,9 @@ def load(text: str, directory: Path) -> LoadedConfig:
     if "state_dir" not in text:
         text = "server: {state_dir: ./state}\n" + text
     config, state_dir = parse_config(text, environ={}, base_dir=directory)
-    return LoadedConfig(config=config, path=directory / "flm.yaml", state_dir=state_dir, source=text)
+    return LoadedConfig(
+        config=config, path=directory / "flm.yaml", state_dir=state_dir, source=text
+    )
 
 
 def verify_chain(leaf: x509.Certificate, root: x509.Certificate, name: str) -> None:

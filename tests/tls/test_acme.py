@@ -44,7 +44,9 @@ def test_without_a_stored_certificate_a_temporary_one_is_served_and_logged(
     tmp_path: Path, caplog: object
 ) -> None:
     loaded = load(CONFIG, tmp_path)
-    source = acme.AcmeSource(loaded.config.listeners[0], loaded.state_dir, ca_bundle=None, http_tokens=None)
+    source = acme.AcmeSource(
+        loaded.config.listeners[0], loaded.state_dir, ca_bundle=None, http_tokens=None
+    )
     served = source.certificate_for("gw.test")
     assert served.origin == "temporary" and not source.has_certificate
     assert "CN=temporary gw.test" in served.leaf.subject.rfc4514_string()

@@ -24,7 +24,9 @@ def test_redirect_location(host: str | None, path: str, expected: str) -> None:
 
 
 def test_port_443_is_implied_and_wildcard_only_targets_need_a_known_host() -> None:
-    assert redirect_location("gw.test", "/", RedirectTarget(443, ("gw.test",))) == "https://gw.test/"
+    assert (
+        redirect_location("gw.test", "/", RedirectTarget(443, ("gw.test",))) == "https://gw.test/"
+    )
     only_wildcard = RedirectTarget(443, ("*.gw.test",))
     assert redirect_location("a.gw.test", "/", only_wildcard) == "https://a.gw.test/"
     assert redirect_location("evil.example", "/", only_wildcard) is None

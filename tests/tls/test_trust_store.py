@@ -44,13 +44,22 @@ def test_rhel_and_arch() -> None:
 def test_macos() -> None:
     [install] = trust_store.install_plan("macos", ROOT, PEM).steps
     assert install.command == (
-        "security", "add-trusted-cert", "-d", "-r", "trustRoot",
-        "-k", "/Library/Keychains/System.keychain", str(PEM),
+        "security",
+        "add-trusted-cert",
+        "-d",
+        "-r",
+        "trustRoot",
+        "-k",
+        "/Library/Keychains/System.keychain",
+        str(PEM),
     )
     remove_trust, delete = trust_store.uninstall_plan("macos", ROOT, PEM).steps
     assert remove_trust.command == ("security", "remove-trusted-cert", "-d", str(PEM))
     assert delete.command == (
-        "security", "delete-certificate", "-Z", sha1_fingerprint(ROOT),
+        "security",
+        "delete-certificate",
+        "-Z",
+        sha1_fingerprint(ROOT),
         "/Library/Keychains/System.keychain",
     )
     assert len(sha1_fingerprint(ROOT)) == 40
@@ -73,7 +82,7 @@ def test_unknown_system() -> None:
     [
         ("darwin", "", "macos"),
         ("win32", "", "windows"),
-        ("linux", 'ID=ubuntu\nID_LIKE=debian\n', "debian"),
+        ("linux", "ID=ubuntu\nID_LIKE=debian\n", "debian"),
         ("linux", 'ID="rocky"\nID_LIKE="rhel centos fedora"\n', "rhel"),
         ("linux", "ID=fedora\n", "rhel"),
         ("linux", "ID=arch\n", "arch"),
@@ -87,19 +96,30 @@ def test_detect_system(tmp_path: Path, platform: str, os_release: str, expected:
 
 def test_detect_system_falls_back_to_the_tools_then_gives_up(tmp_path: Path) -> None:
     missing = tmp_path / "none"
-    assert trust_store.detect_system("linux", missing, lambda n: "/x" if n == "update-ca-trust" else None) == "rhel"
+    assert (
+        trust_store.detect_system(
+            "linux", missing, lambda n: "/x" if n == "update-ca-trust" else None
+        )
+        == "rhel"
+    )
     with pytest.raises(trust_store.TrustStoreError, match="ca export"):
         trust_store.detect_system("linux", missing, lambda _: None)
 
 
 def test_execute_writes_runs_and_reports_failures(tmp_path: Path) -> None:
     target = tmp_path / "anchors" / "root.crt"
-    plan = trust_store.Plan("test", (trust_store.Step(write=target), trust_store.Step(command=("true",))))
+    plan = trust_store.Plan(
+        "test", (trust_store.Step(write=target), trust_store.Step(command=("true",)))
+    )
     assert trust_store.execute(plan, ROOT) == [f"write {target}", "true"]
     assert target.read_bytes().startswith(b"-----BEGIN CERTIFICATE-----")
     assert target.stat().st_mode & 0o777 == 0o644
     failing = trust_store.Plan(
-        "test", (trust_store.Step(remove=target), trust_store.Step(command=("sh", "-c", "echo nope >&2; exit 3")))
+        "test",
+        (
+            trust_store.Step(remove=target),
+            trust_store.Step(command=("sh", "-c", "echo nope >&2; exit 3")),
+        ),
     )
     with pytest.raises(trust_store.TrustStoreError, match="status 3: nope"):
         trust_store.execute(failing, ROOT)
