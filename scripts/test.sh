@@ -35,7 +35,7 @@ fi
 "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e '.[test]'
 
 echo "== ruff" >&2
-"$VENV/bin/ruff" check flm_gateway tests bench
+"$VENV/bin/ruff" check .
 echo "== mypy (strict)" >&2
 "$VENV/bin/mypy"
 echo "== pytest" >&2

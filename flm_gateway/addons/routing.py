@@ -133,6 +133,7 @@ class Routing:
             failures.append((candidate.engine.name, result))
         flow.response = unreachable_response(model, failures)
 
+    @fail_closed()
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         engine = flow.metadata.get("flm.route.engine")
         if engine is not None and self._runtime is not None and flow.server_conn.connected:
