@@ -9,11 +9,16 @@ verified with `openssl s_client -verify_return_error`.
 from __future__ import annotations
 
 import http.client
+import http.server
+import json
 import socket
 import ssl
+import threading
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 from cryptography import x509
@@ -187,6 +192,7 @@ def test_renewal_hot_swaps_without_dropping_open_connections(
                 time.sleep(0.2)
                 renewed = peer_certificate(port, "gw.test")
             assert "renewed certificate serial" in gw.log()
+            assert gw.log().count("created an ACME account key") == 1  # the account is kept
             # The old connection still works, with the certificate it started with.
             assert _keepalive_get(old) == b"HTTP/1.1 200 OK"
         result = s_client_verify(port, "gw.test", pebble_root)
@@ -204,3 +210,64 @@ def test_failed_validation_is_reported_clearly(pebble: Pebble, tmp_path: Path) -
         assert "retrying in 60s" in line
         # Still up, still serving the temporary certificate.
         assert TEMPORARY in peer_certificate(port, "fail.test").issuer.rfc4514_string()
+
+
+class _Relay(http.server.BaseHTTPRequestHandler):
+    """A DNS webhook in lego's httpreq format that publishes through challtestsrv."""
+
+    challtest = ""
+    seen: ClassVar[list[tuple[str, str | None]]] = []
+
+    def do_POST(self) -> None:
+        body = json.loads(self.rfile.read(int(self.headers["content-length"])))
+        _Relay.seen.append((self.path, self.headers.get("authorization")))
+        if self.path == "/acme/present":
+            payload = {"host": body["fqdn"], "value": body["value"]}
+            target = "set-txt"
+        else:
+            payload, target = {"host": body["fqdn"]}, "clear-txt"
+        request = urllib.request.Request(
+            f"{self.challtest}/{target}", data=json.dumps(payload).encode(), method="POST"
+        )
+        with urllib.request.urlopen(request, timeout=5) as response:
+            status = response.status
+        self.send_response(200 if status == 200 else 502)
+        self.send_header("content-length", "0")
+        self.end_headers()
+
+    def log_message(self, format: str, *args: object) -> None:
+        return
+
+
+def test_dns01_webhook(pebble: Pebble, pebble_root: Path, tmp_path: Path) -> None:
+    _Relay.challtest = f"http://127.0.0.1:{pebble.challtest_port}"
+    _Relay.seen = []
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Relay)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        port = free_port()
+        block = f"""\
+      mode: https-acme
+      domains: [hook.test]
+      acme:
+        directory: {pebble.directory}
+        ca_bundle: {pebble.listener_ca}
+        challenge: dns-01
+        dns:
+          webhook:
+            url: http://127.0.0.1:{server.server_port}/acme
+            headers: {{Authorization: "Bearer s3cret-token"}}
+          propagation_delay: 0s
+"""
+        with gateway(acme_config(pebble, port, block), tmp_path, [port]) as gw:
+            wait_for_issuer(port, "hook.test", TEMPORARY)
+            result = s_client_verify(port, "hook.test", pebble_root)
+            assert result.returncode == 0, result.stdout + result.stderr
+            log = gw.wait_log("obtained certificate serial")
+            assert "s3cret-token" not in log
+        assert [path for path, _ in _Relay.seen] == ["/acme/present", "/acme/cleanup"]
+        assert {auth for _, auth in _Relay.seen} == {"Bearer s3cret-token"}
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -89,7 +89,8 @@ class Pebble:
         return data
 
     @classmethod
-    def start(cls, workdir: Path) -> Pebble:
+    def start(cls, workdir: Path, dns_server: str | None = None) -> Pebble:
+        """Pebble resolving through challtestsrv, or through `dns_server` (host:port) if given."""
         if not shutil.which("pebble") or not shutil.which("pebble-challtestsrv"):
             raise RuntimeError("pebble is not installed (apt-get install pebble)")
         workdir.mkdir(parents=True, exist_ok=True)
@@ -131,17 +132,19 @@ class Pebble:
         (workdir / "pebble.json").write_text(json.dumps(config))
         processes: list[subprocess.Popen[bytes]] = []
         log = (workdir / "challtestsrv.log").open("wb")
-        processes.append(
-            subprocess.Popen(
-                [
-                    "pebble-challtestsrv", "-dns01", f"127.0.0.1:{dns_port}", "-http01", "",
-                    "-https01", "", "-tlsalpn01", "", "-management", f"127.0.0.1:{challtest_port}",
-                    "-defaultIPv4", "127.0.0.1", "-defaultIPv6", "",
-                ],
-                stdout=log,
-                stderr=subprocess.STDOUT,
+        if dns_server is None:
+            processes.append(
+                subprocess.Popen(
+                    [
+                        "pebble-challtestsrv", "-dns01", f"127.0.0.1:{dns_port}", "-http01", "",
+                        "-https01", "", "-tlsalpn01", "",
+                        "-management", f"127.0.0.1:{challtest_port}",
+                        "-defaultIPv4", "127.0.0.1", "-defaultIPv6", "",
+                    ],
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                )
             )
-        )
         env = dict(
             os.environ, PEBBLE_VA_NOSLEEP="1", PEBBLE_WFE_NONCEREJECT="0", PEBBLE_AUTHZREUSE="0"
         )
@@ -149,7 +152,7 @@ class Pebble:
         processes.append(
             subprocess.Popen(
                 ["pebble", "-config", str(workdir / "pebble.json"), "-dnsserver",
-                 f"127.0.0.1:{dns_port}", "-strict=false"],
+                 dns_server or f"127.0.0.1:{dns_port}", "-strict=false"],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env=env,
@@ -160,8 +163,9 @@ class Pebble:
             workdir / "ca.pem", processes,
         )
         try:
-            wait_port(challtest_port, process=processes[0])
-            wait_port(acme_port, process=processes[1])
+            if dns_server is None:
+                wait_port(challtest_port, process=processes[0])
+            wait_port(acme_port, process=processes[-1])
         except BaseException:
             pebble.stop()
             raise
