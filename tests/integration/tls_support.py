@@ -89,8 +89,16 @@ class Pebble:
         return data
 
     @classmethod
-    def start(cls, workdir: Path, dns_server: str | None = None) -> Pebble:
-        """Pebble resolving through challtestsrv, or through `dns_server` (host:port) if given."""
+    def start(
+        cls,
+        workdir: Path,
+        dns_server: str | None = None,
+        ports: tuple[int, int, int, int] | None = None,
+    ) -> Pebble:
+        """Pebble resolving through challtestsrv, or through `dns_server` (host:port) if given.
+
+        `ports`: (ACME, management, httpPort, tlsPort); default: free ones.
+        """
         if not shutil.which("pebble") or not shutil.which("pebble-challtestsrv"):
             raise RuntimeError("pebble is not installed (apt-get install pebble)")
         workdir.mkdir(parents=True, exist_ok=True)
@@ -114,8 +122,10 @@ class Pebble:
             "-CAcreateserial", "-days", "30", "-out", "cert.pem", "-extfile", "ext.cnf",
             cwd=workdir,
         )
-        ports = [free_port() for _ in range(6)]
-        acme_port, management_port, http_port, tls_port, challtest_port, dns_port = ports
+        acme_port, management_port, http_port, tls_port = ports or tuple(
+            free_port() for _ in range(4)
+        )
+        challtest_port, dns_port = free_port(), free_port()
         config = {
             "pebble": {
                 "listenAddress": f"127.0.0.1:{acme_port}",
