@@ -18,6 +18,7 @@ PORTS = (14000, 15000, 5002, 5001, 8443, 8444, 8445)
 
 def _free(port: int) -> bool:
     with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT does not count
         try:
             sock.bind(("127.0.0.1", port))
         except OSError:
