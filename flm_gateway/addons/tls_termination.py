@@ -97,7 +97,7 @@ class TlsTermination:
         """Build every listener's source (may create keys on disk), then swap state at once."""
         old = self._state
         config_dir = loaded.path.resolve().parent if loaded.path is not None else None
-        servers = self._side_servers(loaded, old)
+        servers, redirects = self._side_servers(loaded, old)
         old_by_name = {entry.listener.name: entry for entry in old.by_spec.values()}
         root: LocalRoot | None = None
         by_spec: dict[str, ListenerTls] = {}
@@ -105,7 +105,7 @@ class TlsTermination:
             previous = old_by_name.get(listener.name)
             if (
                 previous is not None
-                and previous.listener == listener
+                and _source_key(previous.listener) == _source_key(listener)
                 and previous.state_dir == loaded.state_dir
                 and previous.config_dir == config_dir
             ):
@@ -139,11 +139,16 @@ class TlsTermination:
             side_servers=servers,
         )
         self._state = new
+        for address, server in servers.items():
+            server.redirect = redirects.get(address)
         if self._running:
             self._spawn(self._sync(old, new))
 
-    def _side_servers(self, loaded: LoadedConfig, old: TlsState) -> dict[Address, HttpSideServer]:
-        """One plain-HTTP server per ACME http-01 / redirect address, reusing running ones."""
+    def _side_servers(
+        self, loaded: LoadedConfig, old: TlsState
+    ) -> tuple[dict[Address, HttpSideServer], dict[Address, RedirectTarget]]:
+        """One plain-HTTP server per ACME http-01 / redirect address (reusing running ones),
+        and the redirect each answers with (assigned once the new state is in place)."""
         servers: dict[Address, HttpSideServer] = {}
         redirects: dict[Address, RedirectTarget] = {}
         for listener in loaded.config.listeners:
@@ -161,9 +166,7 @@ class TlsTermination:
                     listener.bind[1], tuple(names), tls_settings.redirect_http.status
                 )
                 servers[target] = old.side_servers.get(target) or HttpSideServer(target)
-        for address, server in servers.items():
-            server.redirect = redirects.get(address)
-        return servers
+        return servers, redirects
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -295,6 +298,19 @@ class TlsTermination:
             if entry.listener.name == listener_name:
                 return entry.source
         return None
+
+
+def _source_key(listener: ListenerConfig) -> tuple[object, ...]:
+    """What a listener's certificate source depends on (hsts, min_version, redirects do not)."""
+    tls_settings = listener.tls
+    return (
+        listener.name,
+        listener.bind,
+        tls_settings.mode,
+        tuple(tls_settings.hostnames),
+        tuple(tls_settings.domains),
+        tls_settings.acme,
+    )
 
 
 def _uses_http01(listener: ListenerConfig) -> bool:

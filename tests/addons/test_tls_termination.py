@@ -170,8 +170,13 @@ def test_reload_keeps_unchanged_sources_and_plans_side_servers(tmp_path: Path) -
         [server] = termination._state.side_servers.values()
         assert server.address == ("127.0.0.1", 18080)
         assert server.redirect is not None and server.redirect.https_port == 18443
+        # HSTS is not the source's business: the source (and its leaf cache) is kept.
         changed = text.replace("hsts: {max_age: 1d, include_subdomains: true}", "hsts: {}")
         termination.apply_config(load(changed, tmp_path))
+        assert termination.source("acme") is acme and termination.source("lan") is lan
+        # New names: a new source.
+        renamed = changed.replace("hostnames: [gw.lan]", "hostnames: [gw2.lan]")
+        termination.apply_config(load(renamed, tmp_path))
         assert termination.source("acme") is acme
         assert termination.source("lan") is not lan
         assert [s.listener for s in termination.certificate_status()] == [
