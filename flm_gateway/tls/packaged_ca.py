@@ -110,7 +110,6 @@ class PackagedCaSource:
         self._name = listener.name
         self._root = root or LocalRoot.load_or_create(state_dir)
         self._names = default_names(listener)
-        self._patterns = list(self._names)
         self._cache: OrderedDict[str, ServedCertificate] = OrderedDict()
         # tls_start_client runs on the event loop, `status()` may be called from a thread.
         self._lock = threading.Lock()
@@ -121,7 +120,7 @@ class PackagedCaSource:
         return self._root
 
     def serves(self, server_name: str) -> bool:
-        return any(name_matches(pattern, server_name) for pattern in self._patterns)
+        return any(name_matches(pattern, server_name) for pattern in self._names)
 
     def certificate_for(self, server_name: str | None) -> ServedCertificate:
         if not server_name or not self.serves(server_name):
