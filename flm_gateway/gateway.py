@@ -106,7 +106,11 @@ class Gateway:
         )
         self.master = master
         self.runtime = self._build_runtime(self.loaded)
-        self._apply(self.runtime)
+        try:
+            self._apply(self.runtime)
+        except Exception as exc:  # e.g. an unreadable certificate or a world-readable key
+            log.debug("applying the config failed", exc_info=True)
+            raise StartupError(f"cannot apply the config: {exc}") from None
         self._task = asyncio.create_task(master.run(), name="mitmproxy")
         await self._wait_bound()
         self.runtime.listening = True

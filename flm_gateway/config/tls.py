@@ -58,15 +58,15 @@ class DnsWebhookSettings(StrictModel):
 
     url: str = Field(
         description=(
-            "Base URL; the gateway POSTs JSON {\"fqdn\": \"_acme-challenge.example.com.\", "
-            "\"value\": \"...\"} to URL/present before validation and to URL/cleanup after it "
+            'Base URL; the gateway POSTs JSON {"fqdn": "_acme-challenge.example.com.", '
+            '"value": "..."} to URL/present before validation and to URL/cleanup after it '
             "(the format of lego's httpreq provider)."
         )
     )
     headers: dict[str, str] = Field(
         default_factory=dict,
         description=(
-            "Extra request headers, e.g. {Authorization: \"Bearer ${DNS_TOKEN}\"}. Their values "
+            'Extra request headers, e.g. {Authorization: "Bearer ${DNS_TOKEN}"}. Their values '
             "are never logged."
         ),
     )
@@ -123,9 +123,7 @@ class DnsChallengeSettings(StrictModel):
     rfc2136: Rfc2136Settings | None = Field(
         None, description="A DNS server updated with RFC 2136 dynamic updates."
     )
-    timeout: Duration = Field(
-        60.0, description="Time the command, webhook or DNS update may take."
-    )
+    timeout: Duration = Field(60.0, description="Time the command, webhook or DNS update may take.")
     propagation_delay: Duration = Field(
         10.0,
         description=(
@@ -163,8 +161,7 @@ class AcmeSettings(StrictModel):
     accept_terms: bool = Field(
         True,
         description=(
-            "Agree to the CA's terms of service when the account is created (required by "
-            "most CAs)."
+            "Agree to the CA's terms of service when the account is created (required by most CAs)."
         ),
     )
     challenge: AcmeChallenge = Field(
@@ -205,9 +202,7 @@ class AcmeSettings(StrictModel):
     retry_max: Duration = Field(
         6 * 3600.0, description="Longest wait between two attempts after failures."
     )
-    timeout: Duration = Field(
-        30.0, description="Timeout of one HTTP request to the ACME server."
-    )
+    timeout: Duration = Field(30.0, description="Timeout of one HTTP request to the ACME server.")
     validation_timeout: Duration = Field(
         90.0, description="Time the CA may take to validate the challenges and issue."
     )
@@ -303,8 +298,7 @@ class TlsSettings(StrictModel):
     redirect_http: RedirectHttpSettings | None = Field(
         None,
         description=(
-            "Also run a plain-HTTP listener that redirects to this HTTPS listener (off by "
-            "default)."
+            "Also run a plain-HTTP listener that redirects to this HTTPS listener (off by default)."
         ),
     )
 

@@ -108,19 +108,23 @@ def _acme_settings(path: tuple[str | int, ...], tls: TlsSettings) -> Iterator[Pr
     acme_path = (*path, "acme")
     if acme.challenge == AcmeChallenge.DNS_01:
         if acme.dns is None:
-            yield (*acme_path, "challenge"), (
-                "dns-01 needs acme.dns: with one of command, webhook or rfc2136"
+            yield (
+                (*acme_path, "challenge"),
+                ("dns-01 needs acme.dns: with one of command, webhook or rfc2136"),
             )
         else:
             chosen = [k for k in ("command", "webhook", "rfc2136") if getattr(acme.dns, k)]
             if len(chosen) != 1:
-                yield (*acme_path, "dns"), (
-                    "set exactly one of command, webhook or rfc2136"
-                    + (f" (found {', '.join(chosen)})" if chosen else "")
+                yield (
+                    (*acme_path, "dns"),
+                    (
+                        "set exactly one of command, webhook or rfc2136"
+                        + (f" (found {', '.join(chosen)})" if chosen else "")
+                    ),
                 )
             rfc = acme.dns.rfc2136
             if rfc is not None:
-                yield from _rfc2136(( *acme_path, "dns", "rfc2136"), rfc.key_name, rfc.key_secret)
+                yield from _rfc2136((*acme_path, "dns", "rfc2136"), rfc.key_name, rfc.key_secret)
     elif acme.dns is not None:
         yield (*acme_path, "dns"), "only used with challenge: dns-01"
     if "http_port" in acme.model_fields_set and acme.challenge != AcmeChallenge.HTTP_01:
@@ -176,9 +180,12 @@ def _http_ports(config: GatewayConfig) -> Iterator[Problem]:
     for address, path, _kind in servers:
         for index, listener in enumerate(config.listeners):
             if _overlaps(address, listener.bind):
-                yield path, (
-                    f"{format_host_port(address)} is also the address of listeners[{index}] "
-                    f"({listener.name})"
+                yield (
+                    path,
+                    (
+                        f"{format_host_port(address)} is also the address of listeners[{index}] "
+                        f"({listener.name})"
+                    ),
                 )
     redirects: dict[Address, tuple[str | int, ...]] = {}
     for address, path, kind in servers:
@@ -186,9 +193,12 @@ def _http_ports(config: GatewayConfig) -> Iterator[Problem]:
             continue
         for other, other_path in redirects.items():
             if _overlaps(address, other):
-                yield path, (
-                    f"{format_host_port(address)} already redirects for "
-                    f"{_render(other_path[:2])}; one redirect per address"
+                yield (
+                    path,
+                    (
+                        f"{format_host_port(address)} already redirects for "
+                        f"{_render(other_path[:2])}; one redirect per address"
+                    ),
                 )
         redirects.setdefault(address, path)
 

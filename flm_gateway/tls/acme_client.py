@@ -100,9 +100,7 @@ class AcmeOrder:
     def _client(self) -> tuple[client.ClientV2, JWKEC]:
         """Directory and account (blocking: call in a thread)."""
         settings = self._settings
-        account_key = JWKEC(
-            key=load_or_create_account_key(self._run.state_dir, settings.directory)
-        )
+        account_key = JWKEC(key=load_or_create_account_key(self._run.state_dir, settings.directory))
         verify: bool | str = str(self._run.ca_bundle) if self._run.ca_bundle else True
         net = client.ClientNetwork(
             account_key,

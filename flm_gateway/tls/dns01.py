@@ -184,4 +184,3 @@ class Rfc2136Publisher:
                 f"rfc2136 {action} {fqdn} at {host}:{port} was refused: "
                 f"{dns.rcode.to_text(response.rcode())}"
             )
-

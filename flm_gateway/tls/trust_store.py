@@ -115,8 +115,14 @@ def install_plan(system: str, cert: x509.Certificate, pem_path: Path) -> Plan:
             (
                 Step(
                     command=(
-                        "security", "add-trusted-cert", "-d", "-r", "trustRoot",
-                        "-k", MACOS_KEYCHAIN, str(pem_path),
+                        "security",
+                        "add-trusted-cert",
+                        "-d",
+                        "-r",
+                        "trustRoot",
+                        "-k",
+                        MACOS_KEYCHAIN,
+                        str(pem_path),
                     )
                 ),
             ),
@@ -139,7 +145,10 @@ def uninstall_plan(system: str, cert: x509.Certificate, pem_path: Path) -> Plan:
                 Step(command=("security", "remove-trusted-cert", "-d", str(pem_path))),
                 Step(
                     command=(
-                        "security", "delete-certificate", "-Z", sha1_fingerprint(cert),
+                        "security",
+                        "delete-certificate",
+                        "-Z",
+                        sha1_fingerprint(cert),
                         MACOS_KEYCHAIN,
                     )
                 ),

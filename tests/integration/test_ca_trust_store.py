@@ -41,8 +41,15 @@ def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
 
 def curl(port: int) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        ["curl", "-sS", "--max-time", "5", "--resolve", f"gw.lan:{port}:127.0.0.1",
-         f"https://gw.lan:{port}/v1/models"],
+        [
+            "curl",
+            "-sS",
+            "--max-time",
+            "5",
+            "--resolve",
+            f"gw.lan:{port}:127.0.0.1",
+            f"https://gw.lan:{port}/v1/models",
+        ],
         capture_output=True,
         text=True,
         timeout=20,

@@ -124,7 +124,7 @@ def test_dns01_hook_and_wildcard(pebble: Pebble, pebble_root: Path, tmp_path: Pa
         "set -e\n"
         f"api=http://127.0.0.1:{pebble.challtest_port}\n"
         'case "$1" in\n'
-        '  present) curl -sf -X POST $api/set-txt'
+        "  present) curl -sf -X POST $api/set-txt"
         ' -d "{\\"host\\":\\"$2\\",\\"value\\":\\"$3\\"}" ;;\n'
         '  cleanup) curl -sf -X POST -d "{\\"host\\":\\"$2\\"}" $api/clear-txt ;;\n'
         "esac\n"

@@ -103,23 +103,62 @@ class Pebble:
             raise RuntimeError("pebble is not installed (apt-get install pebble)")
         workdir.mkdir(parents=True, exist_ok=True)
         openssl(
-            "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-            "-days", "30", "-subj", "/CN=pebble-listener-ca", "-keyout", "ca.key", "-out", "ca.pem",
-            "-addext", "basicConstraints=critical,CA:TRUE",
-            "-addext", "keyUsage=critical,keyCertSign,cRLSign",
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-days",
+            "30",
+            "-subj",
+            "/CN=pebble-listener-ca",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
             cwd=workdir,
         )
         openssl(
-            "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-            "-subj", "/CN=localhost", "-keyout", "key.pem", "-out", "csr.pem", cwd=workdir,
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-subj",
+            "/CN=localhost",
+            "-keyout",
+            "key.pem",
+            "-out",
+            "csr.pem",
+            cwd=workdir,
         )
         (workdir / "ext.cnf").write_text(
             "subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n"
             "subjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid\n"
         )
         openssl(
-            "x509", "-req", "-in", "csr.pem", "-CA", "ca.pem", "-CAkey", "ca.key",
-            "-CAcreateserial", "-days", "30", "-out", "cert.pem", "-extfile", "ext.cnf",
+            "x509",
+            "-req",
+            "-in",
+            "csr.pem",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "30",
+            "-out",
+            "cert.pem",
+            "-extfile",
+            "ext.cnf",
             cwd=workdir,
         )
         acme_port, management_port, http_port, tls_port = ports or tuple(
@@ -146,10 +185,21 @@ class Pebble:
             processes.append(
                 subprocess.Popen(
                     [
-                        "pebble-challtestsrv", "-dns01", f"127.0.0.1:{dns_port}", "-http01", "",
-                        "-https01", "", "-tlsalpn01", "",
-                        "-management", f"127.0.0.1:{challtest_port}",
-                        "-defaultIPv4", "127.0.0.1", "-defaultIPv6", "",
+                        "pebble-challtestsrv",
+                        "-dns01",
+                        f"127.0.0.1:{dns_port}",
+                        "-http01",
+                        "",
+                        "-https01",
+                        "",
+                        "-tlsalpn01",
+                        "",
+                        "-management",
+                        f"127.0.0.1:{challtest_port}",
+                        "-defaultIPv4",
+                        "127.0.0.1",
+                        "-defaultIPv6",
+                        "",
                     ],
                     stdout=log,
                     stderr=subprocess.STDOUT,
@@ -161,16 +211,28 @@ class Pebble:
         log = (workdir / "pebble.log").open("wb")
         processes.append(
             subprocess.Popen(
-                ["pebble", "-config", str(workdir / "pebble.json"), "-dnsserver",
-                 dns_server or f"127.0.0.1:{dns_port}", "-strict=false"],
+                [
+                    "pebble",
+                    "-config",
+                    str(workdir / "pebble.json"),
+                    "-dnsserver",
+                    dns_server or f"127.0.0.1:{dns_port}",
+                    "-strict=false",
+                ],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env=env,
             )
         )
         pebble = cls(
-            workdir, acme_port, management_port, http_port, challtest_port, dns_port,
-            workdir / "ca.pem", processes,
+            workdir,
+            acme_port,
+            management_port,
+            http_port,
+            challtest_port,
+            dns_port,
+            workdir / "ca.pem",
+            processes,
         )
         try:
             if dns_server is None:
@@ -268,8 +330,17 @@ def s_client_verify(port: int, server_name: str, cafile: Path) -> subprocess.Com
     """openssl s_client with strict chain and hostname verification against `cafile`."""
     return subprocess.run(
         [
-            "openssl", "s_client", "-connect", f"127.0.0.1:{port}", "-servername", server_name,
-            "-CAfile", str(cafile), "-verify_return_error", "-verify_hostname", server_name,
+            "openssl",
+            "s_client",
+            "-connect",
+            f"127.0.0.1:{port}",
+            "-servername",
+            server_name,
+            "-CAfile",
+            str(cafile),
+            "-verify_return_error",
+            "-verify_hostname",
+            server_name,
         ],
         input="",
         capture_output=True,
