@@ -44,6 +44,7 @@ from mitmproxy.proxy.mode_specs import ProxyMode
 
 from flm_gateway import __version__, mitm_errors
 from flm_gateway.addons.inflight import Inflight
+from flm_gateway.addons.tls_termination import TlsTermination
 from flm_gateway.admin import AdminBindError, AdminServer
 from flm_gateway.audit import AuditSink, LogAudit
 from flm_gateway.certificates import certificate_statuses
@@ -79,6 +80,9 @@ class Gateway:
     def __init__(self, loaded: LoadedConfig) -> None:
         self.loaded = loaded
         self.inflight = Inflight()
+        # Before mitmproxy's NextLayer and TlsConfig: it decides TLS vs plain per listener and
+        # serves the listener's certificate, so TlsConfig never uses mitmproxy's own CA here.
+        self.tls = TlsTermination()
         self.metrics = GatewayMetrics()
         self.addons: list[Any] = build_addons(self.inflight, self.metrics)
         self.master: Master | None = None
@@ -99,7 +103,7 @@ class Gateway:
         return Runtime(loaded=loaded, directory=directory)
 
     def _apply(self, runtime: Runtime) -> None:
-        for addon in self.addons:
+        for addon in (self.tls, *self.addons):
             if hasattr(addon, "apply_runtime"):
                 addon.apply_runtime(runtime)
             if hasattr(addon, "apply_config"):
@@ -107,7 +111,7 @@ class Gateway:
 
     def _restore(self, runtime: Runtime) -> None:
         """Re-apply `runtime` to every addon after a failed swap, as far as each allows."""
-        for addon in self.addons:
+        for addon in (self.tls, *self.addons):
             try:
                 if hasattr(addon, "apply_runtime"):
                     addon.apply_runtime(runtime)
@@ -127,7 +131,11 @@ class Gateway:
         options = Options(mode=[mode_spec(listener) for listener in config.listeners])
         master = Master(options)
         master.addons.add(
-            core.Core(), proxyserver.Proxyserver(), next_layer.NextLayer(), tlsconfig.TlsConfig()
+            core.Core(),
+            proxyserver.Proxyserver(),
+            self.tls,
+            next_layer.NextLayer(),
+            tlsconfig.TlsConfig(),
         )
         master.addons.add(*self.addons)
         options.update(
@@ -144,7 +152,11 @@ class Gateway:
         )
         self.master = master
         self.runtime = self._build_runtime(self.loaded)
-        self._apply(self.runtime)
+        try:
+            self._apply(self.runtime)
+        except Exception as exc:  # e.g. an unreadable certificate or a world-readable key
+            log.debug("applying the config failed", exc_info=True)
+            raise StartupError(f"cannot apply the config: {exc}") from None
         self._task = asyncio.create_task(master.run(), name="mitmproxy")
         await self._wait_bound()
         self.runtime.listening = True

@@ -18,6 +18,7 @@ from flm_gateway import __version__
 COMMAND_MODULES = (
     "flm_gateway.cli.serve",
     "flm_gateway.cli.validate",
+    "flm_gateway.cli.ca",
     "flm_gateway.cli.reload",
     "flm_gateway.cli.check",
     "flm_gateway.cli.logs",

@@ -9,10 +9,10 @@ from mitmproxy.test import taddons
 from prometheus_client.parser import text_string_to_metric_families
 
 from flm_gateway.addons.metrics import Metrics
-from flm_gateway.certificates import CertificateReport
 from flm_gateway.engines.base import HealthState
 from flm_gateway.flow_summary import StreamTap
 from flm_gateway.metrics import LABEL_CAP, OTHER, GatewayMetrics
+from flm_gateway.tls.base import CertificateStatus
 from tests.ops_flows import routed_flow
 
 
@@ -132,7 +132,7 @@ def test_live_state_engines_inflight_certificates_reloads() -> None:
     metrics.inflight_source = lambda: 3
     expires = datetime.datetime(2030, 1, 1, tzinfo=datetime.UTC)
     metrics.certificate_source = lambda: [
-        CertificateReport(listener="tls", mode="packaged-ca", not_after=expires, days_left=99.0)
+        CertificateStatus(listener="tls", mode="packaged-ca", not_after=expires, days_left=99.0)
     ]
     metrics.record_reload(True)
     metrics.record_reload(False)
@@ -155,7 +155,7 @@ def test_live_state_engines_inflight_certificates_reloads() -> None:
 def test_a_broken_certificate_source_does_not_break_the_exposition() -> None:
     metrics = GatewayMetrics()
 
-    def broken() -> list[CertificateReport]:
+    def broken() -> list[CertificateStatus]:
         raise OSError("unreadable")
 
     metrics.certificate_source = broken
