@@ -58,7 +58,8 @@ class CheckResult:
     fix: str = ""
 
     def line(self) -> str:
-        text = f"{self.level.value.upper():<4}  {self.area} {self.subject}: {self.message}"
+        where = f"{self.area} {self.subject}" if self.subject else self.area
+        text = f"{self.level.value.upper():<4}  {where}: {self.message}"
         return f"{text} -> {self.fix}" if self.fix else text
 
 
@@ -70,7 +71,7 @@ async def check_engines(
         return [
             CheckResult(
                 "engines",
-                "-",
+                "",
                 Level.FAIL,
                 "no engine is configured",
                 "add one under engines: (see flm-gateway engines detect)",

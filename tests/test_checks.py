@@ -98,3 +98,24 @@ def test_admin_may_be_remote_when_said_so() -> None:
     )
     config, _ = parse_config(text, environ={})
     assert config.admin.bind == ("0.0.0.0", 9100)
+
+
+def test_certificates_expired_soon_and_fine(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import datetime
+
+    from flm_gateway import checks
+    from flm_gateway.tls.base import CertificateStatus
+
+    when = datetime.datetime(2030, 1, 1, tzinfo=datetime.UTC)
+    statuses = [
+        CertificateStatus("old", "https-acme", "CN=a", None, when, -2.0),
+        CertificateStatus("soon", "packaged-ca", "CN=b", None, when, 5.0),
+        CertificateStatus("fine", "dev-selfsigned", "CN=c", None, when, 200.0),
+        CertificateStatus("new", "https-acme", note="not issued yet"),
+    ]
+    monkeypatch.setattr(checks, "certificate_statuses", lambda loaded: statuses)
+    text = f'listeners: [{{name: main, bind: "127.0.0.1:{free_port()}"}}]\n'
+    levels = [r.level for r in checks.check_certificates(loaded(text, tmp_path))]
+    assert levels == [Level.FAIL, Level.WARN, Level.OK, Level.OK]
