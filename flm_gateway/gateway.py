@@ -37,10 +37,8 @@ from typing import Any
 
 import aiohttp
 from mitmproxy.addons import core, next_layer, proxyserver, tlsconfig
-from mitmproxy.exceptions import OptionsError
 from mitmproxy.master import Master
 from mitmproxy.options import Options
-from mitmproxy.proxy.mode_specs import ProxyMode
 
 from flm_gateway import __version__, mitm_errors
 from flm_gateway.addons.inflight import Inflight
@@ -52,7 +50,7 @@ from flm_gateway.config import LoadedConfig
 from flm_gateway.config.engines import EngineConfig
 from flm_gateway.config.types import format_host_port
 from flm_gateway.engines.directory import EngineDirectory
-from flm_gateway.listeners import mode_spec
+from flm_gateway.listeners import ListenerError, mode_spec, set_servers, wait_servers
 from flm_gateway.logs import set_level, setup_logging
 from flm_gateway.metrics import GatewayMetrics
 from flm_gateway.pipeline import build_addons
@@ -61,8 +59,6 @@ from flm_gateway.reload import Reloader, ReloadError, carry_over_health
 from flm_gateway.runtime import Runtime
 
 log = logging.getLogger("flm_gateway")
-
-BIND_WAIT = 10.0
 
 
 class StartupError(Exception):
@@ -158,7 +154,10 @@ class Gateway:
             log.debug("applying the config failed", exc_info=True)
             raise StartupError(f"cannot apply the config: {exc}") from None
         self._task = asyncio.create_task(master.run(), name="mitmproxy")
-        await self._wait_bound()
+        try:
+            await wait_servers(master)
+        except ListenerError as exc:
+            raise StartupError(str(exc)) from None
         self.runtime.listening = True
         await self.runtime.directory.check_all()
         self.runtime.directory.start()
@@ -199,40 +198,11 @@ class Gateway:
                 exc,
             )
 
-    async def _wait_bound(self, modes: list[str] | None = None) -> None:
-        """Wait until the listeners for `modes` (default: the current ones) all run."""
-        assert self.master is not None
-        servers = self.master.addons.get("proxyserver").servers
-        wanted = {ProxyMode.parse(m) for m in (modes or self.master.options.mode)}
-        deadline = asyncio.get_running_loop().time() + BIND_WAIT
-        while asyncio.get_running_loop().time() < deadline:
-            instances = list(servers)
-            failed = [i for i in instances if i.last_exception is not None]
-            if failed:
-                problems = "; ".join(
-                    f"{i.mode.listen_host()}:{i.mode.listen_port()}: {i.last_exception}"
-                    for i in failed
-                )
-                raise StartupError(f"cannot listen: {problems}")
-            if (
-                {i.mode for i in instances} == wanted
-                and all(i.is_running for i in instances)
-                and not servers.is_updating
-            ):
-                return
-            await asyncio.sleep(0.02)
-        raise StartupError(f"listeners did not start within {BIND_WAIT:g} s")
-
     async def _set_listeners(self, loaded: LoadedConfig) -> None:
-        """Add and remove mitmproxy servers so they match `loaded`'s listeners."""
         assert self.master is not None
-        modes = [mode_spec(listener) for listener in loaded.config.listeners]
-        if set(modes) == set(self.master.options.mode):
-            return
         try:
-            self.master.options.update(mode=modes)
-            await self._wait_bound(modes)
-        except (OptionsError, StartupError) as exc:
+            await set_servers(self.master, loaded.config.listeners)
+        except ListenerError as exc:
             raise ReloadError([f"{loaded.display_name}: listeners: {exc}"]) from None
 
     async def swap(self, loaded: LoadedConfig) -> None:
