@@ -5,9 +5,11 @@ Each rule yields (path, message) pairs; the loader maps paths to file positions.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
-from flm_gateway.config.engines import EngineKind
+from flm_gateway.config.egress import check_egress
+from flm_gateway.config.engines import EngineConfig, EngineKind
+from flm_gateway.config.listeners import ListenerConfig
 from flm_gateway.config.model import GatewayConfig
 from flm_gateway.config.types import format_host_port, is_loopback_host
 
@@ -21,11 +23,16 @@ def check_semantics(config: GatewayConfig) -> list[Problem]:
         *_unique_binds(config),
         *_engine_references(config),
         *_listener_auth(config),
+        *check_egress(config.egress, config.engines),
     ]
 
 
 def _unique_names(config: GatewayConfig) -> Iterator[Problem]:
-    for section, items in (("listeners", config.listeners), ("engines", config.engines)):
+    sections: tuple[tuple[str, Sequence[ListenerConfig | EngineConfig]], ...] = (
+        ("listeners", config.listeners),
+        ("engines", config.engines),
+    )
+    for section, items in sections:
         seen: dict[str, int] = {}
         for index, item in enumerate(items):
             if item.name in seen:
