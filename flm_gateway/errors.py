@@ -27,11 +27,14 @@ _DEFAULT_TYPES = {
 }
 
 
-def error_body(status: int, message: str, type_: str | None = None, code: str | None = None) -> bytes:
+def error_body(
+    status: int, message: str, type_: str | None = None, code: str | None = None
+) -> bytes:
     """The JSON bytes of an OpenAI-shaped error."""
     error = {
         "message": message,
-        "type": type_ or _DEFAULT_TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error"),
+        "type": type_
+        or _DEFAULT_TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error"),
         "param": None,
         "code": code,
     }

@@ -20,9 +20,7 @@ class ListenerConfig(StrictModel):
 
     name: str = Field(description="A unique name, used in logs, metrics and key scopes.")
     bind: HostPort = Field(description="Address to listen on, host:port (e.g. 127.0.0.1:8088).")
-    tls: TlsSettings = Field(
-        default_factory=TlsSettings, description="TLS mode of this listener."
-    )
+    tls: TlsSettings = Field(default_factory=TlsSettings, description="TLS mode of this listener.")
     auth: AuthMode | None = Field(
         None,
         description=(

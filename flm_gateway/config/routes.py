@@ -9,6 +9,16 @@ from pydantic import Field
 from flm_gateway.config.types import StrictModel
 
 
+class FallbackTarget(StrictModel):
+    """A fallback engine with the model name it should be asked for."""
+
+    engine: str = Field(description="Engine name.")
+    upstream_model: str | None = Field(
+        None,
+        description="Model name sent to this engine; default: the route's upstream_model.",
+    )
+
+
 class RouteConfig(StrictModel):
     """Maps model names clients ask for onto an engine (and optional fallbacks)."""
 
@@ -27,11 +37,12 @@ class RouteConfig(StrictModel):
     upstream_model: str | None = Field(
         None, description="The model name sent to the engine; default: the name the client sent."
     )
-    fallback: list[str] = Field(
+    fallback: list[str | FallbackTarget] = Field(
         default_factory=list,
         description=(
             "Engines tried in order when the route's engines are down or answer 5xx before any "
-            "byte of the response."
+            "byte of the response: a name (asked for the route's upstream model if it serves "
+            "it, else for the first model it lists), or {engine, upstream_model}."
         ),
     )
     defaults: dict[str, Any] = Field(
@@ -49,3 +60,10 @@ class RouteConfig(StrictModel):
     @property
     def engines(self) -> list[str]:
         return [self.engine] if isinstance(self.engine, str) else list(self.engine)
+
+    @property
+    def fallback_targets(self) -> list[FallbackTarget]:
+        return [
+            FallbackTarget(engine=item, upstream_model=None) if isinstance(item, str) else item
+            for item in self.fallback
+        ]

@@ -5,11 +5,10 @@ Each rule yields (path, message) pairs; the loader maps paths to file positions.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 
 from flm_gateway.config.egress import check_egress
-from flm_gateway.config.engines import EngineConfig, EngineKind
-from flm_gateway.config.listeners import ListenerConfig
+from flm_gateway.config.engines import EngineKind
 from flm_gateway.config.model import GatewayConfig
 from flm_gateway.config.types import format_host_port, is_loopback_host
 
@@ -28,19 +27,19 @@ def check_semantics(config: GatewayConfig) -> list[Problem]:
 
 
 def _unique_names(config: GatewayConfig) -> Iterator[Problem]:
-    sections: tuple[tuple[str, Sequence[ListenerConfig | EngineConfig]], ...] = (
-        ("listeners", config.listeners),
-        ("engines", config.engines),
+    sections = (
+        ("listeners", [listener.name for listener in config.listeners]),
+        ("engines", [engine.name for engine in config.engines]),
     )
-    for section, items in sections:
+    for section, names in sections:
         seen: dict[str, int] = {}
-        for index, item in enumerate(items):
-            if item.name in seen:
+        for index, name in enumerate(names):
+            if name in seen:
                 yield (
                     (section, index, "name"),
-                    f"{item.name!r} is already the name of {section}[{seen[item.name]}]",
+                    f"{name!r} is already the name of {section}[{seen[name]}]",
                 )
-            seen.setdefault(item.name, index)
+            seen.setdefault(name, index)
 
 
 def _unique_binds(config: GatewayConfig) -> Iterator[Problem]:
@@ -66,11 +65,11 @@ def _engine_references(config: GatewayConfig) -> Iterator[Problem]:
                 if isinstance(route.engine, list):
                     path = (*path, position)
                 yield path, f"unknown engine {name!r}; defined engines: {choices}"
-        for position, name in enumerate(route.fallback):
-            if name not in kinds:
+        for position, target in enumerate(route.fallback_targets):
+            if target.engine not in kinds:
                 yield (
                     ("routes", index, "fallback", position),
-                    f"unknown engine {name!r}; defined engines: {choices}",
+                    f"unknown engine {target.engine!r}; defined engines: {choices}",
                 )
     for index, listener in enumerate(config.listeners):
         if listener.passthrough is not None and listener.passthrough not in kinds:

@@ -1,0 +1,1 @@
+"""The gateway's policies, one mitmproxy addon per module; their order is in `pipeline`."""

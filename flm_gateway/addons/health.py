@@ -1,0 +1,64 @@
+"""`GET /healthz` and `GET /readyz`, answered by the gateway on every listener.
+
+Policy: `/healthz` is 200 while the process serves. `/readyz` is 200 when the
+listeners are up and at least one engine is reachable, else 503; the body gives
+counts only (no engine names or addresses: these endpoints need no key). Both
+are exempt from authentication and never touch an engine. Any other method on
+these paths is 405.
+"""
+
+from __future__ import annotations
+
+import json
+
+from mitmproxy import http
+
+from flm_gateway.addons.guard import fail_closed
+from flm_gateway.errors import error_response
+from flm_gateway.runtime import Runtime
+
+HEALTH_PATHS = frozenset({"/healthz", "/readyz"})
+
+
+def _json(status: int, payload: dict[str, object]) -> http.Response:
+    return http.Response.make(
+        status,
+        json.dumps(payload).encode(),
+        {"content-type": "application/json", "cache-control": "no-store"},
+    )
+
+
+def readiness(runtime: Runtime) -> tuple[bool, dict[str, object]]:
+    """(ready, details) for the current runtime."""
+    states = list(runtime.directory.engines.values())
+    up = sum(1 for state in states if state.healthy)
+    ready = runtime.listening and up > 0
+    return ready, {
+        "status": "ready" if ready else "not-ready",
+        "listeners_up": runtime.listening,
+        "engines_up": up,
+        "engines_total": len(states),
+    }
+
+
+class Health:
+    def __init__(self) -> None:
+        self._runtime: Runtime | None = None
+
+    def apply_runtime(self, runtime: Runtime) -> None:
+        self._runtime = runtime
+
+    @fail_closed()
+    def request(self, flow: http.HTTPFlow) -> None:
+        if flow.response is not None or flow.request.path not in HEALTH_PATHS:
+            return
+        flow.metadata["flm.api.kind"] = "health"
+        if flow.request.method not in ("GET", "HEAD"):
+            flow.response = error_response(405, "Use GET.", code="method_not_allowed")
+            return
+        if flow.request.path == "/healthz":
+            flow.response = _json(200, {"status": "ok"})
+            return
+        assert self._runtime is not None
+        ready, details = readiness(self._runtime)
+        flow.response = _json(200 if ready else 503, details)

@@ -1,0 +1,54 @@
+"""Tag every flow with its listener, a request id and the client address.
+
+Policy: runs first on `requestheaders`. Writes `flm.listener` (the
+`ListenerConfig`), `flm.request_id` (the client's `X-Request-ID` when it is a
+sane token of at most 128 characters, else a new random id) and `flm.client_ip`.
+Every response, streamed or not, carries `X-Request-ID`. A flow whose listener
+cannot be found (a listener removed by a reload while its connection lives on)
+is answered 503: it has no policy to be judged by, so it is not forwarded.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+
+from mitmproxy import http
+
+from flm_gateway.addons.guard import fail_closed
+from flm_gateway.errors import error_response
+from flm_gateway.runtime import Runtime
+
+_REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+
+
+class ListenerContext:
+    def __init__(self) -> None:
+        self._runtime: Runtime | None = None
+
+    def apply_runtime(self, runtime: Runtime) -> None:
+        self._runtime = runtime
+
+    @fail_closed()
+    def requestheaders(self, flow: http.HTTPFlow) -> None:
+        assert self._runtime is not None
+        offered = flow.request.headers.get("x-request-id", "")
+        request_id = offered if _REQUEST_ID_RE.match(offered) else secrets.token_hex(12)
+        flow.metadata["flm.request_id"] = request_id
+        flow.metadata["flm.client_ip"] = flow.client_conn.peername[0]
+        listener = self._runtime.listener_of(flow)
+        if listener is None:
+            flow.metadata["flm.listener"] = None
+            return
+        flow.metadata["flm.listener"] = listener
+
+    @fail_closed()
+    def request(self, flow: http.HTTPFlow) -> None:
+        if flow.response is None and flow.metadata.get("flm.listener") is None:
+            flow.response = error_response(
+                503, "This listener is being reconfigured; retry.", code="listener_unavailable"
+            )
+
+    def responseheaders(self, flow: http.HTTPFlow) -> None:
+        if flow.response is not None and "flm.request_id" in flow.metadata:
+            flow.response.headers["x-request-id"] = flow.metadata["flm.request_id"]

@@ -1,0 +1,159 @@
+"""Route an OpenAI API request to an engine by its `model`, with fallbacks.
+
+Policy (on `request`, for flows `openai_api` classified with a model):
+- Candidates come from `RoutingTable`: the first matching route's engines
+  (healthy first, round robin), then its fallbacks in order (a fallback given
+  by bare name is asked for the route's upstream model if it serves it, else
+  for the first model it lists; `{engine, upstream_model}` names it); with no matching
+  route, the engines that list the model (discovery; an unknown name triggers
+  one rate-limited refresh of the model lists, awaited at most
+  `MISS_WAIT` seconds). No candidate: 404 `model_not_found`.
+- Each candidate is probed (`upstream.probe`); the first reachable one gets the
+  request: model renamed to its `upstream_model`, route defaults and system
+  prompt applied, client credentials replaced by the engine's key.
+- None reachable: 504 `engine_timeout` when every failure was a timeout, else
+  502 `engine_unavailable`, naming the engines tried and why, never their URLs
+  or keys.
+Writes `flm.route.engine`, `flm.route.route`, `flm.route.upstream_model` and
+`flm.route.pending` (the untried candidates, for a 5xx fallback).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from mitmproxy import http
+
+from flm_gateway.addons.guard import fail_closed
+from flm_gateway.config.routes import RouteConfig
+from flm_gateway.engines.directory import EngineState
+from flm_gateway.errors import error_response
+from flm_gateway.request_rewrite import replace_multipart_field, rewrite_json
+from flm_gateway.routing_table import RoutingTable
+from flm_gateway.runtime import Runtime
+from flm_gateway.upstream import ProbeResult, point_at, probe
+
+MISS_WAIT = 3.0
+ROUTED_KINDS = frozenset({"chat", "completions", "embeddings", "transcriptions", "translations"})
+
+
+@dataclass(frozen=True)
+class Candidate:
+    engine: EngineState
+    upstream_model: str
+
+
+def apply_candidate(flow: http.HTTPFlow, candidate: Candidate, route: RouteConfig | None) -> None:
+    """Rewrite `flow` for `candidate`: body, path and credentials."""
+    kind = flow.metadata["flm.api.kind"]
+    engine = candidate.engine
+    body: dict[str, Any] | None = flow.metadata.get("flm.api.body")
+    if body is not None:
+        new_body = rewrite_json(body, route, candidate.upstream_model, kind)
+        if new_body is not None:
+            flow.request.content = json.dumps(new_body).encode()
+    elif candidate.upstream_model != flow.metadata["flm.api.model"]:
+        flow.request.content = replace_multipart_field(
+            flow.request.get_content() or b"",
+            flow.request.headers.get("content-type", ""),
+            "model",
+            candidate.upstream_model,
+        )
+    path = flow.request.path
+    suffix = path[len("/v1") :]
+    point_at(flow, engine, engine.adapter.openai_prefix + suffix)
+    flow.metadata["flm.route.upstream_model"] = candidate.upstream_model
+
+
+def fallback_model(engine: EngineState, upstream: str) -> str:
+    """The model a bare-name fallback engine is asked for: the route's upstream model when
+    the engine serves it, else the first model the engine lists (else `upstream` unchanged)."""
+    if engine.serves(upstream) or not engine.models:
+        return upstream
+    return next(iter(engine.models))
+
+
+class Routing:
+    def __init__(self) -> None:
+        self._runtime: Runtime | None = None
+        self._table = RoutingTable(())
+
+    def apply_runtime(self, runtime: Runtime) -> None:
+        self._table = RoutingTable(runtime.loaded.config.routes)
+        self._runtime = runtime
+
+    async def candidates(self, model: str) -> tuple[RouteConfig | None, list[Candidate]]:
+        assert self._runtime is not None
+        directory = self._runtime.directory
+        route = self._table.match(model)
+        if route is not None:
+            upstream = route.upstream_model or model
+            primary = [Candidate(e, upstream) for e in directory.ordered(route.engines, model)]
+            fallbacks = [
+                Candidate(
+                    directory.get(t.engine),
+                    t.upstream_model or fallback_model(directory.get(t.engine), upstream),
+                )
+                for t in route.fallback_targets
+                if t.engine not in route.engines
+            ]
+            return route, primary + fallbacks
+        names = directory.serving(model)
+        if not names:
+            refresh = directory.refresh_on_miss()
+            if refresh is not None:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(refresh), MISS_WAIT)
+                names = directory.serving(model)
+        return None, [Candidate(e, model) for e in directory.ordered(names, model)]
+
+    @fail_closed()
+    async def request(self, flow: http.HTTPFlow) -> None:
+        if flow.response is not None or flow.metadata.get("flm.api.kind") not in ROUTED_KINDS:
+            return
+        model: str = flow.metadata["flm.api.model"]
+        route, candidates = await self.candidates(model)
+        if not candidates:
+            flow.response = error_response(
+                404, f"The model {model!r} does not exist.", code="model_not_found"
+            )
+            return
+        flow.metadata["flm.route.route"] = route
+        failures: list[tuple[str, ProbeResult]] = []
+        for index, candidate in enumerate(candidates):
+            result = await probe(flow, candidate.engine)
+            if result is ProbeResult.OK:
+                apply_candidate(flow, candidate, route)
+                flow.metadata["flm.route.pending"] = candidates[index + 1 :]
+                return
+            failures.append((candidate.engine.name, result))
+        flow.response = unreachable_response(model, failures)
+
+    def responseheaders(self, flow: http.HTTPFlow) -> None:
+        engine = flow.metadata.get("flm.route.engine")
+        if engine is not None and self._runtime is not None and flow.server_conn.connected:
+            state = self._runtime.directory.engines.get(engine)
+            if state is not None:
+                state.mark_connect_ok()
+
+
+def unreachable_response(model: str, failures: list[tuple[str, ProbeResult]]) -> http.Response:
+    """502 (or 504 when every engine timed out) naming the engines tried."""
+    reasons = "; ".join(
+        f"engine {name!r} "
+        + ("timed out" if result is ProbeResult.TIMEOUT else "refused the connection")
+        for name, result in failures
+    )
+    if all(result is ProbeResult.TIMEOUT for _, result in failures):
+        return error_response(
+            504,
+            f"No engine answered in time for model {model!r}: {reasons}.",
+            code="engine_timeout",
+        )
+    return error_response(
+        502, f"No engine is reachable for model {model!r}: {reasons}.", code="engine_unavailable"
+    )

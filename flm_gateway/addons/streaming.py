@@ -1,0 +1,26 @@
+"""Stream event streams through, chunk by chunk; never buffer them.
+
+Policy: on `responseheaders`, a response whose content type is
+`text/event-stream` (OpenAI SSE) or `application/x-ndjson` (Ollama's native
+streams) is streamed: each chunk goes to the client as it arrives. Other
+responses are buffered (they are single JSON documents, capped by
+`body_size_limit`). A response marked for fallback stays buffered.
+Reads `flm.fallback.retry`; writes `flm.streamed`.
+"""
+
+from __future__ import annotations
+
+from mitmproxy import http
+
+STREAM_TYPES = ("text/event-stream", "application/x-ndjson")
+
+
+class Streaming:
+    def responseheaders(self, flow: http.HTTPFlow) -> None:
+        response = flow.response
+        if response is None or flow.metadata.get("flm.fallback.retry"):
+            return
+        content_type = response.headers.get("content-type", "").lower()
+        if content_type.startswith(STREAM_TYPES) and not response.stream:
+            response.stream = True
+            flow.metadata["flm.streamed"] = True

@@ -1,0 +1,1 @@
+"""Engine adapters (one per kind) and the directory of configured engines."""

@@ -1,0 +1,81 @@
+"""Sending a flow to an engine: reachability probe, target rewrite and credential swap.
+
+Why a probe: mitmproxy answers a failed upstream connect itself, after our hooks
+ran, so a dead engine could neither be replaced by a fallback nor reported in
+OpenAI's error shape. Before forwarding, `probe` therefore checks that the
+engine accepts a TCP connection, unless the flow will reuse an open connection
+to it or a connect to it succeeded within `PROBE_FRESHNESS` seconds. The probe
+dials through the engine's own dialer (its egress), never around it. The small
+window between a successful probe and mitmproxy's own connect is covered by
+`mitm_errors`, which renders mitmproxy's errors in OpenAI's shape too.
+
+Credentials: the client's own (Authorization, X-Api-Key, Cookie,
+Proxy-Authorization) are removed; the engine's `api_key`, if any, is sent as
+`Authorization: Bearer`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from enum import StrEnum
+
+from mitmproxy import http
+
+from flm_gateway.engines.directory import EngineState
+
+PROBE_FRESHNESS = 1.0
+CLIENT_CREDENTIAL_HEADERS = ("authorization", "x-api-key", "cookie", "proxy-authorization")
+
+
+class ProbeResult(StrEnum):
+    OK = "ok"
+    REFUSED = "refused"
+    TIMEOUT = "timeout"
+
+
+def reuses_connection(flow: http.HTTPFlow, engine: EngineState) -> bool:
+    """True when the flow's current server connection is open and already goes to `engine`."""
+    server = flow.server_conn
+    return bool(
+        server.connected
+        and server.address == (engine.address.host, engine.address.port)
+        and server.via is None
+    )
+
+
+async def probe(flow: http.HTTPFlow, engine: EngineState) -> ProbeResult:
+    """Whether `engine` accepts connections now (see the module docstring for when it dials)."""
+    if reuses_connection(flow, engine):
+        return ProbeResult.OK
+    if time.monotonic() - engine.last_connect_ok < PROBE_FRESHNESS:
+        return ProbeResult.OK
+    timeout = engine.config.timeouts.connect
+    try:
+        _, writer = await asyncio.wait_for(
+            engine.dial(engine.address.host, engine.address.port), timeout
+        )
+    except TimeoutError:
+        engine.mark_down(f"connect timed out after {timeout:g}s")
+        return ProbeResult.TIMEOUT
+    except OSError as exc:
+        engine.mark_down(f"connect failed: {exc.strerror or exc.__class__.__name__}")
+        return ProbeResult.REFUSED
+    writer.close()
+    engine.mark_connect_ok()
+    return ProbeResult.OK
+
+
+def point_at(flow: http.HTTPFlow, engine: EngineState, path: str) -> None:
+    """Send `flow` to `engine` at `path` (below the engine's base URL) with the engine's key."""
+    request = flow.request
+    address = engine.address
+    request.scheme = address.scheme
+    request.host = address.host
+    request.port = address.port
+    request.path = address.base_path + path
+    for header in CLIENT_CREDENTIAL_HEADERS:
+        request.headers.pop(header, None)
+    if engine.config.api_key:
+        request.headers["authorization"] = f"Bearer {engine.config.api_key}"
+    flow.metadata["flm.route.engine"] = engine.name
