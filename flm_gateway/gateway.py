@@ -27,8 +27,10 @@ from mitmproxy.master import Master
 from mitmproxy.options import Options
 
 from flm_gateway import __version__, mitm_errors
+from flm_gateway.addons.egress import Egress
 from flm_gateway.addons.inflight import Inflight
 from flm_gateway.config import LoadedConfig
+from flm_gateway.config.egress import engine_connect_timeout
 from flm_gateway.config.engines import EngineConfig
 from flm_gateway.config.types import format_host_port
 from flm_gateway.engines.directory import EngineDirectory
@@ -57,14 +59,21 @@ class Gateway:
     def __init__(self, loaded: LoadedConfig) -> None:
         self.loaded = loaded
         self.inflight = Inflight()
-        self.addons: list[Any] = build_addons(self.inflight)
+        self.egress = Egress()
+        self.addons: list[Any] = build_addons(self.inflight, self.egress)
         self.master: Master | None = None
         self.runtime: Runtime | None = None
         self._task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
 
     def _build_runtime(self, loaded: LoadedConfig) -> Runtime:
-        directory = EngineDirectory(loaded.config.engines, default_session)
+        service = self.egress.service
+        directory = EngineDirectory(
+            loaded.config.engines,
+            service.session_factory,
+            service.dialer_factory,
+            lambda engine: engine_connect_timeout(loaded.config.egress, engine),
+        )
         return Runtime(loaded=loaded, directory=directory)
 
     def _apply(self, runtime: Runtime) -> None:

@@ -22,9 +22,13 @@ from enum import StrEnum
 
 from mitmproxy import http
 
+from flm_gateway.egress.failure import EgressError, Reason
 from flm_gateway.engines.directory import EngineState
 
 PROBE_FRESHNESS = 1.0
+DIAL_GRACE = 1.0
+EGRESS_FAILURES_KEY = "flm.egress.failures"
+"""flow.metadata: {engine name: EgressFailure} of probes that failed at the egress."""
 CLIENT_CREDENTIAL_HEADERS = ("authorization", "x-api-key", "cookie", "proxy-authorization")
 
 
@@ -50,14 +54,23 @@ async def probe(flow: http.HTTPFlow, engine: EngineState) -> ProbeResult:
         return ProbeResult.OK
     if time.monotonic() - engine.last_connect_ok < PROBE_FRESHNESS:
         return ProbeResult.OK
-    timeout = engine.config.timeouts.connect
+    timeout = engine.connect_timeout or engine.config.timeouts.connect
     try:
+        # An egress dialer bounds itself by `timeout` and says why it failed; the outer
+        # bound (with a grace) only guards dialers that do not.
         _, writer = await asyncio.wait_for(
-            engine.dial(engine.address.host, engine.address.port), timeout
+            engine.dial(engine.address.host, engine.address.port), timeout + DIAL_GRACE
         )
     except TimeoutError:
         engine.mark_down(f"connect timed out after {timeout:g}s")
         return ProbeResult.TIMEOUT
+    except EgressError as exc:
+        engine.mark_down(exc.failure.log_message())
+        if exc.failure.proxied:
+            flow.metadata.setdefault(EGRESS_FAILURES_KEY, {})[engine.name] = exc.failure
+        if exc.failure.reason is Reason.TIMEOUT:
+            return ProbeResult.TIMEOUT
+        return ProbeResult.REFUSED
     except OSError as exc:
         engine.mark_down(f"connect failed: {exc.strerror or exc.__class__.__name__}")
         return ProbeResult.REFUSED

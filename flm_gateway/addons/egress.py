@@ -24,7 +24,8 @@ profile's name) and, when the connection through the egress failed,
 - `http_connect_upstream` adds the bridge's Proxy-Authorization token to
   CONNECTs addressed to the bridge.
 
-A hook that raises answers the flow 502 (or refuses the dial): never direct.
+A hook that raises answers the flow 502 (`guard.fail_closed`) or refuses the dial:
+never direct.
 """
 
 from __future__ import annotations
@@ -35,12 +36,12 @@ from mitmproxy import connection, http
 from mitmproxy.net.server_spec import ServerSpec
 from mitmproxy.proxy import server_hooks
 
+from flm_gateway.addons.guard import fail_closed
 from flm_gateway.config.loader import LoadedConfig
 from flm_gateway.egress.dialer import SocksDialer, format_target
 from flm_gateway.egress.failure import EgressFailure, Reason, failure_from_message
 from flm_gateway.egress.profiles import RuntimeProfile
 from flm_gateway.egress.service import EgressService
-from flm_gateway.errors import error_response
 
 log = logging.getLogger(__name__)
 
@@ -64,24 +65,17 @@ class Egress:
     async def done(self) -> None:
         await self.service.stop()
 
+    @fail_closed(502)
     async def requestheaders(self, flow: http.HTTPFlow) -> None:
-        await self._guarded(flow)
+        await self._apply(flow)
 
+    @fail_closed(502)
     async def request(self, flow: http.HTTPFlow) -> None:
-        await self._guarded(flow)
-
-    async def _guarded(self, flow: http.HTTPFlow) -> None:
-        if flow.response is not None or flow.error is not None:
-            return
-        try:
-            await self._apply(flow)
-        except Exception:
-            log.exception("egress: cannot apply the egress profile; refusing the request")
-            flow.response = error_response(502, "the gateway could not apply its egress policy")
+        await self._apply(flow)
 
     async def _apply(self, flow: http.HTTPFlow) -> None:
         engine = flow.metadata.get(ENGINE_KEY)
-        if engine is None:
+        if engine is None or flow.response is not None or flow.error is not None:
             return
         profile = self.service.profile(str(engine))
         flow.metadata[PROFILE_KEY] = profile.name

@@ -229,6 +229,15 @@ class EgressSettings(StrictModel):
         return chosen, self.profiles[chosen]
 
 
+def engine_connect_timeout(settings: EgressSettings, engine: EngineConfig) -> float:
+    """The connect timeout of `engine`: its proxied profile's connect_timeout, else its own."""
+    name = engine.egress if engine.egress is not None else settings.default
+    profile = settings.profiles.get(name)
+    if isinstance(profile, Socks5Egress | TorEgress):
+        return profile.connect_timeout
+    return engine.timeouts.connect
+
+
 def _is_onion(host: str) -> bool:
     return host.lower().rstrip(".").endswith(".onion")
 

@@ -42,11 +42,11 @@ class Dialer(Protocol):
     profile: str
     mode: str
 
-    async def connect_socket(self, host: str, port: int, timeout: float) -> socket.socket:  # noqa: ASYNC109
+    async def connect_socket(self, host: str, port: int, timeout: float) -> socket.socket:
         """A connected, non-blocking socket to host:port; raises EgressError."""
         ...
 
-    async def open_connection(self, host: str, port: int, timeout: float) -> Streams:  # noqa: ASYNC109
+    async def open_connection(self, host: str, port: int, timeout: float) -> Streams:
         """Streams to host:port; raises EgressError."""
         ...
 
@@ -84,10 +84,10 @@ class _StreamsFromSocket:
     profile: str
     mode: str
 
-    async def connect_socket(self, host: str, port: int, timeout: float) -> socket.socket:  # noqa: ASYNC109
+    async def connect_socket(self, host: str, port: int, timeout: float) -> socket.socket:
         raise NotImplementedError
 
-    async def open_connection(self, host: str, port: int, timeout: float) -> Streams:  # noqa: ASYNC109
+    async def open_connection(self, host: str, port: int, timeout: float) -> Streams:
         sock = await self.connect_socket(host, port, timeout)
         try:
             return await asyncio.open_connection(sock=sock)
@@ -111,7 +111,7 @@ class DirectDialer(_StreamsFromSocket):
     def __repr__(self) -> str:
         return f"DirectDialer({self.profile!r})"
 
-    async def connect_socket(self, host: str, port: int, timeout: float) -> socket.socket:  # noqa: ASYNC109
+    async def connect_socket(self, host: str, port: int, timeout: float) -> socket.socket:
         if is_onion(host):
             detail = "an .onion name is reachable only through Tor"
             raise self._fail(Reason.TARGET_UNREACHABLE, detail, host, port)
@@ -168,7 +168,7 @@ class SocksDialer(_StreamsFromSocket):
             port,
         )
 
-    async def connect_socket(self, host: str, port: int, timeout: float) -> socket.socket:  # noqa: ASYNC109
+    async def connect_socket(self, host: str, port: int, timeout: float) -> socket.socket:
         if (error := await self._tor_not_ready(host, port)) is not None:
             raise error
         proxy = format_target(*self.proxy)
@@ -225,7 +225,7 @@ class FallbackDialer(_StreamsFromSocket):
     def __repr__(self) -> str:
         return f"FallbackDialer({self.primary!r})"
 
-    async def connect_socket(self, host: str, port: int, timeout: float) -> socket.socket:  # noqa: ASYNC109
+    async def connect_socket(self, host: str, port: int, timeout: float) -> socket.socket:
         try:
             return await self.primary.connect_socket(host, port, timeout)
         except EgressError as exc:

@@ -87,6 +87,11 @@ class EgressFailure:
     target: str = ""
 
     @property
+    def proxied(self) -> bool:
+        """False for a plain direct connection's failure, which is an engine failure."""
+        return self.mode != "direct"
+
+    @property
     def status(self) -> int:
         return _STATUS[self.reason]
 

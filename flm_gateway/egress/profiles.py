@@ -19,6 +19,7 @@ from flm_gateway.config.egress import (
     FailMode,
     Socks5Egress,
     TorEgress,
+    engine_connect_timeout,
 )
 from flm_gateway.config.engines import EngineConfig
 from flm_gateway.egress.dialer import Dialer, DirectDialer, FallbackDialer, SocksDialer
@@ -154,12 +155,8 @@ def build_plan(
     for engine in engines:
         profile = profiles[engine.egress if engine.egress is not None else settings.default]
         address = engine_address(engine.url)
-        timeout = profile.connect_timeout
         by_engine[engine.name] = EngineEgress(
-            engine.name,
-            profile,
-            address,
-            timeout if timeout is not None else engine.timeouts.connect,
+            engine.name, profile, address, engine_connect_timeout(settings, engine)
         )
         if profile.proxied and not profile.fail_open:
             fail_closed.setdefault(address, profile.name)
