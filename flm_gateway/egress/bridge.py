@@ -205,8 +205,7 @@ class ConnectBridge:
             return None, None
         try:
             sock = await profile.dialer.connect_socket(host, port, profile.connect_timeout)
-        except EgressError as exc:
-            log.warning("%s", exc.failure.log_message())
+        except EgressError as exc:  # the dialer logged it
             writer.write(_reply(exc.failure.status, exc.failure.marker()))
             return None, None
         try:

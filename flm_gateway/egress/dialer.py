@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import logging
 import socket
+import time
 from typing import Protocol
 
 from flm_gateway.egress.failure import EgressError, EgressFailure, Reason
@@ -32,6 +33,9 @@ from flm_gateway.egress.tor import TorControl
 
 log = logging.getLogger(__name__)
 audit_log = logging.getLogger("flm_gateway.audit")
+
+LOG_EVERY = 30.0
+"""Seconds between repeated warnings for the same failure of a SOCKS dialer."""
 
 Streams = tuple[asyncio.StreamReader, asyncio.StreamWriter]
 
@@ -150,6 +154,7 @@ class SocksDialer(_StreamsFromSocket):
         self.proxy = proxy
         self._credentials = credentials
         self.tor_control = tor_control
+        self._logged: dict[tuple[Reason, str], float] = {}
 
     def __repr__(self) -> str:
         auth = ", auth" if self._credentials else ""
@@ -169,6 +174,23 @@ class SocksDialer(_StreamsFromSocket):
         )
 
     async def connect_socket(self, host: str, port: int, timeout: float) -> socket.socket:
+        try:
+            return await self._connect(host, port, timeout)
+        except EgressError as exc:
+            self._log_failure(exc.failure)
+            raise
+
+    def _log_failure(self, failure: EgressFailure) -> None:
+        """Warn once per reason and target every LOG_EVERY seconds (health checks repeat)."""
+        key = (failure.reason, failure.target)
+        now = time.monotonic()
+        if self._logged.get(key, -LOG_EVERY) + LOG_EVERY <= now:
+            self._logged[key] = now
+            log.warning("%s", failure.log_message())
+        else:
+            log.debug("%s", failure.log_message())
+
+    async def _connect(self, host: str, port: int, timeout: float) -> socket.socket:
         if (error := await self._tor_not_ready(host, port)) is not None:
             raise error
         proxy = format_target(*self.proxy)
@@ -232,9 +254,7 @@ class FallbackDialer(_StreamsFromSocket):
             if is_onion(host):
                 raise
             failure = exc.failure
-        log.warning(
-            "%s; falling back to a direct connection (fail: open)", failure.log_message()
-        )
+        log.warning("egress %r: falling back to a direct connection (fail: open)", self.profile)
         audit_log.warning(
             "egress fallback: profile=%s mode=%s target=%s reason=%s",
             failure.profile,
