@@ -44,7 +44,7 @@ class Reason(StrEnum):
     TOR_CIRCUIT_FAILED = "tor_circuit_failed"
     TIMEOUT = "timeout"
     DIRECT_REFUSED = "direct_refused"
-    EGRESS_UNAVAILABLE = "egress_unavailable"
+    EGRESS_UNAVAILABLE = "unavailable"
 
 
 _STATUS = {
