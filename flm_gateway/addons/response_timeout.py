@@ -18,6 +18,7 @@ import logging
 from mitmproxy import ctx, http
 from mitmproxy.proxy import events
 
+from flm_gateway.addons.guard import fail_closed
 from flm_gateway.errors import error_body
 from flm_gateway.runtime import Runtime
 
@@ -46,6 +47,7 @@ class ResponseTimeout:
     def apply_runtime(self, runtime: Runtime) -> None:
         self._runtime = runtime
 
+    @fail_closed()
     def request(self, flow: http.HTTPFlow) -> None:
         engine_name = flow.metadata.get("flm.route.engine")
         if flow.response is not None or engine_name is None or self._runtime is None:
@@ -62,6 +64,7 @@ class ResponseTimeout:
         if timer is not None:
             timer.cancel()
 
+    @fail_closed()
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         self._stop(flow)
 

@@ -137,6 +137,7 @@ class Routing:
             model, failures, flow.metadata.get(EGRESS_FAILURES_KEY)
         )
 
+    @fail_closed()
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         engine = flow.metadata.get("flm.route.engine")
         if engine is not None and self._runtime is not None and flow.server_conn.connected:

@@ -35,6 +35,9 @@ from flm_gateway.egress.profiles import RuntimeProfile
 
 log = logging.getLogger(__name__)
 
+DEFAULT = "*default"
+"""Listener key of the default profile's listener (not a valid profile name)."""
+DIRECT_CONNECT_TIMEOUT = 10.0
 HEAD_LIMIT = 8192
 HEAD_TIMEOUT = 10.0
 _CHUNK = 65536
@@ -65,6 +68,7 @@ class ConnectBridge:
         self._authorization = proxy_authorization.encode()
         self._host = host
         self._profiles: dict[str, RuntimeProfile] = {}
+        self._default: RuntimeProfile | None = None
         self._sockets: dict[str, socket.socket] = {}
         self._servers: dict[str, asyncio.Server] = {}
         self._clients: set[asyncio.StreamWriter] = set()
@@ -87,25 +91,19 @@ class ConnectBridge:
     def started(self) -> bool:
         return self._started
 
-    def update(self, profiles: Mapping[str, RuntimeProfile]) -> None:
+    def update(self, profiles: Mapping[str, RuntimeProfile], default: str | None = None) -> None:
         """Listen for every proxied profile in `profiles` and stop listening for the others.
 
+        `default` names the profile the DEFAULT listener (see `ensure_default`) dials with.
         Binding happens now (synchronously); raises OSError if a port cannot be bound.
         """
         wanted = {name: profile for name, profile in profiles.items() if profile.proxied}
         for name in wanted:
-            if name not in self._sockets:
-                sock = socket.socket(socket.AF_INET6 if ":" in self._host else socket.AF_INET)
-                try:
-                    sock.bind((self._host, 0))
-                    sock.listen(128)
-                    sock.setblocking(False)
-                except OSError:
-                    sock.close()
-                    raise
-                self._sockets[name] = sock
+            self._bind(name)
         self._profiles = wanted
-        for name in [n for n in self._sockets if n not in wanted]:
+        if default is not None and default in profiles:
+            self._default = profiles[default]
+        for name in [n for n in self._sockets if n not in wanted and n != DEFAULT]:
             sock = self._sockets.pop(name)
             server = self._servers.pop(name, None)
             if server is not None:
@@ -114,11 +112,36 @@ class ConnectBridge:
                 sock.close()
         if self._started:
             loop = asyncio.get_running_loop()
-            for name in wanted:
+            for name in self._sockets:
                 if name not in self._servers:
                     task = loop.create_task(self._serve(name))
                     self._tasks.add(task)
                     task.add_done_callback(self._tasks.discard)
+
+    def ensure_default(self) -> tuple[str, int]:
+        """A listener that always dials with the current default profile (direct included).
+
+        Its address never changes, so a client configured once (the ACME client) follows
+        reloads. Bound now; it accepts once the bridge runs.
+        """
+        self._bind(DEFAULT)
+        address = self.address(DEFAULT)
+        if address is None:  # pragma: no cover - just bound
+            raise OSError("the default egress listener is not bound")
+        return address
+
+    def _bind(self, name: str) -> None:
+        if name in self._sockets:
+            return
+        sock = socket.socket(socket.AF_INET6 if ":" in self._host else socket.AF_INET)
+        try:
+            sock.bind((self._host, 0))
+            sock.listen(128)
+            sock.setblocking(False)
+        except OSError:
+            sock.close()
+            raise
+        self._sockets[name] = sock
 
     async def start(self) -> None:
         """Accept on every bound listener."""
@@ -198,13 +221,14 @@ class ConnectBridge:
         except ValueError:
             writer.write(_reply(400, "Bad Request"))
             return None, None
-        profile = self._profiles.get(name)
-        if profile is None or profile.connect_timeout is None:
+        profile = self._default if name == DEFAULT else self._profiles.get(name)
+        if profile is None:
             failure = EgressFailure(name, "unknown", Reason.EGRESS_UNAVAILABLE)
             writer.write(_reply(failure.status, failure.marker()))
             return None, None
+        timeout = profile.connect_timeout or DIRECT_CONNECT_TIMEOUT
         try:
-            sock = await profile.dialer.connect_socket(host, port, profile.connect_timeout)
+            sock = await profile.dialer.connect_socket(host, port, timeout)
         except EgressError as exc:  # the dialer logged it
             writer.write(_reply(exc.failure.status, exc.failure.marker()))
             return None, None

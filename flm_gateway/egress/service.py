@@ -8,7 +8,7 @@ to an engine gets its means from here, so every path egresses the same way:
 - the engine directory: `dialer_factory(config)` (connect probes) and
   `session_factory(config)` (health checks, model lists, fallback requests);
 - anything else: `dialer(engine)`, `connect_timeout(engine)`, `new_session(engine)`;
-- the ACME client: `acme_proxy_url()` (the default profile).
+- the ACME client: `acme_proxy_url()` (the default profile, through the bridge).
 
 Lookups happen per connection, so objects made before a reload follow the new
 config after it.
@@ -53,6 +53,7 @@ class EgressService:
         """The Proxy-Authorization the bridge requires; a secret of this process."""
         self.bridge = ConnectBridge(self.proxy_authorization)
         self._plan = _initial_plan()
+        self.bridge.update(self._plan.profiles, self._plan.default)
 
     def __repr__(self) -> str:
         return f"EgressService(profiles={sorted(self._plan.profiles)})"
@@ -68,7 +69,7 @@ class EgressService:
         """
         config = loaded.config
         plan = build_plan(config.egress, config.engines, previous=self._plan)
-        self.bridge.update(plan.profiles)
+        self.bridge.update(plan.profiles, plan.default)
         self._plan = plan
 
     async def start(self) -> None:
@@ -132,17 +133,20 @@ class EgressService:
 
         return make_session(lookup, **kwargs)
 
-    def acme_proxy_url(self) -> str | None:
-        """The proxy URL for the ACME client (requests-style), for the default profile.
+    def acme_proxy_url(self) -> str:
+        """The proxy URL for the ACME client (requests-style): the bridge's default listener.
 
-        While the gateway runs: the bridge (`http://flm:TOKEN@127.0.0.1:PORT`), which needs
-        no SOCKS support in requests and applies fail open/closed. Otherwise a socks5h://
-        URL (needs `requests[socks]`). None for a direct default. The URL is a secret.
+        `http://flm:TOKEN@127.0.0.1:PORT`, stable for the life of this service: CONNECTs to it
+        go out through whatever `egress.default` is now (direct included), with its fail
+        open/closed, so requests needs no SOCKS support. Accepts once the gateway runs.
+        The URL carries this process's bridge token: never log it.
         """
-        profile = self.profile(None)
-        if not profile.proxied:
-            return None
-        address = self.bridge_address(profile.name)
-        if address is not None:
-            return f"http://{_BRIDGE_USER}:{self._token}@{address[0]}:{address[1]}"
-        return profile.socks_proxy_url()
+        host, port = self.bridge.ensure_default()
+        return f"http://{_BRIDGE_USER}:{self._token}@{host}:{port}"
+
+    def socks_proxy_url(self, profile: str | None = None) -> str | None:
+        """A socks5h:// URL (remote DNS) for `profile` (default: egress.default), for clients
+        outside a running gateway (needs `requests[socks]`); None when it is direct.
+        The URL may carry the profile's password: never log it."""
+        chosen = self._plan.profiles.get(profile) if profile else self.profile(None)
+        return chosen.socks_proxy_url() if chosen is not None else None

@@ -81,9 +81,13 @@ engines: [{name: a, url: "http://a:1"}]
     await service.stop()
 
 
-async def test_acme_proxy_url_goes_through_the_bridge(http_target: int) -> None:
+async def test_acme_proxy_url_is_stable_and_follows_the_default_profile(
+    http_target: int,
+) -> None:
     async with FakeSocks() as proxy:
         service = EgressService()
+        acme_url = service.acme_proxy_url()  # known before any config: the gateway's start
+        assert acme_url.startswith("http://flm:")
         service.apply_config(
             loaded(
                 f"""\
@@ -95,29 +99,28 @@ egress:
             )
         )
         proxy.credentials = ("u", "p@ss:word")
-        # Before the bridge runs: a socks5h URL (remote DNS), credentials quoted.
-        assert service.acme_proxy_url() == f"socks5h://u:p%40ss%3Aword@127.0.0.1:{proxy.port}"
+        assert service.socks_proxy_url() == f"socks5h://u:p%40ss%3Aword@127.0.0.1:{proxy.port}"
         await service.start()
         try:
-            url = service.acme_proxy_url()
-            assert url is not None and url.startswith("http://flm:")
+            assert service.acme_proxy_url() == acme_url
+            # requests sends absolute-form GET for http:// through a proxy; the bridge serves
+            # CONNECT only (what requests uses for https://, as ACME is), so it says 405.
             response = await asyncio.to_thread(
                 requests.get,
                 f"http://localhost:{http_target}/directory",
-                proxies={"http": url, "https": url},
+                proxies={"http": acme_url, "https": acme_url},
                 timeout=5,
             )
-            # requests sends absolute-form GET for http:// through a proxy; the bridge serves
-            # CONNECT only (what requests uses for https://, as ACME is), so it says 405.
             assert response.status_code == 405
-            tunnel = await asyncio.to_thread(_get_through_connect, url, http_target)
-            assert tunnel == b"ok"
-            assert proxy.requests and proxy.requests[-1].host == "localhost"
+            assert await asyncio.to_thread(_get_through_connect, acme_url, http_target) == b"ok"
+            assert [r.host for r in proxy.requests] == ["localhost"]
+            # A reload to a direct default: same URL, now direct.
+            service.apply_config(loaded("engines: []\n"))
+            assert await asyncio.to_thread(_get_through_connect, acme_url, http_target) == b"ok"
+            assert len(proxy.requests) == 1
+            assert service.socks_proxy_url() is None
         finally:
             await service.stop()
-    direct = EgressService()
-    direct.apply_config(loaded("engines: []\n"))
-    assert direct.acme_proxy_url() is None
 
 
 def _get_through_connect(proxy_url: str, port: int) -> bytes:

@@ -298,7 +298,7 @@ async def test_nothing_is_resolved_locally(
 server: {{state_dir: "{{state_dir}}"}}
 listeners: [{{name: main, bind: "127.0.0.1:{{port}}"}}]
 egress:
-  bastion: {{mode: socks5, url: "socks5://127.0.0.1:{socks.plain}"}}
+  bastion: {{mode: socks5, url: "socks5://127.0.0.1:{socks.plain}", connect_timeout: 3s}}
 engines:
   - {{name: hidden, url: "http://engine.invalid:{targets["a"].port}", egress: bastion}}
 routes:
@@ -306,7 +306,9 @@ routes:
 """
     with run_gateway(config, tmp_path) as gateway:
         response = await chat(gateway, "m")
-        assert response.status_code == 502, response.text
+        # microsocks's own lookup fails (502) or outlasts connect_timeout (504, when its
+        # resolver waits for an unreachable DNS server): an egress answer either way.
+        assert response.status_code in (502, 504), response.text
         error = error_of(response)
         # microsocks could not resolve it: a SOCKS reply, not a local resolver error.
         assert str(error["code"]).startswith("egress_"), error
