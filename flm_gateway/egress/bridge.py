@@ -261,19 +261,21 @@ async def _relay(
     upstream_reader: asyncio.StreamReader,
     upstream_writer: asyncio.StreamWriter,
 ) -> None:
-    """Both directions until both ended; an error in one direction ends both."""
-    tasks = {
-        asyncio.ensure_future(_pipe(client_reader, upstream_writer)),
-        asyncio.ensure_future(_pipe(upstream_reader, client_writer)),
-    }
+    """Copy both ways until mitmproxy's side ends (or either side fails).
+
+    The engine closing first is passed on as a half-close and the tunnel stays until
+    mitmproxy closes; mitmproxy closing ends the tunnel at once, so an engine that keeps
+    idle connections open cannot keep a tunnel (and its proxy connection) alive.
+    """
+    outbound = asyncio.ensure_future(_pipe(client_reader, upstream_writer))
+    inbound = asyncio.ensure_future(_pipe(upstream_reader, client_writer))
     try:
-        while tasks:
-            done, tasks = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-            if any(task.exception() is not None for task in done):
-                break
+        done, _ = await asyncio.wait({outbound, inbound}, return_when=asyncio.FIRST_COMPLETED)
+        if inbound in done and inbound.exception() is None:
+            await outbound
     finally:
-        for task in tasks:
+        for task in (outbound, inbound):
             task.cancel()
-        for task in tasks:
+        for task in (outbound, inbound):
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task

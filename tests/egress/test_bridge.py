@@ -113,3 +113,29 @@ async def test_update_binds_new_profiles_and_drops_removed_ones() -> None:
     bridge.update(MappingProxyType({}))
     assert bridge.address("a") is None and bridge.addresses == frozenset()
     await bridge.stop()
+
+
+async def test_mitmproxy_closing_ends_the_tunnel_even_if_the_engine_idles() -> None:
+    closed = asyncio.Event()
+
+    async def idle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        # Never closes by itself; sees EOF (or a reset) only when the bridge hangs up.
+        await reader.read()
+        closed.set()
+
+    server = await asyncio.start_server(idle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    async with FakeSocks() as proxy:
+        bridge = ConnectBridge(TOKEN)
+        bridge.update(MappingProxyType({"b": socks_profile("b", proxy.port)}))
+        await bridge.start()
+        try:
+            address = bridge.address("b")
+            assert address is not None
+            _, writer, head = await connect(address, f"localhost:{port}")
+            assert head.startswith(b"HTTP/1.1 200 ")
+            writer.close()
+            await asyncio.wait_for(closed.wait(), 2)
+        finally:
+            await bridge.stop()
+            server.close()
