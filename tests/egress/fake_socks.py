@@ -24,6 +24,9 @@ class FakeSocks:
     credentials: tuple[str, str] | None = None
     reply: int = 0
     silent: bool = False
+    refuse_after_probe: bool = False
+    """Once a client closed a tunnel without sending a byte (a connect probe), answer every
+    later CONNECT with reply 5 (connection refused)."""
     names: dict[str, str] = field(default_factory=lambda: {"localhost": "127.0.0.1"})
     """The proxy's own name resolution (no resolver call, so tests can forbid local DNS)."""
     requests: list[Request] = field(default_factory=list)
@@ -104,5 +107,19 @@ class FakeSocks:
                 if dst.can_write_eof():
                     dst.write_eof()
 
-        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+        sent = 0
+
+        async def pipe_counting(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            nonlocal sent
+            with contextlib.suppress(ConnectionError):
+                while data := await src.read(65536):
+                    sent += len(data)
+                    dst.write(data)
+                    await dst.drain()
+                if dst.can_write_eof():
+                    dst.write_eof()
+
+        await asyncio.gather(pipe_counting(reader, up_writer), pipe(up_reader, writer))
         up_writer.close()
+        if self.refuse_after_probe and sent == 0:
+            self.reply = 5

@@ -18,6 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.egress.fake_socks import FakeSocks
 from tests.integration.egress_support import (
     DANTE_PASSWORD,
     DANTE_USER,
@@ -316,3 +317,31 @@ routes:
     assert "cannot resolve" not in log
     assert json.dumps(error).count("engine.invalid") == 0
     await asyncio.sleep(0)
+
+
+async def test_a_failure_in_the_bridge_after_the_probe_is_an_openai_error(
+    tmp_path: Path, targets: dict[str, Target]
+) -> None:
+    """The probe gets through, then the proxy refuses mitmproxy's own connection: the
+    bridge's marked CONNECT answer becomes the egress error, not mitmproxy's HTML page."""
+    async with FakeSocks(refuse_after_probe=True) as proxy:
+        config = f"""
+server: {{state_dir: "{{state_dir}}"}}
+listeners: [{{name: main, bind: "127.0.0.1:{{port}}"}}]
+egress:
+  fickle: {{mode: socks5, url: "socks5://127.0.0.1:{proxy.port}"}}
+engines:
+  - {{name: e, url: "http://localhost:{targets["a"].port}", egress: fickle}}
+routes:
+  - {{model: m, engine: e}}
+"""
+        with run_gateway(config, tmp_path) as gateway:
+            response = await chat(gateway, "m")
+        assert response.status_code == 502, response.text
+        assert response.headers["content-type"] == "application/json"
+        error = error_of(response)
+        assert error["code"] == "egress_target_refused"
+        # From the bridge (mitm_errors), not from routing's probe ("No engine is reachable...").
+        assert str(error["message"]).startswith("egress 'fickle' (socks5) failed")
+        assert proxy.reply == 5 and len(proxy.requests) >= 2
+    assert ("127.0.0.1", "/v1/chat/completions") not in targets["a"].requests
