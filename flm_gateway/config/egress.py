@@ -122,6 +122,15 @@ class Socks5Egress(_ProxiedEgress):
             raise ValueError(f"{value!r}: a proxy URL has no path, query or fragment")
         return value
 
+    @field_validator("username", "password", mode="before")
+    @classmethod
+    def _numbers_are_text(cls, value: Any) -> Any:
+        # `password: 123456` in YAML is an int; take it as written, and never let an error
+        # message echo it.
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return str(value)
+        return value
+
     @model_validator(mode="after")
     def _check_credentials(self) -> Socks5Egress:
         if (self.username is None) != (self.password is None):
@@ -162,6 +171,13 @@ class TorEgress(_ProxiedEgress):
         None,
         description="Path of Tor's control auth cookie file (CookieAuthentication 1).",
     )
+
+    @field_validator("control_password", mode="before")
+    @classmethod
+    def _number_is_text(cls, value: Any) -> Any:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return str(value)
+        return value
 
     @model_validator(mode="after")
     def _check_control(self) -> TorEgress:

@@ -184,3 +184,14 @@ engines:
 """
     )
     assert "engines[1].url: engine 'a' reaches the same host:port" in found
+
+
+def test_a_numeric_password_is_taken_as_text() -> None:
+    config, _ = parse_config(
+        LISTENERS
+        + 'egress:\n  s: {mode: socks5, url: "socks5://h:1", username: 42, password: 123456}\n',
+        environ={},
+    )
+    profile = config.egress.profiles["s"]
+    assert isinstance(profile, Socks5Egress) and profile.password is not None
+    assert (profile.username, profile.password.get_secret_value()) == ("42", "123456")
