@@ -7,7 +7,10 @@ engine accepts a TCP connection, unless the flow will reuse an open connection
 to it or a connect to it succeeded within `PROBE_FRESHNESS` seconds. The probe
 dials through the engine's own dialer (its egress), never around it. The small
 window between a successful probe and mitmproxy's own connect is covered by
-`mitm_errors`, which renders mitmproxy's errors in OpenAI's shape too.
+`mitm_errors`, which renders mitmproxy's errors in OpenAI's shape too. A probe
+that fails at a proxied egress (SOCKS5/Tor) records the `EgressFailure` in
+`flow.metadata["flm.egress.failures"]`, so the client learns which egress
+failed and why; its bound is the egress profile's connect timeout.
 
 Credentials: the client's own (Authorization, X-Api-Key, Cookie,
 Proxy-Authorization) are removed; the engine's `api_key`, if any, is sent as
