@@ -2,8 +2,9 @@
 
 Each check yields `CheckResult`s (ok, warn or fail; a failure says what to do):
 - config: the file validates (every problem with its file:line);
-- engines: each engine answers its health check now (through the same kind of
-  HTTP session the gateway uses), with its state and model count;
+- engines: each engine answers its health check now, through its egress
+  profile exactly as the gateway would reach it (a Tor-only engine is checked
+  through Tor, never directly), with its state and model count;
 - listeners: every listener address and the admin address can be bound, or is
   held by the gateway already running from this state directory;
 - certificates: each TLS listener's certificate is valid, with days left
@@ -23,7 +24,7 @@ import os
 import shutil
 import socket
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -34,11 +35,14 @@ from flm_gateway.certificates import EXPIRY_WARNING_DAYS, certificate_statuses
 from flm_gateway.config import LoadedConfig
 from flm_gateway.config.types import format_host_port
 from flm_gateway.engines.base import HealthState
-from flm_gateway.engines.directory import EngineDirectory, SessionFactory
+from flm_gateway.engines.directory import EngineDirectory
 from flm_gateway.process import running_pid
 from flm_gateway.requestlog.store import connect, state_db_path
 
 LOW_DISK_BYTES = 200 * 1024 * 1024
+
+DirectoryFactory = Callable[[LoadedConfig], EngineDirectory]
+"""Builds the engine directory to check, with the engines' egress (as the gateway does)."""
 
 
 class Level(StrEnum):
@@ -64,7 +68,7 @@ class CheckResult:
 
 
 async def check_engines(
-    loaded: LoadedConfig, session_factory: SessionFactory, timeout: float
+    loaded: LoadedConfig, directory_factory: DirectoryFactory, timeout: float
 ) -> list[CheckResult]:
     engines = loaded.config.engines
     if not engines:
@@ -77,7 +81,7 @@ async def check_engines(
                 "add one under engines: (see flm-gateway engines detect)",
             )
         ]
-    directory = EngineDirectory(engines, session_factory)
+    directory = directory_factory(loaded)
     try:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(directory.check_all(), timeout)
@@ -268,7 +272,7 @@ def check_state(state_dir: Path) -> Iterator[CheckResult]:
 
 
 async def run_checks(
-    loaded: LoadedConfig, session_factory: SessionFactory, engine_timeout: float
+    loaded: LoadedConfig, directory_factory: DirectoryFactory, engine_timeout: float
 ) -> list[CheckResult]:
     """Every check after the config validated."""
     results = [
@@ -280,7 +284,7 @@ async def run_checks(
             f"{len(loaded.config.engines)} engine(s), {len(loaded.config.routes)} route(s))",
         )
     ]
-    results += await check_engines(loaded, session_factory, engine_timeout)
+    results += await check_engines(loaded, directory_factory, engine_timeout)
     results += check_listeners(loaded)
     results += check_certificates(loaded)
     results += check_state(loaded.state_dir)

@@ -41,14 +41,17 @@ from mitmproxy.master import Master
 from mitmproxy.options import Options
 
 from flm_gateway import __version__, mitm_errors
+from flm_gateway.addons.egress import Egress
 from flm_gateway.addons.inflight import Inflight
 from flm_gateway.addons.tls_termination import TlsTermination
 from flm_gateway.admin import AdminBindError, AdminServer
 from flm_gateway.audit import AuditSink, LogAudit
 from flm_gateway.certificates import certificate_statuses
 from flm_gateway.config import LoadedConfig
+from flm_gateway.config.egress import engine_connect_timeout
 from flm_gateway.config.engines import EngineConfig
 from flm_gateway.config.types import format_host_port
+from flm_gateway.egress.service import EgressService
 from flm_gateway.engines.directory import EngineDirectory
 from flm_gateway.listeners import ListenerError, mode_spec, set_servers, wait_servers
 from flm_gateway.logs import set_level, setup_logging
@@ -70,6 +73,16 @@ def default_session(config: EngineConfig) -> aiohttp.ClientSession:
     return aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=8, ttl_dns_cache=60))
 
 
+def engine_directory(loaded: LoadedConfig, egress: EgressService) -> EngineDirectory:
+    """The engines of `loaded`, reached through their egress (also used by `check`)."""
+    return EngineDirectory(
+        loaded.config.engines,
+        egress.session_factory,
+        egress.dialer_factory,
+        lambda engine: engine_connect_timeout(loaded.config.egress, engine),
+    )
+
+
 class Gateway:
     """One running gateway."""
 
@@ -78,9 +91,10 @@ class Gateway:
         self.inflight = Inflight()
         # Before mitmproxy's NextLayer and TlsConfig: it decides TLS vs plain per listener and
         # serves the listener's certificate, so TlsConfig never uses mitmproxy's own CA here.
-        self.tls = TlsTermination()
+        self.egress = Egress()
+        self.tls = TlsTermination(acme_proxy_url=self.egress.service.acme_proxy_url())
         self.metrics = GatewayMetrics()
-        self.addons: list[Any] = build_addons(self.inflight, self.metrics)
+        self.addons: list[Any] = build_addons(self.inflight, self.egress, self.metrics)
         self.master: Master | None = None
         self.runtime: Runtime | None = None
         self.admin = AdminServer(self.metrics, lambda: self.runtime)
@@ -95,8 +109,7 @@ class Gateway:
         self._retiring: set[asyncio.Task[None]] = set()
 
     def _build_runtime(self, loaded: LoadedConfig) -> Runtime:
-        directory = EngineDirectory(loaded.config.engines, default_session)
-        return Runtime(loaded=loaded, directory=directory)
+        return Runtime(loaded=loaded, directory=engine_directory(loaded, self.egress.service))
 
     def _apply(self, runtime: Runtime) -> None:
         for addon in (self.tls, *self.addons):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from flm_gateway.addons.egress import Egress
 from flm_gateway.addons.fallback import Fallback
 from flm_gateway.addons.health import Health
 from flm_gateway.addons.inflight import Inflight
@@ -23,10 +24,14 @@ from flm_gateway.addons.upstream_guard import UpstreamGuard
 from flm_gateway.metrics import GatewayMetrics
 
 
-def build_addons(inflight: Inflight, metrics: GatewayMetrics | None = None) -> list[Any]:
+def build_addons(
+    inflight: Inflight, egress: Egress | None = None, metrics: GatewayMetrics | None = None
+) -> list[Any]:
     """Our addons, in hook order (mitmproxy's own core addons are added before them).
 
-    `metrics` is the gateway's registry (a fresh one when not given, e.g. in tests).
+    `egress` is the gateway's egress addon (it owns the EgressService that the engine
+    directory dials through); `metrics` is the gateway's metrics registry. Fresh ones
+    are made when not given (tests).
     """
     metrics = metrics or GatewayMetrics()
     return [
@@ -42,6 +47,9 @@ def build_addons(inflight: Inflight, metrics: GatewayMetrics | None = None) -> l
         OpenAIApi(),
         # Picks the engine (probe, fallbacks) and rewrites the request for it.
         Routing(),
+        # After routing chose the engine: its egress (SOCKS/Tor via the CONNECT bridge);
+        # on server_connect, refuses direct dials to engines of fail-closed proxies.
+        egress if egress is not None else Egress(),
         # Last on `request`: nothing undecided leaves; refuses dials to the placeholder.
         UpstreamGuard(),
         # Starts the response-header timer only for flows that really leave.

@@ -10,12 +10,17 @@ from flm_gateway.checks import Level, check_bind, check_engines, check_state, ru
 from flm_gateway.config import parse_config
 from flm_gateway.config.engines import EngineConfig
 from flm_gateway.config.loader import LoadedConfig
+from flm_gateway.engines.directory import EngineDirectory
 from tests.support.fake_engines import FakeEngine
 from tests.support.gateway_process import free_port
 
 
 def session(config: EngineConfig) -> aiohttp.ClientSession:
     return aiohttp.ClientSession()
+
+
+def directory(loaded: LoadedConfig) -> EngineDirectory:
+    return EngineDirectory(loaded.config.engines, session)
 
 
 def loaded(text: str, state_dir: Path) -> LoadedConfig:
@@ -57,7 +62,7 @@ engines:
   - {{name: gone, url: "http://127.0.0.1:{free_port()}"}}
 admin: {{enabled: false}}
 """
-        results = await run_checks(loaded(text, tmp_path), session, 5.0)
+        results = await run_checks(loaded(text, tmp_path), directory, 5.0)
     by_subject = {(r.area, r.subject): r for r in results}
     assert by_subject[("engine", "up")].level is Level.OK
     assert "1 model(s)" in by_subject[("engine", "up")].message
@@ -70,7 +75,7 @@ admin: {{enabled: false}}
 
 async def test_no_engine_is_a_problem(tmp_path: Path) -> None:
     text = f'listeners: [{{name: main, bind: "127.0.0.1:{free_port()}"}}]\n'
-    [result] = await check_engines(loaded(text, tmp_path), session, 1.0)
+    [result] = await check_engines(loaded(text, tmp_path), directory, 1.0)
     assert result.level is Level.FAIL
 
 

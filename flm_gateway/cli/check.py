@@ -56,14 +56,28 @@ def _load(path: Path | None) -> LoadedConfig | list[CheckResult]:
         ]
 
 
+async def _run(loaded: LoadedConfig, timeout: float) -> list[CheckResult]:
+    from flm_gateway.egress.service import EgressService
+    from flm_gateway.gateway import engine_directory
+
+    egress = EgressService()
+    try:
+        egress.apply_config(loaded)
+    except OSError as exc:
+        return [
+            CheckResult(
+                "egress", "", Level.FAIL, f"cannot prepare the egress: {exc}", "see docs/egress.md"
+            )
+        ]
+    try:
+        return await run_checks(loaded, lambda cfg: engine_directory(cfg, egress), timeout)
+    finally:
+        await egress.stop()
+
+
 def run_check(args: argparse.Namespace) -> int:
     loaded = _load(args.config)
-    if isinstance(loaded, list):
-        results = loaded
-    else:
-        from flm_gateway.gateway import default_session
-
-        results = asyncio.run(run_checks(loaded, default_session, args.timeout))
+    results = loaded if isinstance(loaded, list) else asyncio.run(_run(loaded, args.timeout))
     failed = [r for r in results if r.level is Level.FAIL]
     if args.json:
         json.dump([asdict(r) for r in results], sys.stdout, indent=2)
