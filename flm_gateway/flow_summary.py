@@ -11,10 +11,10 @@ token counting and rewriting keep working.
 
 Reads `flm.request_id`, `flm.listener`, `flm.client_ip`, `flm.auth.key_id`,
 `flm.api.kind`, `flm.api.model`, `flm.route.engine`, `flm.route.route`,
-`flm.route.failures`, `flm.usage`, `flm.security.rejected`, `flm.fallback.used`,
-`flm.streamed`, `flm.guard.failed` and `flm.metrics.tap`. Nothing here reads a
-header value or a body other than the small JSON error bodies the gateway wrote
-itself, so no secret can end up in a summary.
+`flm.route.failures`, `flm.egress.failures`, `flm.egress.failure`, `flm.usage`,
+`flm.security.rejected`, `flm.streamed`, `flm.guard.failed` and `flm.metrics.tap`.
+Nothing here reads a header value or a body other than the small JSON error
+bodies the gateway wrote itself, so no secret can end up in a summary.
 """
 
 from __future__ import annotations
@@ -155,6 +155,14 @@ def _error_kind(flow: http.HTTPFlow, engine: str | None) -> tuple[str | None, st
     return code or f"http_{response.status_code}", None
 
 
+def _egress_kind(failure: Any) -> str | None:
+    """`egress_<reason>` for a failure at a proxied egress (SOCKS5, Tor), else None."""
+    if failure is None or not getattr(failure, "proxied", False):
+        return None
+    code = getattr(failure, "code", None)
+    return code if isinstance(code, str) else None
+
+
 def summarize(flow: http.HTTPFlow) -> FlowSummary:
     """Describe a finished flow (call from `response` or `error`)."""
     metadata = flow.metadata
@@ -186,10 +194,15 @@ def summarize(flow: http.HTTPFlow) -> FlowSummary:
         bytes_out = 0
     bytes_in = len(request.raw_content) if request.raw_content is not None else 0
     error_kind, upstream_kind = _error_kind(flow, engine)
+    egress_failures = metadata.get("flm.egress.failures") or {}
     upstream_errors = [
-        (name, f"probe_{result}") for name, result in metadata.get("flm.route.failures") or ()
+        (name, _egress_kind(egress_failures.get(name)) or f"probe_{result}")
+        for name, result in metadata.get("flm.route.failures") or ()
     ]
-    if upstream_kind is not None and engine is not None:
+    egress_kind = _egress_kind(metadata.get("flm.egress.failure"))
+    if egress_kind is not None and engine is not None:
+        upstream_errors.append((engine, egress_kind))
+    elif upstream_kind is not None and engine is not None:
         upstream_errors.append((engine, upstream_kind))
     rejected = metadata.get("flm.security.rejected")
     return FlowSummary(

@@ -180,7 +180,7 @@ class GatewayMetrics:
         self.upstream_errors = Counter(
             "flm_upstream_errors",
             "Engine failures by engine and kind (probe_refused, probe_timeout, connect, timeout, "
-            "disconnected, invalid_response, http_5xx).",
+            "disconnected, invalid_response, http_5xx, egress_<reason>).",
             ["engine", "kind"],
             registry=registry,
         )

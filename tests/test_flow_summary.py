@@ -133,3 +133,22 @@ def test_a_stream_cut_midway_keeps_its_status_and_says_why() -> None:
 def test_long_client_strings_are_clipped() -> None:
     flow = routed_flow(model="x" * 1000)
     assert len(summarize(flow).model or "") == 200
+
+
+def test_egress_failures_are_named_by_their_reason() -> None:
+    from flm_gateway.egress.failure import EgressFailure, Reason
+
+    tor = EgressFailure("tor", "tor", Reason.TOR_NOT_BOOTSTRAPPED)
+    direct = EgressFailure("direct", "direct", Reason.TARGET_REFUSED)
+    flow = routed_flow(
+        status=503,
+        body=b"",
+        flm__route__failures=[("e0", "refused"), ("e9", "refused")],
+        flm__egress__failures={"e0": tor, "e9": direct},
+        flm__egress__failure=EgressFailure("tor", "tor", Reason.TIMEOUT),
+    )
+    assert summarize(flow).upstream_errors == (
+        ("e0", "egress_tor_not_bootstrapped"),
+        ("e9", "probe_refused"),
+        ("e1", "egress_timeout"),
+    )
