@@ -147,7 +147,7 @@ class OpenAIApi:
         for route in self._runtime.loaded.config.routes:
             if is_pattern(route.model) or route.model in entries:
                 continue
-            reachable = [name for name in route.engines if directory.get(name).healthy]
+            reachable = [name for name in route.engines if directory.get(name).reachable]
             if reachable:
                 entries[route.model] = {
                     "id": route.model,

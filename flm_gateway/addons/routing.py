@@ -2,7 +2,9 @@
 
 Policy (on `request`, for flows `openai_api` classified with a model):
 - Candidates come from `RoutingTable`: the first matching route's engines
-  (healthy first, round robin), then its fallbacks in order; with no matching
+  (round robin among the healthy ones), then its fallbacks in order, the whole
+  list ordered by health (healthy, degraded, unreachable), so a route whose
+  engines are down goes straight to a healthy fallback; with no matching
   route, the engines that list the model (discovery; an unknown name triggers
   one rate-limited refresh of the model lists, awaited at most
   `MISS_WAIT` seconds). No candidate: 404 `model_not_found`.
@@ -88,7 +90,9 @@ class Routing:
                 for t in route.fallback_targets
                 if t.engine not in route.engines
             ]
-            return route, primary + fallbacks
+            # Healthy before degraded before unreachable; within a tier, the route's own
+            # engines before its fallbacks (sorted() is stable).
+            return route, sorted(primary + fallbacks, key=lambda c: c.engine.tier)
         names = directory.serving(model)
         if not names:
             refresh = directory.refresh_on_miss()
