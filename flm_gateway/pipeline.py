@@ -16,6 +16,7 @@ from flm_gateway.addons.openai_api import OpenAIApi
 from flm_gateway.addons.passthrough import Passthrough
 from flm_gateway.addons.routing import Routing
 from flm_gateway.addons.streaming import Streaming
+from flm_gateway.addons.token_accounting import TokenAccounting
 from flm_gateway.addons.upstream_guard import UpstreamGuard
 
 
@@ -40,4 +41,10 @@ def build_addons(inflight: Inflight) -> list[Any]:
         Fallback(),
         # On `responseheaders`: streams SSE/NDJSON through unbuffered.
         Streaming(),
+        # After `streaming` (it replaces the `stream = True` set there by its counting
+        # callable) and after `fallback` (whose `response` may replace the answer it counts);
+        # its `request` hook runs after routing chose the engine (it asks that engine for
+        # stream usage). Writes `flm.usage`: addons that read it (rate limits on tokens,
+        # metrics, request log) go below.
+        TokenAccounting(),
     ]

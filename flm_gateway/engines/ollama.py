@@ -57,6 +57,8 @@ def _name(entry: dict[str, Any]) -> str | None:
 def parse_ollama_models(tags: Any, ps: Any | None) -> list[ModelInfo]:
     """ModelInfo from `/api/tags` and (when available) `/api/ps` payloads."""
     loaded: dict[str, int | None] = {}
+    if not (isinstance(ps, dict) and isinstance(ps.get("models"), list)):
+        ps = None  # loaded state unknown; the pulled models still count
     if ps is not None:
         for entry in _entries(ps, PS_PATH):
             name = _name(entry)
