@@ -140,7 +140,7 @@ def split(data: bytes, seed: int) -> Iterator[bytes]:
 
 
 def run_stream(addon: TokenAccounting, flow: http.HTTPFlow, wire: bytes, seed: int = 1) -> bytes:
-    """Drive the flow's hooks as mitmproxy does for a streamed response; returns what the client got."""
+    """Drive the hooks as mitmproxy does for a streamed response; returns what the client got."""
     Streaming().responseheaders(flow)
     addon.responseheaders(flow)
     stream = flow.response.stream
@@ -264,7 +264,10 @@ def test_stripping_replaces_content_length_by_chunked() -> None:
 def test_stream_cut_by_engine_error_is_estimated_from_what_passed() -> None:
     addon = TokenAccounting()
     addon.apply_runtime(fake_runtime(EngineKind.LLAMACPP))
-    error = b'data: {"error":{"code":500,"message":"Context size has been exceeded.","type":"server_error"}}\n\n'
+    error = (
+        b'data: {"error":{"code":500,"message":"Context size has been exceeded.",'
+        b'"type":"server_error"}}\n\n'
+    )
     with taddons.context(addon):
         flow = routed_flow(dict(CHAT_BODY))
         addon.request(flow)
