@@ -62,3 +62,38 @@ class RoutingTable:
             if compiled.matches(model):
                 return compiled.route
         return None
+
+    def public_names(self, engine: str, model_id: str, aliases: Sequence[str] = ()) -> list[str]:
+        """The names a client can ask for to reach `model_id` on `engine`.
+
+        The id itself (or one of the engine's `aliases` for it), unless a route
+        takes that name elsewhere; and every exact route name whose engines or
+        fallbacks send that model to `engine`. Glob routes add no name.
+        """
+        known = {model_id, *aliases}
+        names: list[str] = []
+        own_route = self.match(model_id)
+        if own_route is None or self._targets(own_route, model_id, engine) & known:
+            names.append(model_id)
+        for compiled in self._routes:
+            route = compiled.route
+            if compiled.exact is None or route.model in names:
+                continue
+            if (
+                self.match(route.model) is route
+                and self._targets(route, route.model, engine) & known
+            ):
+                names.append(route.model)
+        return names
+
+    @staticmethod
+    def _targets(route: RouteConfig, asked: str, engine: str) -> set[str]:
+        """The upstream model names `route` sends to `engine` for a request naming `asked`."""
+        upstream = route.upstream_model or asked
+        names = {upstream for name in route.engines if name == engine}
+        names |= {
+            target.upstream_model or upstream
+            for target in route.fallback_targets
+            if target.engine == engine
+        }
+        return names

@@ -10,12 +10,18 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 
 from flm_gateway import __version__
 
-COMMAND_MODULES = ("flm_gateway.cli.serve", "flm_gateway.cli.validate")
+COMMAND_MODULES = (
+    "flm_gateway.cli.serve",
+    "flm_gateway.cli.validate",
+    "flm_gateway.cli.engines",
+    "flm_gateway.cli.models",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -45,3 +51,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args))
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # output piped into e.g. `head`, which stopped reading
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0

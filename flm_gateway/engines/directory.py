@@ -24,6 +24,7 @@ import contextlib
 import itertools
 import json
 import logging
+import os
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -142,7 +143,9 @@ def _describe(exc: BaseException) -> str:
     if isinstance(exc, TimeoutError):
         return "timed out"
     if isinstance(exc, aiohttp.ClientConnectorError):
-        return f"cannot connect ({exc.os_error.strerror or exc.os_error})"
+        error = exc.os_error
+        reason = os.strerror(error.errno) if error.errno else str(error)
+        return f"cannot connect ({reason.lower()})"
     return exc.__class__.__name__ + (f": {exc}" if str(exc) else "")
 
 
