@@ -74,6 +74,11 @@ class EngineConfig(StrictModel):
         default_factory=TimeoutSettings, description="Connect and response timeouts."
     )
 
+    @field_validator("api_key")
+    @classmethod
+    def _empty_key_is_none(cls, value: str | None) -> str | None:
+        return value or None
+
     @field_validator("url")
     @classmethod
     def _check_url(cls, value: str) -> str:

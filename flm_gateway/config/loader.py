@@ -3,7 +3,7 @@
 Three passes, each adding to one list of problems so a user sees them all at once:
 1. YAML is composed (not just loaded) so every node keeps its line and column;
    `${VAR}` in scalars is replaced from the environment; an unset variable is a
-   problem at the scalar's position.
+   problem at the scalar's position. `${VAR:-default}` falls back to `default`.
 2. pydantic validates the plain data; each error's location is mapped back to
    the node it came from.
 3. `semantic.check` runs cross-field rules (unknown engine names, duplicate
@@ -27,7 +27,7 @@ from pydantic import ValidationError
 from flm_gateway.config.model import GatewayConfig
 from flm_gateway.config.semantic import check_semantics
 
-_ENV_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_ENV_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 Path_ = tuple[str | int, ...]
 
@@ -135,7 +135,9 @@ class _Builder:
 
     def _expand(self, value: str, node: yaml.Node, path: Path_) -> str:
         def substitute(match: re.Match[str]) -> str:
-            name = match.group(1)
+            name, default = match.group(1), match.group(2)
+            if name not in self.environ and default is not None:
+                return default
             if name not in self.environ:
                 self._problem(node, path, f"environment variable ${{{name}}} is not set")
                 return ""

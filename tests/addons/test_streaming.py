@@ -1,0 +1,31 @@
+from __future__ import annotations
+
+import pytest
+from mitmproxy import http
+
+from flm_gateway.addons.streaming import Streaming
+from tests.support.flows import make_flow
+
+
+@pytest.mark.parametrize(
+    ("content_type", "streamed"),
+    [
+        ("text/event-stream", True),
+        ("text/event-stream; charset=utf-8", True),
+        ("application/x-ndjson", True),
+        ("application/json", False),
+    ],
+)
+def test_event_streams_are_streamed(content_type: str, streamed: bool) -> None:
+    flow = make_flow()
+    flow.response = http.Response.make(200, b"", {"content-type": content_type})
+    Streaming().responseheaders(flow)
+    assert bool(flow.response.stream) is streamed
+
+
+def test_fallback_candidates_stay_buffered() -> None:
+    flow = make_flow()
+    flow.response = http.Response.make(503, b"", {"content-type": "text/event-stream"})
+    flow.metadata["flm.fallback.retry"] = True
+    Streaming().responseheaders(flow)
+    assert not flow.response.stream
