@@ -3,9 +3,10 @@
 Start: validate (done by the caller), build the engine directory, create the
 Master with only the addons we need (no DumpMaster, no mitmdump), set the
 options a gateway wants (`connection_strategy=lazy`, `upstream_cert=False`,
-`body_size_limit`, HTTP/2 off), hand the runtime to every addon, start serving
-and confirm every listener is bound (a listener that cannot bind stops the
-start with a clear message).
+`body_size_limit`, HTTP/2 off), hand the runtime to every addon, start the
+engine checks (the first one of every engine at once), start serving and
+confirm every listener is bound (a listener that cannot bind stops the start
+with a clear message).
 
 Stop (SIGINT/SIGTERM): stop accepting new connections, let in-flight requests
 and streams finish for up to `server.drain_timeout`, then shut mitmproxy down
@@ -99,11 +100,12 @@ class Gateway:
         self.master = master
         self.runtime = self._build_runtime(self.loaded)
         self._apply(self.runtime)
+        # The first check of every engine runs while the listeners come up; requests that
+        # arrive before it ends wait for it (`EngineDirectory.settled`).
+        self.runtime.directory.start()
         self._task = asyncio.create_task(master.run(), name="mitmproxy")
         await self._wait_bound()
         self.runtime.listening = True
-        await self.runtime.directory.check_all()
-        self.runtime.directory.start()
         for listener in config.listeners:
             log.info(
                 "listening on %s (%s, %s)",

@@ -91,6 +91,7 @@ class Routing:
     async def candidates(self, model: str) -> tuple[RouteConfig | None, list[Candidate]]:
         assert self._runtime is not None
         directory = self._runtime.directory
+        await directory.settled(MISS_WAIT)  # a request right after start waits for first checks
         route = self._table.match(model)
         if route is not None:
             upstream = route.upstream_model or model
@@ -104,7 +105,11 @@ class Routing:
                 if t.engine not in route.engines
             ]
             # Healthy before degraded before unreachable; within a tier, the route's own
-            # engines before its fallbacks (sorted() is stable).
+            # engines before its fallbacks (sorted() is stable). An engine that is down is not
+            # dialled first on every request (a silent host would cost the connect timeout
+            # each time); its checker is nudged instead, and brings it back when it answers.
+            for candidate in primary:
+                directory.nudge(candidate.engine)
             return route, sorted(primary + fallbacks, key=lambda c: c.engine.tier)
         names = directory.serving(model)
         if not names:

@@ -10,7 +10,9 @@ Policy:
   and on a miss (a model nobody lists; at most once per `MISS_REFRESH_GAP`).
   Nothing here runs per request except the lookups.
 - An engine that refuses a connect probe is marked unreachable at once (passive
-  check); a later successful connect wakes its checker, which brings it back.
+  check). A request that would want an unhealthy engine (`nudge`), or a later
+  successful connect to it, wakes its checker early (at most every `NUDGE_GAP`),
+  so a returning engine is back in the rotation within moments.
 - `ordered` returns, for a model, the healthy engines first (rotated for round
   robin), then the degraded ones, then the unreachable ones, which a caller may
   still try last since a health mark can be stale.
@@ -52,6 +54,8 @@ MISS_REFRESH_GAP = 2.0
 """Seconds between model-list refreshes triggered by unknown models."""
 DOWN_CHECK_FLOOR = 0.25
 """Shortest time between checks of an engine that is not healthy."""
+NUDGE_GAP = 0.5
+"""Shortest time between checks that requests wanting an unhealthy engine may trigger."""
 
 
 @dataclass(frozen=True)
@@ -239,6 +243,7 @@ class EngineDirectory:
         self._tasks: list[asyncio.Task[None]] = []
         self._last_miss_refresh = 0.0
         self._miss_refresh: asyncio.Task[None] | None = None
+        self._initial: asyncio.Future[None] | None = None
 
     # --- lookups (hot path: no I/O) ---
 
@@ -255,6 +260,12 @@ class EngineDirectory:
             start = next(counter) % len(healthy)
             healthy = healthy[start:] + healthy[:start]
         return healthy + states[len(healthy) :]
+
+    def nudge(self, state: EngineState) -> None:
+        """A request wanted `state` but it is not healthy: check it again soon (at most every
+        NUDGE_GAP s), so an engine that came back is used again within moments."""
+        if not state.healthy and time.monotonic() - state.checked_at >= NUDGE_GAP:
+            state.wake.set()
 
     def serving(self, model: str) -> list[str]:
         """Names of engines whose model list contains `model` (routing by discovery)."""
@@ -319,6 +330,8 @@ class EngineDirectory:
 
     async def _watch(self, state: EngineState) -> None:
         settings = state.config.health
+        if self._initial is not None:
+            await asyncio.gather(self._initial, return_exceptions=True)
         while True:
             delay = settings.interval
             if not state.healthy:
@@ -332,15 +345,24 @@ class EngineDirectory:
                 log.exception("health check of engine %s failed", state.name)
 
     def start(self) -> None:
-        """Start the periodic checks (call inside the running loop, after `check_all`)."""
+        """Check every engine now, then periodically (call inside the running loop)."""
+        self._initial = asyncio.ensure_future(self.check_all())
         self._tasks = [
             asyncio.create_task(self._watch(state), name=f"health:{name}")
             for name, state in self.engines.items()
         ]
 
+    async def settled(self, timeout: float) -> None:
+        """Wait (at most `timeout` s) for the first check of every engine, if it still runs."""
+        initial = self._initial
+        if initial is not None and not initial.done():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(initial), timeout)
+
     async def close(self) -> None:
-        for task in self._tasks:
+        tasks = [*self._tasks, *([self._initial] if self._initial is not None else [])]
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
         self._tasks = []
         await asyncio.gather(*(session.close() for session in self._sessions))
