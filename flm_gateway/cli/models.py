@@ -35,6 +35,7 @@ def register(subparsers: Any) -> None:
 
 async def collect(loaded: LoadedConfig) -> dict[str, Any]:
     """{"models": [...], "engines": [...]} for the config's engines, checked now."""
+    from flm_gateway.addons.routing import fallback_model
     from flm_gateway.engines.directory import EngineDirectory
     from flm_gateway.gateway import default_session
 
@@ -62,7 +63,10 @@ async def collect(loaded: LoadedConfig) -> dict[str, Any]:
                     "context_length": info.context_length if info else None,
                     "loaded": info.loaded if info else None,
                     "public_names": table.public_names(
-                        state.name, model_id, info.aliases if info else ()
+                        state.name,
+                        model_id,
+                        info.aliases if info else (),
+                        lambda name, upstream: fallback_model(directory.get(name), upstream),
                     ),
                 }
             )
