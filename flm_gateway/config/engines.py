@@ -89,6 +89,9 @@ class EngineConfig(StrictModel):
             raise ValueError(f"{value!r} is not an http:// or https:// URL")
         if parts.query or parts.fragment:
             raise ValueError(f"{value!r}: an engine URL has no query or fragment")
+        if "@" in parts.netloc:
+            # never echo the value: it holds a credential
+            raise ValueError("an engine URL carries no user or password; use api_key")
         try:
             parts.port  # noqa: B018 - raises on a bad port
         except ValueError:

@@ -101,7 +101,7 @@ class HttpEngineClient:
                 self._base + path, headers=self._headers, timeout=self._timeout
             ) as response:
                 raw = await response.read()
-        except (aiohttp.ClientError, TimeoutError) as exc:
+        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
             raise EngineUnavailable(f"GET {path} failed: {_describe(exc)}") from None
         try:
             body = json.loads(raw) if raw else None
