@@ -1,9 +1,10 @@
 """LM Studio (kind `lmstudio`): its local server (`lms server start`, port 1234).
 
 - Health: LM Studio has no health path; its model list is the signal.
-  `GET /api/v0/models` (LM Studio >= 0.3.6) answering 200: healthy; 404 there
-  (older versions): `GET /v1/models` decides instead; any other error status:
-  degraded; no answer: unreachable.
+  `GET /api/v0/models` (LM Studio >= 0.3.6) answering 200 with a `data` list:
+  healthy; 404, or LM Studio's 200 `{"error": "Unexpected endpoint or method."}`
+  for unknown paths (older versions): `GET /v1/models` decides instead; any other
+  error status: degraded; no answer: unreachable.
 - Models: `/api/v0/models` lists every downloaded model with
   `state: "loaded" | "not-loaded"` and `max_context_length` (the model's
   maximum); a loaded model may also carry `loaded_context_length` (what it was
@@ -56,6 +57,10 @@ def parse_lmstudio_models(payload: Any) -> list[ModelInfo]:
     return models
 
 
+def _has_data(body: Any) -> bool:
+    return isinstance(body, dict) and "data" in body
+
+
 class LmStudioAdapter:
     kind = EngineKind.LMSTUDIO
     openai_prefix = "/v1"
@@ -74,7 +79,9 @@ class LmStudioAdapter:
             reply = await client.get(REST_MODELS_PATH)
         except EngineUnavailable as exc:
             return HealthReport(HealthState.UNREACHABLE, str(exc))
-        if reply.status == 404:
+        if reply.status == 404 or (reply.ok and not _has_data(reply.body)):
+            # Before 0.3.6 there is no REST API; LM Studio answers unknown paths 200 with
+            # {"error": "Unexpected endpoint or method. (GET /api/v0/models)"}.
             return await models_health(client, MODELS_PATH)
         if not reply.ok:
             return HealthReport(HealthState.DEGRADED, answered(REST_MODELS_PATH, reply))

@@ -241,8 +241,17 @@ async def test_lmstudio_loaded_state_and_context_lengths() -> None:
     assert client.paths == ["/api/v0/models"]
 
 
-async def test_lmstudio_before_rest_api_falls_back_to_v1_models() -> None:
-    client = ScriptedClient({"/v1/models": Reply(200, {"data": [{"id": "m"}]})})
+@pytest.mark.parametrize(
+    "rest_answer",
+    [
+        Reply(404, None),
+        Reply(200, {"error": "Unexpected endpoint or method. (GET /api/v0/models)"}),
+    ],
+)
+async def test_lmstudio_before_rest_api_falls_back_to_v1_models(rest_answer: Reply) -> None:
+    client = ScriptedClient(
+        {"/api/v0/models": rest_answer, "/v1/models": Reply(200, {"data": [{"id": "m"}]})}
+    )
     report = await check_engine(adapter_for(EngineKind.LMSTUDIO), client)
     assert report.state is HealthState.HEALTHY
     assert report.models == (ModelInfo("m"),)
