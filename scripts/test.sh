@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-DEBIAN_PACKAGES=(curl openssl pebble microsocks dante-server tor redis-server nginx-light iproute2 util-linux tmux)
+DEBIAN_PACKAGES=(curl openssl pebble bind9 microsocks dante-server tor redis-server nginx-light iproute2 util-linux tmux)
 
 missing=()
 for pkg in "${DEBIAN_PACKAGES[@]}"; do

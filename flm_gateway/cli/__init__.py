@@ -19,6 +19,7 @@ from flm_gateway import __version__
 COMMAND_MODULES = (
     "flm_gateway.cli.serve",
     "flm_gateway.cli.validate",
+    "flm_gateway.cli.ca",
     "flm_gateway.cli.engines",
     "flm_gateway.cli.models",
 )
