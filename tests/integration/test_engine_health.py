@@ -247,3 +247,4 @@ async def test_stream_usage_through_the_gateway(stack: Stack) -> None:
         (engine, estimated) for engine, _, _, estimated in USAGE_LOG.findall(stack.gateway.log)
     }
     assert engines == {("primary", "False")}
+    assert "Traceback" not in stack.gateway.log  # clients closing after [DONE] are quiet

@@ -208,3 +208,4 @@ async def test_gateway_follows_the_real_llama_server(
         assert reply.usage is not None and reply.usage.completion_tokens == 4
         await http.aclose()
         assert "engine cpu-box is unreachable" in gateway.log
+        assert "Traceback" not in gateway.log
