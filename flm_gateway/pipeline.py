@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from flm_gateway.addons.egress import Egress
 from flm_gateway.addons.fallback import Fallback
 from flm_gateway.addons.health import Health
 from flm_gateway.addons.inflight import Inflight
@@ -21,8 +22,12 @@ from flm_gateway.addons.token_accounting import TokenAccounting
 from flm_gateway.addons.upstream_guard import UpstreamGuard
 
 
-def build_addons(inflight: Inflight) -> list[Any]:
-    """Our addons, in hook order (mitmproxy's own core addons are added before them)."""
+def build_addons(inflight: Inflight, egress: Egress | None = None) -> list[Any]:
+    """Our addons, in hook order (mitmproxy's own core addons are added before them).
+
+    `egress` is the gateway's egress addon (it owns the EgressService that the engine
+    directory dials through); a fresh one when not given.
+    """
     return [
         # Counts every flow from its first byte, so drain waits for all of them.
         inflight,
@@ -36,6 +41,9 @@ def build_addons(inflight: Inflight) -> list[Any]:
         OpenAIApi(),
         # Picks the engine (probe, fallbacks) and rewrites the request for it.
         Routing(),
+        # After routing chose the engine: its egress (SOCKS/Tor via the CONNECT bridge);
+        # on server_connect, refuses direct dials to engines of fail-closed proxies.
+        egress if egress is not None else Egress(),
         # Last on `request`: nothing undecided leaves; refuses dials to the placeholder.
         UpstreamGuard(),
         # Starts the response-header timer only for flows that really leave.

@@ -15,7 +15,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from flm_gateway.cli.common import add_config_argument, resolve_config
+from flm_gateway.cli.common import add_config_argument, engine_sessions, resolve_config
 from flm_gateway.config.engines import EngineKind
 
 
@@ -88,9 +88,7 @@ def run_detect(args: argparse.Namespace) -> int:
     if cached is not None:
         results, age = cached.results, cached.age
     else:
-        from flm_gateway.gateway import default_session
-
-        results = asyncio.run(detect(probes, default_session, which_in(search_path)))
+        results = asyncio.run(detect(probes, engine_sessions(loaded), which_in(search_path)))
         age = None
         try:
             cache.save(key, results)

@@ -16,7 +16,7 @@ import json
 import sys
 from typing import Any
 
-from flm_gateway.cli.common import add_config_argument, resolve_config
+from flm_gateway.cli.common import add_config_argument, engine_sessions, resolve_config
 from flm_gateway.cli.engines import print_table
 from flm_gateway.config import LoadedConfig
 from flm_gateway.routing_table import RoutingTable
@@ -37,9 +37,8 @@ async def collect(loaded: LoadedConfig) -> dict[str, Any]:
     """{"models": [...], "engines": [...]} for the config's engines, checked now."""
     from flm_gateway.addons.routing import fallback_model
     from flm_gateway.engines.directory import EngineDirectory
-    from flm_gateway.gateway import default_session
 
-    directory = EngineDirectory(loaded.config.engines, default_session)
+    directory = EngineDirectory(loaded.config.engines, engine_sessions(loaded))
     try:
         await directory.check_all(refresh_models=True)
     finally:
