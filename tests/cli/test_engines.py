@@ -99,3 +99,35 @@ def test_bad_port_option_exits_1(tmp_path: Path, capsys: pytest.CaptureFixture[s
     config = write(tmp_path, free_port(), free_port())
     assert main(["engines", "detect", "--config", str(config), "--port", "x"]) == 1
     assert "unknown kind 'x'" in capsys.readouterr().err
+
+
+EGRESS_CONFIG = """\
+version: 1
+server: {state_dir: STATE}
+listeners: [{name: main, bind: "127.0.0.1:8088"}]
+egress:
+  bastion: {mode: socks5, url: "socks5://127.0.0.1:PROXY", fail: closed}
+engines:
+  - {name: hidden, kind: ollama, url: ENGINE_URL, egress: bastion}
+detection:
+  ports: {ollama: null, vllm: null, lmstudio: null, llamacpp: null}
+"""
+
+
+def test_declared_engines_are_reached_through_their_egress(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A running engine behind a fail-closed SOCKS profile whose proxy is down is
+    unreachable for detection too: it is never dialled directly."""
+    with start_fake_engine_process("ollama", ["llama3.2"]) as (_, url):
+        config = tmp_path / "flm.yaml"
+        config.write_text(
+            EGRESS_CONFIG.replace("STATE", str(tmp_path / "state"))
+            .replace("PROXY", str(free_port()))
+            .replace("ENGINE_URL", url)
+        )
+        assert main(["engines", "detect", "--config", str(config), "--json"]) == 0
+        [hidden] = json.loads(capsys.readouterr().out)["engines"]
+        assert hidden["state"] == "unreachable"
+        assert main(["models", "list", "--config", str(config), "--json"]) == 0
+        assert json.loads(capsys.readouterr().out)["models"] == []
