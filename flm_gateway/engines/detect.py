@@ -152,7 +152,7 @@ def which_in(search_path: str) -> Which:
 
 
 async def _detect_one(probe: Probe, session: aiohttp.ClientSession, which: Which) -> Detected:
-    from flm_gateway.engines.directory import HttpEngineClient
+    from flm_gateway.engines.client import HttpEngineClient
 
     config = probe.config
     adapter = adapter_for(config.kind)

@@ -24,13 +24,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-import json
 import logging
-import os
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -38,14 +35,12 @@ import aiohttp
 from flm_gateway.config.engines import EngineConfig
 from flm_gateway.engines.base import (
     EngineAdapter,
-    EngineUnavailable,
     HealthReport,
     HealthState,
     ModelInfo,
-    Reply,
-    answered,
 )
 from flm_gateway.engines.check import check_engine
+from flm_gateway.engines.client import HttpEngineClient
 from flm_gateway.engines.registry import adapter_for
 
 log = logging.getLogger("flm_gateway.engines")
@@ -86,73 +81,6 @@ ConnectTimeout = Callable[[EngineConfig], float]
 def direct_dialer(config: EngineConfig) -> Dial:
     """Dial engines directly (the `direct` egress)."""
     return asyncio.open_connection
-
-
-class HttpEngineClient:
-    """`EngineClient` over an aiohttp session (which carries the engine's egress)."""
-
-    def __init__(self, config: EngineConfig, session: aiohttp.ClientSession) -> None:
-        self._base = config.url
-        self._timeout = aiohttp.ClientTimeout(total=config.health.timeout)
-        self._headers = {"Authorization": f"Bearer {config.api_key}"} if config.api_key else {}
-        self._session = session
-
-    async def get(self, path: str) -> Reply:
-        try:
-            async with self._session.get(
-                self._base + path, headers=self._headers, timeout=self._timeout
-            ) as response:
-                raw = await response.read()
-        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
-            raise EngineUnavailable(f"GET {path} failed: {_describe(exc)}") from None
-        try:
-            body = json.loads(raw) if raw else None
-        except ValueError:
-            body = None
-        return Reply(response.status, body)
-
-    async def get_json(self, path: str) -> Any:
-        reply = await self.get(path)
-        if not reply.ok:
-            raise EngineUnavailable(answered(path, reply))
-        if reply.body is None:
-            raise EngineUnavailable(f"GET {path}: the answer is not JSON")
-        return reply.body
-
-    async def send(
-        self, method: str, url: str, headers: list[tuple[str, str]], body: bytes, timeout: float
-    ) -> tuple[int, list[tuple[str, str]], bytes]:
-        """Send one request to the engine and read the whole response.
-
-        Used where mitmproxy cannot forward (a fallback after a 5xx). Raises
-        EngineUnavailable when the engine cannot be reached or times out.
-        """
-        try:
-            async with self._session.request(
-                method,
-                url,
-                headers=headers,
-                data=body,
-                timeout=aiohttp.ClientTimeout(total=timeout),
-                auto_decompress=False,
-            ) as response:
-                content = await response.read()
-                headers_out = [
-                    (k.decode("latin-1"), v.decode("latin-1")) for k, v in response.raw_headers
-                ]
-                return response.status, headers_out, content
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise EngineUnavailable(_describe(exc)) from None
-
-
-def _describe(exc: BaseException) -> str:
-    if isinstance(exc, TimeoutError):
-        return "timed out"
-    if isinstance(exc, aiohttp.ClientConnectorError):
-        error = exc.os_error
-        reason = os.strerror(error.errno) if error.errno else str(error)
-        return f"cannot connect ({reason.lower()})"
-    return exc.__class__.__name__ + (f": {exc}" if str(exc) else "")
 
 
 _TIER = {HealthState.HEALTHY: 0, HealthState.DEGRADED: 1, HealthState.UNREACHABLE: 2}
