@@ -176,7 +176,6 @@ class StreamMeter:
         self.strip = strip_usage_chunk and framing == "sse"
         self.reported: tuple[int | None, int | None] | None = None
         self.chars = 0
-        self.finished = False
         self.gave_up = False
         self._separator = _SEPARATORS[framing]
         self._tail = bytearray()
@@ -187,28 +186,30 @@ class StreamMeter:
         if self.gave_up:
             return [chunk]
         self._tail += chunk
+        kept = self._complete_events()
+        return kept if self.strip else [chunk]
+
+    def _complete_events(self) -> list[bytes]:
+        """Account for every complete event in the tail; the bytes of those to pass on."""
         cut = 0
-        out: list[bytes] = []
+        kept: list[bytes] = []
         for match in self._separator.finditer(self._tail):
             event = bytes(self._tail[cut : match.end()])
-            if self._take(event[: match.start() - cut]) or not self.strip:
-                out.append(event)
+            if self._take(event[: match.start() - cut]):
+                kept.append(event)
             cut = match.end()
         del self._tail[:cut]
         if len(self._tail) > MAX_EVENT_BYTES:
             self.gave_up = True
-            out.append(bytes(self._tail))
+            kept.append(bytes(self._tail))
             self._tail.clear()
-        if not self.strip:
-            return [chunk]
-        return [piece for piece in out if piece]
+        return kept
 
     def _finish(self) -> list[bytes]:
-        self.finished = True
+        """The end of the body: the last event may lack its separator."""
         rest = bytes(self._tail)
         self._tail.clear()
-        keep = self._take(rest) if rest and not self.gave_up else True
-        if self.strip and rest and keep:
+        if rest and not self.gave_up and self._take(rest) and self.strip:
             return [rest]
         return []
 
