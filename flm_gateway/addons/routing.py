@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from mitmproxy import http
+from mitmproxy.proxy import server_hooks
 
 from flm_gateway.addons.guard import fail_closed
 from flm_gateway.config.routes import RouteConfig
@@ -153,6 +154,15 @@ class Routing:
             state = self._runtime.directory.engines.get(engine)
             if state is not None:
                 state.mark_connect_ok()
+
+    def server_connect_error(self, data: server_hooks.ServerConnectionHookData) -> None:
+        """mitmproxy's own connect to an engine failed (after a fresh probe): mark it down now,
+        so the next request goes to a fallback instead of the same dead engine."""
+        if self._runtime is None or data.server.address is None:
+            return
+        for state in self._runtime.directory.engines.values():
+            if (state.address.host, state.address.port) == tuple(data.server.address):
+                state.mark_down(f"connect failed: {data.server.error or 'unknown error'}")
 
 
 def unreachable_response(
