@@ -170,17 +170,27 @@ routes:
 """
 
 
-def start_gateway(procs: Processes, workdir: Path, engine_url: str) -> Target:
+def start_gateway(
+    procs: Processes,
+    workdir: Path,
+    engine_url: str,
+    *,
+    source: Path = REPO_ROOT,
+    name: str = "flm-gateway",
+) -> Target:
+    """`python -m flm_gateway run` with the package from `source` (a checkout's root)."""
     port = free_port()
-    config = workdir / "flm.yaml"
-    config.write_text(gateway_config(workdir, port, engine_url))
+    home = workdir / name
+    home.mkdir()
+    config = home / "flm.yaml"
+    config.write_text(gateway_config(home, port, engine_url))
     child = procs.start(
-        "flm-gateway",
+        name,
         [sys.executable, "-m", "flm_gateway", "run", "--config", str(config)],
-        env=clean_env(PYTHONPATH=str(REPO_ROOT), PYTHONUNBUFFERED="1", HOME=str(workdir)),
-        cwd=workdir,
+        env=clean_env(PYTHONPATH=str(source), PYTHONUNBUFFERED="1", HOME=str(home)),
+        cwd=home,
         stop_signal=signal.SIGTERM,
     )
     url = f"http://127.0.0.1:{port}"
     wait_http(child, url + "/readyz", START_TIMEOUT)
-    return Target("flm-gateway", url, "python -m flm_gateway run, 1 process, core addons", child)
+    return Target(name, url, "python -m flm_gateway run, 1 process, core addons", child)
