@@ -27,6 +27,7 @@ from mitmproxy.master import Master
 from mitmproxy.options import Options
 
 from flm_gateway import __version__, mitm_errors
+from flm_gateway.addon_chain import AddonChain
 from flm_gateway.addons.inflight import Inflight
 from flm_gateway.config import LoadedConfig
 from flm_gateway.config.engines import EngineConfig
@@ -83,7 +84,8 @@ class Gateway:
         master.addons.add(
             core.Core(), proxyserver.Proxyserver(), next_layer.NextLayer(), tlsconfig.TlsConfig()
         )
-        master.addons.add(*self.addons)
+        # One addon for all of ours: mitmproxy's per-addon dispatch costs ~1.4 µs per event.
+        master.addons.add(AddonChain(self.addons))
         options.update(
             connection_strategy="lazy",
             upstream_cert=False,
