@@ -28,6 +28,7 @@ from flm_gateway.config import LoadedConfig, parse_config
 from flm_gateway.config.engines import EngineConfig
 from flm_gateway.engines.base import HealthState, ModelInfo
 from flm_gateway.engines.directory import EngineDirectory
+from flm_gateway.listeners import PLACEHOLDER_TARGET
 from flm_gateway.pipeline import build_addons
 from flm_gateway.runtime import Runtime
 
@@ -70,8 +71,11 @@ def flow() -> http.HTTPFlow:
     made = tflow.tflow()
     made.response = None
     made.request = tutils.treq(method=b"POST", path=b"/v1/chat/completions", content=BODY)
+    # As mitmproxy's reverse mode hands it to the hooks: aimed at the listener's
+    # placeholder target (see flm_gateway.listeners), Host header rewritten to match.
+    made.request.data.host, made.request.data.port = PLACEHOLDER_TARGET
     made.request.headers.clear()
-    made.request.headers["host"] = "127.0.0.1:8088"
+    made.request.headers["host"] = f"{PLACEHOLDER_TARGET[0]}:{PLACEHOLDER_TARGET[1]}"
     made.request.headers["content-type"] = "application/json"
     made.request.headers["content-length"] = str(len(BODY))
     made.client_conn.sockname = ("127.0.0.1", 8088)
