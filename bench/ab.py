@@ -46,9 +46,15 @@ def export(revision: str, into: Path) -> Path:
     return into
 
 
+def source(revision: str, into: Path) -> Path:
+    """A directory given as is (e.g. a patched copy for an experiment), else `export`."""
+    given = Path(revision)
+    return given.resolve() if given.is_dir() else export(revision, into)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.ab", description=__doc__)
-    parser.add_argument("before", help="git revision A (e.g. HEAD~1)")
+    parser.add_argument("before", help="git revision A (e.g. HEAD~1) or a source directory")
     parser.add_argument(
         "after", nargs="?", default="WORKTREE", help="revision B (default: this tree)"
     )
@@ -67,8 +73,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="flm-bench-ab-") as tmp, Processes(Path(tmp)) as procs:
         work = Path(tmp)
         sources = {
-            "A": export(args.before, work / "src-a"),
-            "B": REPO_ROOT if args.after == "WORKTREE" else export(args.after, work / "src-b"),
+            "A": source(args.before, work / "src-a"),
+            "B": REPO_ROOT if args.after == "WORKTREE" else source(args.after, work / "src-b"),
         }
         engine, engine_url = start_engine(procs, settings.chunks, settings.chunk_delay)
         gateways: dict[str, Target] = {
