@@ -36,6 +36,7 @@ from bench.targets import CHAT_PATH, MODEL, start_engine, start_gateway
 
 ROOT = Path(__file__).resolve().parents[1]
 STARTUP = ("flm_gateway/__main__.py", "flm_gateway/cli/", "flm_gateway/gateway.py")
+WRAPPERS = ("flm_gateway/addon_chain.py", "flm_gateway/addons/guard.py")
 DISPATCH = ("(mitmproxy/addonmanager.py", "(mitmproxy/hooks.py")
 NEUTRAL = (
     "(contextlib.py", "(dataclasses.py", "(<frozen abc>", "(<frozen _collections_abc>",
@@ -105,8 +106,8 @@ def bucket(frames: tuple[str, ...]) -> str:
 
 
 def our_hook(frames: tuple[str, ...]) -> str | None:
-    """The outermost frame of ours under mitmproxy (the hook, or the guard wrapping it)."""
-    ours = [f for f in frames if is_ours(f) and "addons/guard.py" not in f]
+    """The outermost frame of ours that is a hook (not the chain or guard around it)."""
+    ours = [f for f in frames if is_ours(f) and not any(w in f for w in WRAPPERS)]
     return function(ours[0]) if ours else None
 
 
@@ -151,6 +152,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--rate", type=int, default=200, help="py-spy samples per second")
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    parser.add_argument(
+        "--source", type=Path, default=ROOT, help="profile the gateway from this source tree"
+    )
     parser.add_argument("--raw", type=Path, help="analyse this py-spy raw file instead")
     parser.add_argument("--us-per-request", type=float, default=0.0, help="with --raw")
     args = parser.parse_args(argv)
@@ -162,7 +166,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     raw = args.out / f"profile-{time.strftime('%Y%m%dT%H%M%S')}.raw"
     with tempfile.TemporaryDirectory(prefix="flm-profile-") as tmp, Processes(Path(tmp)) as procs:
         _, engine_url = start_engine(procs, 64, 0.002)
-        gateway = start_gateway(procs, Path(tmp), engine_url)
+        gateway = start_gateway(procs, Path(tmp), engine_url, source=args.source.resolve())
         assert gateway.main is not None
         run_wrk(gateway.url, args.connections, 2)  # warm-up
         seconds = max(1, round(args.seconds))
