@@ -37,19 +37,25 @@ def children(pid: int) -> list[int]:
 class Memory:
     rss_kib: int
     hwm_kib: int
+    anon_kib: int
+    """RssAnon: the private part of the RSS (the rest are file pages: shared libraries)."""
 
     def __add__(self, other: Memory) -> Memory:
-        return Memory(self.rss_kib + other.rss_kib, self.hwm_kib + other.hwm_kib)
+        return Memory(
+            self.rss_kib + other.rss_kib,
+            self.hwm_kib + other.hwm_kib,
+            self.anon_kib + other.anon_kib,
+        )
 
 
 def memory(pid: int) -> Memory:
-    """VmRSS and VmHWM (peak RSS) of `pid`, in KiB."""
+    """VmRSS, VmHWM (peak RSS) and RssAnon of `pid`, in KiB."""
     values: dict[str, int] = {}
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         key, _, rest = line.partition(":")
-        if key in ("VmRSS", "VmHWM"):
+        if key in ("VmRSS", "VmHWM", "RssAnon"):
             values[key] = int(rest.split()[0])
-    return Memory(values.get("VmRSS", 0), values.get("VmHWM", 0))
+    return Memory(values.get("VmRSS", 0), values.get("VmHWM", 0), values.get("RssAnon", 0))
 
 
 def box_jiffies() -> tuple[int, int]:

@@ -81,6 +81,7 @@ class Summary:
     stream_total: float
     errors: int
     rss_idle_mib: float
+    anon_idle_mib: float
     rss_after_mib: float
     hwm_mib: float
     startup_s: float
@@ -106,6 +107,7 @@ class Summary:
             stream_total=median(_per_round(result, lambda r: r.stream_total_ms)),
             errors=sum(r.loaded.errors + r.latency.errors for r in result.rounds),
             rss_idle_mib=result.idle.rss_kib / 1024 if result.idle else nan,
+            anon_idle_mib=result.idle.anon_kib / 1024 if result.idle else nan,
             rss_after_mib=result.after.rss_kib / 1024 if result.after else nan,
             hwm_mib=result.after.hwm_kib / 1024 if result.after else nan,
             startup_s=result.startup_s if proxied else nan,
@@ -172,6 +174,7 @@ def stream_memory_table(run: RunResult, sums: dict[str, Summary]) -> str:
         "SSE total p50 ms",
         "streams unbuffered",
         "RSS idle MiB",
+        "of it anon MiB",
         "RSS after load MiB",
         "peak RSS (VmHWM) MiB",
         "start-up s",
@@ -192,6 +195,7 @@ def stream_memory_table(run: RunResult, sums: dict[str, Summary]) -> str:
                 fmt(s.stream_total),
                 "yes" if unbuffered else "NO (buffered)",
                 fmt(s.rss_idle_mib, 1),
+                fmt(s.anon_idle_mib, 1),
                 fmt(s.rss_after_mib, 1),
                 fmt(s.hwm_mib, 1),
                 fmt(s.startup_s, 1),

@@ -45,7 +45,7 @@ class Target:
         return sum(procfs.cpu_seconds(pid) for pid in self.pids)
 
     def memory(self) -> procfs.Memory:
-        total = procfs.Memory(0, 0)
+        total = procfs.Memory(0, 0, 0)
         for pid in self.pids:
             total = total + procfs.memory(pid)
         return total
