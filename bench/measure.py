@@ -4,16 +4,19 @@ A round measures every target once, in an order rotated from round to round so t
 target always runs right after another's load. For each target a round runs: a short
 warm-up at c=32, the measured c=32 window (req/s, CPU time of proxy, engine, client and
 the whole box), the c=1 window (latency), then the paced SSE streams at c=1. Memory is
-read after start-up (idle) and after the last round (VmRSS, VmHWM).
+read after start-up (idle) and after the last round (VmRSS, VmHWM, RssAnon).
 """
 
 from __future__ import annotations
 
+import platform
 import statistics
+import subprocess
 import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from importlib import metadata
 from pathlib import Path
 
 from bench import procfs
@@ -135,10 +138,6 @@ def measure_round(target: Target, engine: Child, settings: Settings) -> Round:
 
 
 def machine_facts() -> dict[str, str]:
-    import platform
-    import subprocess
-    from importlib import metadata
-
     def version(package: str) -> str:
         try:
             return metadata.version(package)

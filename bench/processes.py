@@ -101,7 +101,7 @@ class Processes:
                 env=env,
                 cwd=cwd,
                 start_new_session=True,
-                preexec_fn=_die_with_parent,  # the bench runs no threads
+                preexec_fn=_die_with_parent,  # children start before any thread exists
             )
         child = Child(name, process, log_path, stop_signal)
         self.children.append(child)
