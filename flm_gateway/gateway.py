@@ -28,6 +28,7 @@ from mitmproxy.master import Master
 from mitmproxy.options import Options
 
 from flm_gateway import __version__, mitm_errors
+from flm_gateway.addon_chain import AddonChain
 from flm_gateway.addons.egress import Egress
 from flm_gateway.addons.inflight import Inflight
 from flm_gateway.addons.tls_termination import TlsTermination
@@ -101,7 +102,8 @@ class Gateway:
             next_layer.NextLayer(),
             tlsconfig.TlsConfig(),
         )
-        master.addons.add(*self.addons)
+        # One addon for all of ours: mitmproxy's per-addon dispatch costs ~1.4 µs per event.
+        master.addons.add(AddonChain(self.addons))
         options.update(
             connection_strategy="lazy",
             upstream_cert=False,
