@@ -20,6 +20,7 @@ from flm_gateway.addons.request_log import RequestLog
 from flm_gateway.addons.response_timeout import ResponseTimeout
 from flm_gateway.addons.routing import Routing
 from flm_gateway.addons.streaming import Streaming
+from flm_gateway.addons.token_accounting import TokenAccounting
 from flm_gateway.addons.upstream_guard import UpstreamGuard
 from flm_gateway.metrics import GatewayMetrics
 
@@ -58,6 +59,12 @@ def build_addons(
         Fallback(),
         # On `responseheaders`: streams SSE/NDJSON through unbuffered.
         Streaming(),
+        # After `streaming` (it replaces the `stream = True` set there by its counting
+        # callable) and after `fallback` (whose `response` may replace the answer it counts);
+        # its `request` hook runs after routing chose the engine (it asks that engine for
+        # stream usage). Writes `flm.usage`: addons that read it (rate limits on tokens,
+        # metrics, request log) go below.
+        TokenAccounting(),
         # Observers, last on every hook: they see the final response (after fallback and
         # token accounting) and tap a stream only once `streaming` and any chunk rewriter
         # set it up. They never change a flow.

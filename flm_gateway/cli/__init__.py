@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 
@@ -24,6 +25,8 @@ COMMAND_MODULES = (
     "flm_gateway.cli.logs",
     "flm_gateway.cli.backup",
     "flm_gateway.cli.chat",
+    "flm_gateway.cli.engines",
+    "flm_gateway.cli.models",
 )
 
 
@@ -54,3 +57,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args))
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # output piped into e.g. `head`, which stopped reading
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
