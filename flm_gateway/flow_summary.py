@@ -6,8 +6,8 @@ the description is made here, once per flow, by `summarize`, and kept in
 
 `StreamTap` sits in a streamed response's chunk path (`response.stream`) and
 records when the first body byte left for the client (time to first token)
-and how many bytes did; it wraps a callable another addon already set, so
-token counting and rewriting keep working.
+and how many bytes did; it wraps a callable another addon already set (kept as
+`inner`, see `stream_filters`), so token counting and rewriting keep working.
 
 Reads `flm.request_id`, `flm.listener`, `flm.client_ip`, `flm.auth.key_id`,
 `flm.api.kind`, `flm.api.model`, `flm.route.engine`, `flm.route.route`,

@@ -10,7 +10,8 @@ Policy (for flows with `flm.route.engine`: routed API calls and passthrough):
   which passes every event on as it arrives and drops the usage-only chunk the
   client did not ask for. When stripping, a `content-length` is replaced by
   chunked encoding (the body gets shorter). A stream that some other addon
-  made callable is left alone.
+  made callable is left alone; a later addon may wrap the meter (see
+  `stream_filters`), and it is found through the wrapper.
 - `response`: counts from the engine's report (`usage`, Ollama's
   `prompt_eval_count`/`eval_count`, llama.cpp's `tokens_evaluated`/
   `tokens_predicted`) in the stream or the JSON body, else estimated from the
@@ -36,6 +37,7 @@ from mitmproxy import http
 
 from flm_gateway.addons.guard import fail_closed
 from flm_gateway.runtime import Runtime
+from flm_gateway.stream_filters import find_filter
 from flm_gateway.usage import (
     Framing,
     StreamMeter,
@@ -146,12 +148,9 @@ class TokenAccounting:
 
     def error(self, flow: http.HTTPFlow) -> None:
         response = flow.response
-        if (
-            response is not None
-            and isinstance(response.stream, StreamMeter)
-            and "flm.usage" not in flow.metadata
-        ):
-            self._record(flow, self._metered(flow, response.stream))
+        meter = find_filter(response.stream, StreamMeter) if response is not None else None
+        if meter is not None and "flm.usage" not in flow.metadata:
+            self._record(flow, self._metered(flow, meter))
 
     def _record(self, flow: http.HTTPFlow, usage: Usage) -> None:
         flow.metadata["flm.usage"] = usage.as_metadata()
@@ -172,8 +171,9 @@ class TokenAccounting:
 
     def count(self, flow: http.HTTPFlow, response: http.Response) -> Usage:
         """The usage of a finished response (streamed or buffered)."""
-        if isinstance(response.stream, StreamMeter):
-            return self._metered(flow, response.stream)
+        meter = find_filter(response.stream, StreamMeter)
+        if meter is not None:
+            return self._metered(flow, meter)
         if response.status_code >= 400:
             return Usage(0, 0, estimated=False)
         content = response.get_content(strict=False) or b""

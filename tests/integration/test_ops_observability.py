@@ -100,6 +100,8 @@ def _traffic(deployment: Deployment) -> None:
     client.chat.completions.create(model="failover", messages=[{"role": "user", "content": "c"}])
     with pytest.raises(openai.NotFoundError):
         client.chat.completions.create(model="nope", messages=[{"role": "user", "content": "d"}])
+    with pytest.raises(openai.APIStatusError):  # only the engine that is down lists it: 502
+        client.chat.completions.create(model="ghost", messages=[{"role": "user", "content": "f"}])
     status, headers, _ = post_json(
         deployment.url + "/v1/chat/completions",
         {"model": "tiny-a", "messages": [{"role": "user", "content": "e"}]},
@@ -125,6 +127,10 @@ def test_metrics_parse_and_count_what_happened(deployment: Deployment) -> None:
     assert metrics[("flm_engine_up", (("engine", "alpha"),))] == 1
     assert metrics[("flm_engine_up", (("engine", "down"),))] == 0
     assert metrics[("flm_config_generation", ())] == 1
+    prompt = (("key_id", ""), ("model", "tiny-a"), ("type", "prompt"))
+    completion = (("key_id", ""), ("model", "tiny-a"), ("type", "completion"))
+    assert metrics[("flm_tokens_total", prompt)] > 0
+    assert metrics[("flm_tokens_total", completion)] > 0
 
 
 def test_admin_endpoints_live_only_on_the_admin_listener(deployment: Deployment) -> None:
@@ -151,16 +157,19 @@ def test_logs_search_and_stats(deployment: Deployment) -> None:
     result = cli("logs", "--config", config, "--json", "--path", "/v1/chat")
     assert result.returncode == 0, result.stderr
     records = json.loads(result.stdout)
-    assert len(records) == 5
+    assert len(records) == 6
     traced = next(r for r in records if r["request_id"] == "trace-42")
     assert traced["listener"] == "main" and traced["client_ip"] == "127.0.0.1"
     assert traced["engine"] == "alpha" and traced["status"] == 200
     assert traced["path"] == "/v1/chat/completions" and traced["bytes_out"] > 0
     streamed = next(r for r in records if r["streamed"])
     assert streamed["ttft_ms"] >= 200
+    assert streamed["completion_tokens"] > 0 and streamed["tokens_estimated"] == 0
     only_chat = ("--path", "/v1/chat", "--json")
     [missing] = json.loads(cli("logs", "-c", config, "--status", "404", *only_chat).stdout)
     assert missing["error_kind"] == "model_not_found"
+    [down] = json.loads(cli("logs", "-c", config, "--status", "error", *only_chat).stdout)
+    assert down["status"] == 502 and down["error_kind"] == "engine_unavailable"
     assert len(json.loads(cli("logs", "-c", config, "--model", "failover", "--json").stdout)) == 1
 
     table = cli("logs", "-c", config, "--engine", "alpha", "--since", "10m")
@@ -169,7 +178,7 @@ def test_logs_search_and_stats(deployment: Deployment) -> None:
 
     stats = json.loads(cli("logs", "stats", "-c", config, "--json", "--path", "/v1/").stdout)
     total = stats["total"][0]
-    assert total["requests"] == 5 and total["4xx"] == 1 and total["errors"] == 0
+    assert total["requests"] == 6 and total["4xx"] == 1 and total["errors"] == 1
     assert {g["group"] for g in stats["engine"]} == {"alpha", "-"}
     assert total["p50_ms"] is not None and total["p99_ms"] >= total["p50_ms"]
     assert "by model" in cli("logs", "stats", "-c", config).stdout
