@@ -81,7 +81,9 @@ class _LiveCollector(Collector):
         self, runtime: Runtime | None, in_flight: int, certificates: Sequence[CertificateInfo]
     ) -> Iterator[Metric]:
         up = GaugeMetricFamily(
-            "flm_engine_up", "1 when the engine passes its health check, else 0.", labels=["engine"]
+            "flm_engine_up",
+            "1 when the engine answers its health check (healthy or degraded), else 0.",
+            labels=["engine"],
         )
         state = GaugeMetricFamily(
             "flm_engine_state",
@@ -94,7 +96,7 @@ class _LiveCollector(Collector):
         )
         if runtime is not None:
             for name, engine in runtime.directory.engines.items():
-                up.add_metric([name], 1.0 if engine.healthy else 0.0)
+                up.add_metric([name], 1.0 if engine.reachable else 0.0)
                 for health in HealthState:
                     state.add_metric([name, health.value], 1.0 if engine.state is health else 0.0)
                 models.add_metric([name], float(len(engine.models) + len(engine.config.models)))

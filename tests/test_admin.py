@@ -26,7 +26,8 @@ async def get(url: str) -> tuple[int, str, str]:
 async def test_endpoints() -> None:
     metrics = GatewayMetrics()
     runtime: Any = SimpleNamespace(
-        listening=True, directory=SimpleNamespace(engines={"e": SimpleNamespace(healthy=False)})
+        listening=True,
+        directory=SimpleNamespace(engines={"e": SimpleNamespace(healthy=False, reachable=False)}),
     )
     server = AdminServer(metrics, lambda: runtime)
     port = free_port()

@@ -86,6 +86,7 @@ async def test_swap_keeps_old_sessions_until_in_flight_requests_end(
     gateway, engine, port = running
     old = gateway.runtime
     assert old is not None
+    await old.directory.settled(5)
     flow = tflow.tflow()
     gateway.inflight.requestheaders(flow)
     extra = free_port()

@@ -122,6 +122,7 @@ def test_model_label_is_bounded() -> None:
 def test_live_state_engines_inflight_certificates_reloads() -> None:
     metrics = GatewayMetrics()
     engine = SimpleNamespace(
+        reachable=True,
         healthy=True,
         state=HealthState.HEALTHY,
         models={"m1": None, "m2": None},
