@@ -14,7 +14,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from flm_gateway import __version__
+from flm_gateway import __version__, mitm_lean
 
 COMMAND_MODULES = (
     "flm_gateway.cli.serve",
@@ -38,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    mitm_lean.install()
     args_list = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     if not args_list or (
