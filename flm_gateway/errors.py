@@ -1,4 +1,6 @@
-"""The one shape of every error a client sees: OpenAI's error JSON.
+"""What the gateway answers itself: OpenAI-shaped errors and plain JSON bodies.
+
+The one shape of every error a client sees is OpenAI's error JSON.
 
 `{"error": {"message": ..., "type": ..., "param": null, "code": ...}}` with the
 matching HTTP status. Messages name what went wrong for the client; they never
@@ -52,3 +54,12 @@ def error_response(
     all_headers = {"content-type": "application/json", "cache-control": "no-store"}
     all_headers.update(headers or {})
     return http.Response.make(status, error_body(status, message, type_, code), all_headers)
+
+
+def json_response(status: int, payload: object) -> http.Response:
+    """A JSON response the gateway answers itself (model lists, health)."""
+    return http.Response.make(
+        status,
+        json.dumps(payload).encode(),
+        {"content-type": "application/json", "cache-control": "no-store"},
+    )

@@ -28,6 +28,7 @@ from mitmproxy.options import Options
 
 from flm_gateway import __version__, mitm_errors
 from flm_gateway.addons.inflight import Inflight
+from flm_gateway.addons.tls_termination import TlsTermination
 from flm_gateway.config import LoadedConfig
 from flm_gateway.config.engines import EngineConfig
 from flm_gateway.config.types import format_host_port
@@ -57,6 +58,9 @@ class Gateway:
     def __init__(self, loaded: LoadedConfig) -> None:
         self.loaded = loaded
         self.inflight = Inflight()
+        # Before mitmproxy's NextLayer and TlsConfig: it decides TLS vs plain per listener and
+        # serves the listener's certificate, so TlsConfig never uses mitmproxy's own CA here.
+        self.tls = TlsTermination()
         self.addons: list[Any] = build_addons(self.inflight)
         self.master: Master | None = None
         self.runtime: Runtime | None = None
@@ -68,7 +72,7 @@ class Gateway:
         return Runtime(loaded=loaded, directory=directory)
 
     def _apply(self, runtime: Runtime) -> None:
-        for addon in self.addons:
+        for addon in (self.tls, *self.addons):
             if hasattr(addon, "apply_runtime"):
                 addon.apply_runtime(runtime)
             if hasattr(addon, "apply_config"):
@@ -81,7 +85,11 @@ class Gateway:
         options = Options(mode=[mode_spec(listener) for listener in config.listeners])
         master = Master(options)
         master.addons.add(
-            core.Core(), proxyserver.Proxyserver(), next_layer.NextLayer(), tlsconfig.TlsConfig()
+            core.Core(),
+            proxyserver.Proxyserver(),
+            self.tls,
+            next_layer.NextLayer(),
+            tlsconfig.TlsConfig(),
         )
         master.addons.add(*self.addons)
         options.update(
@@ -98,7 +106,11 @@ class Gateway:
         )
         self.master = master
         self.runtime = self._build_runtime(self.loaded)
-        self._apply(self.runtime)
+        try:
+            self._apply(self.runtime)
+        except Exception as exc:  # e.g. an unreadable certificate or a world-readable key
+            log.debug("applying the config failed", exc_info=True)
+            raise StartupError(f"cannot apply the config: {exc}") from None
         self._task = asyncio.create_task(master.run(), name="mitmproxy")
         await self._wait_bound()
         self.runtime.listening = True

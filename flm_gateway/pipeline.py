@@ -14,6 +14,7 @@ from flm_gateway.addons.inflight import Inflight
 from flm_gateway.addons.listener_context import ListenerContext
 from flm_gateway.addons.openai_api import OpenAIApi
 from flm_gateway.addons.passthrough import Passthrough
+from flm_gateway.addons.response_timeout import ResponseTimeout
 from flm_gateway.addons.routing import Routing
 from flm_gateway.addons.streaming import Streaming
 from flm_gateway.addons.upstream_guard import UpstreamGuard
@@ -36,6 +37,8 @@ def build_addons(inflight: Inflight) -> list[Any]:
         Routing(),
         # Last on `request`: nothing undecided leaves; refuses dials to the placeholder.
         UpstreamGuard(),
+        # Starts the response-header timer only for flows that really leave.
+        ResponseTimeout(),
         # On `responseheaders`: marks a 5xx for fallback before streaming decides.
         Fallback(),
         # On `responseheaders`: streams SSE/NDJSON through unbuffered.

@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-DEBIAN_PACKAGES=(curl openssl pebble microsocks dante-server tor redis-server nginx-light iproute2 util-linux tmux)
+DEBIAN_PACKAGES=(curl openssl pebble bind9 microsocks dante-server tor redis-server nginx-light iproute2 util-linux tmux)
 
 missing=()
 for pkg in "${DEBIAN_PACKAGES[@]}"; do
@@ -35,7 +35,7 @@ fi
 "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e '.[test]'
 
 echo "== ruff" >&2
-"$VENV/bin/ruff" check flm_gateway tests bench
+"$VENV/bin/ruff" check .
 echo "== mypy (strict)" >&2
 "$VENV/bin/mypy"
 echo "== pytest" >&2

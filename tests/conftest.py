@@ -10,6 +10,8 @@ import pytest
 from flm_gateway.runtime import Runtime
 from tests.support.flows import RuntimeFactory, build_runtime
 
+pytest_plugins = ["tests.support.llama_fixtures"]
+
 
 @pytest.fixture
 async def make_runtime() -> AsyncIterator[RuntimeFactory]:

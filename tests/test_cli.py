@@ -50,3 +50,20 @@ def test_config_option_on_validate_and_default_path(tmp_path: Path) -> None:
     missing = run_cli("validate", cwd=tmp_path)
     assert missing.returncode == 1
     assert "flm.yaml:1:1: cannot read the file" in missing.stdout
+
+
+def test_run_reports_a_config_that_cannot_be_applied_in_one_line(tmp_path: Path) -> None:
+    config = tmp_path / "flm.yaml"
+    config.write_text(
+        "listeners:\n  - name: a\n    bind: 127.0.0.1:18555\n    tls:\n      mode: https-acme\n"
+        "      domains: [gw.test]\n      acme: {directory: 'https://127.0.0.1:1/dir', "
+        "ca_bundle: /nonexistent.pem, http_port: 18556}\n"
+        f"server: {{state_dir: {tmp_path / 'state'}}}\n"
+    )
+    result = run_cli("run", "--config", str(config))
+    assert result.returncode == 1
+    assert (
+        "cannot apply the config: listener a: acme.ca_bundle /nonexistent.pem does not exist"
+        in result.stderr
+    )
+    assert "Traceback" not in result.stderr

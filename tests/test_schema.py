@@ -39,3 +39,14 @@ def test_every_field_has_a_description() -> None:
         if "description" not in spec
     ]
     assert missing == []
+
+
+def test_configuration_doc_reference_is_generated_from_the_models() -> None:
+    from flm_gateway.config.reference import BEGIN, END, markdown_reference
+
+    doc = (ROOT / "docs" / "configuration.md").read_text()
+    committed = doc[doc.index(BEGIN) : doc.index(END) + len(END)] + "\n"
+    assert committed == markdown_reference(), (
+        "regenerate: keep docs/configuration.md's text above the marker and append "
+        "`flm-gateway schema --markdown`"
+    )

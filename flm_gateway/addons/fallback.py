@@ -30,6 +30,7 @@ _HOP_HEADERS = frozenset(
 
 
 class Fallback:
+    @fail_closed()
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         if (
             flow.response is not None

@@ -9,23 +9,13 @@ these paths is 405.
 
 from __future__ import annotations
 
-import json
-
 from mitmproxy import http
 
 from flm_gateway.addons.guard import fail_closed
-from flm_gateway.errors import error_response
+from flm_gateway.errors import error_response, json_response
 from flm_gateway.runtime import Runtime
 
 HEALTH_PATHS = frozenset({"/healthz", "/readyz"})
-
-
-def _json(status: int, payload: dict[str, object]) -> http.Response:
-    return http.Response.make(
-        status,
-        json.dumps(payload).encode(),
-        {"content-type": "application/json", "cache-control": "no-store"},
-    )
 
 
 def readiness(runtime: Runtime) -> tuple[bool, dict[str, object]]:
@@ -57,8 +47,8 @@ class Health:
             flow.response = error_response(405, "Use GET.", code="method_not_allowed")
             return
         if flow.request.path == "/healthz":
-            flow.response = _json(200, {"status": "ok"})
+            flow.response = json_response(200, {"status": "ok"})
             return
         assert self._runtime is not None
         ready, details = readiness(self._runtime)
-        flow.response = _json(200 if ready else 503, details)
+        flow.response = json_response(200 if ready else 503, details)

@@ -11,6 +11,8 @@ import asyncio
 
 from mitmproxy import http
 
+from flm_gateway.addons.guard import fail_closed
+
 
 class Inflight:
     def __init__(self) -> None:
@@ -22,6 +24,7 @@ class Inflight:
     def count(self) -> int:
         return len(self._flows)
 
+    @fail_closed()
     def requestheaders(self, flow: http.HTTPFlow) -> None:
         self._flows.add(flow.id)
         self._idle.clear()
@@ -31,6 +34,7 @@ class Inflight:
         if not self._flows:
             self._idle.set()
 
+    @fail_closed()
     def response(self, flow: http.HTTPFlow) -> None:
         self._finish(flow)
 

@@ -49,6 +49,7 @@ class ListenerContext:
                 503, "This listener is being reconfigured; retry.", code="listener_unavailable"
             )
 
+    @fail_closed()
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         if flow.response is not None and "flm.request_id" in flow.metadata:
             flow.response.headers["x-request-id"] = flow.metadata["flm.request_id"]

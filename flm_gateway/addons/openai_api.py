@@ -19,13 +19,12 @@ Writes `flm.api.kind`, `flm.api.model`, `flm.api.stream` and, for JSON bodies,
 from __future__ import annotations
 
 import json
-import time
 from typing import Any
 
 from mitmproxy import http
 
 from flm_gateway.addons.guard import fail_closed
-from flm_gateway.errors import error_response
+from flm_gateway.errors import error_response, json_response
 from flm_gateway.routing_table import is_pattern
 from flm_gateway.runtime import Runtime
 
@@ -90,33 +89,29 @@ class OpenAIApi:
             return
         path = flow.request.path.split("?", 1)[0]
         method = flow.request.method
-        if path in JSON_ENDPOINTS:
+        kind = JSON_ENDPOINTS.get(path) or MULTIPART_ENDPOINTS.get(path)
+        if kind is not None:
             if method != "POST":
                 flow.response = error_response(
                     405, f"Use POST for {path}.", code="method_not_allowed"
                 )
                 return
-            body = parse_json_body(flow.request)
-            if isinstance(body, http.Response):
-                flow.response = body
+            parsed = (
+                parse_json_body(flow.request)
+                if path in JSON_ENDPOINTS
+                else parse_multipart_model(flow.request)
+            )
+            if isinstance(parsed, http.Response):
+                flow.response = parsed
                 return
-            flow.metadata["flm.api.kind"] = JSON_ENDPOINTS[path]
-            flow.metadata["flm.api.body"] = body
-            flow.metadata["flm.api.model"] = body["model"]
-            flow.metadata["flm.api.stream"] = bool(body.get("stream"))
-        elif path in MULTIPART_ENDPOINTS:
-            if method != "POST":
-                flow.response = error_response(
-                    405, f"Use POST for {path}.", code="method_not_allowed"
-                )
-                return
-            model = parse_multipart_model(flow.request)
-            if isinstance(model, http.Response):
-                flow.response = model
-                return
-            flow.metadata["flm.api.kind"] = MULTIPART_ENDPOINTS[path]
-            flow.metadata["flm.api.model"] = model
-            flow.metadata["flm.api.stream"] = False
+            flow.metadata["flm.api.kind"] = kind
+            if isinstance(parsed, dict):
+                flow.metadata["flm.api.body"] = parsed
+                flow.metadata["flm.api.model"] = parsed["model"]
+                flow.metadata["flm.api.stream"] = bool(parsed.get("stream"))
+            else:
+                flow.metadata["flm.api.model"] = parsed
+                flow.metadata["flm.api.stream"] = False
         elif path == MODELS_PATH or path.startswith(MODELS_PATH + "/"):
             flow.metadata["flm.api.kind"] = "models"
             if method not in ("GET", "HEAD"):
@@ -168,11 +163,4 @@ class OpenAIApi:
                     404, f"The model {model_id!r} does not exist.", code="model_not_found"
                 )
             payload = found
-        return http.Response.make(
-            200,
-            json.dumps(payload).encode(),
-            {
-                "content-type": "application/json",
-                "date": time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime()),
-            },
-        )
+        return json_response(200, payload)

@@ -2,7 +2,9 @@
 
 Policy (on `request`, for flows `openai_api` classified with a model):
 - Candidates come from `RoutingTable`: the first matching route's engines
-  (healthy first, round robin), then its fallbacks in order; with no matching
+  (healthy first, round robin), then its fallbacks in order (a fallback given
+  by bare name is asked for the route's upstream model if it serves it, else
+  for the first model it lists; `{engine, upstream_model}` names it); with no matching
   route, the engines that list the model (discovery; an unknown name triggers
   one rate-limited refresh of the model lists, awaited at most
   `MISS_WAIT` seconds). No candidate: 404 `model_not_found`.
@@ -67,6 +69,14 @@ def apply_candidate(flow: http.HTTPFlow, candidate: Candidate, route: RouteConfi
     flow.metadata["flm.route.upstream_model"] = candidate.upstream_model
 
 
+def fallback_model(engine: EngineState, upstream: str) -> str:
+    """The model a bare-name fallback engine is asked for: the route's upstream model when
+    the engine serves it, else the first model the engine lists (else `upstream` unchanged)."""
+    if engine.serves(upstream) or not engine.models:
+        return upstream
+    return next(iter(engine.models))
+
+
 class Routing:
     def __init__(self) -> None:
         self._runtime: Runtime | None = None
@@ -84,7 +94,10 @@ class Routing:
             upstream = route.upstream_model or model
             primary = [Candidate(e, upstream) for e in directory.ordered(route.engines, model)]
             fallbacks = [
-                Candidate(directory.get(t.engine), t.upstream_model or upstream)
+                Candidate(
+                    directory.get(t.engine),
+                    t.upstream_model or fallback_model(directory.get(t.engine), upstream),
+                )
                 for t in route.fallback_targets
                 if t.engine not in route.engines
             ]
@@ -120,6 +133,7 @@ class Routing:
             failures.append((candidate.engine.name, result))
         flow.response = unreachable_response(model, failures)
 
+    @fail_closed()
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         engine = flow.metadata.get("flm.route.engine")
         if engine is not None and self._runtime is not None and flow.server_conn.connected:

@@ -12,10 +12,13 @@ from __future__ import annotations
 
 from mitmproxy import http
 
+from flm_gateway.addons.guard import fail_closed
+
 STREAM_TYPES = ("text/event-stream", "application/x-ndjson")
 
 
 class Streaming:
+    @fail_closed()
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         response = flow.response
         if response is None or flow.metadata.get("flm.fallback.retry"):

@@ -13,6 +13,7 @@ import logging
 from mitmproxy import http
 from mitmproxy.proxy import server_hooks
 
+from flm_gateway.addons.guard import fail_closed
 from flm_gateway.errors import error_response
 from flm_gateway.listeners import PLACEHOLDER_TARGET
 
@@ -20,6 +21,7 @@ log = logging.getLogger("flm_gateway.addons")
 
 
 class UpstreamGuard:
+    @fail_closed()
     def request(self, flow: http.HTTPFlow) -> None:
         if flow.response is None and "flm.route.engine" not in flow.metadata:
             log.error("refusing unrouted flow %s %s", flow.request.method, flow.request.path)

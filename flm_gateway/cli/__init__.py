@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 from flm_gateway import __version__
 
-COMMAND_MODULES = ("flm_gateway.cli.serve", "flm_gateway.cli.validate")
+COMMAND_MODULES = ("flm_gateway.cli.serve", "flm_gateway.cli.validate", "flm_gateway.cli.ca")
 
 
 def build_parser() -> argparse.ArgumentParser:

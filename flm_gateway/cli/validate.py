@@ -10,6 +10,7 @@ from typing import Any
 
 from flm_gateway.config import ConfigError, load_config
 from flm_gateway.config.model import GatewayConfig
+from flm_gateway.config.reference import markdown_reference
 
 
 def register(subparsers: Any) -> None:
@@ -20,6 +21,9 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--config", "-c", type=Path, dest="config", default=None, metavar="PATH")
     parser.set_defaults(func=run_validate)
     schema = subparsers.add_parser("schema", help="print the JSON Schema of flm.yaml")
+    schema.add_argument(
+        "--markdown", action="store_true", help="print the key reference in Markdown instead"
+    )
     schema.set_defaults(func=run_schema)
 
 
@@ -52,5 +56,5 @@ def schema_json() -> str:
 
 
 def run_schema(args: argparse.Namespace) -> int:
-    sys.stdout.write(schema_json())
+    sys.stdout.write(markdown_reference() if args.markdown else schema_json())
     return 0

@@ -41,8 +41,8 @@ class RouteConfig(StrictModel):
         default_factory=list,
         description=(
             "Engines tried in order when the route's engines are down or answer 5xx before any "
-            "byte of the response: a name, or {engine, upstream_model} to ask that engine for "
-            "another model name."
+            "byte of the response: a name (asked for the route's upstream model if it serves "
+            "it, else for the first model it lists), or {engine, upstream_model}."
         ),
     )
     defaults: dict[str, Any] = Field(

@@ -53,3 +53,22 @@ def test_unrouted_flow_is_never_forwarded() -> None:
     routed.metadata["flm.route.engine"] = "alpha"
     UpstreamGuard().request(routed)
     assert routed.response is None
+
+
+def test_dial_to_the_listener_placeholder_is_refused() -> None:
+    from mitmproxy.proxy import server_hooks
+    from mitmproxy.test import tflow
+
+    from flm_gateway.listeners import PLACEHOLDER_TARGET
+
+    server = tflow.tserver_conn()
+    server.address = PLACEHOLDER_TARGET
+    data = server_hooks.ServerConnectionHookData(server=server, client=tflow.tclient_conn())
+    UpstreamGuard().server_connect(data)
+    assert server.error is not None
+    engine = tflow.tserver_conn()
+    engine.address = ("127.0.0.1", 18001)
+    UpstreamGuard().server_connect(
+        server_hooks.ServerConnectionHookData(server=engine, client=tflow.tclient_conn())
+    )
+    assert engine.error is None

@@ -9,6 +9,7 @@ import httpx
 import openai
 import pytest
 
+from tests.support import llama_server as llama_server_module
 from tests.support.llama_fixtures import MakeLlamaServer
 from tests.support.llama_server import LlamaServer, LlamaServerError, find_llama_server
 from tests.support.tiny_model import EMBEDDING_LENGTH
@@ -103,8 +104,7 @@ def test_port_in_use_is_reported(
     make_llama_server: MakeLlamaServer,
 ) -> None:
     with socket.socket() as taken:
-        taken.bind(("127.0.0.1", 0))
-        taken.listen()
+        taken.bind(("127.0.0.1", 0))  # bound is enough; listening would stall /health polls
         port = taken.getsockname()[1]
         with pytest.raises(LlamaServerError, match="couldn't bind"):
             make_llama_server(port)
@@ -127,3 +127,21 @@ def test_flm_llama_server_override(
     monkeypatch.setenv("FLM_LLAMA_SERVER", "/nonexistent/llama-server")
     with pytest.raises(LlamaServerError):
         find_llama_server(build=False)
+
+
+def test_auto_port_retries_when_the_port_is_taken(
+    llama_server_binary: Path,
+    tiny_model: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    with socket.socket() as taken, socket.socket() as free:
+        taken.bind(("127.0.0.1", 0))
+        free.bind(("127.0.0.1", 0))
+        ports = iter([taken.getsockname()[1], free.getsockname()[1]])
+        free_port = free.getsockname()[1]
+        free.close()
+        monkeypatch.setattr(llama_server_module, "_free_port", lambda: next(ports))
+        with LlamaServer(llama_server_binary, tiny_model, log_dir=tmp_path) as server:
+            assert server.port == free_port
+            assert httpx.get(f"{server.url}/health").status_code == 200

@@ -201,7 +201,10 @@ class FakeEngine:
         state.in_flight += 1
         state.max_in_flight = max(state.max_in_flight, state.in_flight)
         try:
-            fault = state.fault_for(request.path, request.headers, body)
+            try:
+                fault = state.fault_for(request.path, request.headers, body)
+            except (TypeError, ValueError) as error:
+                return kind.fault_response(request, 400, f"bad x-fake-* value: {error}")
             request[FAULT_KEY] = fault
             if fault.headers_delay > 0:
                 await asyncio.sleep(fault.headers_delay)

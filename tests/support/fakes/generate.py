@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
+import json
 import struct
 import uuid
 from collections.abc import Iterable
@@ -22,6 +23,14 @@ from tests.support.fakes.state import EngineState, Fault, RecordedRequest
 FAULT_KEY = web.RequestKey("fault", Fault)
 RECORD_KEY = web.RequestKey("record", RecordedRequest)
 BODY_KEY: web.RequestKey[Any] = web.RequestKey("body")
+
+
+NDJSON = "application/x-ndjson"
+
+
+def ndjson(payload: dict[str, Any]) -> bytes:
+    """One line of newline-delimited JSON, as Ollama streams."""
+    return json.dumps(payload, separators=(",", ":")).encode() + b"\n"
 
 
 def pieces(count: int) -> list[str]:
@@ -115,6 +124,11 @@ async def write_stream(
     if fault.first_chunk_delay > 0:
         await asyncio.sleep(fault.first_chunk_delay)
     pending = list(events)
+    if delay <= 0 and fault.close_after is None and fault.error_after is None:
+        # Unpaced: one write, so a benchmark measures the gateway and not this loop.
+        await response.write(b"".join(pending) + tail)
+        await response.write_eof()
+        return response
     # One step past the last event, so a fault at len(events) lands before the tail.
     for index in range(len(pending) + 1):
         if 0 < index < len(pending) and delay > 0:

@@ -12,11 +12,7 @@ Paths and shapes from Ollama's docs/api.md and openai/openai.go
   done: false, then done: true with done_reason and prompt_eval_count/eval_count and the
   durations (/api/generate adds `context`); `stream` defaults to true;
   options.num_predict limits the pieces. POST /api/embed, /api/embeddings (legacy).
-- Admin endpoints, recorded as `FakeEngine.admin_calls`: POST /api/pull, /api/push,
-  /api/create (NDJSON status lines ending in {"status": "success"}, or only that with
-  stream: false), DELETE /api/delete and POST /api/copy (200 with an empty body, 404 for
-  an unknown model), HEAD/POST /api/blobs/{digest}. Pull, create and copy add the model;
-  delete removes it.
+- The admin endpoints (pull, push, create, delete, copy, blobs): see `ollama_admin.py`.
 - Native errors are {"error": "..."}; /v1 errors {"error": {"message", "type", "param",
   "code"}} with type not_found_error for 404; unknown paths: text "404 page not found".
 - /v1 streams: every chunk has delta {"role": "assistant", "content": ...}, no role-only
@@ -27,7 +23,6 @@ Paths and shapes from Ollama's docs/api.md and openai/openai.go
 from __future__ import annotations
 
 import hashlib
-import json
 import random
 import time
 from datetime import UTC, datetime, timedelta
@@ -37,26 +32,25 @@ from aiohttp import web
 
 from tests.support.fakes.generate import (
     FAULT_KEY,
+    NDJSON,
     count_tokens,
     embedding,
     message_text,
+    ndjson,
     plan,
     prompt_text,
     write_stream,
 )
+from tests.support.fakes.ollama_admin import OllamaAdmin
 from tests.support.fakes.openai_like import JSONDict, OpenAIKind
+from tests.support.fakes.state import EngineState
 
 OLLAMA_VERSION = "0.12.6"
-NDJSON = "application/x-ndjson"
 
 
 def tagged(name: str) -> str:
     """Ollama's canonical name: `llama3.2` is `llama3.2:latest`."""
     return name if ":" in name.rsplit("/", 1)[-1] else f"{name}:latest"
-
-
-def ndjson(payload: JSONDict) -> bytes:
-    return json.dumps(payload, separators=(",", ":")).encode() + b"\n"
 
 
 def timestamp(at: float | None = None) -> str:
@@ -68,9 +62,11 @@ class OllamaKind(OpenAIKind):
     name: ClassVar[str] = "ollama"
     default_models: ClassVar[tuple[str, ...]] = ("llama3.2:1b", "nomic-embed-text:latest")
     health_paths: ClassVar[frozenset[str]] = frozenset({"/", "/api/version"})
-    admin_paths: ClassVar[frozenset[str]] = frozenset(
-        {"/api/pull", "/api/push", "/api/create", "/api/delete", "/api/copy"}
-    )
+    admin_paths: ClassVar[frozenset[str]] = OllamaAdmin.ADMIN_PATHS
+
+    def __init__(self, state: EngineState) -> None:
+        super().__init__(state)
+        self.admin = OllamaAdmin(self)
 
     def routes(self) -> list[web.RouteDef]:
         return [
@@ -84,17 +80,11 @@ class OllamaKind(OpenAIKind):
             web.post("/api/generate", self.generate),
             web.post("/api/embed", self.embed),
             web.post("/api/embeddings", self.embed_legacy),
-            web.post("/api/pull", self.pull),
-            web.post("/api/push", self.push),
-            web.post("/api/create", self.create),
-            web.delete("/api/delete", self.delete),
-            web.post("/api/copy", self.copy),
-            web.head("/api/blobs/{digest}", self.blob_exists),
-            web.post("/api/blobs/{digest}", self.blob_create),
+            *self.admin.routes(),
         ]
 
     def is_admin(self, path: str) -> bool:
-        return path in self.admin_paths or path.startswith("/api/blobs/")
+        return OllamaAdmin.is_admin(path)
 
     # ---- model catalogue ----------------------------------------------------------
 
@@ -107,6 +97,13 @@ class OllamaKind(OpenAIKind):
 
     def resolve_model(self, name: Any) -> str | None:
         return name if self.find(name) else None
+
+    def add_model(self, name: str) -> None:
+        if self.find(name) is None:
+            self.state.models.append(tagged(name))
+
+    def remove_model(self, name: str) -> None:
+        self.state.models[:] = [m for m in self.state.models if tagged(m) != tagged(name)]
 
     def details(self, model: str) -> JSONDict:
         family = "nomic-bert" if "embed" in model else "llama"
@@ -332,98 +329,3 @@ class OllamaKind(OpenAIKind):
         return web.json_response(
             {"embedding": embedding(str(body.get("prompt", "")), body["model"], 8)}
         )
-
-    # ---- admin handlers -------------------------------------------------------------
-
-    async def progress(self, request: web.Request, statuses: list[JSONDict]) -> web.StreamResponse:
-        body = self.body(request) or {}
-        if body.get("stream", True) is False:
-            return web.json_response(statuses[-1])
-        return await write_stream(
-            request,
-            self.state,
-            request[FAULT_KEY],
-            [ndjson(s) for s in statuses],
-            content_type=NDJSON,
-            tail=b"",
-            error_tail=ndjson({"error": "injected failure"}),
-        )
-
-    def add_model(self, name: str) -> None:
-        if self.find(name) is None:
-            self.state.models.append(tagged(name))
-
-    async def pull(self, request: web.Request) -> web.StreamResponse:
-        name = str((self.body(request) or {}).get("model") or "")
-        if not name:
-            return self.native_error(400, "model is required")
-        digest = "sha256:" + hashlib.sha256(name.encode()).hexdigest()
-        self.add_model(name)
-        return await self.progress(
-            request,
-            [
-                {"status": "pulling manifest"},
-                {
-                    "status": f"pulling {digest[7:19]}",
-                    "digest": digest,
-                    "total": 1000,
-                    "completed": 1000,
-                },
-                {"status": "verifying sha256 digest"},
-                {"status": "writing manifest"},
-                {"status": "success"},
-            ],
-        )
-
-    async def push(self, request: web.Request) -> web.StreamResponse:
-        name = str((self.body(request) or {}).get("model") or "")
-        if self.find(name) is None:
-            return self.native_error(404, f"model '{name}' not found")
-        digest = "sha256:" + hashlib.sha256(name.encode()).hexdigest()
-        return await self.progress(
-            request,
-            [
-                {"status": "retrieving manifest"},
-                {"status": "starting upload", "digest": digest, "total": 1000},
-                {"status": "pushing manifest"},
-                {"status": "success"},
-            ],
-        )
-
-    async def create(self, request: web.Request) -> web.StreamResponse:
-        name = str((self.body(request) or {}).get("model") or "")
-        if not name:
-            return self.native_error(400, "model is required")
-        self.add_model(name)
-        return await self.progress(
-            request,
-            [
-                {"status": "reading model metadata"},
-                {"status": "creating system layer"},
-                {"status": "writing manifest"},
-                {"status": "success"},
-            ],
-        )
-
-    async def delete(self, request: web.Request) -> web.Response:
-        body = self.body(request) or {}
-        model = self.find(body.get("model") or body.get("name"))
-        if model is None:
-            return self.native_error(404, f"model '{body.get('model')}' not found")
-        self.state.models[:] = [m for m in self.state.models if tagged(m) != model]
-        return web.Response(status=200)
-
-    async def copy(self, request: web.Request) -> web.Response:
-        body = self.body(request) or {}
-        if self.find(body.get("source")) is None:
-            return self.native_error(404, f"model '{body.get('source')}' not found")
-        if not body.get("destination"):
-            return self.native_error(400, "destination is required")
-        self.add_model(str(body["destination"]))
-        return web.Response(status=200)
-
-    async def blob_exists(self, request: web.Request) -> web.Response:
-        return web.Response(status=404)
-
-    async def blob_create(self, request: web.Request) -> web.Response:
-        return web.Response(status=201)

@@ -10,21 +10,18 @@ whether `stream_options.include_usage` is honoured, and the shape of its errors.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
-from aiohttp import BodyPartReader, web
+from aiohttp import web
 
+from tests.support.fakes import openai_media as media
 from tests.support.fakes.generate import (
     BODY_KEY,
     FAULT_KEY,
-    RECORD_KEY,
     count_tokens,
-    embedding,
-    embedding_b64,
     message_text,
     new_id,
     plan,
@@ -35,7 +32,6 @@ from tests.support.fakes.state import EngineState
 
 JSONDict = dict[str, Any]
 SSE_DONE = b"data: [DONE]\n\n"
-EMBEDDING_DIMS = 8
 
 
 def sse(payload: JSONDict) -> bytes:
@@ -337,80 +333,7 @@ class OpenAIKind:
         )
 
     async def embeddings(self, request: web.Request) -> web.Response:
-        body = self.body(request)
-        if body is None:
-            return self.error_response(400, "the request body is not a JSON object")
-        model = self.resolve_model(body.get("model"))
-        if model is None:
-            return self.model_not_found(body.get("model"))
-        raw = body.get("input")
-        inputs = raw if isinstance(raw, list) and raw and not isinstance(raw[0], int) else [raw]
-        dims = body.get("dimensions") if isinstance(body.get("dimensions"), int) else None
-        base64 = body.get("encoding_format") == "base64"
-        data = []
-        for index, item in enumerate(inputs):
-            vector = embedding(json.dumps(item), model, dims or EMBEDDING_DIMS)
-            data.append(
-                {
-                    "object": "embedding",
-                    "index": index,
-                    "embedding": embedding_b64(vector) if base64 else vector,
-                }
-            )
-        tokens = sum(count_tokens(prompt_text(item)) for item in inputs)
-        return web.json_response(
-            {
-                "object": "list",
-                "data": data,
-                "model": model,
-                "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
-            }
-        )
+        return await media.embeddings(self, request)
 
     async def transcriptions(self, request: web.Request) -> web.StreamResponse:
-        """Reads the multipart upload as it arrives and answers with its size and hash."""
-        if not request.content_type.startswith("multipart/"):
-            return self.error_response(400, "expected a multipart/form-data upload")
-        form: JSONDict = {}
-        size, digest = 0, hashlib.sha256()
-        reader = await request.multipart()
-        async for part in reader:
-            if not isinstance(part, BodyPartReader):  # nested multipart: not in this API
-                continue
-            if part.filename is None:
-                form[part.name or ""] = await part.text()
-                continue
-            while chunk := await part.read_chunk():
-                size += len(chunk)
-                digest.update(chunk)
-            form[part.name or ""] = {
-                "filename": part.filename,
-                "size": size,
-                "content_type": part.headers.get("Content-Type"),
-            }
-        record = request.get(RECORD_KEY)
-        if record is not None:
-            record.json, record.body_size = form, size
-        if "file" not in form:
-            return self.error_response(400, "the `file` field is required")
-        model = self.resolve_model(form.get("model"))
-        if model is None:
-            return self.model_not_found(form.get("model"))
-        text = (
-            f"fake transcript of {form['file']['filename']}: {size} bytes, "
-            f"sha256 {digest.hexdigest()}"
-        )
-        response_format = form.get("response_format", "json")
-        if response_format in ("text", "srt", "vtt"):
-            return web.Response(text=text, content_type="text/plain")
-        if response_format == "verbose_json":
-            return web.json_response(
-                {
-                    "task": "transcribe",
-                    "language": "english",
-                    "duration": 1.0,
-                    "text": text,
-                    "segments": [],
-                }
-            )
-        return web.json_response({"text": text})
+        return await media.transcriptions(self, request)

@@ -1,0 +1,84 @@
+"""TLS per listener: one module per mode behind `CertificateSource` (see `base`).
+
+`build_source` picks the mode's source for a listener; `describe_certificates`
+reports what each listener serves (for `flm-gateway check`) from the state
+directory alone, generating nothing and contacting no CA.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from flm_gateway.config.listeners import ListenerConfig
+from flm_gateway.config.loader import LoadedConfig
+from flm_gateway.config.tls import TlsMode
+from flm_gateway.tls import acme, local_http, packaged_ca, self_signed
+from flm_gateway.tls.acme_challenges import ChallengeTokens
+from flm_gateway.tls.base import CertificateSource, CertificateStatus, ServedCertificate
+
+__all__ = [
+    "CertificateSource",
+    "CertificateStatus",
+    "ServedCertificate",
+    "build_source",
+    "describe_certificates",
+    "resolve_config_path",
+]
+
+
+def resolve_config_path(loaded: LoadedConfig, path: Path) -> Path:
+    """A path from flm.yaml: ~ expanded, relative to the file's directory."""
+    path = path.expanduser()
+    if path.is_absolute():
+        return path
+    base = loaded.path.resolve().parent if loaded.path is not None else Path.cwd()
+    return base / path
+
+
+def build_source(
+    listener: ListenerConfig,
+    loaded: LoadedConfig,
+    *,
+    root: packaged_ca.LocalRoot | None = None,
+    http_tokens: ChallengeTokens | None = None,
+    acme_proxy_url: str | None = None,
+) -> CertificateSource:
+    """The certificate source of one listener (may create keys and certificates on disk)."""
+    mode = listener.tls.mode
+    state_dir = loaded.state_dir
+    if mode == TlsMode.LOCAL_HTTP:
+        return local_http.LocalHttpSource(listener)
+    if mode == TlsMode.DEV_SELFSIGNED:
+        return self_signed.SelfSignedSource(listener, state_dir)
+    if mode == TlsMode.PACKAGED_CA:
+        return packaged_ca.PackagedCaSource(listener, state_dir, root)
+    settings = listener.tls.acme
+    bundle = settings.ca_bundle if settings is not None else None
+    ca_bundle = resolve_config_path(loaded, bundle) if bundle is not None else None
+    if ca_bundle is not None and not ca_bundle.is_file():
+        raise FileNotFoundError(
+            f"listener {listener.name}: acme.ca_bundle {ca_bundle} does not exist"
+        )
+    return acme.AcmeSource(
+        listener, state_dir, ca_bundle=ca_bundle, http_tokens=http_tokens, proxy_url=acme_proxy_url
+    )
+
+
+def describe_certificates(loaded: LoadedConfig) -> list[CertificateStatus]:
+    """Per listener: subject, issuer, not_after and days_left of what it serves (or a note)."""
+    statuses = []
+    for listener in loaded.config.listeners:
+        mode = listener.tls.mode
+        try:
+            if mode == TlsMode.LOCAL_HTTP:
+                status = local_http.LocalHttpSource(listener).status()
+            elif mode == TlsMode.DEV_SELFSIGNED:
+                status = self_signed.inspect(listener, loaded.state_dir)
+            elif mode == TlsMode.PACKAGED_CA:
+                status = packaged_ca.inspect(listener, loaded.state_dir)
+            else:
+                status = acme.inspect(listener, loaded.state_dir)
+        except (OSError, ValueError) as exc:
+            status = CertificateStatus(listener.name, mode.value, note=f"unreadable: {exc}")
+        statuses.append(status)
+    return statuses
