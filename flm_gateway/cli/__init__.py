@@ -15,7 +15,13 @@ from collections.abc import Sequence
 
 from flm_gateway import __version__
 
-COMMAND_MODULES = ("flm_gateway.cli.serve", "flm_gateway.cli.validate", "flm_gateway.cli.ca")
+COMMAND_MODULES = (
+    "flm_gateway.cli.serve",
+    "flm_gateway.cli.validate",
+    "flm_gateway.cli.ca",
+    "flm_gateway.cli.keys",
+    "flm_gateway.cli.security",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

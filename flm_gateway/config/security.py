@@ -33,7 +33,7 @@ DEFAULT_HONEYPOTS = (
 )
 
 
-def _network(value: str) -> str:
+def normalise_network(value: str) -> str:
     """A CIDR or single address, normalised (`10.0.0.1/8` -> `10.0.0.0/8`)."""
     try:
         return str(ipaddress.ip_network(value.strip(), strict=False))
@@ -43,7 +43,7 @@ def _network(value: str) -> str:
         ) from None
 
 
-Cidr = Annotated[str, AfterValidator(_network)]
+Cidr = Annotated[str, AfterValidator(normalise_network)]
 
 
 class Severity(StrEnum):
