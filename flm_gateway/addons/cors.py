@@ -164,6 +164,8 @@ class Cors:
         if preflight_headers is not None:
             response.headers.update(preflight_headers)
             return
+        if flow.metadata.get("flm.cors.preflight"):
+            return  # a refused preflight: no CORS headers at all
         origin = flow.request.headers.get("origin")
         policy = self._policies.get(listener_name(flow) or "")
         if origin is None or policy is None or not policy.enabled:

@@ -56,7 +56,7 @@ def pressure(usage: Usage, settings: ResourceSettings) -> str | None:
     )
     for limit, value, what, unit in checks:
         if limit is not None and value > limit:
-            return f"{what} {value:.0f}{unit} above {limit:g}{unit}"
+            return f"{what} {value:.0f}{unit} above {limit:.0f}{unit}"
     return None
 
 
