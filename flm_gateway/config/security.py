@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, Field, field_validator
+from pydantic import AfterValidator, Discriminator, Field, Tag, field_validator
 
 from flm_gateway.config.types import ByteSize, Duration, StrictModel
 
@@ -343,21 +343,29 @@ class IntrusionSettings(StrictModel):
     )
 
 
+def _honeypot_path(path: str) -> str:
+    if not path.startswith("/"):
+        raise ValueError(f"{path!r}: a honeypot path starts with /")
+    return path
+
+
+HoneypotPath = Annotated[str, AfterValidator(_honeypot_path)]
+
+
 class HoneypotSettings(StrictModel):
     """Decoy paths: answered with something plausible, never forwarded, caller auto-blocked."""
 
-    paths: list[str] = Field(
+    paths: list[HoneypotPath] = Field(
         default_factory=lambda: list(DEFAULT_HONEYPOTS),
         description="Paths (and everything below them), matched case-insensitively.",
     )
 
-    @field_validator("paths")
-    @classmethod
-    def _check_paths(cls, value: list[str]) -> list[str]:
-        for path in value:
-            if not path.startswith("/"):
-                raise ValueError(f"{path!r}: a honeypot path starts with /")
-        return value
+
+Honeypots = Annotated[
+    Annotated[list[HoneypotPath], Tag("paths")] | Annotated[HoneypotSettings, Tag("settings")],
+    Discriminator(lambda value: "paths" if isinstance(value, list) else "settings"),
+]
+"""`honeypots:` is a list of paths, or the full settings object."""
 
 
 class AnomalySettings(StrictModel):
@@ -435,7 +443,7 @@ class SecurityConfig(StrictModel):
     intrusion: IntrusionSettings = Field(
         default_factory=IntrusionSettings, description="Intrusion detection rules."
     )
-    honeypots: list[str] | HoneypotSettings = Field(
+    honeypots: Honeypots = Field(
         default_factory=HoneypotSettings,
         description="Decoy paths (a list is short for {paths: [...]}).",
     )
@@ -467,7 +475,7 @@ class ListenerSecurity(StrictModel):
     intrusion: IntrusionSettings | None = Field(
         None, description="Replaces security.intrusion here."
     )
-    honeypots: list[str] | HoneypotSettings | None = Field(
+    honeypots: Honeypots | None = Field(
         None, description="Replaces security.honeypots here."
     )
 
