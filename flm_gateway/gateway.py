@@ -27,9 +27,11 @@ from mitmproxy.master import Master
 from mitmproxy.options import Options
 
 from flm_gateway import __version__, mitm_errors
+from flm_gateway.addons.egress import Egress
 from flm_gateway.addons.inflight import Inflight
 from flm_gateway.addons.tls_termination import TlsTermination
 from flm_gateway.config import LoadedConfig
+from flm_gateway.config.egress import engine_connect_timeout
 from flm_gateway.config.engines import EngineConfig
 from flm_gateway.config.types import format_host_port
 from flm_gateway.engines.directory import EngineDirectory
@@ -62,16 +64,23 @@ class Gateway:
         self.inflight = Inflight()
         # Before mitmproxy's NextLayer and TlsConfig: it decides TLS vs plain per listener and
         # serves the listener's certificate, so TlsConfig never uses mitmproxy's own CA here.
-        self.tls = TlsTermination()
+        self.egress = Egress()
+        self.tls = TlsTermination(acme_proxy_url=self.egress.service.acme_proxy_url())
         self.state = StateService()
-        self.addons: list[Any] = build_addons(self.inflight, self.state)
+        self.addons: list[Any] = build_addons(self.inflight, self.egress, self.state)
         self.master: Master | None = None
         self.runtime: Runtime | None = None
         self._task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
 
     def _build_runtime(self, loaded: LoadedConfig) -> Runtime:
-        directory = EngineDirectory(loaded.config.engines, default_session)
+        service = self.egress.service
+        directory = EngineDirectory(
+            loaded.config.engines,
+            service.session_factory,
+            service.dialer_factory,
+            lambda engine: engine_connect_timeout(loaded.config.egress, engine),
+        )
         return Runtime(loaded=loaded, directory=directory)
 
     def _apply(self, runtime: Runtime) -> None:

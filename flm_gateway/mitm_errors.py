@@ -15,6 +15,7 @@ from mitmproxy import http
 from mitmproxy.net.http import http1
 from mitmproxy.proxy.layers.http import _http1
 
+from flm_gateway.egress.failure import failure_from_message
 from flm_gateway.errors import error_body
 
 _MESSAGES = {
@@ -25,7 +26,16 @@ _MESSAGES = {
 
 
 def render_protocol_error(status_code: int, message: str = "") -> bytes:
-    """An HTTP/1 response (bytes) with an OpenAI-shaped error for `status_code`."""
+    """An HTTP/1 response (bytes) with an OpenAI-shaped error for `status_code`.
+
+    A failure of an egress (the CONNECT bridge's answer, or a direct dial refused
+    by a fail-closed profile) keeps its own status and names the egress and reason.
+    """
+    failure = failure_from_message(message)
+    if failure is not None:
+        egress = failure.response()
+        egress.headers["connection"] = "close"
+        return bytes(http1.assemble_response(egress))
     text, code = _MESSAGES.get(
         status_code, ("The gateway could not complete the request.", "proxy_error")
     )

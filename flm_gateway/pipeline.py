@@ -19,6 +19,7 @@ from flm_gateway.addons.auth import Auth
 from flm_gateway.addons.auto_block import AutoBlock
 from flm_gateway.addons.client_ip import ClientIp
 from flm_gateway.addons.cors import Cors
+from flm_gateway.addons.egress import Egress
 from flm_gateway.addons.engine_concurrency import EngineConcurrency
 from flm_gateway.addons.fallback import Fallback
 from flm_gateway.addons.health import Health
@@ -41,11 +42,14 @@ from flm_gateway.addons.upstream_guard import UpstreamGuard
 from flm_gateway.state.service import StateService
 
 
-def build_addons(inflight: Inflight, state: StateService | None = None) -> list[Any]:
+def build_addons(
+    inflight: Inflight, egress: Egress | None = None, state: StateService | None = None
+) -> list[Any]:
     """Our addons, in hook order (mitmproxy's own core addons are added before them).
 
-    `state` is the gateway's state service, shared by the security addons (a new,
-    unopened one when omitted).
+    `egress` is the gateway's egress addon (it owns the EgressService that the engine
+    directory dials through); `state` is the gateway's state service, shared by the
+    security addons. Fresh ones when not given.
     """
     state = state if state is not None else StateService()
     return [
@@ -88,6 +92,9 @@ def build_addons(inflight: Inflight, state: StateService | None = None) -> list[
         Scopes(),
         # Picks the engine (probe, fallbacks) and rewrites the request for it.
         Routing(),
+        # After routing chose the engine: its egress (SOCKS/Tor via the CONNECT bridge);
+        # on server_connect, refuses direct dials to engines of fail-closed proxies.
+        egress if egress is not None else Egress(),
         # Waits for a slot of the chosen engine (bounded queue) after routing chose it.
         EngineConcurrency(),
         # Last on `request`: nothing undecided leaves; refuses dials to the placeholder.

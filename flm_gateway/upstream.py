@@ -7,7 +7,10 @@ engine accepts a TCP connection, unless the flow will reuse an open connection
 to it or a connect to it succeeded within `PROBE_FRESHNESS` seconds. The probe
 dials through the engine's own dialer (its egress), never around it. The small
 window between a successful probe and mitmproxy's own connect is covered by
-`mitm_errors`, which renders mitmproxy's errors in OpenAI's shape too.
+`mitm_errors`, which renders mitmproxy's errors in OpenAI's shape too. A probe
+that fails at a proxied egress (SOCKS5/Tor) records the `EgressFailure` in
+`flow.metadata["flm.egress.failures"]`, so the client learns which egress
+failed and why; its bound is the egress profile's connect timeout.
 
 Credentials: the client's own (Authorization, X-Api-Key, Cookie,
 Proxy-Authorization) are removed; the engine's `api_key`, if any, is sent as
@@ -22,9 +25,13 @@ from enum import StrEnum
 
 from mitmproxy import http
 
+from flm_gateway.egress.failure import EgressError, Reason
 from flm_gateway.engines.directory import EngineState
 
 PROBE_FRESHNESS = 1.0
+DIAL_GRACE = 1.0
+EGRESS_FAILURES_KEY = "flm.egress.failures"
+"""flow.metadata: {engine name: EgressFailure} of probes that failed at the egress."""
 CLIENT_CREDENTIAL_HEADERS = ("authorization", "x-api-key", "cookie", "proxy-authorization")
 
 
@@ -50,14 +57,23 @@ async def probe(flow: http.HTTPFlow, engine: EngineState) -> ProbeResult:
         return ProbeResult.OK
     if time.monotonic() - engine.last_connect_ok < PROBE_FRESHNESS:
         return ProbeResult.OK
-    timeout = engine.config.timeouts.connect
+    timeout = engine.connect_timeout or engine.config.timeouts.connect
     try:
+        # An egress dialer bounds itself by `timeout` and says why it failed; the outer
+        # bound (with a grace) only guards dialers that do not.
         _, writer = await asyncio.wait_for(
-            engine.dial(engine.address.host, engine.address.port), timeout
+            engine.dial(engine.address.host, engine.address.port), timeout + DIAL_GRACE
         )
     except TimeoutError:
         engine.mark_down(f"connect timed out after {timeout:g}s")
         return ProbeResult.TIMEOUT
+    except EgressError as exc:
+        engine.mark_down(exc.failure.log_message())
+        if exc.failure.proxied:
+            flow.metadata.setdefault(EGRESS_FAILURES_KEY, {})[engine.name] = exc.failure
+        if exc.failure.reason is Reason.TIMEOUT:
+            return ProbeResult.TIMEOUT
+        return ProbeResult.REFUSED
     except OSError as exc:
         engine.mark_down(f"connect failed: {exc.strerror or exc.__class__.__name__}")
         return ProbeResult.REFUSED

@@ -23,7 +23,7 @@ from flm_gateway.addons.routing import unreachable_response
 from flm_gateway.config.engines import EngineKind
 from flm_gateway.errors import error_response
 from flm_gateway.runtime import Runtime
-from flm_gateway.upstream import ProbeResult, point_at, probe
+from flm_gateway.upstream import EGRESS_FAILURES_KEY, ProbeResult, point_at, probe
 
 OLLAMA_ADMIN_PATHS = (
     "/api/pull",
@@ -71,6 +71,10 @@ class Passthrough:
             return
         result = await probe(flow, engine)
         if result is not ProbeResult.OK:
-            flow.response = unreachable_response(listener.passthrough, [(engine.name, result)])
+            flow.response = unreachable_response(
+                listener.passthrough,
+                [(engine.name, result)],
+                flow.metadata.get(EGRESS_FAILURES_KEY),
+            )
             return
         point_at(flow, engine, flow.request.path)

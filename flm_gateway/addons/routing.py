@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,12 +31,13 @@ from mitmproxy import http
 
 from flm_gateway.addons.guard import fail_closed
 from flm_gateway.config.routes import RouteConfig
+from flm_gateway.egress.failure import EgressFailure
 from flm_gateway.engines.directory import EngineState
 from flm_gateway.errors import error_response
 from flm_gateway.request_rewrite import replace_multipart_field, rewrite_json
 from flm_gateway.routing_table import RoutingTable
 from flm_gateway.runtime import Runtime
-from flm_gateway.upstream import ProbeResult, point_at, probe
+from flm_gateway.upstream import EGRESS_FAILURES_KEY, ProbeResult, point_at, probe
 
 MISS_WAIT = 3.0
 ROUTED_KINDS = frozenset({"chat", "completions", "embeddings", "transcriptions", "translations"})
@@ -131,7 +133,9 @@ class Routing:
                 flow.metadata["flm.route.pending"] = candidates[index + 1 :]
                 return
             failures.append((candidate.engine.name, result))
-        flow.response = unreachable_response(model, failures)
+        flow.response = unreachable_response(
+            model, failures, flow.metadata.get(EGRESS_FAILURES_KEY)
+        )
 
     @fail_closed()
     def responseheaders(self, flow: http.HTTPFlow) -> None:
@@ -142,13 +146,33 @@ class Routing:
                 state.mark_connect_ok()
 
 
-def unreachable_response(model: str, failures: list[tuple[str, ProbeResult]]) -> http.Response:
-    """502 (or 504 when every engine timed out) naming the engines tried."""
+def unreachable_response(
+    model: str,
+    failures: list[tuple[str, ProbeResult]],
+    egress: Mapping[str, EgressFailure] | None = None,
+) -> http.Response:
+    """502 (or 504 when every engine timed out) naming the engines tried.
+
+    When every engine failed at its egress (`egress`: engine -> EgressFailure), the
+    status and code are the egress failure's (503 for a proxy or Tor that is down) and
+    the message names each egress and why it failed.
+    """
+    egress = egress or {}
     reasons = "; ".join(
-        f"engine {name!r} "
+        f"engine {name!r}: {egress[name].client_message}"
+        if name in egress
+        else f"engine {name!r} "
         + ("timed out" if result is ProbeResult.TIMEOUT else "refused the connection")
         for name, result in failures
     )
+    if failures and all(name in egress for name, _ in failures):
+        first = egress[failures[0][0]]
+        same = all(egress[name].reason is first.reason for name, _ in failures)
+        return error_response(
+            first.status if same else 502,
+            f"No engine is reachable for model {model!r}: {reasons}.",
+            code=first.code if same else "egress_failed",
+        )
     if all(result is ProbeResult.TIMEOUT for _, result in failures):
         return error_response(
             504,

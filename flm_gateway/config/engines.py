@@ -73,6 +73,13 @@ class EngineConfig(StrictModel):
     timeouts: TimeoutSettings = Field(
         default_factory=TimeoutSettings, description="Connect and response timeouts."
     )
+    egress: str | None = Field(
+        None,
+        description=(
+            "Name of the egress profile (under egress:) used to reach this engine: requests, "
+            "health checks and model lists. Default: egress.default (direct unless set)."
+        ),
+    )
 
     @field_validator("api_key")
     @classmethod

@@ -150,16 +150,45 @@ class _Builder:
         self.problems.append(ConfigProblem(line, column, render_path(path), message, self.file))
 
 
+def _without_union_tags(loc: tuple[Any, ...], data: Any) -> Path_:
+    """The document path of a pydantic error location.
+
+    A discriminated union adds its tag to the location (`egress.bastion.socks5.url`
+    for `{mode: socks5}`); such a part names no key of the input, so it is dropped.
+    """
+    path: list[str | int] = []
+    node = data
+    for part in loc:
+        if not isinstance(part, str | int):
+            continue
+        if isinstance(node, dict) and part not in node and part in node.values():
+            continue
+        path.append(part)
+        if isinstance(node, dict):
+            node = node.get(part)
+        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+            node = node[part]
+        else:
+            node = None
+    return tuple(path)
+
+
 def _pydantic_problems(
-    error: ValidationError, positions: _Positions, file: str
+    error: ValidationError, positions: _Positions, file: str, data: Any = None
 ) -> list[ConfigProblem]:
     problems = []
     for item in error.errors(include_url=False):
-        path = tuple(part for part in item["loc"] if isinstance(part, str | int))
+        path = _without_union_tags(tuple(item["loc"]), data)
         kind = item["type"]
         if kind == "extra_forbidden":
             line, column = positions.of(path, key=True)
-            message = f"unknown key {path[-1]!r}" + _valid_keys_hint(path)
+            message = f"unknown key {path[-1]!r}" + _valid_keys_hint(path, data)
+        elif kind == "union_tag_invalid":
+            key = str(item.get("ctx", {}).get("discriminator", "")).strip("'")
+            path = (*path, key) if key else path
+            line, column = positions.of(path)
+            tags = item.get("ctx", {}).get("expected_tags", "")
+            message = f"{item.get('ctx', {}).get('tag')!r} is not valid; expected one of {tags}"
         else:
             line, column = positions.of(path)
             message = _describe(item, path)
@@ -181,15 +210,23 @@ def _describe(item: Mapping[str, Any], path: Path_) -> str:
     return message
 
 
-def _valid_keys_hint(path: Path_) -> str:
+def _valid_keys_hint(path: Path_, data: Any = None) -> str:
     """'; valid keys: a, b' for the model that owns `path[:-1]`, found via the JSON schema."""
     schema = GatewayConfig.model_json_schema()
     node: Mapping[str, Any] = schema
     defs = schema.get("$defs", {})
+    value = data
 
     def resolve(n: Mapping[str, Any]) -> Mapping[str, Any]:
         while True:
-            if "$ref" in n:
+            if "oneOf" in n and "discriminator" in n and isinstance(value, dict):
+                # A discriminated union: the input's tag picks the branch.
+                mapping = n["discriminator"].get("mapping", {})
+                ref = mapping.get(value.get(n["discriminator"].get("propertyName")))
+                if ref is None:
+                    return n
+                n = {"$ref": ref}
+            elif "$ref" in n:
                 n = defs[n["$ref"].rsplit("/", 1)[-1]]
             elif "anyOf" in n:
                 objects = [resolve(x) for x in n["anyOf"]]
@@ -201,6 +238,7 @@ def _valid_keys_hint(path: Path_) -> str:
 
     for part in path[:-1]:
         node = resolve(node)
+        value = _child(value, part)
         if isinstance(part, int):
             node = node.get("items", {})
         elif "properties" in node and part in node["properties"]:
@@ -212,6 +250,15 @@ def _valid_keys_hint(path: Path_) -> str:
     node = resolve(node)
     keys = sorted(node.get("properties", {}))
     return f"; valid keys: {', '.join(keys)}" if keys else ""
+
+
+def _child(value: Any, part: str | int) -> Any:
+    """value[part] for a dict key or list index that exists, else None."""
+    if isinstance(value, dict):
+        return value.get(part)
+    if isinstance(value, list) and isinstance(part, int) and 0 <= part < len(value):
+        return value[part]
+    return None
 
 
 def parse_config(
@@ -251,7 +298,7 @@ def parse_config(
     try:
         config = GatewayConfig.model_validate(data)
     except ValidationError as exc:
-        problems += _pydantic_problems(exc, builder.positions, file)
+        problems += _pydantic_problems(exc, builder.positions, file, data)
         raise ConfigError(problems) from None
     for path, message in check_semantics(config):
         line, column = builder.positions.of(path)

@@ -10,6 +10,7 @@ from typing import Literal
 
 from pydantic import Field
 
+from flm_gateway.config.egress import EgressSettings
 from flm_gateway.config.engines import EngineConfig
 from flm_gateway.config.listeners import ListenerConfig
 from flm_gateway.config.routes import RouteConfig
@@ -58,6 +59,13 @@ class GatewayConfig(StrictModel):
     )
     listeners: list[ListenerConfig] = Field(
         min_length=1, description="Sockets the gateway accepts clients on."
+    )
+    egress: EgressSettings = Field(
+        default_factory=EgressSettings,
+        description=(
+            "Named ways to reach engines and the ACME CA: direct, socks5 or tor, each failing "
+            "closed or open; `default` names the profile of engines without egress:."
+        ),
     )
     engines: list[EngineConfig] = Field(
         default_factory=list, description="Inference servers behind the gateway."

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+from flm_gateway.config.egress import check_egress
 from flm_gateway.config.engines import EngineKind
 from flm_gateway.config.model import GatewayConfig
 from flm_gateway.config.security_checks import check_security
@@ -25,6 +26,7 @@ def check_semantics(config: GatewayConfig) -> list[Problem]:
         *_listener_auth(config),
         *check_tls(config),
         *check_security(config),
+        *check_egress(config.egress, config.engines),
     ]
 
 

@@ -62,6 +62,8 @@ SessionFactory = Callable[[EngineConfig], aiohttp.ClientSession]
 Dial = Callable[[str, int], Awaitable[tuple[asyncio.StreamReader, asyncio.StreamWriter]]]
 """Opens a TCP connection to an engine through its egress."""
 DialerFactory = Callable[[EngineConfig], Dial]
+ConnectTimeout = Callable[[EngineConfig], float]
+"""The connect timeout of an engine (its egress profile's, or its own timeouts.connect)."""
 
 
 def direct_dialer(config: EngineConfig) -> Dial:
@@ -147,6 +149,8 @@ class EngineState:
     checked_at: float = 0.0
     last_connect_ok: float = 0.0
     models_at: float = 0.0
+    connect_timeout: float | None = None
+    """Bound of a connect probe; None: `config.timeouts.connect`."""
 
     @property
     def name(self) -> str:
@@ -176,6 +180,7 @@ class EngineDirectory:
         engines: Sequence[EngineConfig],
         session_factory: SessionFactory,
         dialer_factory: DialerFactory = direct_dialer,
+        connect_timeout: ConnectTimeout | None = None,
     ) -> None:
         self._sessions: list[aiohttp.ClientSession] = []
         self.engines: dict[str, EngineState] = {}
@@ -188,6 +193,7 @@ class EngineDirectory:
                 address=EngineAddress.from_url(config.url),
                 client=HttpEngineClient(config, session),
                 dial=dialer_factory(config),
+                connect_timeout=connect_timeout(config) if connect_timeout else None,
             )
         self._round_robin: dict[str, itertools.count[int]] = {}
         self._tasks: list[asyncio.Task[None]] = []
