@@ -7,7 +7,7 @@ from pathlib import Path
 
 from pydantic import Field
 
-from flm_gateway.config.types import StrictModel
+from flm_gateway.config.types import Duration, StrictModel
 
 
 class StateBackend(StrEnum):
@@ -38,4 +38,18 @@ class StateSettings(StrictModel):
     )
     redis_prefix: str = Field(
         "flm:", description="Prefix of every Redis key, so several gateways can share a server."
+    )
+    refresh_interval: Duration = Field(
+        1.0,
+        description=(
+            "How often the gateway checks the store for changes made elsewhere (keys revoked "
+            "or blocks added by the CLI or another replica)."
+        ),
+    )
+    stale_after: Duration = Field(
+        10.0,
+        description=(
+            "If the store has not answered for this long, security checks fail closed: "
+            "requests get 503 until it answers again."
+        ),
     )

@@ -118,6 +118,8 @@ class StateService:
         needs a restart.
         """
         location = describe_store(loaded)
+        self.refresh_interval = loaded.config.state.refresh_interval
+        self.stale_after = max(loaded.config.state.stale_after, 2 * self.refresh_interval)
         if self._store is not None:
             if location != self.location:
                 raise StateError(

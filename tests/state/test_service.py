@@ -18,8 +18,9 @@ from tests.support.security import loaded
 
 async def test_view_follows_another_process_within_a_second(tmp_path: Path) -> None:
     config = loaded("", tmp_path)
-    service = StateService(refresh_interval=0.1)
+    service = StateService()
     service.open(config)
+    service.refresh_interval = 0.1
     service.start()
     try:
         other = SqliteStore(config.state_dir / "state.db")  # as a CLI command would
