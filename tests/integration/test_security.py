@@ -170,7 +170,7 @@ def test_intrusion_is_refused_before_auth(stack: SecurityStack) -> None:
     assert response.status_code == 403
     assert response.json()["error"]["code"] == "request_rejected"
     stack.settle()
-    code, out = stack.cli("security", "intrusion", "--ip", source, "--json")
+    _, out = stack.cli("security", "intrusion", "--ip", source, "--json")
     rules = {event["details"]["rule"] for event in json.loads(out)}
     assert {"SQL-001", "SCN-001"} <= rules
 
@@ -193,12 +193,12 @@ def test_honeypot_answers_then_blocks(stack: SecurityStack) -> None:
 
 
 def test_revoke_and_rotate_apply_within_seconds(stack: SecurityStack) -> None:
-    code, out = stack.cli("keys", "create", "--name", "short", "--json")
+    _, out = stack.cli("keys", "create", "--name", "short", "--json")
     created = json.loads(out)
     stack.settle()
     source = "127.0.0.10"
     assert stack.status("/v1/models", key=created["key"], source=source) == 200
-    code, out = stack.cli("keys", "rotate", created["id"], "--overlap", "0s", "--json")
+    _, out = stack.cli("keys", "rotate", created["id"], "--overlap", "0s", "--json")
     new_secret = json.loads(out)["key"]
     stack.settle()
     assert stack.status("/v1/models", key=created["key"], source=source) == 401

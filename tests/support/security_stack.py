@@ -14,8 +14,6 @@ import io
 import json
 import socket
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -114,14 +112,6 @@ class SecurityStack:
                 return
             time.sleep(0.1)
         raise TimeoutError(f"{what} not reached within {timeout}s")
-
-
-def health_ok(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url + "/healthz", timeout=1) as response:  # noqa: S310
-            return bool(response.status == 200)
-    except (urllib.error.URLError, OSError):
-        return False
 
 
 @contextlib.contextmanager
