@@ -68,6 +68,9 @@ def build_addons(
         IpFilter(state),
         # Sheds load under CPU/memory pressure before any work is spent (health exempt).
         ResourceGuard(state),
+        # Per-IP request/token limits before anything else costs work: floods without a
+        # key, decoy and attack traffic are limited too (health exempt).
+        RateLimiter("ip"),
         # Liveness/readiness (on `request`): exempt from everything below by exact path.
         Health(),
         # Decoys before authentication: scanners are caught (and blocked) without a key.
@@ -79,8 +82,8 @@ def build_addons(
         Cors(),
         # Who is calling: API key (401), listener scope (403). Health exempt.
         Auth(state),
-        # Per IP and per key (needs the key from auth); exact under concurrency (no await).
-        RateLimiter(),
+        # Per-key limits: need the key from auth; exact under concurrency (no await).
+        RateLimiter("key"),
         # Drop-in fronting: takes over whole listeners before the OpenAI API parses anything.
         Passthrough(),
         # Classifies the path, validates the body, answers /v1/models and unknown paths.

@@ -95,7 +95,9 @@ class Egress:
             else:
                 log.warning(
                     "egress %r (%s): the CONNECT bridge is not running; "
-                    "connecting directly (fail: open)", profile.name, profile.mode,
+                    "connecting directly (fail: open)",
+                    profile.name,
+                    profile.mode,
                 )
         _set_via(flow, via)
 
@@ -140,8 +142,11 @@ class Egress:
             return
         profile = self.service.plan.profiles[profile_name]
         failure = EgressFailure(
-            profile.name, profile.mode, Reason.DIRECT_REFUSED,
-            "a direct connection was attempted", format_target(host, port),
+            profile.name,
+            profile.mode,
+            Reason.DIRECT_REFUSED,
+            "a direct connection was attempted",
+            format_target(host, port),
         )
         log.error("%s", failure.log_message())
         server.error = failure.marker()

@@ -1,14 +1,17 @@
 """Rate limits per client address and per API key: requests and tokens per minute.
 
-Policy (on `requestheaders`, after authentication, so the key is known):
+Policy (on `requestheaders`). The pipeline holds two instances: `RateLimiter("ip")`
+early, before decoys, intrusion detection and authentication, so floods without
+a key are limited too; `RateLimiter("key")` after authentication, which knows the key.
 - Limits come from the listener's `security.rate_limits` (`per_ip`, `per_key`);
   a key's own `limits` override `per_key`. Listeners sharing the global section
   share buckets; a listener with its own section has its own.
 - Requests: token buckets (`burst`, default one minute's worth, refilled at
-  `requests_per_minute`/60 per second). Every applicable bucket is checked
+  `requests_per_minute`/60 per second). The applicable buckets are checked
   first and charged only if all admit, in one synchronous step: on the event
   loop nothing runs in between, so with a limit of N exactly N of any number
-  of concurrent requests pass.
+  of concurrent requests pass. (A request the per-key limit refuses has
+  already spent its per-IP token: it was sent.)
 - Tokens: a request is admitted while the client's token bucket is above zero;
   when the response ends (`response`) it is charged the usage the engine
   reported (`flm.usage`: prompt_tokens + completion_tokens), possibly into
@@ -17,8 +20,9 @@ Policy (on `requestheaders`, after authentication, so the key is known):
   headers below. Recorded as `ratelimit.exceeded` (no offence: being limited is
   not an attack).
 - Every response of a limited client carries OpenAI's headers for the
-  tightest applicable limit: `x-ratelimit-limit-requests`,
-  `x-ratelimit-remaining-requests`, `x-ratelimit-reset-requests` (and `-tokens`).
+  tightest applicable limit (per IP or per key, whichever has less left):
+  `x-ratelimit-limit-requests`, `x-ratelimit-remaining-requests`,
+  `x-ratelimit-reset-requests` (and `-tokens`).
 - Health endpoints are exempt. Buckets are kept in memory (a restart forgets
   them); idle (full) buckets are dropped every minute, and at most
   `MAX_BUCKETS` are kept.
@@ -33,6 +37,7 @@ import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Literal
 
 from mitmproxy import http
 
@@ -47,6 +52,7 @@ from flm_gateway.state.store import KeyRecord
 
 MAX_BUCKETS = 200_000
 SWEEP_INTERVAL = 60.0
+Subject = Literal["ip", "key"]
 BucketKey = tuple[str, str, str, str]
 """(scope, "ip"|"key", subject, "requests"|"tokens")."""
 
@@ -75,7 +81,9 @@ def _key_limit(base: RateLimit, key: KeyRecord) -> RateLimit:
 
 
 class RateLimiter:
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, subject: Subject, clock: Callable[[], float] = time.monotonic) -> None:
+        self._subject = subject
+        self.name = f"ratelimiter-{subject}"  # mitmproxy needs a unique name per instance
         self._clock = clock
         self._scopes: Mapping[str, _Scope] = {}
         self._buckets: dict[BucketKey, Bucket] = {}
@@ -107,8 +115,10 @@ class RateLimiter:
         self, scope: _Scope, ip: str, key: KeyRecord | None, now: float
     ) -> tuple[list[_Applied], list[_Applied]]:
         """(request buckets, token buckets) that apply to this client."""
-        subjects: list[tuple[str, str, RateLimit]] = [("ip", ip, scope.settings.per_ip)]
-        if key is not None:
+        subjects: list[tuple[str, str, RateLimit]] = []
+        if self._subject == "ip":
+            subjects.append(("ip", ip, scope.settings.per_ip))
+        elif key is not None:
             subjects.append(("key", key.id, _key_limit(scope.settings.per_key, key)))
         requests, tokens = [], []
         for kind, subject, limit in subjects:
@@ -174,14 +184,15 @@ class RateLimiter:
         if not short_requests and not short_tokens:
             for applied in requests:
                 applied.bucket.take(1.0)
-        flow.metadata["flm.ratelimit.tokens"] = [a.bucket for a in tokens]
-        headers = _headers(requests, tokens)
+        flow.metadata[f"flm.ratelimit.tokens.{self._subject}"] = [a.bucket for a in tokens]
+        headers = _merge(flow.metadata.get("flm.ratelimit.headers"), _headers(requests, tokens))
         flow.metadata["flm.ratelimit.headers"] = headers
         if short_requests or short_tokens:
             wait = max(
                 [a.bucket.seconds_until(1.0) for a in short_requests]
                 + [a.bucket.seconds_until(1e-9) for a in short_tokens]
             )
+            headers = dict(headers)
             headers["retry-after"] = str(max(1, math.ceil(wait)))
             what = "requests" if short_requests else "tokens"
             record(flow, "ratelimit.exceeded", Severity.LOW, None, limit=what)
@@ -197,7 +208,7 @@ class RateLimiter:
         headers: dict[str, str] | None = flow.metadata.get("flm.ratelimit.headers")
         if headers and flow.response is not None:
             for name, value in headers.items():
-                flow.response.headers.setdefault(name, value)
+                flow.response.headers[name] = value
 
     @fail_closed()
     def response(self, flow: http.HTTPFlow) -> None:
@@ -207,7 +218,9 @@ class RateLimiter:
         self._charge_tokens(flow)
 
     def _charge_tokens(self, flow: http.HTTPFlow) -> None:
-        buckets: list[Bucket] = flow.metadata.pop("flm.ratelimit.tokens", None) or []
+        buckets: list[Bucket] = (
+            flow.metadata.pop(f"flm.ratelimit.tokens.{self._subject}", None) or []
+        )
         usage = flow.metadata.get("flm.usage")
         if not buckets or not isinstance(usage, Mapping):
             return
@@ -235,3 +248,18 @@ def _headers(requests: list[_Applied], tokens: list[_Applied]) -> dict[str, str]
         headers[f"x-ratelimit-remaining-{suffix}"] = str(applied.bucket.remaining())
         headers[f"x-ratelimit-reset-{suffix}"] = format_reset(applied.bucket.reset_seconds())
     return headers
+
+
+def _merge(old: dict[str, str] | None, new: dict[str, str]) -> dict[str, str]:
+    """Per kind (requests, tokens), the headers of whichever limit has less remaining."""
+    if not old:
+        return new
+    merged = dict(old)
+    for suffix in ("requests", "tokens"):
+        remaining = f"x-ratelimit-remaining-{suffix}"
+        if remaining in new and (
+            remaining not in merged or int(new[remaining]) <= int(merged[remaining])
+        ):
+            for name in ("limit", "remaining", "reset"):
+                merged[f"x-ratelimit-{name}-{suffix}"] = new[f"x-ratelimit-{name}-{suffix}"]
+    return merged

@@ -188,9 +188,7 @@ class TorEgress(_ProxiedEgress):
         return self
 
 
-EgressProfile = Annotated[
-    DirectEgress | Socks5Egress | TorEgress, Field(discriminator="mode")
-]
+EgressProfile = Annotated[DirectEgress | Socks5Egress | TorEgress, Field(discriminator="mode")]
 """One named way out: direct, socks5 or tor."""
 
 ProxiedEgress = Socks5Egress | TorEgress

@@ -475,9 +475,7 @@ class ListenerSecurity(StrictModel):
     intrusion: IntrusionSettings | None = Field(
         None, description="Replaces security.intrusion here."
     )
-    honeypots: Honeypots | None = Field(
-        None, description="Replaces security.honeypots here."
-    )
+    honeypots: Honeypots | None = Field(None, description="Replaces security.honeypots here.")
 
 
 def effective_security(

@@ -56,9 +56,7 @@ def parse_authority(authority: str) -> tuple[str, int]:
 
 
 def _reply(status: int, reason: str) -> bytes:
-    return (
-        f"HTTP/1.1 {status} {reason}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n".encode()
-    )
+    return f"HTTP/1.1 {status} {reason}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n".encode()
 
 
 class ConnectBridge:

@@ -215,8 +215,10 @@ class SocksDialer(_StreamsFromSocket):
                 raise error from None
             hint = "; Tor may not have bootstrapped" if self.mode == "tor" else ""
             raise self._fail(
-                Reason.TIMEOUT, f"no connection through {proxy} within {timeout:g} s{hint}",
-                host, port,
+                Reason.TIMEOUT,
+                f"no connection through {proxy} within {timeout:g} s{hint}",
+                host,
+                port,
             ) from None
         except Socks5Error as exc:
             _close(sock)

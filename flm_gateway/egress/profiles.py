@@ -147,8 +147,8 @@ def build_plan(
     profiles: dict[str, RuntimeProfile] = {}
     for name, config in settings.profiles.items():
         old = previous.profiles.get(name) if previous else None
-        profiles[name] = old if old is not None and old.config == config else make_profile(
-            name, config
+        profiles[name] = (
+            old if old is not None and old.config == config else make_profile(name, config)
         )
     by_engine: dict[str, EngineEgress] = {}
     fail_closed: dict[tuple[str, int], str] = {}

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+from mitmproxy import http
+
 from flm_gateway.addons.rate_limit import RateLimiter
 from flm_gateway.state.store import KeyLimits, KeyRecord
 from tests.support.flows import error_of
@@ -25,7 +27,7 @@ def _key(key_id: str = "key_a", **limits: int) -> KeyRecord:
 
 async def test_exactly_n_of_5n_concurrent_requests_pass(tmp_path: Path) -> None:
     config = loaded("rate_limits: {per_key: {requests_per_minute: 10}}", tmp_path)
-    limiter = RateLimiter()
+    limiter = RateLimiter("key")
     limiter.apply_config(config)
     key = _key()
 
@@ -43,7 +45,7 @@ async def test_exactly_n_of_5n_concurrent_requests_pass(tmp_path: Path) -> None:
 async def test_headers_retry_after_and_refill(tmp_path: Path) -> None:
     config = loaded("rate_limits: {per_ip: {requests_per_minute: 60, burst: 2}}", tmp_path)
     clock = Clock()
-    limiter = RateLimiter(clock)
+    limiter = RateLimiter("ip", clock)
     limiter.apply_config(config)
     results = []
     for _ in range(3):
@@ -62,8 +64,6 @@ async def test_headers_retry_after_and_refill(tmp_path: Path) -> None:
     assert headers["x-ratelimit-reset-requests"] == "2s"
     assert [e.type for e in refused.metadata["flm.security.events"]] == ["ratelimit.exceeded"]
     # A passed request carries the headers on its (engine's) response too.
-    from mitmproxy import http
-
     results[0].response = http.Response.make(200, b"{}")
     limiter.responseheaders(results[0])
     assert results[0].response.headers["x-ratelimit-remaining-requests"] == "1"
@@ -78,27 +78,42 @@ async def test_per_ip_and_per_key_both_apply_and_keys_override(tmp_path: Path) -
         "rate_limits: {per_ip: {requests_per_minute: 5}, per_key: {requests_per_minute: 2}}",
         tmp_path,
     )
-    limiter = RateLimiter(Clock())
-    limiter.apply_config(config)
+    clock = Clock()
+    by_ip, by_key = RateLimiter("ip", clock), RateLimiter("key", clock)
+    by_ip.apply_config(config)
+    by_key.apply_config(config)
 
-    async def status(key: KeyRecord | None, ip: str = "10.0.0.1") -> int:
+    async def send(key: KeyRecord | None, ip: str = "10.0.0.1") -> http.HTTPFlow:
         target = flow(config, ip=ip)
         if key is not None:
-            target.metadata["flm.auth.key"] = key
-        await run_hooks([limiter], target, ("requestheaders",))
+            target.metadata["flm.auth.key"] = key  # as auth, which runs between the two
+        await run_hooks([by_ip, by_key], target, ("requestheaders",))
+        return target
+
+    async def status(key: KeyRecord | None, ip: str = "10.0.0.1") -> int:
+        target = await send(key, ip)
         return 200 if target.response is None else target.response.status_code
 
     small, big = _key("small"), _key("big", requests_per_minute=100)
     assert [await status(small) for _ in range(3)] == [200, 200, 429]
-    # The refused request charged nothing: the IP still has 3 of its 5.
-    assert [await status(big) for _ in range(4)] == [200, 200, 200, 429]
+    # The per-key refusal still spent an IP token (3 of 5 used): 2 left for anyone.
+    assert [await status(big) for _ in range(3)] == [200, 200, 429]
+    assert await status(None) == 429
     assert await status(big, ip="10.0.0.2") == 200
+    # Headers show the tightest limit: the key's (2/min) while it has less left.
+    clock.now += 120
+    target = await send(small, ip="10.0.0.3")
+    headers = target.metadata["flm.ratelimit.headers"]
+    assert (headers["x-ratelimit-limit-requests"], headers["x-ratelimit-remaining-requests"]) == (
+        "2",
+        "1",
+    )
 
 
 async def test_tokens_are_charged_after_the_fact(tmp_path: Path) -> None:
     config = loaded("rate_limits: {per_key: {tokens_per_minute: 600}}", tmp_path)
     clock = Clock()
-    limiter = RateLimiter(clock)
+    limiter = RateLimiter("key", clock)
     limiter.apply_config(config)
     key = _key()
 
@@ -129,7 +144,7 @@ async def test_tokens_are_charged_after_the_fact(tmp_path: Path) -> None:
 async def test_health_is_exempt_and_idle_buckets_are_swept(tmp_path: Path) -> None:
     config = loaded("rate_limits: {per_ip: {requests_per_minute: 1}}", tmp_path)
     clock = Clock()
-    limiter = RateLimiter(clock)
+    limiter = RateLimiter("ip", clock)
     limiter.apply_config(config)
     for _ in range(3):
         health = flow(config, path="/healthz")
