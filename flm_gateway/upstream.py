@@ -42,13 +42,11 @@ class ProbeResult(StrEnum):
 
 
 def reuses_connection(flow: http.HTTPFlow, engine: EngineState) -> bool:
-    """True when the flow's current server connection is open and already goes to `engine`."""
+    """True when the flow's current server connection is open and already goes to `engine`
+    (directly or through its egress bridge: the egress addon replaces a connection whose
+    route no longer matches the engine's profile, so reuse here is reuse there)."""
     server = flow.server_conn
-    return bool(
-        server.connected
-        and server.address == (engine.address.host, engine.address.port)
-        and server.via is None
-    )
+    return bool(server.connected and server.address == (engine.address.host, engine.address.port))
 
 
 async def probe(flow: http.HTTPFlow, engine: EngineState) -> ProbeResult:

@@ -45,25 +45,26 @@ def _type_name(node: Mapping[str, Any], defs: Mapping[str, Any]) -> str:
     return str(kind)
 
 
-def _object_of(node: Mapping[str, Any], defs: Mapping[str, Any]) -> Mapping[str, Any] | None:
-    """The object schema a field holds (directly, in a list, a mapping or an option)."""
+def _objects_of(node: Mapping[str, Any], defs: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    """The object schemas a field holds: directly, in a list or a mapping, or as options."""
     node = _resolve(node, defs)
     if "properties" in node:
-        return node
+        return [node]
     if node.get("type") == "array":
-        return _object_of(node.get("items", {}), defs)
+        return _objects_of(node.get("items", {}), defs)
     if isinstance(node.get("additionalProperties"), dict):
-        return _object_of(node["additionalProperties"], defs)
-    for option in node.get("anyOf", []):
-        found = _object_of(option, defs)
-        if found is not None:
-            return found
-    return None
+        return _objects_of(node["additionalProperties"], defs)
+    found: list[Mapping[str, Any]] = []
+    for option in [*node.get("anyOf", []), *node.get("oneOf", [])]:
+        found += [o for o in _objects_of(option, defs) if o not in found]
+    return found
 
 
-def _default(spec: Mapping[str, Any]) -> str:
-    if "default" not in spec:
+def _default(name: str, spec: Mapping[str, Any], owner: Mapping[str, Any]) -> str:
+    if name in owner.get("required", []):
         return "required"
+    if "default" not in spec:
+        return "(see description)"
     return f"`{json.dumps(spec['default'])}`"
 
 
@@ -71,15 +72,18 @@ def _sections(
     node: Mapping[str, Any], path: str, defs: Mapping[str, Any]
 ) -> Iterator[tuple[str, Mapping[str, Any]]]:
     yield path, node
-    for name, spec in node.get("properties", {}).items():
-        child = _object_of(spec, defs)
-        if child is not None:
-            suffix = "[]" if _resolve(spec, defs).get("type") == "array" else ""
-            if isinstance(_resolve(spec, defs).get("additionalProperties"), dict):
-                suffix = ".NAME"
-            yield from _sections(
-                child, f"{path}.{name}{suffix}" if path else f"{name}{suffix}", defs
-            )
+    fields = list(node.get("properties", {}).items())
+    if isinstance(node.get("additionalProperties"), dict):
+        fields.append(("NAME", node["additionalProperties"]))
+    for name, spec in fields:
+        resolved = _resolve(spec, defs)
+        suffix = "[]" if resolved.get("type") == "array" else ""
+        children = _objects_of(spec, defs)
+        for child in children:
+            label = f"{name}{suffix}"
+            if len(children) > 1:
+                label += f" ({child.get('title', 'option')})"
+            yield from _sections(child, f"{path}.{label}" if path else label, defs)
 
 
 def markdown_reference() -> str:
@@ -99,7 +103,8 @@ def markdown_reference() -> str:
         for name, spec in node.get("properties", {}).items():
             description = " ".join(str(spec.get("description", "")).split()).replace("|", "\\|")
             lines.append(
-                f"| `{name}` | {_type_name(spec, defs)} | {_default(spec)} | {description} |"
+                f"| `{name}` | {_type_name(spec, defs)} | {_default(name, spec, node)} "
+                f"| {description} |"
             )
         lines.append("")
     lines.append(END)
