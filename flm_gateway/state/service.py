@@ -10,7 +10,8 @@
 - **Background writes**: audit events, blocks and counters are queued and
   written in batches by a flusher task; a failed batch stays queued and is retried.
 - **Fail closed**: `usable` is False when the last successful store round trip
-  is older than `stale_after`, or the queue passed `max_pending`. Security
+  is older than `stale_after` (a blip shorter than that is ridden out: the
+  view is at most that old), or the queue passed `max_pending`. Security
   addons then answer 503 instead of deciding on stale state.
 
 Other subsystems (request log, metrics) may use `call` and `submit` to run their
@@ -287,10 +288,8 @@ class StateService:
                     await self.call(self._purge)
             except StateError as exc:
                 log.error("state store refresh failed: %s", exc)
-                self._last_ok = 0.0
             except Exception:
                 log.exception("state store refresh failed")
-                self._last_ok = 0.0
 
     # -- flush ------------------------------------------------------------------
 
@@ -317,7 +316,6 @@ class StateService:
                 self._audit = events + self._audit
                 for name, delta in counters.items():
                     self._counters[name] = self._counters.get(name, 0) + delta
-                self._last_ok = 0.0
                 raise
             self._last_ok = time.monotonic()
 

@@ -20,7 +20,8 @@ import openai
 import pytest
 
 from tests.support.gateway_process import ROOT
-from tests.support.security_stack import SecurityStack, security_stack
+from tests.support.redis_server import redis_server
+from tests.support.security_stack import REFERENCE_CONFIG, SecurityStack, security_stack
 
 PROMPTS = [
     "Explain: SELECT name FROM users WHERE id = 1 UNION SELECT password FROM admins; --",
@@ -260,3 +261,26 @@ def test_keys_and_blocks_survive_a_restart(tmp_path: Path) -> None:
                 "auth",
                 1,
             )
+
+
+def test_redis_backend_and_failing_closed_when_it_goes_away(tmp_path: Path) -> None:
+    with redis_server(tmp_path / "redis") as redis:
+        config = REFERENCE_CONFIG.replace(
+            "state: {refresh_interval: 200ms}",
+            f'state: {{backend: redis, redis_url: "{redis.url}", refresh_interval: 200ms, '
+            "stale_after: 1s}",
+        )
+        gateway_dir = tmp_path / "gw"
+        gateway_dir.mkdir()
+        with security_stack(gateway_dir, config) as stack:
+            key = stack.new_key("shared")
+            stack.settle()
+            assert stack.status("/v1/models", key=key) == 200
+            assert "state store: redis" in stack.gateway.log
+            redis.process.terminate()
+            redis.process.wait(5)
+            stack.wait_for(lambda: stack.status("/v1/models", key=key) == 503, 5, "503")
+            with stack.client() as client:
+                refused = client.get(stack.gateway.url + "/v1/models", headers={"x-api-key": key})
+            assert refused.json()["error"]["code"] == "security_state_unavailable"
+            assert stack.status("/healthz") == 200

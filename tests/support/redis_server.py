@@ -8,6 +8,7 @@ import subprocess
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -19,12 +20,19 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+@dataclass
+class RedisServer:
+    url: str
+    process: subprocess.Popen[bytes]
+
+
 @contextmanager
-def redis_server(directory: Path) -> Iterator[str]:
-    """Start redis-server without persistence; yields its redis:// URL; stops it after."""
+def redis_server(directory: Path) -> Iterator[RedisServer]:
+    """Start redis-server without persistence in `directory`; stops it after."""
     binary = shutil.which("redis-server")
     if binary is None:
         pytest.skip("redis-server is not installed")
+    directory.mkdir(parents=True, exist_ok=True)
     port = _free_port()
     process = subprocess.Popen(
         [
@@ -53,7 +61,7 @@ def redis_server(directory: Path) -> Iterator[str]:
                 if time.monotonic() > deadline or process.poll() is not None:
                     raise RuntimeError("redis-server did not start") from None
                 time.sleep(0.05)
-        yield f"redis://127.0.0.1:{port}/0"
+        yield RedisServer(f"redis://127.0.0.1:{port}/0", process)
     finally:
         process.terminate()
         try:
