@@ -119,14 +119,14 @@ class StateService:
         needs a restart.
         """
         location = describe_store(loaded)
+        if self._store is not None and location != self.location:
+            raise StateError(
+                f"the state store moved from {self.location} to {location}; restart the "
+                "gateway to use the new location"
+            )
         self.refresh_interval = loaded.config.state.refresh_interval
         self.stale_after = max(loaded.config.state.stale_after, 2 * self.refresh_interval)
         if self._store is not None:
-            if location != self.location:
-                raise StateError(
-                    f"the state store moved from {self.location} to {location}; restart the "
-                    "gateway to use the new location"
-                )
             return
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="flm-state")
         try:
@@ -149,6 +149,8 @@ class StateService:
             asyncio.create_task(self._refresh_loop(), name="flm-state-refresh"),
             asyncio.create_task(self._flush_loop(), name="flm-state-flush"),
         ]
+        if self.pending or self._counters:
+            self._wake.set()  # e.g. config.loaded, queued before the loop ran
 
     async def stop(self) -> None:
         """Flush what is queued, stop the loops and close the store."""
@@ -279,7 +281,7 @@ class StateService:
         last_purge = time.monotonic()
         while True:
             await asyncio.sleep(self.refresh_interval)
-            if self._counters:
+            if self.pending or self._counters:
                 self._poke()
             try:
                 await self.refresh()

@@ -106,3 +106,18 @@ def test_open_failures_and_moves(tmp_path: Path) -> None:
             service.open(loaded("", tmp_path / "b"))
     finally:
         service.close()
+
+
+async def test_events_queued_before_start_are_written_soon(tmp_path: Path) -> None:
+    config = loaded("", tmp_path)
+    service = StateService()
+    service.open(config)
+    service.audit(AuditEvent("config.loaded"))
+    service.start()
+    try:
+        deadline = time.monotonic() + 2
+        while service.pending and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        assert service.pending == 0
+    finally:
+        await service.stop()
