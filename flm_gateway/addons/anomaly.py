@@ -4,7 +4,7 @@ Policy (on `response` and `error`, observing every finished flow; never
 rejects by itself): for each subject (the client address, and the key if any)
 requests are counted in windows of `security.anomaly.window`, against a moving
 baseline (exponentially weighted average of past windows, decaying over idle
-ones). Within a window:
+ones; IPv6 clients are grouped by `security.ipv6_prefix`). Within a window:
 - `anomaly.rate_spike` (medium): requests above `spike_min_requests` and above
   `spike_factor` times the baseline;
 - `anomaly.error_burst` (medium): at least `error_burst` answers of 4xx;
@@ -29,6 +29,7 @@ from flm_gateway.addons.guard import fail_closed
 from flm_gateway.config import LoadedConfig
 from flm_gateway.config.security import AnomalySettings, Severity
 from flm_gateway.security.events import Offence, record
+from flm_gateway.security.netset import client_subject
 from flm_gateway.security.policies import client_ip, is_health_check
 
 MAX_SUBJECTS = 50_000
@@ -129,10 +130,12 @@ class Anomaly:
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
         self._settings = AnomalySettings()
+        self._ipv6_prefix = 64
         self._subjects: OrderedDict[tuple[str, str], SubjectStats] = OrderedDict()
 
     def apply_config(self, loaded: LoadedConfig) -> None:
         self._settings = loaded.config.security.anomaly
+        self._ipv6_prefix = loaded.config.security.ipv6_prefix
 
     def _stats(self, subject: tuple[str, str], now: float) -> SubjectStats:
         stats = self._subjects.get(subject)
@@ -154,7 +157,7 @@ class Anomaly:
         status = flow.response.status_code if flow.response is not None else None
         model = flow.metadata.get("flm.api.model")
         agent = flow.request.headers.get("user-agent")
-        subjects = [("ip", client_ip(flow))]
+        subjects = [("ip", client_subject(client_ip(flow), self._ipv6_prefix))]
         key_id = flow.metadata.get("flm.auth.key_id")
         if key_id is not None:
             subjects.append(("key", str(key_id)))

@@ -5,7 +5,8 @@ each event with an offence (`auth` failures, `intrusion` hits with action
 block, `honeypot` hits, `anomaly` findings) is counted per client address in a
 sliding window of `auto_block.window`. When a count reaches its threshold
 (`auth_failures`, `intrusion_hits`, `honeypot_hits`, `anomalies`; 0 disables
-that one), the address is blocked (`/32` or `/128`) through the state service:
+that one), the client is blocked through the state service (its `/32`; for IPv6
+its `/security.ipv6_prefix`, a /64 by default, the block a subscriber holds):
 in memory at once, so the very next request is refused by `ip_filter`, and in
 the store, so the block survives restarts and reaches replicas. The first block
 lasts `duration`; each repeat (an earlier block of the same address active or
@@ -27,7 +28,7 @@ from flm_gateway.addons.guard import fail_closed
 from flm_gateway.config import LoadedConfig
 from flm_gateway.config.security import AutoBlockSettings, Severity
 from flm_gateway.security.events import Offence, events_of, record
-from flm_gateway.security.netset import NetworkMap, host_cidr, parse_ip
+from flm_gateway.security.netset import NetworkMap, client_network, parse_ip
 from flm_gateway.security.policies import client_ip
 from flm_gateway.state.service import StateService
 from flm_gateway.state.store import BlockRecord
@@ -54,11 +55,13 @@ class AutoBlock:
         self._state = state
         self._clock = clock
         self._settings = AutoBlockSettings()
+        self._ipv6_prefix = 64
         self._exempt: NetworkMap[bool] = NetworkMap()
         self._offences: OrderedDict[tuple[str, Offence], deque[float]] = OrderedDict()
 
     def apply_config(self, loaded: LoadedConfig) -> None:
         self._settings = loaded.config.security.auto_block
+        self._ipv6_prefix = loaded.config.security.ipv6_prefix
         self._exempt = NetworkMap((cidr, True) for cidr in self._settings.exempt)
 
     def offend(self, ip: str, offence: Offence) -> BlockRecord | None:
@@ -69,7 +72,8 @@ class AutoBlock:
         if not settings.enabled or limit <= 0 or address is None or address in self._exempt:
             return None
         now = self._clock()
-        key = (str(address), offence)
+        cidr = client_network(address, self._ipv6_prefix)
+        key = (cidr, offence)
         times = self._offences.get(key)
         if times is None:
             times = self._offences[key] = deque()
@@ -83,7 +87,6 @@ class AutoBlock:
         if len(times) < limit:
             return None
         times.clear()
-        cidr = host_cidr(address)
         previous = next(
             (rec for c, rec in self._state.view.blocks.lookup_all(address) if c == cidr), None
         )

@@ -3,6 +3,7 @@
 Policy (on `requestheaders`). The pipeline holds two instances: `RateLimiter("ip")`
 early, before decoys, intrusion detection and authentication, so floods without
 a key are limited too; `RateLimiter("key")` after authentication, which knows the key.
+- A client is its address; IPv6 clients are grouped by `security.ipv6_prefix` (/64).
 - Limits come from the listener's `security.rate_limits` (`per_ip`, `per_key`);
   a key's own `limits` override `per_key`. Listeners sharing the global section
   share buckets; a listener with its own section has its own.
@@ -46,6 +47,7 @@ from flm_gateway.config import LoadedConfig
 from flm_gateway.config.security import RateLimit, RateLimitSettings, Severity
 from flm_gateway.errors import error_response
 from flm_gateway.security.events import record
+from flm_gateway.security.netset import client_subject
 from flm_gateway.security.policies import client_ip, is_health_check, listener_name
 from flm_gateway.security.ratelimit import Bucket, format_reset
 from flm_gateway.state.store import KeyRecord
@@ -86,6 +88,7 @@ class RateLimiter:
         self.name = f"ratelimiter-{subject}"  # mitmproxy needs a unique name per instance
         self._clock = clock
         self._scopes: Mapping[str, _Scope] = {}
+        self._ipv6_prefix = 64
         self._buckets: dict[BucketKey, Bucket] = {}
         self._task: asyncio.Task[None] | None = None
 
@@ -97,6 +100,7 @@ class RateLimiter:
             settings = own or config.security.rate_limits
             scopes[listener.name] = _Scope(listener.name if own is not None else "*", settings)
         self._scopes = scopes
+        self._ipv6_prefix = config.security.ipv6_prefix
 
     # -- buckets ------------------------------------------------------------
 
@@ -175,7 +179,8 @@ class RateLimiter:
             return
         now = self._clock()
         key: KeyRecord | None = flow.metadata.get("flm.auth.key")
-        requests, tokens = self._applicable(scope, client_ip(flow), key, now)
+        subject = client_subject(client_ip(flow), self._ipv6_prefix)
+        requests, tokens = self._applicable(scope, subject, key, now)
         if not requests and not tokens:
             return
         # Check everything, then charge: no await in between (atomic on the loop).

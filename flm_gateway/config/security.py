@@ -430,6 +430,16 @@ class SecurityConfig(StrictModel):
         default_factory=list, description="API keys declared by hash (more via `keys create`)."
     )
     ip: IpSettings = Field(default_factory=IpSettings, description="Allow and block lists.")
+    ipv6_prefix: int = Field(
+        64,
+        ge=32,
+        le=128,
+        description=(
+            "IPv6 clients are one client per this prefix for per-IP rate limits, anomaly "
+            "detection and auto-block (a subscriber usually holds a whole /64, so per-address "
+            "limits would be trivial to evade). 128: per address."
+        ),
+    )
     auto_block: AutoBlockSettings = Field(
         default_factory=AutoBlockSettings, description="Automatic blocking of offenders."
     )

@@ -36,6 +36,23 @@ def host_cidr(address: IPAddress) -> str:
     return f"{address}/{address.max_prefixlen}"
 
 
+def client_network(address: IPAddress, ipv6_prefix: int) -> str:
+    """The network one client is taken to hold: the IPv4 address, or its IPv6 `/ipv6_prefix`."""
+    if address.version == 4 or ipv6_prefix >= 128:
+        return host_cidr(address)
+    return str(ipaddress.ip_network(f"{address}/{ipv6_prefix}", strict=False))
+
+
+def client_subject(text: str, ipv6_prefix: int) -> str:
+    """The per-client key for limits and counters: `192.0.2.1` or `2001:db8:1:2::/64`."""
+    address = parse_ip(text)
+    if address is None:
+        return text
+    if address.version == 4 or ipv6_prefix >= 128:
+        return str(address)
+    return client_network(address, ipv6_prefix)
+
+
 class NetworkMap[V]:
     """Networks mapped to values; `lookup(ip)` finds the most specific network holding it."""
 

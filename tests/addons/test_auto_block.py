@@ -100,3 +100,17 @@ async def test_exempt_disabled_and_one_count_per_request(tmp_path: Path) -> None
 def test_duration_is_capped() -> None:
     settings = AutoBlockSettings(duration=600, growth=2, max_duration=3000)
     assert [block_duration(settings, n) for n in (1, 2, 3, 4)] == [600, 1200, 2400, 3000]
+
+
+async def test_ipv6_clients_are_blocked_by_prefix(tmp_path: Path) -> None:
+    config = loaded("ipv6_prefix: 64", tmp_path)
+    with opened_service(config) as service:
+        blocker = AutoBlock(service)
+        blocker.apply_config(config)
+        ip_filter = IpFilter(service)
+        ip_filter.apply_config(config)
+        blocker.response(_offending(config, Offence.HONEYPOT, ip="2001:db8:1:2::10"))
+        now = time.time()
+        assert ip_filter.is_blocked("2001:db8:1:2:ffff::1", "main", now)  # same /64
+        assert not ip_filter.is_blocked("2001:db8:1:3::10", "main", now)
+        assert [cidr for cidr, _ in service.view.blocks.items()] == ["2001:db8:1:2::/64"]

@@ -154,3 +154,15 @@ async def test_health_is_exempt_and_idle_buckets_are_swept(tmp_path: Path) -> No
     assert limiter.sweep() == 0
     clock.now += 61
     assert limiter.sweep() == 1
+
+
+async def test_ipv6_addresses_of_one_prefix_share_a_bucket(tmp_path: Path) -> None:
+    config = loaded("rate_limits: {per_ip: {requests_per_minute: 2}}", tmp_path)
+    limiter = RateLimiter("ip", Clock())
+    limiter.apply_config(config)
+    statuses = []
+    for ip in ("2001:db8::1", "2001:db8::2", "2001:db8::3", "2001:db8:0:1::1"):
+        target = flow(config, ip=ip)
+        await run_hooks([limiter], target, ("requestheaders",))
+        statuses.append(200 if target.response is None else target.response.status_code)
+    assert statuses == [200, 200, 429, 200]
