@@ -3,9 +3,10 @@
 Start: validate (done by the caller), build the engine directory, create the
 Master with only the addons we need (no DumpMaster, no mitmdump), set the
 options a gateway wants (`connection_strategy=lazy`, `upstream_cert=False`,
-`body_size_limit`, HTTP/2 off), hand the runtime to every addon, start serving
-and confirm every listener is bound (a listener that cannot bind stops the
-start with a clear message).
+`body_size_limit`, HTTP/2 off), hand the runtime to every addon, start the
+engine checks (the first one of every engine at once), start serving and
+confirm every listener is bound (a listener that cannot bind stops the start
+with a clear message).
 
 Stop (SIGINT/SIGTERM): stop accepting new connections, let in-flight requests
 and streams finish for up to `server.drain_timeout`, then shut mitmproxy down
@@ -27,6 +28,7 @@ from mitmproxy.master import Master
 from mitmproxy.options import Options
 
 from flm_gateway import __version__, mitm_errors
+from flm_gateway.addon_chain import AddonChain
 from flm_gateway.addons.egress import Egress
 from flm_gateway.addons.inflight import Inflight
 from flm_gateway.addons.tls_termination import TlsTermination
@@ -103,7 +105,8 @@ class Gateway:
             next_layer.NextLayer(),
             tlsconfig.TlsConfig(),
         )
-        master.addons.add(*self.addons)
+        # One addon for all of ours: mitmproxy's per-addon dispatch costs ~1.4 µs per event.
+        master.addons.add(AddonChain(self.addons))
         options.update(
             connection_strategy="lazy",
             upstream_cert=False,
@@ -123,11 +126,12 @@ class Gateway:
         except Exception as exc:  # e.g. an unreadable certificate or a world-readable key
             log.debug("applying the config failed", exc_info=True)
             raise StartupError(f"cannot apply the config: {exc}") from None
+        # The first check of every engine runs while the listeners come up; requests that
+        # arrive before it ends wait for it (`EngineDirectory.settled`).
+        self.runtime.directory.start()
         self._task = asyncio.create_task(master.run(), name="mitmproxy")
         await self._wait_bound()
         self.runtime.listening = True
-        await self.runtime.directory.check_all()
-        self.runtime.directory.start()
         for listener in config.listeners:
             log.info(
                 "listening on %s (%s, %s)",

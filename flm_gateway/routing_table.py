@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import fnmatch
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from flm_gateway.config.routes import RouteConfig
@@ -62,3 +62,42 @@ class RoutingTable:
             if compiled.matches(model):
                 return compiled.route
         return None
+
+    def public_names(
+        self,
+        engine: str,
+        model_id: str,
+        aliases: Sequence[str] = (),
+        fallback_model: Callable[[str, str], str] = lambda engine, upstream: upstream,
+    ) -> list[str]:
+        """The names a client can ask for to reach `model_id` on `engine`.
+
+        The id itself (or one of the engine's `aliases` for it), unless a route
+        takes that name elsewhere; and every exact route name whose engines or
+        fallbacks send that model to `engine`. Glob routes add no name.
+        `fallback_model(engine, upstream)` is the model a bare-name fallback engine
+        is asked for (routing's choice, which depends on the engine's model list).
+        """
+        known = {model_id, *aliases}
+        names: list[str] = []
+
+        def reaches(route: RouteConfig, asked: str) -> bool:
+            upstream = route.upstream_model or asked
+            targets = {upstream for name in route.engines if name == engine}
+            targets |= {
+                target.upstream_model or fallback_model(engine, upstream)
+                for target in route.fallback_targets
+                if target.engine == engine and target.engine not in route.engines
+            }
+            return bool(targets & known)
+
+        own_route = self.match(model_id)
+        if own_route is None or reaches(own_route, model_id):
+            names.append(model_id)
+        for compiled in self._routes:
+            route = compiled.route
+            if compiled.exact is None or route.model in names:
+                continue
+            if self.match(route.model) is route and reaches(route, route.model):
+                names.append(route.model)
+        return names

@@ -33,6 +33,7 @@ DIAL_GRACE = 1.0
 EGRESS_FAILURES_KEY = "flm.egress.failures"
 """flow.metadata: {engine name: EgressFailure} of probes that failed at the egress."""
 CLIENT_CREDENTIAL_HEADERS = ("authorization", "x-api-key", "cookie", "proxy-authorization")
+_CREDENTIAL_FIELD_NAMES = frozenset(name.encode() for name in CLIENT_CREDENTIAL_HEADERS)
 
 
 class ProbeResult(StrEnum):
@@ -80,16 +81,28 @@ async def probe(flow: http.HTTPFlow, engine: EngineState) -> ProbeResult:
     return ProbeResult.OK
 
 
+def strip_client_credentials(request: http.Request) -> None:
+    """Remove every client credential header, in one pass over the raw header fields
+    (four `headers.pop` calls cost ~9 µs per request, this ~1 µs)."""
+    fields = request.headers.fields
+    if any(name.lower() in _CREDENTIAL_FIELD_NAMES for name, _ in fields):
+        request.headers.fields = tuple(
+            (name, value) for name, value in fields if name.lower() not in _CREDENTIAL_FIELD_NAMES
+        )
+
+
 def point_at(flow: http.HTTPFlow, engine: EngineState, path: str) -> None:
     """Send `flow` to `engine` at `path` (below the engine's base URL) with the engine's key."""
     request = flow.request
     address = engine.address
     request.scheme = address.scheme
-    request.host = address.host
+    # Each host/port assignment rewrites the Host header (~6 µs); the port assignment
+    # always runs and computes it from the final scheme, host and port.
+    if request.host != address.host:
+        request.host = address.host
     request.port = address.port
     request.path = address.base_path + path
-    for header in CLIENT_CREDENTIAL_HEADERS:
-        request.headers.pop(header, None)
+    strip_client_credentials(request)
     if engine.config.api_key:
         request.headers["authorization"] = f"Bearer {engine.config.api_key}"
     flow.metadata["flm.route.engine"] = engine.name

@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # The whole test suite on a fresh Debian machine: installs the Debian packages the
-# tests need (real peers: pebble, microsocks, dante, tor, redis, nginx, curl, openssl),
+# tests need (real peers: pebble, microsocks, dante, tor, redis, nginx, curl, openssl;
+# wrk for the benchmark's smoke test),
 # creates .venv with Python >= 3.12, installs the project with its test extras, then
 # runs ruff, mypy (strict) and pytest. Extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-DEBIAN_PACKAGES=(curl openssl pebble bind9 microsocks dante-server tor redis-server nginx-light iproute2 util-linux tmux)
+DEBIAN_PACKAGES=(curl openssl pebble bind9 microsocks dante-server tor redis-server nginx-light wrk iproute2 util-linux tmux)
 
 missing=()
 for pkg in "${DEBIAN_PACKAGES[@]}"; do

@@ -5,7 +5,8 @@ Policy (on `request`, for listeners without `passthrough`):
   `//v1/models` or `/V1/models` are unknown paths (404), never normalised into a
   known one, so no later policy can be bypassed by spelling.
 - `GET /v1/models` is answered here from the engine directory: every model of every
-  reachable engine once (`owned_by` = engine name) plus the aliases routes define.
+  reachable engine once (`owned_by` = engine name) plus the aliases routes define
+  while one of their engines or fallbacks is reachable.
   `GET /v1/models/{id}` answers one of them or 404 `model_not_found`.
 - `POST /v1/chat/completions`, `/v1/completions`, `/v1/embeddings`: the body must
   be a JSON object with a non-empty string `model`, else 400. `POST
@@ -142,7 +143,8 @@ class OpenAIApi:
         for route in self._runtime.loaded.config.routes:
             if is_pattern(route.model) or route.model in entries:
                 continue
-            reachable = [name for name in route.engines if directory.get(name).healthy]
+            targets = [*route.engines, *(t.engine for t in route.fallback_targets)]
+            reachable = [name for name in targets if directory.get(name).reachable]
             if reachable:
                 entries[route.model] = {
                     "id": route.model,

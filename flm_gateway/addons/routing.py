@@ -2,9 +2,11 @@
 
 Policy (on `request`, for flows `openai_api` classified with a model):
 - Candidates come from `RoutingTable`: the first matching route's engines
-  (healthy first, round robin), then its fallbacks in order (a fallback given
-  by bare name is asked for the route's upstream model if it serves it, else
-  for the first model it lists; `{engine, upstream_model}` names it); with no matching
+  (round robin among the healthy ones), then its fallbacks in order (a fallback
+  given by bare name is asked for the route's upstream model if it serves it,
+  else for the first model it lists; `{engine, upstream_model}` names it), the
+  whole list ordered by health (healthy, degraded, unreachable), so a route
+  whose engines are down goes straight to a healthy fallback; with no matching
   route, the engines that list the model (discovery; an unknown name triggers
   one rate-limited refresh of the model lists, awaited at most
   `MISS_WAIT` seconds). No candidate: 404 `model_not_found`.
@@ -28,6 +30,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from mitmproxy import http
+from mitmproxy.proxy import server_hooks
 
 from flm_gateway.addons.guard import fail_closed
 from flm_gateway.config.routes import RouteConfig
@@ -91,6 +94,7 @@ class Routing:
     async def candidates(self, model: str) -> tuple[RouteConfig | None, list[Candidate]]:
         assert self._runtime is not None
         directory = self._runtime.directory
+        await directory.settled(MISS_WAIT)  # a request right after start waits for first checks
         route = self._table.match(model)
         if route is not None:
             upstream = route.upstream_model or model
@@ -103,7 +107,13 @@ class Routing:
                 for t in route.fallback_targets
                 if t.engine not in route.engines
             ]
-            return route, primary + fallbacks
+            # Healthy before degraded before unreachable; within a tier, the route's own
+            # engines before its fallbacks (sorted() is stable). An engine that is down is not
+            # dialled first on every request (a silent host would cost the connect timeout
+            # each time); its checker is nudged instead, and brings it back when it answers.
+            for candidate in primary:
+                directory.nudge(candidate.engine)
+            return route, sorted(primary + fallbacks, key=lambda c: c.engine.tier)
         names = directory.serving(model)
         if not names:
             refresh = directory.refresh_on_miss()
@@ -144,6 +154,15 @@ class Routing:
             state = self._runtime.directory.engines.get(engine)
             if state is not None:
                 state.mark_connect_ok()
+
+    def server_connect_error(self, data: server_hooks.ServerConnectionHookData) -> None:
+        """mitmproxy's own connect to an engine failed (after a fresh probe): mark it down now,
+        so the next request goes to a fallback instead of the same dead engine."""
+        if self._runtime is None or data.server.address is None:
+            return
+        for state in self._runtime.directory.engines.values():
+            if (state.address.host, state.address.port) == tuple(data.server.address):
+                state.mark_down(f"connect failed: {data.server.error or 'unknown error'}")
 
 
 def unreachable_response(

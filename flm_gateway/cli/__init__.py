@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 
@@ -19,8 +20,13 @@ COMMAND_MODULES = (
     "flm_gateway.cli.serve",
     "flm_gateway.cli.validate",
     "flm_gateway.cli.ca",
+<<<<<<< HEAD
     "flm_gateway.cli.keys",
     "flm_gateway.cli.security",
+=======
+    "flm_gateway.cli.engines",
+    "flm_gateway.cli.models",
+>>>>>>> main
 )
 
 
@@ -51,3 +57,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args))
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # output piped into e.g. `head`, which stopped reading
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0

@@ -4,10 +4,17 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
 from flm_gateway.config import ConfigError, LoadedConfig, load_config
 from flm_gateway.config.default import default_config
+from flm_gateway.config.engines import EngineConfig
+
+if TYPE_CHECKING:  # imported by the commands that use it, not by every command
+    import aiohttp
 
 DEFAULT_CONFIG_PATH = Path("flm.yaml")
 
@@ -38,3 +45,36 @@ def resolve_config(args: argparse.Namespace) -> LoadedConfig | None:
             print(problem, file=sys.stderr)
         print(f"{len(exc.problems)} problem(s) found; nothing was started.", file=sys.stderr)
         return None
+
+
+def engine_sessions(loaded: LoadedConfig) -> Callable[[EngineConfig], aiohttp.ClientSession]:
+    """aiohttp sessions for commands that talk to engines (`engines detect`, `models list`).
+
+    A declared engine egresses through its profile exactly as the running gateway's health
+    checks do (HTTP calls dial through the profile's dialer; no CONNECT bridge is needed).
+    Any other target (detection's default ports) uses the default profile, except on a
+    loopback host, which is dialled directly: a proxy could not reach this machine's
+    loopback, and dialling it leaks nothing.
+    """
+    from flm_gateway.config.egress import engine_connect_timeout
+    from flm_gateway.config.types import is_loopback_host
+    from flm_gateway.egress.dialer import DirectDialer
+    from flm_gateway.egress.profiles import build_plan
+    from flm_gateway.egress.sessions import make_session
+
+    config = loaded.config
+    plan = build_plan(config.egress, list(config.engines))
+
+    def factory(engine: EngineConfig) -> aiohttp.ClientSession:
+        if any(engine is declared for declared in config.engines):
+            dialer = plan.profile_for(engine.name).dialer
+            timeout = engine_connect_timeout(config.egress, engine)
+        elif is_loopback_host(urlsplit(engine.url).hostname or ""):
+            dialer, timeout = DirectDialer(), engine.timeouts.connect
+        else:
+            profile = plan.profile_for(None)
+            dialer = profile.dialer
+            timeout = profile.connect_timeout or engine.timeouts.connect
+        return make_session(lambda: (dialer, timeout))
+
+    return factory

@@ -21,7 +21,13 @@ class HealthCheckSettings(StrictModel):
     """How often and how patiently the gateway checks an engine."""
 
     interval: Duration = Field(10.0, description="Time between health checks of a healthy engine.")
-    timeout: Duration = Field(3.0, description="Time a health check may take before it fails.")
+    timeout: Duration = Field(
+        3.0,
+        description=(
+            "Time each request of a health check (health path, model list) may take before "
+            "it fails."
+        ),
+    )
     models_refresh: Duration = Field(
         30.0, description="Time between refreshes of the engine's model list."
     )
@@ -96,6 +102,9 @@ class EngineConfig(StrictModel):
             raise ValueError(f"{value!r} is not an http:// or https:// URL")
         if parts.query or parts.fragment:
             raise ValueError(f"{value!r}: an engine URL has no query or fragment")
+        if "@" in parts.netloc:
+            # never echo the value: it holds a credential
+            raise ValueError("an engine URL carries no user or password; use api_key")
         try:
             parts.port  # noqa: B018 - raises on a bad port
         except ValueError:

@@ -10,6 +10,7 @@ from typing import Literal
 
 from pydantic import Field
 
+from flm_gateway.config.detection import DetectionSettings
 from flm_gateway.config.egress import EgressSettings
 from flm_gateway.config.engines import EngineConfig
 from flm_gateway.config.listeners import ListenerConfig
@@ -69,6 +70,10 @@ class GatewayConfig(StrictModel):
     )
     engines: list[EngineConfig] = Field(
         default_factory=list, description="Inference servers behind the gateway."
+    )
+    detection: DetectionSettings = Field(
+        default_factory=DetectionSettings,
+        description="Where `engines detect` looks for engines flm.yaml does not declare.",
     )
     routes: list[RouteConfig] = Field(
         default_factory=list,

@@ -1,26 +1,33 @@
 """The live view of every configured engine: health, model lists, who may serve a model.
 
 Policy:
-- Each engine is health-checked every `health.interval` (faster, every
-  `interval / 4` at least 1 s, while it is down so a returning engine is used
-  again quickly) and its model list is refreshed every `health.models_refresh`
-  and on a miss (a model nobody lists), at most once per `MISS_REFRESH_GAP`.
-  Nothing here runs per request except the lookup.
-- An engine that fails a connect probe or a forwarded request is marked down at
-  once (passive check); the next health check can bring it back.
-- `candidates` returns, for a model, the healthy engines first (rotated for
-  round robin), then the unhealthy ones, so a caller can still try them last.
+- Each engine is checked with its adapter's own health signal
+  (`flm_gateway.engines.check`: running-healthy, running-degraded or unreachable)
+  every `health.interval`, each request waiting at most `health.timeout`; while
+  it is not healthy, every `interval / 4` (at least `DOWN_CHECK_FLOOR`), so a
+  returning engine is used again quickly, without a restart.
+- Its model list is refreshed every `health.models_refresh`, when it comes back,
+  and on a miss (a model nobody lists; at most once per `MISS_REFRESH_GAP`).
+  Nothing here runs per request except the lookups.
+- An engine that refuses a connect probe is marked unreachable at once (passive
+  check). A request that would want an unhealthy engine (`nudge`), or a later
+  successful connect to it, wakes its checker early (at most every `NUDGE_GAP`),
+  so a returning engine is back in the rotation within moments.
+- `ordered` returns, for a model, the healthy engines first (rotated for round
+  robin), then the degraded ones, then the unreachable ones, which a caller may
+  still try last since a health mark can be stale.
+- Logs state changes (never URLs with credentials, never keys).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -28,17 +35,22 @@ import aiohttp
 from flm_gateway.config.engines import EngineConfig
 from flm_gateway.engines.base import (
     EngineAdapter,
-    EngineUnavailable,
     HealthReport,
     HealthState,
     ModelInfo,
 )
+from flm_gateway.engines.check import check_engine
+from flm_gateway.engines.client import HttpEngineClient
 from flm_gateway.engines.registry import adapter_for
 
 log = logging.getLogger("flm_gateway.engines")
 
 MISS_REFRESH_GAP = 2.0
 """Seconds between model-list refreshes triggered by unknown models."""
+DOWN_CHECK_FLOOR = 0.25
+"""Shortest time between checks of an engine that is not healthy."""
+NUDGE_GAP = 0.5
+"""Shortest time between checks that requests wanting an unhealthy engine may trigger."""
 
 
 @dataclass(frozen=True)
@@ -71,67 +83,7 @@ def direct_dialer(config: EngineConfig) -> Dial:
     return asyncio.open_connection
 
 
-class HttpEngineClient:
-    """`EngineClient` over an aiohttp session (which carries the engine's egress)."""
-
-    def __init__(self, config: EngineConfig, session: aiohttp.ClientSession) -> None:
-        self._base = config.url
-        self._timeout = aiohttp.ClientTimeout(total=config.health.timeout)
-        self._headers = {"Authorization": f"Bearer {config.api_key}"} if config.api_key else {}
-        self._session = session
-
-    async def get_json(self, path: str) -> Any:
-        try:
-            async with self._session.get(
-                self._base + path, headers=self._headers, timeout=self._timeout
-            ) as response:
-                if response.status >= 400:
-                    raise EngineUnavailable(f"GET {path} answered {response.status}")
-                return await response.json(content_type=None)
-        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
-            raise EngineUnavailable(f"GET {path} failed: {_describe(exc)}") from None
-
-    async def send(
-        self, method: str, url: str, headers: list[tuple[str, str]], body: bytes, timeout: float
-    ) -> tuple[int, list[tuple[str, str]], bytes]:
-        """Send one request to the engine and read the whole response.
-
-        Used where mitmproxy cannot forward (a fallback after a 5xx). Raises
-        EngineUnavailable when the engine cannot be reached or times out.
-        """
-        try:
-            async with self._session.request(
-                method,
-                url,
-                headers=headers,
-                data=body,
-                timeout=aiohttp.ClientTimeout(total=timeout),
-                auto_decompress=False,
-            ) as response:
-                content = await response.read()
-                headers_out = [
-                    (k.decode("latin-1"), v.decode("latin-1")) for k, v in response.raw_headers
-                ]
-                return response.status, headers_out, content
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise EngineUnavailable(_describe(exc)) from None
-
-    async def get_status(self, path: str) -> int:
-        try:
-            async with self._session.get(
-                self._base + path, headers=self._headers, timeout=self._timeout
-            ) as response:
-                return response.status
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise EngineUnavailable(f"GET {path} failed: {_describe(exc)}") from None
-
-
-def _describe(exc: BaseException) -> str:
-    if isinstance(exc, TimeoutError):
-        return "timed out"
-    if isinstance(exc, aiohttp.ClientConnectorError):
-        return f"cannot connect ({exc.os_error.strerror or exc.os_error})"
-    return exc.__class__.__name__ + (f": {exc}" if str(exc) else "")
+_TIER = {HealthState.HEALTHY: 0, HealthState.DEGRADED: 1, HealthState.UNREACHABLE: 2}
 
 
 @dataclass
@@ -145,10 +97,13 @@ class EngineState:
     dial: Dial
     state: HealthState = HealthState.UNREACHABLE
     detail: str = "not checked yet"
+    version: str | None = None
     models: dict[str, ModelInfo] = field(default_factory=dict)
+    aliases: dict[str, str] = field(default_factory=dict)
     checked_at: float = 0.0
     last_connect_ok: float = 0.0
     models_at: float = 0.0
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
     connect_timeout: float | None = None
     """Bound of a connect probe; None: `config.timeouts.connect`."""
 
@@ -157,19 +112,42 @@ class EngineState:
         return self.config.name
 
     @property
-    def healthy(self) -> bool:
+    def reachable(self) -> bool:
+        """It answers HTTP (healthy or degraded): its models are listed."""
         return self.state is not HealthState.UNREACHABLE
 
+    @property
+    def healthy(self) -> bool:
+        """It says it is ready and lists models: routing prefers it."""
+        return self.state is HealthState.HEALTHY
+
+    @property
+    def tier(self) -> int:
+        """Routing order: healthy (0), degraded (1), unreachable (2)."""
+        return _TIER[self.state]
+
     def serves(self, model: str) -> bool:
-        return model in self.models or model in self.config.models
+        return model in self.models or model in self.aliases or model in self.config.models
+
+    def set_models(self, models: Iterable[ModelInfo], at: float) -> None:
+        self.models = {m.id: m for m in models}
+        self.aliases = {
+            alias: m.id
+            for m in self.models.values()
+            for alias in m.aliases
+            if alias not in self.models
+        }
+        self.models_at = at
 
     def mark_down(self, reason: str) -> None:
-        if self.healthy:
+        if self.reachable:
             log.warning("engine %s marked down: %s", self.name, reason)
         self.state, self.detail = HealthState.UNREACHABLE, reason
 
     def mark_connect_ok(self) -> None:
         self.last_connect_ok = time.monotonic()
+        if not self.reachable:
+            self.wake.set()  # it accepts connections again: check it now, not at the next tick
 
 
 class EngineDirectory:
@@ -199,6 +177,7 @@ class EngineDirectory:
         self._tasks: list[asyncio.Task[None]] = []
         self._last_miss_refresh = 0.0
         self._miss_refresh: asyncio.Task[None] | None = None
+        self._initial: asyncio.Future[None] | None = None
 
     # --- lookups (hot path: no I/O) ---
 
@@ -206,15 +185,21 @@ class EngineDirectory:
         return self.engines[name]
 
     def ordered(self, names: Iterable[str], key: str) -> list[EngineState]:
-        """Engines by name, healthy first in round-robin order, then unhealthy."""
-        states = [self.engines[name] for name in names]
+        """Engines by name: healthy ones first in round-robin order, then degraded, then
+        unreachable ones (a caller may still try those last: a health mark can be stale)."""
+        states = sorted((self.engines[name] for name in names), key=lambda s: s.tier)
         healthy = [s for s in states if s.healthy]
-        unhealthy = [s for s in states if not s.healthy]
         if len(healthy) > 1:
             counter = self._round_robin.setdefault(key, itertools.count())
             start = next(counter) % len(healthy)
             healthy = healthy[start:] + healthy[:start]
-        return healthy + unhealthy
+        return healthy + states[len(healthy) :]
+
+    def nudge(self, state: EngineState) -> None:
+        """A request wanted `state` but it is not healthy: check it again soon (at most every
+        NUDGE_GAP s), so an engine that came back is used again within moments."""
+        if not state.healthy and time.monotonic() - state.checked_at >= NUDGE_GAP:
+            state.wake.set()
 
     def serving(self, model: str) -> list[str]:
         """Names of engines whose model list contains `model` (routing by discovery)."""
@@ -226,8 +211,8 @@ class EngineDirectory:
     def models(self) -> list[tuple[str, EngineState]]:
         """(model id, engine) for every model of every reachable engine, each model once."""
         seen: dict[str, EngineState] = {}
-        for state in self.engines.values():
-            if not state.healthy:
+        for state in sorted(self.engines.values(), key=lambda s: s.tier):
+            if not state.reachable:
                 continue
             for model_id in [*state.models, *state.config.models]:
                 seen.setdefault(model_id, state)
@@ -235,33 +220,36 @@ class EngineDirectory:
 
     # --- background work ---
 
-    async def check(self, state: EngineState) -> HealthReport:
-        """Run one health check of `state` and record the result."""
-        report = await state.adapter.check_health(state.client)
-        was_healthy = state.healthy
+    async def check(self, state: EngineState, refresh_models: bool = False) -> HealthReport:
+        """Run one health check of `state` and record the result.
+
+        The model list is fetched again when it is older than `health.models_refresh`,
+        when the engine was down, or when `refresh_models` asks for it.
+        """
+        now = time.monotonic()
+        fresh = (
+            not refresh_models
+            and state.reachable
+            and now - state.models_at < state.config.health.models_refresh
+        )
+        report = await check_engine(
+            state.adapter,
+            state.client,
+            known=list(state.models.values()) if fresh else None,
+            declared=state.config.models,
+        )
+        was = state.state
         state.state, state.detail, state.checked_at = report.state, report.detail, time.monotonic()
-        if report.models:
-            state.models = {m.id: m for m in report.models}
-            state.models_at = state.checked_at
-        elif report.state is not HealthState.UNREACHABLE:
-            await self._refresh_models(state)
-        if state.healthy and not was_healthy:
-            log.info("engine %s is up (%s)", state.name, report.state)
-        elif was_healthy and not state.healthy:
-            log.warning("engine %s is down: %s", state.name, report.detail)
+        state.version = report.version or state.version
+        if report.models is not None:
+            state.set_models(report.models, state.checked_at)
+        if report.state is not was:
+            level = logging.INFO if report.state is HealthState.HEALTHY else logging.WARNING
+            log.log(level, "engine %s is %s: %s", state.name, report.state, report.detail or "ok")
         return report
 
-    async def _refresh_models(self, state: EngineState) -> None:
-        try:
-            models = await state.adapter.list_models(state.client)
-        except EngineUnavailable as exc:
-            log.debug("engine %s: model list failed: %s", state.name, exc)
-            return
-        state.models = {m.id: m for m in models}
-        state.models_at = time.monotonic()
-
-    async def check_all(self) -> None:
-        await asyncio.gather(*(self.check(state) for state in self.engines.values()))
+    async def check_all(self, refresh_models: bool = False) -> None:
+        await asyncio.gather(*(self.check(s, refresh_models) for s in self.engines.values()))
 
     def refresh_on_miss(self) -> Awaitable[None] | None:
         """Start (at most every MISS_REFRESH_GAP s) a refresh of every model list; returns it."""
@@ -271,34 +259,44 @@ class EngineDirectory:
         if now - self._last_miss_refresh < MISS_REFRESH_GAP:
             return None
         self._last_miss_refresh = now
-        self._miss_refresh = asyncio.ensure_future(self.check_all())
+        self._miss_refresh = asyncio.ensure_future(self.check_all(refresh_models=True))
         return self._miss_refresh
 
     async def _watch(self, state: EngineState) -> None:
         settings = state.config.health
+        if self._initial is not None:
+            await asyncio.gather(self._initial, return_exceptions=True)
         while True:
+            delay = settings.interval
+            if not state.healthy:
+                delay = min(delay, max(DOWN_CHECK_FLOOR, delay / 4))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(state.wake.wait(), delay)
+            state.wake.clear()
             try:
-                if (
-                    time.monotonic() - state.models_at >= settings.models_refresh
-                    or time.monotonic() - state.checked_at >= settings.interval
-                    or not state.healthy
-                ):
-                    await self.check(state)
+                await self.check(state)
             except Exception:  # a checker bug must not stop the other checks
                 log.exception("health check of engine %s failed", state.name)
-            delay = settings.interval if state.healthy else max(1.0, settings.interval / 4)
-            await asyncio.sleep(delay)
 
     def start(self) -> None:
-        """Start the periodic checks (call inside the running loop)."""
+        """Check every engine now, then periodically (call inside the running loop)."""
+        self._initial = asyncio.ensure_future(self.check_all())
         self._tasks = [
             asyncio.create_task(self._watch(state), name=f"health:{name}")
             for name, state in self.engines.items()
         ]
 
+    async def settled(self, timeout: float) -> None:
+        """Wait (at most `timeout` s) for the first check of every engine, if it still runs."""
+        initial = self._initial
+        if initial is not None and not initial.done():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(initial), timeout)
+
     async def close(self) -> None:
-        for task in self._tasks:
+        tasks = [*self._tasks, *([self._initial] if self._initial is not None else [])]
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
         self._tasks = []
         await asyncio.gather(*(session.close() for session in self._sessions))

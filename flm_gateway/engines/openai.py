@@ -1,8 +1,15 @@
-"""Any OpenAI-compatible server: models from GET /v1/models, healthy when that answers.
+"""Any OpenAI-compatible server (kind `openai`): known only by its `/v1` API.
 
-This is also the common base of the engine kinds that serve an OpenAI-compatible
-API under /v1 (vLLM, LM Studio, llama.cpp, Ollama); their own modules add what
-their native APIs tell beyond it.
+- Health: `GET /v1/models`. 200 with an OpenAI `{"data": [...]}` list: healthy
+  (the list is the model list); any other HTTP answer: degraded; no answer:
+  unreachable. A 401/403 here usually means a wrong `api_key`.
+- Models: `GET /v1/models`; `context_length` from `max_model_len` or
+  `context_length` when the server adds one (OpenAI itself does not).
+- Differences from OpenAI's API: none assumed. `stream_options.include_usage` is
+  not injected for this kind (some compatible servers reject unknown fields), so
+  stream usage is counted only when the client asked for it or the server sends
+  it anyway, else estimated.
+- Detection: no default port, no program.
 """
 
 from __future__ import annotations
@@ -16,7 +23,11 @@ from flm_gateway.engines.base import (
     HealthReport,
     HealthState,
     ModelInfo,
+    answered,
+    as_int,
 )
+
+MODELS_PATH = "/v1/models"
 
 
 def parse_openai_models(payload: Any) -> list[ModelInfo]:
@@ -26,13 +37,24 @@ def parse_openai_models(payload: Any) -> list[ModelInfo]:
     models = []
     for entry in payload["data"]:
         if isinstance(entry, dict) and isinstance(entry.get("id"), str):
-            length = entry.get("max_model_len") or entry.get("context_length")
-            models.append(
-                ModelInfo(
-                    id=entry["id"], context_length=length if isinstance(length, int) else None
-                )
-            )
+            length = as_int(entry.get("max_model_len")) or as_int(entry.get("context_length"))
+            models.append(ModelInfo(id=entry["id"], context_length=length))
     return models
+
+
+async def models_health(client: EngineClient, path: str = MODELS_PATH) -> HealthReport:
+    """Health judged by one model-list request: healthy when `path` lists models."""
+    try:
+        reply = await client.get(path)
+    except EngineUnavailable as exc:
+        return HealthReport(HealthState.UNREACHABLE, str(exc))
+    if not reply.ok:
+        return HealthReport(HealthState.DEGRADED, answered(path, reply))
+    try:
+        models = parse_openai_models(reply.body)
+    except EngineUnavailable as exc:
+        return HealthReport(HealthState.DEGRADED, f"GET {path}: {exc}")
+    return HealthReport(HealthState.HEALTHY, models=tuple(models))
 
 
 class OpenAIAdapter:
@@ -40,15 +62,12 @@ class OpenAIAdapter:
 
     kind = EngineKind.OPENAI
     openai_prefix = "/v1"
+    default_port: int | None = None
+    program: str | None = None
+    stream_usage = False
 
     async def list_models(self, client: EngineClient) -> list[ModelInfo]:
-        return parse_openai_models(await client.get_json(f"{self.openai_prefix}/models"))
+        return parse_openai_models(await client.get_json(MODELS_PATH))
 
     async def check_health(self, client: EngineClient) -> HealthReport:
-        try:
-            models = await self.list_models(client)
-        except EngineUnavailable as exc:
-            return HealthReport(HealthState.UNREACHABLE, str(exc))
-        if not models:
-            return HealthReport(HealthState.DEGRADED, "the engine lists no model")
-        return HealthReport(HealthState.HEALTHY, models=tuple(models))
+        return await models_health(client)

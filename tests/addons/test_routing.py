@@ -174,3 +174,20 @@ async def test_other_endpoints_keep_their_path(
     api.request(flow)
     await routing.request(flow)
     assert flow.request.path == kind_path
+
+
+async def test_failed_mitmproxy_connect_marks_the_engine_down(make_runtime: RuntimeFactory) -> None:
+    from mitmproxy.proxy import server_hooks
+    from mitmproxy.test import tflow
+
+    runtime = make_runtime(healthy={"alpha": ["tiny-a"], "beta": ["small-7b"]})
+    routing = Routing()
+    routing.apply_runtime(runtime)
+    server = tflow.tserver_conn()
+    server.address = ("127.0.0.1", 18001)
+    server.error = "Connection refused"
+    routing.server_connect_error(
+        server_hooks.ServerConnectionHookData(server=server, client=tflow.tclient_conn())
+    )
+    assert not runtime.directory.get("alpha").reachable
+    assert runtime.directory.get("beta").reachable

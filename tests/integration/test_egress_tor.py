@@ -1,10 +1,7 @@
 """Egress through a real, offline Tor client, inside a private network namespace.
 
-The outer test re-runs this file under `unshare -n` (loopback only, brought up with
-`ip link set lo up`) with FLM_EGRESS_NETNS=1, so nothing can leave the machine; the
-tests below run only there. Tor never bootstraps without a network: it rejects private
-targets at once (SOCKS 0x01), holds named targets for its SocksTimeout (120 s, which the
-gateway never waits for) and reports bootstrap 0 % on its ControlPort.
+This test runs `tor_namespace_cases.py` under `unshare -n` (loopback only, brought up
+with `ip link set lo up`) with FLM_EGRESS_NETNS=1, so nothing can leave the machine.
 """
 
 from __future__ import annotations
@@ -13,21 +10,13 @@ import os
 import shutil
 import subprocess
 import sys
-import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 
-import httpx
 import pytest
 
-from tests.integration.egress_support import Target, free_port, tor
-from tests.support.gateway_process import ROOT, run_gateway
-
-IN_NETNS = os.environ.get("FLM_EGRESS_NETNS") == "1"
-ONION = "2gzyxa5ihm7nsggfxnu52rck2vv4rvmdlkiu3zzui5du4xyclen53wid.onion"
+from tests.support.gateway_process import ROOT
 
 
-@pytest.mark.skipif(IN_NETNS, reason="this is the launcher; the tests run in the namespace")
 def test_tor_suite_in_a_private_network_namespace() -> None:
     if os.geteuid() != 0 or shutil.which("unshare") is None or shutil.which("ip") is None:
         pytest.skip("needs root, unshare and ip to make a private network namespace")
@@ -36,7 +25,7 @@ def test_tor_suite_in_a_private_network_namespace() -> None:
     command = [
         "unshare", "-n", "--", "sh", "-c", 'ip link set lo up && exec "$@"', "sh",
         sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:randomly",
-        str(Path(__file__).relative_to(ROOT)),
+        str((Path(__file__).parent / "tor_namespace_cases.py").relative_to(ROOT)),
     ]  # fmt: skip
     result = subprocess.run(
         command,
@@ -49,85 +38,3 @@ def test_tor_suite_in_a_private_network_namespace() -> None:
     output = result.stdout + result.stderr
     assert result.returncode == 0, output
     assert " passed" in output and " failed" not in output, output
-
-
-pytestmark_inner = pytest.mark.skipif(not IN_NETNS, reason="runs inside the namespace only")
-
-
-@pytest.fixture
-async def target() -> AsyncIterator[Target]:
-    started = await Target().start()
-    yield started
-    await started.stop()
-
-
-async def post(client: httpx.AsyncClient, url: str, model: str) -> tuple[httpx.Response, float]:
-    started = time.monotonic()
-    response = await client.post(
-        url + "/v1/chat/completions",
-        json={"model": model, "messages": [{"role": "user", "content": "hi"}]},
-    )
-    return response, time.monotonic() - started
-
-
-@pytestmark_inner
-async def test_tor_fails_closed_with_clear_errors_and_fails_open_when_asked(
-    tmp_path: Path, target: Target
-) -> None:
-    other = await Target().start()
-    socks, control, closed = free_port(), free_port(), free_port()
-    config = f"""
-server: {{state_dir: "{{state_dir}}"}}
-listeners: [{{name: main, bind: "127.0.0.1:{{port}}"}}]
-egress:
-  onion: {{mode: tor, socks: "127.0.0.1:{socks}", connect_timeout: 2s}}
-  onion-ctl: {{mode: tor, socks: "127.0.0.1:{socks}", control: "127.0.0.1:{control}"}}
-  tor-down: {{mode: tor, socks: "127.0.0.1:{closed}"}}
-  tor-open: {{mode: tor, socks: "127.0.0.1:{socks}", fail: open, connect_timeout: 2s}}
-engines:
-  - {{name: private, url: "{target.url}", egress: onion}}
-  - {{name: named, url: "http://engine.example:{target.port}", egress: onion}}
-  - {{name: named-ctl, url: "http://engine.example:{target.port}", egress: onion-ctl}}
-  - {{name: hidden, url: "http://{ONION}", egress: onion-ctl}}
-  - {{name: down, url: "{target.url}", egress: tor-down}}
-  - {{name: open, url: "{other.url}", egress: tor-open}}
-routes:
-  - {{model: private, engine: private}}
-  - {{model: named, engine: named}}
-  - {{model: named-ctl, engine: named-ctl}}
-  - {{model: hidden, engine: hidden}}
-  - {{model: down, engine: down}}
-  - {{model: open, engine: open}}
-"""
-    try:
-        with (
-            tor(tmp_path, socks, control),
-            run_gateway(config, tmp_path) as gateway,
-        ):
-            async with httpx.AsyncClient(timeout=30) as client:
-                expectations = [
-                    # Tor refuses private addresses itself: a SOCKS general failure.
-                    ("private", 502, "egress_proxy_error", 4.0),
-                    # A name is held by an offline Tor; the gateway gives up at 2 s.
-                    ("named", 504, "egress_timeout", 4.0),
-                    # With a ControlPort the gateway knows Tor is not ready: 503 at once.
-                    ("named-ctl", 503, "egress_tor_not_bootstrapped", 1.5),
-                    ("hidden", 503, "egress_tor_not_bootstrapped", 1.5),
-                    ("down", 503, "egress_proxy_unreachable", 1.5),
-                ]
-                for model, status, code, limit in expectations:
-                    response, elapsed = await post(client, gateway.url, model)
-                    assert response.status_code == status, (model, response.text)
-                    error = response.json()["error"]
-                    assert error["code"] == code, (model, error)
-                    assert "(tor) failed" in error["message"], error
-                    assert elapsed < limit, (model, elapsed)
-                response, _ = await post(client, gateway.url, "open")
-                assert response.status_code == 200, response.text
-            log = gateway.log
-    finally:
-        await other.stop()
-    assert target.connections == 0, "a fail-closed Tor engine was reached directly"
-    assert other.peers == {"127.0.0.1"}
-    assert "egress fallback: profile=tor-open mode=tor" in log
-    assert "tor_not_bootstrapped" in log

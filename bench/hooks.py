@@ -1,0 +1,132 @@
+"""`python -m bench.hooks`: the CPU our addons' own hooks cost per request, in process.
+
+Runs the real pipeline (built as the gateway builds it, behind `AddonChain`) on
+prepared mitmproxy flows shaped like the benchmark's chat completion: requestheaders,
+request, responseheaders, response, as mitmproxy would call them, but without mitmproxy's
+dispatch, its HTTP layers or sockets. The engine counts as reachable (a connect
+succeeded just now), so no probe dials. Prints µs per request, best of `--repeat`;
+the figure is what `bench.profile` calls "our addons", measured exactly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import aiohttp
+from mitmproxy import http
+from mitmproxy.test import tflow, tutils
+
+from flm_gateway.addon_chain import AddonChain
+from flm_gateway.addons.inflight import Inflight
+from flm_gateway.config import LoadedConfig, parse_config
+from flm_gateway.config.engines import EngineConfig
+from flm_gateway.engines.base import HealthState, ModelInfo
+from flm_gateway.engines.directory import EngineDirectory
+from flm_gateway.listeners import PLACEHOLDER_TARGET
+from flm_gateway.pipeline import build_addons
+from flm_gateway.runtime import Runtime
+
+CONFIG = """\
+listeners:
+  - {name: main, bind: "127.0.0.1:8088"}
+engines:
+  - {name: engine, kind: vllm, url: "http://127.0.0.1:18001"}
+routes:
+  - {model: bench-model, engine: engine}
+"""
+BODY = json.dumps(
+    {
+        "model": "bench-model",
+        "messages": [
+            {"role": "system", "content": "You are terse."},
+            {"role": "user", "content": "Say hello in one word."},
+        ],
+        "max_tokens": 64,
+    }
+).encode()
+
+
+def _session(config: EngineConfig) -> aiohttp.ClientSession:
+    return aiohttp.ClientSession()
+
+
+def runtime() -> Runtime:
+    config, state_dir = parse_config(CONFIG, environ={})
+    loaded = LoadedConfig(config=config, path=None, state_dir=state_dir, source=CONFIG)
+    built = Runtime(loaded=loaded, directory=EngineDirectory(config.engines, _session))
+    built.listening = True
+    engine = built.directory.get("engine")
+    engine.state = HealthState.HEALTHY
+    engine.models = {"bench-model": ModelInfo("bench-model")}
+    return built
+
+
+def flow() -> http.HTTPFlow:
+    made = tflow.tflow()
+    made.response = None
+    made.request = tutils.treq(method=b"POST", path=b"/v1/chat/completions", content=BODY)
+    # As mitmproxy's reverse mode hands it to the hooks: aimed at the listener's
+    # placeholder target (see flm_gateway.listeners), Host header rewritten to match.
+    made.request.data.host, made.request.data.port = PLACEHOLDER_TARGET
+    made.request.headers.clear()
+    made.request.headers["host"] = f"{PLACEHOLDER_TARGET[0]}:{PLACEHOLDER_TARGET[1]}"
+    made.request.headers["content-type"] = "application/json"
+    made.request.headers["content-length"] = str(len(BODY))
+    made.client_conn.sockname = ("127.0.0.1", 8088)
+    made.client_conn.peername = ("127.0.0.1", 50000)
+    return made
+
+
+def response() -> http.Response:
+    return http.Response.make(200, b'{"id": "x"}', {"content-type": "application/json"})
+
+
+async def per_request_us(chain: Any, built: Runtime, requests: int) -> float:
+    flows = [flow() for _ in range(requests)]
+    responses = [response() for _ in range(requests)]
+    engine = built.directory.get("engine")
+    start = time.perf_counter()
+    for one, answer in zip(flows, responses, strict=True):
+        engine.last_connect_ok = time.monotonic()
+        chain.requestheaders(one)
+        await chain.request(one)
+        one.response = answer
+        chain.responseheaders(one)
+        await chain.response(one)
+    elapsed = time.perf_counter() - start
+    if flows[0].metadata.get("flm.route.engine") != "engine":
+        raise RuntimeError(f"the flow was not routed: {flows[0].metadata}")
+    return elapsed / requests * 1e6
+
+
+async def measure(requests: int, repeat: int) -> float:
+    built = runtime()
+    addons = build_addons(Inflight())
+    for addon in addons:
+        if hasattr(addon, "apply_runtime"):
+            addon.apply_runtime(built)
+    chain = AddonChain(addons)
+    try:
+        return min([await per_request_us(chain, built, requests) for _ in range(repeat)])
+    finally:
+        await built.directory.close()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.hooks", description=__doc__)
+    parser.add_argument("--requests", type=int, default=5000)
+    parser.add_argument("--repeat", type=int, default=5)
+    args = parser.parse_args(argv)
+    best = asyncio.run(measure(args.requests, args.repeat))
+    print(f"our addons' hooks: {best:.1f} µs per request (best of {args.repeat})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

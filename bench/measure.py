@@ -1,0 +1,193 @@
+"""One benchmark run: start everything, measure each target in rounds, stop everything.
+
+A round measures every target once, in an order rotated from round to round so that no
+target always runs right after another's load. For each target a round runs: a short
+warm-up at c=32, the measured c=32 window (req/s, CPU time of proxy, engine, client and
+the whole box), the c=1 window (latency), then the paced SSE streams at c=1. Memory is
+read after start-up (idle) and after the last round (VmRSS, VmHWM, RssAnon).
+"""
+
+from __future__ import annotations
+
+import platform
+import statistics
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+
+from bench import procfs
+from bench.load import StreamTiming, WrkResult, run_wrk, sse_streams
+from bench.processes import Child, Processes
+from bench.targets import Target, start_engine, start_gateway, start_nginx
+
+TARGET_NAMES = ("direct", "nginx", "flm-gateway")
+
+
+@dataclass(frozen=True)
+class Settings:
+    rounds: int
+    warmup_s: float
+    load_s: float
+    latency_s: float
+    streams: int
+    chunks: int = 64
+    chunk_delay: float = 0.002
+    connections: int = 32
+
+    @classmethod
+    def full(cls) -> Settings:
+        return cls(rounds=3, warmup_s=1, load_s=5, latency_s=4, streams=25)
+
+    @classmethod
+    def quick(cls) -> Settings:
+        return cls(rounds=1, warmup_s=1, load_s=1, latency_s=1, streams=4)
+
+
+@dataclass
+class Window:
+    """CPU seconds spent by each party during one measured window of `seconds`."""
+
+    seconds: float
+    proxy_s: float
+    engine_s: float
+    client_s: float
+    box_percent: float
+
+    def percent(self, cpu_s: float) -> float:
+        return 100.0 * cpu_s / self.seconds if self.seconds else 0.0
+
+    @property
+    def other_percent(self) -> float:
+        own = self.percent(self.proxy_s + self.engine_s + self.client_s)
+        return max(0.0, self.box_percent - own)
+
+
+@dataclass
+class Round:
+    loaded: WrkResult
+    loaded_window: Window
+    latency: WrkResult
+    latency_window: Window
+    streams: list[StreamTiming]
+
+    @property
+    def ttfc_ms(self) -> float:
+        return statistics.median(s.ttfc_ms for s in self.streams)
+
+    @property
+    def stream_total_ms(self) -> float:
+        return statistics.median(s.total_ms for s in self.streams)
+
+
+@dataclass
+class TargetResult:
+    name: str
+    description: str
+    startup_s: float
+    idle: procfs.Memory | None
+    after: procfs.Memory | None = None
+    rounds: list[Round] = field(default_factory=list)
+
+
+@dataclass
+class RunResult:
+    settings: Settings
+    started: str
+    machine: dict[str, str]
+    load_before: str
+    load_after: str = ""
+    seconds: float = 0.0
+    targets: dict[str, TargetResult] = field(default_factory=dict)
+
+
+def _window(
+    target: Target, engine: Child, measure: Callable[[], WrkResult]
+) -> tuple[WrkResult, Window]:
+    proxy0, engine0 = target.cpu_seconds(), procfs.cpu_seconds(engine.pid)
+    box0, start = procfs.box_jiffies(), time.perf_counter()
+    result = measure()
+    elapsed = time.perf_counter() - start
+    proxy1, engine1 = target.cpu_seconds(), procfs.cpu_seconds(engine.pid)
+    box1 = procfs.box_jiffies()
+    window = Window(
+        seconds=elapsed,
+        proxy_s=proxy1 - proxy0,
+        engine_s=engine1 - engine0,
+        client_s=result.client_cpu_s,
+        box_percent=procfs.box_busy_percent(box0, box1),
+    )
+    return result, window
+
+
+def measure_round(target: Target, engine: Child, settings: Settings) -> Round:
+    run_wrk(target.url, settings.connections, settings.warmup_s)
+    loaded, loaded_window = _window(
+        target, engine, lambda: run_wrk(target.url, settings.connections, settings.load_s)
+    )
+    latency, latency_window = _window(
+        target, engine, lambda: run_wrk(target.url, 1, settings.latency_s)
+    )
+    streams = sse_streams(target.url, settings.streams)
+    target.check_alive()
+    engine.check_alive()
+    return Round(loaded, loaded_window, latency, latency_window, streams)
+
+
+def machine_facts() -> dict[str, str]:
+    def version(package: str) -> str:
+        try:
+            return metadata.version(package)
+        except metadata.PackageNotFoundError:
+            return "not installed"
+
+    nginx = subprocess.run(["nginx", "-v"], capture_output=True, text=True, check=False)
+    wrk = subprocess.run(["wrk", "--version"], capture_output=True, text=True, check=False)
+    return {
+        "nproc": str(procfs.cpu_count()),
+        "cpu": procfs.cpu_model(),
+        "kernel": procfs.kernel(),
+        "python": platform.python_version(),
+        "mitmproxy": version("mitmproxy"),
+        "nginx": nginx.stderr.strip().removeprefix("nginx version: "),
+        "wrk": (wrk.stdout or wrk.stderr).splitlines()[0].split(" [")[0].removeprefix("wrk "),
+        "aiohttp": version("aiohttp"),
+        "uvloop (engine and SSE client)": version("uvloop"),
+    }
+
+
+def run(settings: Settings, log: Callable[[str], None]) -> RunResult:
+    """Start engine, nginx and gateway; measure `settings.rounds` rounds; stop them all."""
+    started = time.strftime("%Y-%m-%d %H:%M:%S %Z")
+    clock = time.perf_counter()
+    result = RunResult(settings, started, machine_facts(), procfs.loadavg())
+    with tempfile.TemporaryDirectory(prefix="flm-bench-") as tmp, Processes(Path(tmp)) as procs:
+        workdir = Path(tmp)
+        engine, engine_url = start_engine(procs, settings.chunks, settings.chunk_delay)
+        targets: dict[str, Target] = {
+            "direct": Target("direct", engine_url, "the fake vLLM engine itself (aiohttp)")
+        }
+        result.targets["direct"] = TargetResult("direct", targets["direct"].description, 0.0, None)
+        for name, starter in (("nginx", start_nginx), ("flm-gateway", start_gateway)):
+            begin = time.perf_counter()
+            targets[name] = starter(procs, workdir, engine_url)
+            startup = time.perf_counter() - begin
+            time.sleep(0.5)
+            result.targets[name] = TargetResult(
+                name, targets[name].description, startup, targets[name].memory()
+            )
+            log(f"started {name} in {startup:.1f}s")
+        for index in range(settings.rounds):
+            order = TARGET_NAMES[index % 3 :] + TARGET_NAMES[: index % 3]
+            for name in order:
+                log(f"round {index + 1}/{settings.rounds}: {name}")
+                result.targets[name].rounds.append(measure_round(targets[name], engine, settings))
+        for name, target in targets.items():
+            if target.main is not None:
+                result.targets[name].after = target.memory()
+    result.load_after = procfs.loadavg()
+    result.seconds = time.perf_counter() - clock
+    return result

@@ -1,0 +1,196 @@
+"""The things measured: the fake engine itself, nginx in front of it, flm-gateway in front of it.
+
+Each target is a URL plus the process ids whose CPU time and memory count as "the proxy"
+(none for direct). nginx runs as the Debian package does, one master and one worker
+(`worker_processes 1`, so it uses one core like the single-process gateway), with an
+upstream keep-alive pool and `proxy_buffering off` so SSE passes through unbuffered.
+flm-gateway runs as users run it, `python -m flm_gateway run --config FILE`, with its
+core addons only (the default pipeline), one listener, one engine and one exact route
+whose upstream model is the client's (the request body is forwarded as it came).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bench import procfs
+from bench.processes import Child, Processes, clean_env, free_port, wait_for_line, wait_http
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+MODEL = "bench-model"
+CHAT_PATH = "/v1/chat/completions"
+START_TIMEOUT = 30.0
+
+
+@dataclass
+class Target:
+    name: str
+    url: str
+    """Base URL (no path)."""
+    description: str
+    main: Child | None = None
+    """The proxy's main process (None: direct to the engine)."""
+    workers: list[int] = field(default_factory=list)
+    """Further process ids that belong to the proxy (nginx's worker)."""
+
+    @property
+    def pids(self) -> list[int]:
+        return ([self.main.pid] if self.main is not None else []) + self.workers
+
+    def cpu_seconds(self) -> float:
+        return sum(procfs.cpu_seconds(pid) for pid in self.pids)
+
+    def memory(self) -> procfs.Memory:
+        total = procfs.Memory(0, 0, 0)
+        for pid in self.pids:
+            total = total + procfs.memory(pid)
+        return total
+
+    def check_alive(self) -> None:
+        if self.main is not None:
+            self.main.check_alive()
+
+
+def start_engine(procs: Processes, chunks: int, chunk_delay: float) -> tuple[Child, str]:
+    """The fake vLLM engine (`tests.support.fake_engines`, uvloop when installed)."""
+    child = procs.start(
+        "engine",
+        [
+            sys.executable,
+            "-m",
+            "tests.support.fake_engines",
+            "--kind",
+            "vllm",
+            "--port",
+            str(free_port()),
+            "--models",
+            MODEL,
+            "--chunks",
+            str(chunks),
+            "--chunk-delay",
+            str(chunk_delay),
+            "--max-records",
+            "1000",
+        ],
+        env=clean_env(PYTHONPATH=str(REPO_ROOT), PYTHONUNBUFFERED="1"),
+        cwd=REPO_ROOT,
+    )
+    url = wait_for_line(child, "READY ", START_TIMEOUT)
+    return child, url
+
+
+def nginx_config(prefix: Path, port: int, engine_url: str) -> str:
+    upstream = engine_url.removeprefix("http://")
+    # Only root may switch users; as root the worker runs as nobody (the package default).
+    user = "user nobody nogroup;\n" if os.geteuid() == 0 else ""
+    return f"""\
+{user}worker_processes 1;
+pid {prefix}/nginx.pid;
+error_log {prefix}/error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    client_body_temp_path {prefix}/client_body;
+    proxy_temp_path {prefix}/proxy;
+    fastcgi_temp_path {prefix}/fastcgi;
+    uwsgi_temp_path {prefix}/uwsgi;
+    scgi_temp_path {prefix}/scgi;
+    keepalive_requests 1000000;
+    keepalive_timeout 75s;
+    upstream engine {{
+        server {upstream};
+        keepalive 64;
+        keepalive_requests 1000000;
+    }}
+    server {{
+        listen 127.0.0.1:{port};
+        location / {{
+            proxy_pass http://engine;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_buffering off;
+            proxy_cache off;
+            proxy_read_timeout 600s;
+        }}
+    }}
+}}
+"""
+
+
+def start_nginx(procs: Processes, workdir: Path, engine_url: str) -> Target:
+    prefix = workdir / "nginx"
+    prefix.mkdir(mode=0o755)
+    port = free_port()
+    config = prefix / "nginx.conf"
+    config.write_text(nginx_config(prefix, port, engine_url))
+    child = procs.start(
+        "nginx",
+        [
+            "nginx",
+            "-p",
+            str(prefix),
+            "-c",
+            str(config),
+            "-e",
+            str(prefix / "error.log"),
+            "-g",
+            "daemon off; master_process on;",
+        ],
+        stop_signal=signal.SIGTERM,
+    )
+    url = f"http://127.0.0.1:{port}"
+    wait_http(child, engine_url + "/health", START_TIMEOUT)
+    wait_http(child, url + "/health", START_TIMEOUT)
+    workers = procfs.children(child.pid)
+    return Target(
+        "nginx",
+        url,
+        "nginx, master + 1 worker, upstream keepalive, proxy_buffering off",
+        child,
+        workers,
+    )
+
+
+def gateway_config(workdir: Path, port: int, engine_url: str) -> str:
+    return f"""\
+version: 1
+server: {{state_dir: "{workdir / "gateway-state"}", log_level: info}}
+listeners:
+  - name: main
+    bind: 127.0.0.1:{port}
+    tls: {{mode: local-http}}
+engines:
+  - {{name: engine, kind: vllm, url: "{engine_url}"}}
+routes:
+  - {{model: {MODEL}, engine: engine}}
+"""
+
+
+def start_gateway(
+    procs: Processes,
+    workdir: Path,
+    engine_url: str,
+    *,
+    source: Path = REPO_ROOT,
+    name: str = "flm-gateway",
+) -> Target:
+    """`python -m flm_gateway run` with the package from `source` (a checkout's root)."""
+    port = free_port()
+    home = workdir / name
+    home.mkdir()
+    config = home / "flm.yaml"
+    config.write_text(gateway_config(home, port, engine_url))
+    child = procs.start(
+        name,
+        [sys.executable, "-m", "flm_gateway", "run", "--config", str(config)],
+        env=clean_env(PYTHONPATH=str(source), PYTHONUNBUFFERED="1", HOME=str(home)),
+        cwd=home,
+        stop_signal=signal.SIGTERM,
+    )
+    url = f"http://127.0.0.1:{port}"
+    wait_http(child, url + "/readyz", START_TIMEOUT)
+    return Target(name, url, "python -m flm_gateway run, 1 process, core addons", child)

@@ -1,0 +1,198 @@
+"""Count prompt and completion tokens of every routed request, streams included.
+
+Policy (for flows with `flm.route.engine`: routed API calls and passthrough):
+- `request`: a streamed chat or completions request to an engine whose adapter
+  honours `stream_options.include_usage` (vLLM, llama.cpp, Ollama, LM Studio;
+  not the generic `openai` kind) gets `include_usage: true` added when the
+  client did not ask for it, and the flow is marked to strip that extra chunk.
+- `responseheaders` (after `streaming`, which set `stream = True` for SSE and
+  NDJSON): the stream is replaced by a `StreamMeter` (`flm_gateway.usage`),
+  which passes every event on as it arrives and drops the usage-only chunk the
+  client did not ask for. When stripping, a `content-length` is replaced by
+  chunked encoding (the body gets shorter). A stream that some other addon
+  made callable is left alone.
+- `response`: counts from the engine's report (`usage`, Ollama's
+  `prompt_eval_count`/`eval_count`, llama.cpp's `tokens_evaluated`/
+  `tokens_predicted`) in the stream or the JSON body, else estimated from the
+  text (~4 characters per token) and marked estimated. Embeddings have no
+  completion tokens. An engine error answer (status >= 400) counts zero.
+  A buffered event stream (a fallback's answer) is metered, and stripped, whole.
+- `error` (a stream cut short): the counts of what passed, estimated where no
+  report came.
+Writes `flow.metadata["flm.usage"] = {"prompt_tokens", "completion_tokens",
+"estimated"}` before the `response` hooks of later addons run, and
+`flm.usage.strip`. Reads `flm.route.engine`, `flm.api.kind`, `flm.api.body`,
+`flm.api.stream`. Fails closed like every hook (`guard`); the stream meter itself
+never raises (it stops parsing and passes bytes through instead).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from mitmproxy import http
+
+from flm_gateway.addons.guard import fail_closed
+from flm_gateway.runtime import Runtime
+from flm_gateway.usage import (
+    Framing,
+    StreamMeter,
+    Usage,
+    combine,
+    estimate_prompt,
+    estimate_tokens,
+    output_chars,
+    reported_usage,
+)
+
+log = logging.getLogger("flm_gateway.usage")
+
+USAGE_STREAM_KINDS = frozenset({"chat", "completions"})
+_FRAMINGS: tuple[tuple[str, Framing], ...] = (
+    ("text/event-stream", "sse"),
+    ("application/x-ndjson", "ndjson"),
+)
+
+
+def framing_of(response: http.Response) -> Framing | None:
+    content_type = response.headers.get("content-type", "").lower()
+    return next((f for prefix, f in _FRAMINGS if content_type.startswith(prefix)), None)
+
+
+def client_asked_usage(body: dict[str, Any]) -> bool:
+    options = body.get("stream_options")
+    return isinstance(options, dict) and bool(options.get("include_usage"))
+
+
+def request_body(flow: http.HTTPFlow) -> Any:
+    """The client's JSON body: parsed by `openai_api`, or (passthrough) parsed here."""
+    body = flow.metadata.get("flm.api.body")
+    if body is not None:
+        return body
+    raw = flow.request.get_content(strict=False) or b""
+    if not raw.lstrip().startswith(b"{"):
+        return None
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return None
+
+
+def generates_text(flow: http.HTTPFlow) -> bool:
+    """False for embeddings (OpenAI's, Ollama's /api/embed(dings), llama.cpp's /embedding)."""
+    kind = flow.metadata.get("flm.api.kind")
+    if kind == "embeddings":
+        return False
+    return not (kind == "passthrough" and "embed" in flow.request.path.lower())
+
+
+class TokenAccounting:
+    def __init__(self) -> None:
+        self._runtime: Runtime | None = None
+
+    def apply_runtime(self, runtime: Runtime) -> None:
+        self._runtime = runtime
+
+    def _engine_streams_usage(self, name: str) -> bool:
+        if self._runtime is None:
+            return False
+        state = self._runtime.directory.engines.get(name)
+        return state is not None and state.adapter.stream_usage
+
+    @fail_closed()
+    def request(self, flow: http.HTTPFlow) -> None:
+        engine = flow.metadata.get("flm.route.engine")
+        if (
+            flow.response is not None
+            or engine is None
+            or flow.metadata.get("flm.api.kind") not in USAGE_STREAM_KINDS
+            or not flow.metadata.get("flm.api.stream")
+            or client_asked_usage(flow.metadata["flm.api.body"])
+            or not self._engine_streams_usage(engine)
+        ):
+            return
+        body = json.loads(flow.request.get_content() or b"")  # routing may have rewritten it
+        options = body.get("stream_options")
+        body["stream_options"] = {**(options if isinstance(options, dict) else {})}
+        body["stream_options"]["include_usage"] = True
+        flow.request.content = json.dumps(body).encode()
+        flow.metadata["flm.usage.strip"] = True
+
+    @fail_closed()
+    def responseheaders(self, flow: http.HTTPFlow) -> None:
+        response = flow.response
+        if (
+            response is None
+            or response.stream is not True
+            or "flm.route.engine" not in flow.metadata
+        ):
+            return
+        framing = framing_of(response)
+        if framing is None:
+            return
+        strip = bool(flow.metadata.get("flm.usage.strip")) and framing == "sse"
+        if strip and "content-length" in response.headers:
+            del response.headers["content-length"]
+            response.headers["transfer-encoding"] = "chunked"
+        response.stream = StreamMeter(framing, strip)
+
+    @fail_closed()
+    def response(self, flow: http.HTTPFlow) -> None:
+        if flow.response is None or "flm.route.engine" not in flow.metadata:
+            return
+        self._record(flow, self.count(flow, flow.response))
+
+    def error(self, flow: http.HTTPFlow) -> None:
+        response = flow.response
+        if (
+            response is not None
+            and isinstance(response.stream, StreamMeter)
+            and "flm.usage" not in flow.metadata
+        ):
+            self._record(flow, self._metered(flow, response.stream))
+
+    def _record(self, flow: http.HTTPFlow, usage: Usage) -> None:
+        flow.metadata["flm.usage"] = usage.as_metadata()
+        log.debug(
+            "usage request=%s engine=%s prompt=%d completion=%d estimated=%s",
+            flow.metadata.get("flm.request_id"),
+            flow.metadata.get("flm.route.engine"),
+            usage.prompt_tokens,
+            usage.completion_tokens,
+            usage.estimated,
+        )
+
+    def _metered(self, flow: http.HTTPFlow, meter: StreamMeter) -> Usage:
+        prompt = meter.reported[0] if meter.reported else None
+        return meter.usage(
+            estimate_prompt(request_body(flow)) if prompt is None else 0, generates_text(flow)
+        )
+
+    def count(self, flow: http.HTTPFlow, response: http.Response) -> Usage:
+        """The usage of a finished response (streamed or buffered)."""
+        if isinstance(response.stream, StreamMeter):
+            return self._metered(flow, response.stream)
+        if response.status_code >= 400:
+            return Usage(0, 0, estimated=False)
+        content = response.get_content(strict=False) or b""
+        framing = framing_of(response)
+        if framing is not None:  # an event stream that arrived whole (a fallback's answer)
+            meter = StreamMeter(framing, bool(flow.metadata.get("flm.usage.strip")))
+            kept = b"".join([*meter(content), *meter(b"")]) if content else b""
+            if meter.strip:
+                response.content = kept
+            return self._metered(flow, meter)
+        try:
+            obj = json.loads(content) if content else None
+        except (ValueError, UnicodeDecodeError):
+            obj = None
+        reported = reported_usage(obj)
+        prompt = reported[0] if reported else None
+        return combine(
+            reported,
+            estimate_prompt(request_body(flow)) if prompt is None else 0,
+            estimate_tokens(output_chars(obj)),
+            generates_text(flow),
+        )

@@ -1,0 +1,92 @@
+"""LM Studio (kind `lmstudio`): its local server (`lms server start`, port 1234).
+
+- Health: LM Studio has no health path; its model list is the signal.
+  `GET /api/v0/models` (LM Studio >= 0.3.6) answering 200 with a `data` list:
+  healthy; 404, or LM Studio's 200 `{"error": "Unexpected endpoint or method."}`
+  for unknown paths (older versions): `GET /v1/models` decides instead; any other
+  error status: degraded; no answer: unreachable.
+- Models: `/api/v0/models` lists every downloaded model with
+  `state: "loaded" | "not-loaded"` and `max_context_length` (the model's
+  maximum); a loaded model may also carry `loaded_context_length` (what it was
+  loaded with), which is then its context length. From `/v1/models` only ids are
+  known (loaded state and context length stay unknown).
+- Differences from OpenAI's API that matter to the gateway:
+  - With just-in-time loading on (the default), `/v1/models` also lists models
+    that are not loaded, and the first request for one loads it, which can take
+    long: keep the engine's `timeouts.response` generous.
+  - `stream_options.include_usage` is honoured since 0.3.18 (older versions send
+    no usage in streams, and the gateway then estimates).
+  - With API tokens enabled (0.4+) every path needs `api_key`.
+- Detection: port 1234, program `lms` (the CLI installs it in ~/.lmstudio/bin;
+  it is looked for on PATH only).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flm_gateway.config.engines import EngineKind
+from flm_gateway.engines.base import (
+    EngineClient,
+    EngineUnavailable,
+    HealthReport,
+    HealthState,
+    ModelInfo,
+    answered,
+    as_int,
+)
+from flm_gateway.engines.openai import MODELS_PATH, models_health
+
+REST_MODELS_PATH = "/api/v0/models"
+
+
+def parse_lmstudio_models(payload: Any) -> list[ModelInfo]:
+    """ModelInfo for each entry of an `/api/v0/models` payload."""
+    if not isinstance(payload, dict) or not isinstance(payload.get("data"), list):
+        raise EngineUnavailable(f"GET {REST_MODELS_PATH}: not a {{'data': [...]}} object")
+    models = []
+    for entry in payload["data"]:
+        if not isinstance(entry, dict) or not isinstance(entry.get("id"), str):
+            continue
+        state = entry.get("state")
+        loaded = state == "loaded" if state in ("loaded", "not-loaded") else None
+        length = as_int(entry.get("max_context_length"))
+        if loaded:
+            length = as_int(entry.get("loaded_context_length")) or length
+        models.append(ModelInfo(id=entry["id"], context_length=length, loaded=loaded))
+    return models
+
+
+def _has_data(body: Any) -> bool:
+    return isinstance(body, dict) and "data" in body
+
+
+class LmStudioAdapter:
+    kind = EngineKind.LMSTUDIO
+    openai_prefix = "/v1"
+    default_port: int | None = 1234
+    program: str | None = "lms"
+    stream_usage = True
+
+    async def list_models(self, client: EngineClient) -> list[ModelInfo]:
+        report = await self.check_health(client)
+        if report.models is None:
+            raise EngineUnavailable(report.detail)
+        return list(report.models)
+
+    async def check_health(self, client: EngineClient) -> HealthReport:
+        try:
+            reply = await client.get(REST_MODELS_PATH)
+        except EngineUnavailable as exc:
+            return HealthReport(HealthState.UNREACHABLE, str(exc))
+        if reply.status == 404 or (reply.ok and not _has_data(reply.body)):
+            # Before 0.3.6 there is no REST API; LM Studio answers unknown paths 200 with
+            # {"error": "Unexpected endpoint or method. (GET /api/v0/models)"}.
+            return await models_health(client, MODELS_PATH)
+        if not reply.ok:
+            return HealthReport(HealthState.DEGRADED, answered(REST_MODELS_PATH, reply))
+        try:
+            models = parse_lmstudio_models(reply.body)
+        except EngineUnavailable as exc:
+            return HealthReport(HealthState.DEGRADED, str(exc))
+        return HealthReport(HealthState.HEALTHY, models=tuple(models))

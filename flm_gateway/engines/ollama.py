@@ -1,0 +1,107 @@
+"""Ollama (kind `ollama`): native API under `/api`, OpenAI-compatible layer under `/v1`.
+
+- Health: `GET /api/version` (`{"version": "0.5.7"}`). 200: healthy; another
+  status: degraded; no answer: unreachable. Ollama has no readiness signal of
+  its own: it loads models on the first request that names them.
+- Models: `GET /api/tags` lists every pulled model (`name` such as
+  `llama3.2:latest`); `GET /api/ps` lists the loaded ones with the context length
+  they were loaded with (`context_length`, Ollama >= 0.6). A pulled model not in
+  `/api/ps` is `loaded: False` with no context length (Ollama only knows it per
+  load; `POST /api/show` per model would tell the trained maximum, which is not
+  what a request gets, so it is not asked). A failing `/api/ps` leaves the loaded
+  state unknown (None) rather than failing the list.
+- Differences from OpenAI's API that the gateway translates:
+  - Ollama accepts `name` for `name:latest`: such models carry the alias, so
+    routing by discovery finds `llama3.2` as well as `llama3.2:latest`.
+  - Streams: `stream_options.include_usage` is honoured by `/v1` since Ollama
+    0.5.2 (older versions ignore the field), so the gateway asks for it.
+  - Native streams (`/api/chat`, `/api/generate` on passthrough listeners) are
+    NDJSON whose last object (`"done": true`) carries `prompt_eval_count` and
+    `eval_count`; token accounting reads those.
+- Ollama has no API keys; `api_key` is sent anyway when set (for a proxy in front).
+- Detection: port 11434, program `ollama`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flm_gateway.config.engines import EngineKind
+from flm_gateway.engines.base import (
+    EngineClient,
+    EngineUnavailable,
+    HealthReport,
+    HealthState,
+    ModelInfo,
+    answered,
+    as_int,
+)
+
+VERSION_PATH = "/api/version"
+TAGS_PATH = "/api/tags"
+PS_PATH = "/api/ps"
+LATEST = ":latest"
+
+
+def _entries(payload: Any, path: str) -> list[dict[str, Any]]:
+    if not isinstance(payload, dict) or not isinstance(payload.get("models"), list):
+        raise EngineUnavailable(f"GET {path}: not an Ollama {{'models': [...]}} object")
+    return [entry for entry in payload["models"] if isinstance(entry, dict)]
+
+
+def _name(entry: dict[str, Any]) -> str | None:
+    name = entry.get("name") or entry.get("model")
+    return name if isinstance(name, str) and name else None
+
+
+def parse_ollama_models(tags: Any, ps: Any | None) -> list[ModelInfo]:
+    """ModelInfo from `/api/tags` and (when available) `/api/ps` payloads."""
+    loaded: dict[str, int | None] = {}
+    if not (isinstance(ps, dict) and isinstance(ps.get("models"), list)):
+        ps = None  # loaded state unknown; the pulled models still count
+    if ps is not None:
+        for entry in _entries(ps, PS_PATH):
+            name = _name(entry)
+            if name is not None:
+                loaded[name] = as_int(entry.get("context_length"))
+    names = [n for n in (_name(entry) for entry in _entries(tags, TAGS_PATH)) if n is not None]
+    names += [name for name in loaded if name not in names]
+    return [
+        ModelInfo(
+            id=name,
+            context_length=loaded.get(name),
+            loaded=(name in loaded) if ps is not None else None,
+            aliases=(name[: -len(LATEST)],) if name.endswith(LATEST) else (),
+        )
+        for name in names
+    ]
+
+
+class OllamaAdapter:
+    kind = EngineKind.OLLAMA
+    openai_prefix = "/v1"
+    default_port: int | None = 11434
+    program: str | None = "ollama"
+    stream_usage = True
+
+    async def list_models(self, client: EngineClient) -> list[ModelInfo]:
+        tags = await client.get_json(TAGS_PATH)
+        try:
+            ps = await client.get_json(PS_PATH)
+        except EngineUnavailable:
+            ps = None
+        return parse_ollama_models(tags, ps)
+
+    async def check_health(self, client: EngineClient) -> HealthReport:
+        try:
+            reply = await client.get(VERSION_PATH)
+        except EngineUnavailable as exc:
+            return HealthReport(HealthState.UNREACHABLE, str(exc))
+        if not reply.ok:
+            return HealthReport(HealthState.DEGRADED, answered(VERSION_PATH, reply))
+        version = reply.body.get("version") if isinstance(reply.body, dict) else None
+        if not isinstance(version, str):
+            return HealthReport(
+                HealthState.DEGRADED, f"GET {VERSION_PATH}: no version; is this Ollama?"
+            )
+        return HealthReport(HealthState.HEALTHY, version=version)

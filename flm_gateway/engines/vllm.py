@@ -1,0 +1,62 @@
+"""vLLM (kind `vllm`): its OpenAI-compatible server (`vllm serve`).
+
+- Health: `GET /health`, 200 with an empty body when the engine runs; 503 (or
+  another error) when its engine process died: degraded. vLLM binds its port only
+  after the model is loaded, so a loading vLLM is unreachable, not degraded.
+  `GET /version` (`{"version": "0.6.3"}`) gives the version; it is asked only
+  when `/health` is 200.
+- Models: `GET /v1/models`; each entry carries `max_model_len` (the context
+  length of a request). vLLM serves only what it loaded at start (the base model
+  and any LoRA adapters, whose entries have a `parent`), so every listed model is
+  `loaded: True`.
+- Differences from OpenAI's API: none to translate. `/health` and `/version`
+  need no key even with `--api-key`; `/v1/*` does. vLLM honours
+  `stream_options.include_usage` (the gateway asks for it).
+- Detection: port 8000, program `vllm`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from flm_gateway.config.engines import EngineKind
+from flm_gateway.engines.base import (
+    EngineClient,
+    EngineUnavailable,
+    HealthReport,
+    HealthState,
+    ModelInfo,
+    answered,
+)
+from flm_gateway.engines.openai import MODELS_PATH, parse_openai_models
+
+HEALTH_PATH = "/health"
+VERSION_PATH = "/version"
+
+
+class VllmAdapter:
+    kind = EngineKind.VLLM
+    openai_prefix = "/v1"
+    default_port: int | None = 8000
+    program: str | None = "vllm"
+    stream_usage = True
+
+    async def list_models(self, client: EngineClient) -> list[ModelInfo]:
+        models = parse_openai_models(await client.get_json(MODELS_PATH))
+        return [replace(model, loaded=True) for model in models]
+
+    async def check_health(self, client: EngineClient) -> HealthReport:
+        try:
+            reply = await client.get(HEALTH_PATH)
+        except EngineUnavailable as exc:
+            return HealthReport(HealthState.UNREACHABLE, str(exc))
+        if not reply.ok:
+            return HealthReport(HealthState.DEGRADED, answered(HEALTH_PATH, reply))
+        version: str | None = None
+        try:
+            payload = await client.get_json(VERSION_PATH)
+        except EngineUnavailable:
+            payload = None
+        if isinstance(payload, dict) and isinstance(payload.get("version"), str):
+            version = payload["version"]
+        return HealthReport(HealthState.HEALTHY, version=version)
