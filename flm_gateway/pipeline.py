@@ -39,6 +39,7 @@ from flm_gateway.addons.scopes import Scopes
 from flm_gateway.addons.state_sync import StateSync
 from flm_gateway.addons.streaming import Streaming
 from flm_gateway.addons.token_accounting import TokenAccounting
+from flm_gateway.addons.token_charge import TokenCharge
 from flm_gateway.addons.upstream_guard import UpstreamGuard
 from flm_gateway.state.service import StateService
 
@@ -109,19 +110,19 @@ def build_addons(
         Fallback(),
         # On `responseheaders`: streams SSE/NDJSON through unbuffered.
         Streaming(),
-<<<<<<< HEAD
-        # On `response`/`error`: observes finished flows, reports anomalies as events.
-        Anomaly(),
-        # Counts the offences among the flow's events and blocks repeat offenders.
-        AutoBlock(state),
-        # Last: writes the flow's security events (including blocks) to the audit log.
-        Audit(state),
-=======
         # After `streaming` (it replaces the `stream = True` set there by its counting
         # callable) and after `fallback` (whose `response` may replace the answer it counts);
         # its `request` hook runs after routing chose the engine (it asks that engine for
         # stream usage). Writes `flm.usage`: addons that read it (rate limits on tokens,
         # metrics, request log) go below.
         TokenAccounting(),
->>>>>>> main
+        # After token accounting wrote `flm.usage`: charges it to the token rate limits and
+        # the key's usage counters.
+        TokenCharge(state),
+        # On `response`/`error`: observes finished flows, reports anomalies as events.
+        Anomaly(),
+        # Counts the offences among the flow's events and blocks repeat offenders.
+        AutoBlock(state),
+        # Last: writes the flow's security events (including blocks) to the audit log.
+        Audit(state),
     ]

@@ -20,6 +20,7 @@ async def test_security_order() -> None:
     assert at("Honeypot") < at("Intrusion") < at("Cors") < at("Auth") < at("ratelimiter-key")
     assert at("OpenAIApi") < at("RequestLimits") < at("Scopes") < at("Routing")
     assert at("Routing") < at("EngineConcurrency") < at("UpstreamGuard")
+    assert at("TokenAccounting") < at("TokenCharge")
     assert names[-3:] == ["Anomaly", "AutoBlock", "Audit"]
 
 

@@ -20,8 +20,7 @@ detection and CORS preflights, before rate limits and everything that reads a bo
   is known.
 - Every failure but a missing key is recorded (`auth.failed`, offence `auth`);
   a missing key too when `auto_block.count_missing_keys` is on.
-Counts each key's requests and tokens (`usage:<id>:*` counters) when a response
-ends. Never logs or records a secret or a header value. Writes `flm.auth.key` (the
+Never logs or records a secret or a header value. Writes `flm.auth.key` (the
 `KeyRecord`) and `flm.auth.key_id`. Fails closed: 503 if the state is unusable
 (the IP filter already answered that), 500 on an internal error.
 """
@@ -131,20 +130,6 @@ class Auth:
             flow.response = error_response(
                 403, "This API key may not be used on this listener.", code="key_not_allowed_here"
             )
-
-    @fail_closed()
-    def response(self, flow: http.HTTPFlow) -> None:
-        """Usage totals per key (`usage:<id>:requests`, `usage:<id>:tokens` counters)."""
-        key_id = flow.metadata.get("flm.auth.key_id")
-        if key_id is None:
-            return
-        deltas = {f"usage:{key_id}:requests": 1}
-        usage = flow.metadata.get("flm.usage")
-        if isinstance(usage, dict):
-            tokens = int(usage.get("prompt_tokens") or 0) + int(usage.get("completion_tokens") or 0)
-            if tokens > 0:
-                deltas[f"usage:{key_id}:tokens"] = tokens
-        self._state.count(deltas)
 
     def _refuse(self, flow: http.HTTPFlow, failure: str, *, count: bool) -> None:
         flow.metadata["flm.auth.failure"] = failure

@@ -14,9 +14,9 @@ a key are limited too; `RateLimiter("key")` after authentication, which knows th
   of concurrent requests pass. (A request the per-key limit refuses has
   already spent its per-IP token: it was sent.)
 - Tokens: a request is admitted while the client's token bucket is above zero;
-  when the response ends (`response`) it is charged the usage the engine
-  reported (`flm.usage`: prompt_tokens + completion_tokens), possibly into
-  debt. Without `flm.usage` nothing is charged.
+  the buckets go into `flm.ratelimit.tokens.<ip|key>` and `token_charge`
+  charges them the real usage (`flm.usage`, from `token_accounting`) when the
+  response ends, possibly into debt.
 - Refused: 429 `rate_limit_exceeded` with `Retry-After` (whole seconds) and the
   headers below. Recorded as `ratelimit.exceeded` (no offence: being limited is
   not an attack).
@@ -27,7 +27,8 @@ a key are limited too; `RateLimiter("key")` after authentication, which knows th
 - Health endpoints are exempt. Buckets are kept in memory (a restart forgets
   them); idle (full) buckets are dropped every minute, and at most
   `MAX_BUCKETS` are kept.
-Reads `flm.auth.key`, `flm.client_ip`, `flm.usage`; writes `flm.ratelimit.headers`.
+Reads `flm.auth.key`, `flm.client_ip`; writes `flm.ratelimit.headers` and
+`flm.ratelimit.tokens.<ip|key>`.
 """
 
 from __future__ import annotations
@@ -214,28 +215,6 @@ class RateLimiter:
         if headers and flow.response is not None:
             for name, value in headers.items():
                 flow.response.headers[name] = value
-
-    @fail_closed()
-    def response(self, flow: http.HTTPFlow) -> None:
-        self._charge_tokens(flow)
-
-    def error(self, flow: http.HTTPFlow) -> None:
-        self._charge_tokens(flow)
-
-    def _charge_tokens(self, flow: http.HTTPFlow) -> None:
-        buckets: list[Bucket] = (
-            flow.metadata.pop(f"flm.ratelimit.tokens.{self._subject}", None) or []
-        )
-        usage = flow.metadata.get("flm.usage")
-        if not buckets or not isinstance(usage, Mapping):
-            return
-        used = int(usage.get("prompt_tokens") or 0) + int(usage.get("completion_tokens") or 0)
-        if used <= 0:
-            return
-        now = self._clock()
-        for bucket in buckets:
-            bucket.refill(now)
-            bucket.take(float(used))
 
 
 def _tightest(applied: list[_Applied]) -> _Applied | None:

@@ -20,13 +20,10 @@ COMMAND_MODULES = (
     "flm_gateway.cli.serve",
     "flm_gateway.cli.validate",
     "flm_gateway.cli.ca",
-<<<<<<< HEAD
-    "flm_gateway.cli.keys",
-    "flm_gateway.cli.security",
-=======
     "flm_gateway.cli.engines",
     "flm_gateway.cli.models",
->>>>>>> main
+    "flm_gateway.cli.keys",
+    "flm_gateway.cli.security",
 )
 
 

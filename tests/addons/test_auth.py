@@ -9,6 +9,7 @@ from pathlib import Path
 from mitmproxy import http
 
 from flm_gateway.addons.auth import Auth
+from flm_gateway.addons.token_charge import TokenCharge
 from flm_gateway.config import LoadedConfig
 from flm_gateway.security.events import events_of
 from flm_gateway.security.keys import hash_secret
@@ -164,7 +165,7 @@ async def test_key_usage_is_counted(tmp_path: Path) -> None:
             "completion_tokens": 4,
             "estimated": False,
         }
-        auth.response(target)
+        TokenCharge(service).response(target)
         service.flush_sync()
         counters = service.call_sync(lambda store: store.get_counters("usage:key_a:"))
         assert counters == {"usage:key_a:requests": 1, "usage:key_a:tokens": 7}

@@ -8,6 +8,8 @@ from pathlib import Path
 from mitmproxy import http
 
 from flm_gateway.addons.rate_limit import RateLimiter
+from flm_gateway.addons.token_charge import TokenCharge
+from flm_gateway.state.service import StateService
 from flm_gateway.state.store import KeyLimits, KeyRecord
 from tests.support.flows import error_of
 from tests.support.security import flow, loaded, run_hooks
@@ -115,6 +117,7 @@ async def test_tokens_are_charged_after_the_fact(tmp_path: Path) -> None:
     clock = Clock()
     limiter = RateLimiter("key", clock)
     limiter.apply_config(config)
+    charge = TokenCharge(StateService(), clock)
     key = _key()
 
     async def send(used: int | None = None) -> int:
@@ -129,7 +132,8 @@ async def test_tokens_are_charged_after_the_fact(tmp_path: Path) -> None:
                 "completion_tokens": 0,
                 "estimated": True,
             }
-        limiter.response(target)
+        charge.response(target)
+        charge.error(target)  # charged once, however the flow ends
         return 200
 
     assert await send(1000) == 200  # admitted with 600 left, now 400 in debt

@@ -284,3 +284,26 @@ def test_redis_backend_and_failing_closed_when_it_goes_away(tmp_path: Path) -> N
                 refused = client.get(stack.gateway.url + "/v1/models", headers={"x-api-key": key})
             assert refused.json()["error"]["code"] == "security_state_unavailable"
             assert stack.status("/healthz") == 200
+
+
+async def test_tokens_per_minute_from_the_engines_usage(stack: SecurityStack) -> None:
+    key = stack.new_key("tokens", "--tpm", "10")  # the fake engine reports 9 per reply
+    stack.settle()
+    client = sdk(stack, key, "127.0.0.12")
+    statuses = []
+    for _ in range(3):
+        try:
+            reply = await client.chat.completions.create(
+                model="tiny-a", messages=[{"role": "user", "content": "count"}]
+            )
+            assert reply.usage is not None and reply.usage.total_tokens > 1
+            statuses.append(200)
+        except openai.RateLimitError as exc:
+            statuses.append(exc.status_code)
+            assert exc.response.headers["x-ratelimit-remaining-tokens"] == "0"
+            assert exc.response.headers["x-ratelimit-limit-tokens"] == "10"
+    assert statuses == [200, 200, 429]
+    stack.settle()
+    _, out = stack.cli("keys", "list", "--json")
+    row = next(r for r in json.loads(out) if r["name"] == "tokens")
+    assert row["requests"] == 3 and row["tokens"] >= 18
