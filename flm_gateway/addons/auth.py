@@ -27,6 +27,7 @@ Never logs or records a secret or a header value. Writes `flm.auth.key` (the
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -49,6 +50,8 @@ from flm_gateway.security.keys import (
 from flm_gateway.security.policies import is_health_check
 from flm_gateway.state.service import KeyEntry, StateService
 from flm_gateway.state.store import KeyRecord
+
+log = logging.getLogger("flm_gateway.security")
 
 
 @dataclass(frozen=True)
@@ -76,6 +79,13 @@ class Auth:
         self._declared_ids = frozenset(key.id for key in config.security.keys)
         self._modes = {listener.name: listener.auth for listener in config.listeners}
         self._count_missing = config.security.auto_block.count_missing_keys
+        keyed = [name for name, mode in self._modes.items() if mode is AuthMode.API_KEY]
+        if keyed and not self.keys_exist():
+            log.warning(
+                "listener(s) %s require an API key but none exists yet; create one with "
+                "`flm-gateway keys create --name NAME`",
+                ", ".join(keyed),
+            )
 
     def keys_exist(self) -> bool:
         return bool(self._declared) or bool(self._state.view.keys)
