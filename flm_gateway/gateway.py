@@ -41,6 +41,8 @@ from flm_gateway.listeners import mode_spec
 from flm_gateway.logs import setup_logging
 from flm_gateway.pipeline import build_addons
 from flm_gateway.runtime import Runtime
+from flm_gateway.state import StateError
+from flm_gateway.state.service import StateService
 
 log = logging.getLogger("flm_gateway")
 
@@ -66,7 +68,8 @@ class Gateway:
         # serves the listener's certificate, so TlsConfig never uses mitmproxy's own CA here.
         self.egress = Egress()
         self.tls = TlsTermination(acme_proxy_url=self.egress.service.acme_proxy_url())
-        self.addons: list[Any] = build_addons(self.inflight, self.egress)
+        self.state = StateService()
+        self.addons: list[Any] = build_addons(self.inflight, self.egress, self.state)
         self.master: Master | None = None
         self.runtime: Runtime | None = None
         self._task: asyncio.Task[None] | None = None
@@ -189,8 +192,9 @@ async def run_gateway(loaded: LoadedConfig) -> int:
         loop.add_signal_handler(sig, gateway.request_stop)
     try:
         await gateway.start()
-    except StartupError as exc:
+    except (StartupError, StateError) as exc:
         log.error("%s", exc)
+        gateway.state.close()
         if gateway.master is not None:
             gateway.master.shutdown()
             await gateway.master.addons.get("proxyserver").servers.update([])

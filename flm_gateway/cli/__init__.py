@@ -22,6 +22,8 @@ COMMAND_MODULES = (
     "flm_gateway.cli.ca",
     "flm_gateway.cli.engines",
     "flm_gateway.cli.models",
+    "flm_gateway.cli.keys",
+    "flm_gateway.cli.security",
 )
 
 
