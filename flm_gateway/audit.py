@@ -1,9 +1,11 @@
-"""Audit events of operations (config reloads, restores), behind one small protocol.
+"""Audit events of operations (config reloads), behind one small protocol.
 
-Until the shared state store's audit log is wired in, `LogAudit` writes each
-event as a WARNING/INFO record of the `flm_gateway.audit` logger with
-`event=<name>` (a field of its own in JSON logs). Event details are plain
-strings chosen by the caller and never carry secrets.
+`StateAudit` queues each event into the state store's hash-chained audit log
+(`StateService.audit`, written off the event loop) as type `<event>.<outcome>`
+(`config.reload.ok`, `config.reload.failed`) with actor `gateway`, and also
+logs it (logger `flm_gateway.audit`, `event=<type>` in JSON logs) so it is
+visible before the store flushes. `LogAudit` only logs (for tools without a
+state store). Details are plain strings chosen by the caller, never secrets.
 """
 
 from __future__ import annotations
@@ -11,6 +13,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from typing import Protocol
+
+from flm_gateway.config.security_policies import Severity
+from flm_gateway.state.service import StateService
+from flm_gateway.state.store import AuditEvent
 
 log = logging.getLogger("flm_gateway.audit")
 
@@ -28,4 +34,22 @@ class LogAudit:
         level = logging.INFO if outcome == "ok" else logging.WARNING
         text = "; ".join(f"{key}={value}" for key, value in details.items())
         suffix = f": {text}" if text else ""
-        log.log(level, "audit %s %s%s", event, outcome, suffix, extra={"event": event})
+        log.log(
+            level, "audit %s %s%s", event, outcome, suffix, extra={"event": f"{event}.{outcome}"}
+        )
+
+
+class StateAudit(LogAudit):
+    """An `AuditSink` that writes to the state store's audit log, and logs."""
+
+    def __init__(self, state: StateService) -> None:
+        self._state = state
+
+    def record(self, event: str, outcome: str, details: Mapping[str, str]) -> None:
+        super().record(event, outcome, details)
+        severity = Severity.INFO if outcome == "ok" else Severity.MEDIUM
+        self._state.audit(
+            AuditEvent(
+                type=f"{event}.{outcome}", severity=severity, actor="gateway", details=dict(details)
+            )
+        )

@@ -12,7 +12,8 @@ and how many bytes did; it wraps a callable another addon already set (kept as
 Reads `flm.request_id`, `flm.listener`, `flm.client_ip`, `flm.auth.key_id`,
 `flm.api.kind`, `flm.api.model`, `flm.route.engine`, `flm.route.route`,
 `flm.route.failures`, `flm.egress.failures`, `flm.egress.failure`, `flm.usage`,
-`flm.security.rejected`, `flm.streamed`, `flm.guard.failed` and `flm.metrics.tap`.
+`flm.security.rejected`, `flm.security.events`, `flm.ip_filter.denied`,
+`flm.resource.shed`, `flm.streamed`, `flm.guard.failed` and `flm.metrics.tap`.
 Nothing here reads a header value or a body other than the small JSON error
 bodies the gateway wrote itself, so no secret can end up in a summary.
 """
@@ -163,6 +164,46 @@ def _egress_kind(failure: Any) -> str | None:
     return code if isinstance(code, str) else None
 
 
+_REJECTING_EVENTS = {
+    "ratelimit.exceeded": ("rate_limit", "limit"),
+    "auth.failed": ("auth", "reason"),
+    "auth.forbidden": ("forbidden", "reason"),
+    "honeypot.hit": ("honeypot", None),
+    "intrusion.detected": ("intrusion", None),
+}
+
+
+def rejection_reason(flow: http.HTTPFlow, engine: str | None) -> str | None:
+    """Why a security or rate-limit policy refused the flow, or None.
+
+    An explicit `flm.security.rejected` wins. Otherwise, for a flow the gateway
+    answered itself with 4xx/5xx before choosing an engine: `ip_blocked` /
+    `ip_not_allowed` (`flm.ip_filter.denied`), `resource_shed`
+    (`flm.resource.shed`), or from the last rejecting security event:
+    `rate_limit_requests`, `rate_limit_tokens`, `auth_<reason>`,
+    `forbidden_<reason>`, `honeypot`, `intrusion`.
+    """
+    metadata = flow.metadata
+    explicit = metadata.get("flm.security.rejected")
+    if explicit:
+        return str(explicit)
+    response = flow.response
+    if response is None or response.status_code < 400 or engine is not None:
+        return None
+    denied = metadata.get("flm.ip_filter.denied")
+    if denied:
+        return f"ip_{denied}"
+    if metadata.get("flm.resource.shed"):
+        return "resource_shed"
+    for event in reversed(metadata.get("flm.security.events") or ()):
+        rule = _REJECTING_EVENTS.get(getattr(event, "type", ""))
+        if rule is not None:
+            prefix, detail = rule
+            value = (getattr(event, "details", None) or {}).get(detail) if detail else None
+            return f"{prefix}_{value}" if value else prefix
+    return None
+
+
 def summarize(flow: http.HTTPFlow) -> FlowSummary:
     """Describe a finished flow (call from `response` or `error`)."""
     metadata = flow.metadata
@@ -204,7 +245,7 @@ def summarize(flow: http.HTTPFlow) -> FlowSummary:
         upstream_errors.append((engine, egress_kind))
     elif upstream_kind is not None and engine is not None:
         upstream_errors.append((engine, upstream_kind))
-    rejected = metadata.get("flm.security.rejected")
+    rejected = rejection_reason(flow, engine)
     return FlowSummary(
         request_id=str(metadata.get("flm.request_id", "")),
         started=started,
@@ -226,7 +267,7 @@ def summarize(flow: http.HTTPFlow) -> FlowSummary:
         bytes_in=bytes_in,
         bytes_out=bytes_out,
         streamed=tap is not None,
-        error_kind=error_kind or (f"rejected:{rejected}" if rejected else None),
+        error_kind=error_kind or (f"rejected_{rejected}" if rejected else None),
         upstream_errors=tuple(upstream_errors),
         rejected=_clip(rejected),
     )

@@ -47,7 +47,7 @@ from flm_gateway.addons.egress import Egress
 from flm_gateway.addons.inflight import Inflight
 from flm_gateway.addons.tls_termination import TlsTermination
 from flm_gateway.admin import AdminBindError, AdminServer
-from flm_gateway.audit import AuditSink, LogAudit
+from flm_gateway.audit import AuditSink, StateAudit
 from flm_gateway.certificates import certificate_statuses
 from flm_gateway.config import LoadedConfig
 from flm_gateway.config.egress import engine_connect_timeout
@@ -62,6 +62,8 @@ from flm_gateway.pipeline import build_addons
 from flm_gateway.process import remove_pid_file, write_pid_file
 from flm_gateway.reload import Reloader, ReloadError, carry_over_health
 from flm_gateway.runtime import Runtime
+from flm_gateway.state import StateError
+from flm_gateway.state.service import StateService
 
 log = logging.getLogger("flm_gateway")
 
@@ -95,12 +97,13 @@ class Gateway:
         # serves the listener's certificate, so TlsConfig never uses mitmproxy's own CA here.
         self.egress = Egress()
         self.tls = TlsTermination(acme_proxy_url=self.egress.service.acme_proxy_url())
+        self.state = StateService()
         self.metrics = GatewayMetrics()
-        self.addons: list[Any] = build_addons(self.inflight, self.egress, self.metrics)
+        self.addons: list[Any] = build_addons(self.inflight, self.egress, self.state, self.metrics)
         self.master: Master | None = None
         self.runtime: Runtime | None = None
         self.admin = AdminServer(self.metrics, lambda: self.runtime)
-        self.audit: AuditSink = LogAudit()
+        self.audit: AuditSink = StateAudit(self.state)
         self.reloader = Reloader(self, self.metrics, self.audit)
         self.metrics.runtime_source = lambda: self.runtime
         self.metrics.inflight_source = lambda: self.inflight.count
@@ -312,9 +315,10 @@ async def run_gateway(loaded: LoadedConfig) -> int:
         loop.add_signal_handler(sig, gateway.request_stop)
     try:
         await gateway.start()
-    except StartupError as exc:
+    except (StartupError, StateError) as exc:
         log.error("%s", exc)
         await gateway.admin.stop()
+        gateway.state.close()
         if gateway.master is not None:
             gateway.master.shutdown()
             await gateway.master.addons.get("proxyserver").servers.update([])

@@ -1,56 +1,115 @@
 """The one ordered list of addons. mitmproxy calls hooks in this order for every flow.
 
-Each entry says why it stands where it does. Security, TLS, egress and
-operations addons slot in at the marked places as they land.
+Each entry says why it stands where it does. Hooks run per event in list order:
+every addon's `requestheaders` (before the body is read) runs before any
+`request` (body complete), then `responseheaders`, then `response`/`error`.
+The security policies decide on `requestheaders` where they can, so a refused
+client never gets its body parsed, routed or forwarded; the ones that need the
+body or the model (`request_limits`, `scopes`) sit between parsing and routing.
+TLS, egress and operations addons slot in at the marked places as they land.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from flm_gateway.addons.anomaly import Anomaly
+from flm_gateway.addons.audit import Audit
+from flm_gateway.addons.auth import Auth
+from flm_gateway.addons.auto_block import AutoBlock
+from flm_gateway.addons.client_ip import ClientIp
+from flm_gateway.addons.cors import Cors
 from flm_gateway.addons.egress import Egress
+from flm_gateway.addons.engine_concurrency import EngineConcurrency
 from flm_gateway.addons.fallback import Fallback
 from flm_gateway.addons.health import Health
+from flm_gateway.addons.honeypot import Honeypot
 from flm_gateway.addons.inflight import Inflight
+from flm_gateway.addons.intrusion import Intrusion
+from flm_gateway.addons.ip_filter import IpFilter
 from flm_gateway.addons.listener_context import ListenerContext
 from flm_gateway.addons.metrics import Metrics
 from flm_gateway.addons.openai_api import OpenAIApi
 from flm_gateway.addons.passthrough import Passthrough
+from flm_gateway.addons.rate_limit import RateLimiter
+from flm_gateway.addons.request_limits import RequestLimits
 from flm_gateway.addons.request_log import RequestLog
+from flm_gateway.addons.resource_guard import ResourceGuard
 from flm_gateway.addons.response_timeout import ResponseTimeout
 from flm_gateway.addons.routing import Routing
+from flm_gateway.addons.scopes import Scopes
+from flm_gateway.addons.state_sync import StateSync
 from flm_gateway.addons.streaming import Streaming
 from flm_gateway.addons.token_accounting import TokenAccounting
+from flm_gateway.addons.token_charge import TokenCharge
 from flm_gateway.addons.upstream_guard import UpstreamGuard
 from flm_gateway.metrics import GatewayMetrics
+from flm_gateway.state.service import StateService
 
 
 def build_addons(
-    inflight: Inflight, egress: Egress | None = None, metrics: GatewayMetrics | None = None
+    inflight: Inflight,
+    egress: Egress | None = None,
+    state: StateService | None = None,
+    metrics: GatewayMetrics | None = None,
 ) -> list[Any]:
     """Our addons, in hook order (mitmproxy's own core addons are added before them).
 
     `egress` is the gateway's egress addon (it owns the EgressService that the engine
-    directory dials through); `metrics` is the gateway's metrics registry. Fresh ones
-    are made when not given (tests).
+    directory dials through); `state` is the gateway's state service, shared by the
+    security addons; `metrics` is the gateway's metrics registry. Fresh ones when not
+    given.
     """
-    metrics = metrics or GatewayMetrics()
+    state = state if state is not None else StateService()
+    metrics = metrics if metrics is not None else GatewayMetrics()
     return [
         # Counts every flow from its first byte, so drain waits for all of them.
         inflight,
-        # Tags the flow with listener, request id and client IP: everything below reads them.
+        # Tags the flow with listener, request id and peer address: everything below reads them.
         ListenerContext(),
-        # Liveness/readiness: answered before any policy, never need a key.
+        # Opens the state store (apply_config) before the security addons below read it;
+        # no flow hooks.
+        StateSync(state),
+        # Replaces the peer with the X-Forwarded-For client, only behind trusted proxies,
+        # before any policy looks at the address.
+        ClientIp(),
+        # First decision: allow list, block lists, and 503 while the state store is
+        # unusable. Applies to health checks too: a blocked client learns nothing.
+        IpFilter(state),
+        # Sheds load under CPU/memory pressure before any work is spent (health exempt).
+        ResourceGuard(state),
+        # Per-IP request/token limits before anything else costs work: floods without a
+        # key, decoy and attack traffic are limited too (health exempt).
+        RateLimiter("ip"),
+        # Liveness/readiness (on `request`): exempt from everything below by exact path.
         Health(),
+        # Decoys before authentication: scanners are caught (and blocked) without a key.
+        Honeypot(),
+        # Attack signatures in the request line and headers, also before authentication.
+        Intrusion(),
+        # Browsers send preflights without credentials: answer them before auth; on the
+        # way out, set (or strip) CORS headers on every answer, errors included.
+        Cors(),
+        # Who is calling: API key (401), listener scope (403). Health exempt.
+        Auth(state),
+        # Per-key limits: need the key from auth; exact under concurrency (no await).
+        RateLimiter("key"),
         # Drop-in fronting: takes over whole listeners before the OpenAI API parses anything.
         Passthrough(),
         # Classifies the path, validates the body, answers /v1/models and unknown paths.
         OpenAIApi(),
+        # Paths, body size, max_tokens: needs the parsed body, must run before routing.
+        RequestLimits(),
+        # Model and route scopes of the key: needs the model, refuses before any engine is
+        # probed; trims the /v1/models answer to what the key may use.
+        Scopes(),
         # Picks the engine (probe, fallbacks) and rewrites the request for it.
         Routing(),
         # After routing chose the engine: its egress (SOCKS/Tor via the CONNECT bridge);
         # on server_connect, refuses direct dials to engines of fail-closed proxies.
         egress if egress is not None else Egress(),
+        # Waits for a slot of the chosen engine (bounded queue) after routing chose it.
+        EngineConcurrency(),
         # Last on `request`: nothing undecided leaves; refuses dials to the placeholder.
         UpstreamGuard(),
         # Starts the response-header timer only for flows that really leave.
@@ -65,10 +124,19 @@ def build_addons(
         # stream usage). Writes `flm.usage`: addons that read it (rate limits on tokens,
         # metrics, request log) go below.
         TokenAccounting(),
-        # Observers, last on every hook: they see the final response (after fallback and
-        # token accounting) and tap a stream only once `streaming` and any chunk rewriter
-        # set it up. They never change a flow.
+        # After token accounting wrote `flm.usage`: charges it to the token rate limits and
+        # the key's usage counters.
+        TokenCharge(state),
+        # On `response`/`error`: observes finished flows, reports anomalies as events.
+        Anomaly(),
+        # Counts the offences among the flow's events and blocks repeat offenders.
+        AutoBlock(state),
+        # Observers of the finished flow: after every addon that changes the response or
+        # writes `flm.usage`, and they tap a stream only once `streaming` and token
+        # accounting set it up. They never change a flow.
         Metrics(metrics),
         # Reads the summary the metrics addon made; writes off the event loop.
         RequestLog(metrics),
+        # Last: writes the flow's security events (including blocks) to the audit log.
+        Audit(state),
     ]

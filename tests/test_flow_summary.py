@@ -82,10 +82,10 @@ def test_client_disconnect_is_not_an_engine_error() -> None:
 
 def test_security_rejection_is_recorded() -> None:
     flow = routed_flow(
-        engine=None, status=429, body=b"", flm__security__rejected="rate_limit.requests"
+        engine=None, status=429, body=b"", flm__security__rejected="rate_limit_requests"
     )
     summary = summarize(flow)
-    assert summary.rejected == "rate_limit.requests"
+    assert summary.rejected == "rate_limit_requests"
     assert summary.error_kind == "http_429"
 
 
@@ -152,3 +152,22 @@ def test_egress_failures_are_named_by_their_reason() -> None:
         ("e9", "probe_refused"),
         ("e1", "egress_timeout"),
     )
+
+
+def test_rejection_reasons_from_the_security_addons() -> None:
+    from flm_gateway.config.security_policies import Severity
+    from flm_gateway.security.events import SecurityEvent
+
+    def rejected(status: int, **metadata: object) -> str | None:
+        return summarize(routed_flow(engine=None, status=status, body=b"", **metadata)).rejected
+
+    assert rejected(403, flm__ip_filter__denied="blocked") == "ip_blocked"
+    assert rejected(503, flm__resource__shed="memory") == "resource_shed"
+    limit = SecurityEvent("ratelimit.exceeded", Severity.LOW, None, {"limit": "tokens"})
+    assert rejected(429, flm__security__events=[limit]) == "rate_limit_tokens"
+    auth = SecurityEvent("auth.failed", Severity.LOW, None, {"reason": "missing"})
+    assert rejected(401, flm__security__events=[auth]) == "auth_missing"
+    assert rejected(404, flm__security__events=[]) is None
+    assert rejected(429, flm__security__rejected="custom") == "custom"
+    # Answered by an engine: not a rejection, whatever events the flow carries.
+    assert summarize(routed_flow(status=429, flm__security__events=[limit])).rejected is None

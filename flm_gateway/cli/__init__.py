@@ -14,7 +14,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from flm_gateway import __version__
+from flm_gateway import __version__, mitm_lean
 
 COMMAND_MODULES = (
     "flm_gateway.cli.serve",
@@ -27,6 +27,8 @@ COMMAND_MODULES = (
     "flm_gateway.cli.chat",
     "flm_gateway.cli.engines",
     "flm_gateway.cli.models",
+    "flm_gateway.cli.keys",
+    "flm_gateway.cli.security",
 )
 
 
@@ -43,6 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    mitm_lean.install()
     args_list = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     if not args_list or (

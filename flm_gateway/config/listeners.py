@@ -6,6 +6,7 @@ from enum import StrEnum
 
 from pydantic import Field
 
+from flm_gateway.config.security import ListenerSecurity
 from flm_gateway.config.tls import TlsSettings
 from flm_gateway.config.types import HostPort, StrictModel
 
@@ -25,8 +26,8 @@ class ListenerConfig(StrictModel):
         None,
         description=(
             "api-key: clients must send an API key. none: no authentication. Unset means "
-            "api-key when API keys are configured, else none; a non-loopback listener with "
-            "no authentication must say auth: none explicitly."
+            "api-key once any API key exists (in flm.yaml or created with `keys create`), "
+            "else none; a non-loopback listener must say which explicitly."
         ),
     )
     passthrough: str | None = Field(
@@ -41,5 +42,12 @@ class ListenerConfig(StrictModel):
         description=(
             "With passthrough to Ollama: allow its admin endpoints (/api/pull, /api/push, "
             "/api/delete, /api/create, /api/copy). Off: they are answered 403."
+        ),
+    )
+    security: ListenerSecurity | None = Field(
+        None,
+        description=(
+            "Replaces whole sections of the global security: on this listener (ip, cors, "
+            "rate_limits, request_limits, intrusion, honeypots)."
         ),
     )

@@ -18,6 +18,8 @@ from flm_gateway.config.listeners import ListenerConfig
 from flm_gateway.config.reload import ReloadSettings
 from flm_gateway.config.request_log import RequestLogConfig
 from flm_gateway.config.routes import RouteConfig
+from flm_gateway.config.security import SecurityConfig
+from flm_gateway.config.state import StateSettings
 from flm_gateway.config.types import ByteSize, Duration, StrictModel
 
 
@@ -82,6 +84,14 @@ class GatewayConfig(StrictModel):
             "Model names to engines. A model no route names goes to the engines that list it "
             "(routing by discovery)."
         ),
+    )
+    security: SecurityConfig = Field(
+        default_factory=SecurityConfig,
+        description="API keys and request policies (listeners may replace some sections).",
+    )
+    state: StateSettings = Field(
+        default_factory=StateSettings,
+        description="Where keys, blocks, counters and the audit log are kept.",
     )
     admin: AdminConfig = Field(
         default_factory=AdminConfig,

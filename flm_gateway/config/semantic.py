@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from flm_gateway.config.egress import check_egress
 from flm_gateway.config.engines import EngineKind
 from flm_gateway.config.model import GatewayConfig
+from flm_gateway.config.security_checks import check_security
 from flm_gateway.config.tls_checks import check_tls
 from flm_gateway.config.types import format_host_port, is_loopback_host
 
@@ -25,6 +26,7 @@ def check_semantics(config: GatewayConfig) -> list[Problem]:
         *_listener_auth(config),
         *_admin_bind(config),
         *check_tls(config),
+        *check_security(config),
         *check_egress(config.egress, config.engines),
     ]
 

@@ -27,8 +27,7 @@ from pathlib import Path
 from flm_gateway.config.listeners import ListenerConfig
 from flm_gateway.config.tls import AcmeSettings
 from flm_gateway.tls.acme_challenges import ChallengeTokens
-from flm_gateway.tls.acme_client import AcmeError, AcmeOrder, AcmeRunSettings
-from flm_gateway.tls.base import CertificateStatus, ServedCertificate, listener_dir
+from flm_gateway.tls.base import AcmeError, CertificateStatus, ServedCertificate, listener_dir
 from flm_gateway.tls.dns01 import make_publisher
 from flm_gateway.tls.pki import (
     cert_names,
@@ -101,6 +100,10 @@ class AcmeSource:
         self._domains = list(listener.tls.domains)
         self._dir = listener_dir(state_dir, listener)
         publisher = make_publisher(self._settings.dns) if self._settings.dns else None
+        # Imported here: the ACME client libraries (acme, josepy, requests) cost ~10 MiB of
+        # memory, and only processes with an https-acme listener need them.
+        from flm_gateway.tls.acme_client import AcmeOrder, AcmeRunSettings
+
         self._order = AcmeOrder(
             AcmeRunSettings(self._settings, ca_bundle, state_dir, proxy_url),
             http_tokens=http_tokens,

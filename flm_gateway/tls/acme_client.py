@@ -35,7 +35,7 @@ from josepy.jwk import JWKEC
 
 from flm_gateway.config.tls import AcmeChallenge, AcmeSettings
 from flm_gateway.tls.acme_challenges import ChallengeTokens
-from flm_gateway.tls.base import tls_root
+from flm_gateway.tls.base import AcmeError, tls_root
 from flm_gateway.tls.dns01 import DnsPublisher
 from flm_gateway.tls.pki import (
     PrivateKey,
@@ -48,10 +48,6 @@ from flm_gateway.tls.pki import (
 logger = logging.getLogger(__name__)
 
 USER_AGENT = "flm-gateway"
-
-
-class AcmeError(Exception):
-    """An order failed; the message says why, per name."""
 
 
 @dataclass(frozen=True)

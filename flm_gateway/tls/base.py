@@ -102,3 +102,7 @@ def tls_root(state_dir: Path) -> Path:
 def listener_dir(state_dir: Path, listener: ListenerConfig) -> Path:
     """`state_dir/tls/<listener>/`, where a listener's own key and certificate live."""
     return tls_root(state_dir) / "listeners" / safe_dir_name(listener.name)
+
+
+class AcmeError(Exception):
+    """An ACME order failed; the message says why, per name."""

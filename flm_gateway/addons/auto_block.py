@@ -1,0 +1,140 @@
+"""Block clients automatically after repeated offences; blocks grow on repeat and expire.
+
+Policy (on `response` and `error`, after every other addon recorded its events):
+each event with an offence (`auth` failures, `intrusion` hits with action
+block, `honeypot` hits, `anomaly` findings) is counted per client address in a
+sliding window of `auto_block.window`. When a count reaches its threshold
+(`auth_failures`, `intrusion_hits`, `honeypot_hits`, `anomalies`; 0 disables
+that one), the client is blocked through the state service (its `/32`; for IPv6
+its `/security.ipv6_prefix`, a /64 by default, the block a subscriber holds):
+in memory at once, so the very next request is refused by `ip_filter`, and in
+the store, so the block survives restarts and reaches replicas. The first block
+lasts `duration`; each repeat (an earlier block of the same address active or
+expired less than `remember` ago) lasts `growth` times longer, up to
+`max_duration`. Addresses in `exempt` are never blocked. Records `ip.blocked`
+(severity high) with the reason, strike count and duration.
+`auto_block.enabled: false` keeps counting off: offences are only audited.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict, deque
+from collections.abc import Callable
+
+from mitmproxy import http
+
+from flm_gateway.addons.guard import fail_closed
+from flm_gateway.config import LoadedConfig
+from flm_gateway.config.security import AutoBlockSettings, Severity
+from flm_gateway.security.events import Offence, events_of, record
+from flm_gateway.security.netset import NetworkMap, client_network, parse_ip
+from flm_gateway.security.policies import client_ip
+from flm_gateway.state.service import StateService
+from flm_gateway.state.store import BlockRecord
+
+MAX_TRACKED = 50_000
+
+
+def threshold(settings: AutoBlockSettings, offence: Offence) -> int:
+    return {
+        Offence.AUTH: settings.auth_failures,
+        Offence.INTRUSION: settings.intrusion_hits,
+        Offence.HONEYPOT: settings.honeypot_hits,
+        Offence.ANOMALY: settings.anomalies,
+    }[offence]
+
+
+def block_duration(settings: AutoBlockSettings, strikes: int) -> float:
+    """How long the `strikes`-th block lasts."""
+    return float(min(settings.max_duration, settings.duration * settings.growth ** (strikes - 1)))
+
+
+class AutoBlock:
+    def __init__(self, state: StateService, clock: Callable[[], float] = time.time) -> None:
+        self._state = state
+        self._clock = clock
+        self._settings = AutoBlockSettings()
+        self._ipv6_prefix = 64
+        self._exempt: NetworkMap[bool] = NetworkMap()
+        self._offences: OrderedDict[tuple[str, Offence], deque[float]] = OrderedDict()
+
+    def apply_config(self, loaded: LoadedConfig) -> None:
+        self._settings = loaded.config.security.auto_block
+        self._ipv6_prefix = loaded.config.security.ipv6_prefix
+        self._exempt = NetworkMap((cidr, True) for cidr in self._settings.exempt)
+
+    def offend(self, ip: str, offence: Offence) -> BlockRecord | None:
+        """Count one offence of `ip`; the block it causes, if any."""
+        settings = self._settings
+        limit = threshold(settings, offence)
+        address = parse_ip(ip)
+        if not settings.enabled or limit <= 0 or address is None or address in self._exempt:
+            return None
+        now = self._clock()
+        cidr = client_network(address, self._ipv6_prefix)
+        key = (cidr, offence)
+        times = self._offences.get(key)
+        if times is None:
+            times = self._offences[key] = deque()
+            if len(self._offences) > MAX_TRACKED:
+                self._offences.popitem(last=False)
+        else:
+            self._offences.move_to_end(key)
+        times.append(now)
+        while times and times[0] <= now - settings.window:
+            times.popleft()
+        if len(times) < limit:
+            return None
+        times.clear()
+        previous = next(
+            (rec for c, rec in self._state.view.blocks.lookup_all(address) if c == cidr), None
+        )
+        strikes = 1
+        if previous is not None and (
+            previous.expires_at is None or previous.expires_at > now - settings.remember
+        ):
+            if previous.active_at(now) and previous.source != "auto":
+                return None  # already blocked by hand; leave that block alone
+            strikes = previous.strikes + 1
+        block = BlockRecord(
+            cidr=cidr,
+            reason=offence.value,
+            source="auto",
+            created_at=now,
+            expires_at=now + block_duration(settings, strikes),
+            strikes=strikes,
+        )
+        self._state.block(block)
+        return block
+
+    def _finish(self, flow: http.HTTPFlow) -> None:
+        if flow.metadata.get("flm.auto_block.counted"):
+            return
+        flow.metadata["flm.auto_block.counted"] = True
+        # One request counts once per kind of offence, however many rules it hit.
+        offences = list(dict.fromkeys(e.offence for e in events_of(flow) if e.offence is not None))
+        if not offences:
+            return
+        ip = client_ip(flow)
+        for offence in offences:
+            block = self.offend(ip, offence)
+            if block is not None:
+                record(
+                    flow,
+                    "ip.blocked",
+                    Severity.HIGH,
+                    None,
+                    cidr=block.cidr,
+                    reason=block.reason,
+                    strikes=block.strikes,
+                    duration=round((block.expires_at or block.created_at) - block.created_at),
+                )
+                break
+
+    @fail_closed()
+    def response(self, flow: http.HTTPFlow) -> None:
+        self._finish(flow)
+
+    def error(self, flow: http.HTTPFlow) -> None:
+        self._finish(flow)

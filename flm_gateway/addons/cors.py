@@ -1,0 +1,187 @@
+"""CORS: which browser origins may call the API, and preflights answered by the gateway.
+
+Policy, per listener (`security.cors`):
+- A preflight (`OPTIONS` with `Origin` and `Access-Control-Request-Method`) is
+  answered here on `requestheaders`, before authentication (browsers send no
+  credentials on preflights): 204 with `Access-Control-Allow-Origin`,
+  `-Methods`, `-Headers` (the requested headers that `allow_headers` permits),
+  `-Max-Age` and, if configured, `-Credentials`, when the origin, method and
+  every requested header are allowed; otherwise 403 `cors_rejected` with no
+  CORS headers.
+- On every response (`responseheaders`): CORS headers an engine sent are
+  removed; for an allowed `Origin` the gateway adds `Access-Control-Allow-Origin`
+  (the origin itself, or `*` when `*` is allowed without credentials),
+  `-Expose-Headers`, `-Credentials` if configured, and `Vary: Origin`. Other
+  origins get no CORS headers at all, so browsers refuse to show them the answer.
+Origins match exactly (scheme, host and port, case-insensitive host) or by a
+`scheme://*.domain` wildcard (any subdomain, never the bare domain). Writes
+`flm.cors.preflight`.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from mitmproxy import http
+
+from flm_gateway.addons.guard import fail_closed
+from flm_gateway.config import LoadedConfig
+from flm_gateway.config.security import CorsSettings
+from flm_gateway.errors import error_response
+from flm_gateway.security.policies import listener_name, per_listener
+
+_ORIGIN_RE = re.compile(r"^(https?)://([a-z0-9.\-]+|\[[0-9a-f:.]+\])(?::(\d{1,5}))?$")
+
+
+@dataclass(frozen=True)
+class CorsPolicy:
+    any_origin: bool
+    exact: frozenset[str]
+    wildcards: tuple[tuple[str, str], ...]
+    """(scheme, ".domain[:port]") pairs from scheme://*.domain[:port]."""
+    methods: frozenset[str]
+    header_patterns: tuple[str, ...]
+    expose: str
+    credentials: bool
+    max_age: str
+
+    @classmethod
+    def from_settings(cls, settings: CorsSettings) -> CorsPolicy:
+        exact: set[str] = set()
+        wildcards: list[tuple[str, str]] = []
+        for origin in settings.allow_origins:
+            if origin == "*":
+                continue
+            scheme, _, rest = origin.lower().partition("://")
+            if rest.startswith("*."):
+                wildcards.append((scheme, rest[1:]))
+            else:
+                exact.add(f"{scheme}://{rest}")
+        return cls(
+            any_origin="*" in settings.allow_origins,
+            exact=frozenset(exact),
+            wildcards=tuple(wildcards),
+            methods=frozenset(m.upper() for m in settings.allow_methods),
+            header_patterns=tuple(h.lower() for h in settings.allow_headers),
+            expose=", ".join(settings.expose_headers),
+            credentials=settings.allow_credentials,
+            max_age=str(math.ceil(settings.max_age)),
+        )
+
+    @property
+    def enabled(self) -> bool:
+        return self.any_origin or bool(self.exact) or bool(self.wildcards)
+
+    def allows_origin(self, origin: str) -> bool:
+        normal = origin.strip().lower()
+        if not _ORIGIN_RE.match(normal):
+            return False
+        if self.any_origin or normal in self.exact:
+            return True
+        scheme, _, rest = normal.partition("://")
+        return any(
+            scheme == w_scheme and rest.endswith(suffix) and len(rest) > len(suffix)
+            for w_scheme, suffix in self.wildcards
+        )
+
+    def allows_header(self, name: str) -> bool:
+        return any(fnmatch.fnmatchcase(name, pattern) for pattern in self.header_patterns)
+
+    def allow_origin_value(self, origin: str) -> str:
+        return "*" if self.any_origin and not self.credentials else origin
+
+
+def _strip_engine_cors(response: http.Response) -> None:
+    for name in list(response.headers.keys()):
+        if name.lower().startswith("access-control-"):
+            del response.headers[name]
+
+
+class Cors:
+    def __init__(self) -> None:
+        self._policies: Mapping[str, CorsPolicy] = {}
+
+    def apply_config(self, loaded: LoadedConfig) -> None:
+        self._policies = {
+            name: CorsPolicy.from_settings(security.cors)
+            for name, security in per_listener(loaded.config).items()
+        }
+
+    @fail_closed()
+    def requestheaders(self, flow: http.HTTPFlow) -> None:
+        request = flow.request
+        if (
+            flow.response is not None
+            or request.method != "OPTIONS"
+            or "origin" not in request.headers
+            or "access-control-request-method" not in request.headers
+        ):
+            return
+        flow.metadata["flm.cors.preflight"] = True
+        flow.metadata["flm.api.kind"] = "preflight"
+        policy = self._policies.get(listener_name(flow) or "")
+        origin = request.headers["origin"]
+        method = request.headers["access-control-request-method"].strip().upper()
+        wanted = [
+            h.strip().lower()
+            for h in request.headers.get("access-control-request-headers", "").split(",")
+            if h.strip()
+        ]
+        if (
+            policy is None
+            or not policy.allows_origin(origin)
+            or method not in policy.methods
+            or not all(policy.allows_header(h) for h in wanted)
+        ):
+            flow.response = error_response(
+                403, "This origin, method or header is not allowed.", code="cors_rejected"
+            )
+            return
+        headers = {
+            "access-control-allow-origin": policy.allow_origin_value(origin),
+            "access-control-allow-methods": ", ".join(sorted(policy.methods)),
+            "access-control-max-age": policy.max_age,
+            "vary": "Origin, Access-Control-Request-Method, Access-Control-Request-Headers",
+        }
+        if wanted:
+            headers["access-control-allow-headers"] = ", ".join(wanted)
+        if policy.credentials:
+            headers["access-control-allow-credentials"] = "true"
+        flow.response = http.Response.make(204, b"", headers)
+        flow.metadata["flm.cors.preflight_headers"] = headers
+
+    @fail_closed()
+    def responseheaders(self, flow: http.HTTPFlow) -> None:
+        response = flow.response
+        if response is None:
+            return
+        preflight_headers: dict[str, str] | None = flow.metadata.get("flm.cors.preflight_headers")
+        _strip_engine_cors(response)
+        if preflight_headers is not None:
+            response.headers.update(preflight_headers)
+            return
+        if flow.metadata.get("flm.cors.preflight"):
+            return  # a refused preflight: no CORS headers at all
+        origin = flow.request.headers.get("origin")
+        policy = self._policies.get(listener_name(flow) or "")
+        if origin is None or policy is None or not policy.enabled:
+            return
+        response.headers["vary"] = _add_vary(response.headers.get("vary", ""), "Origin")
+        if not policy.allows_origin(origin):
+            return
+        response.headers["access-control-allow-origin"] = policy.allow_origin_value(origin)
+        if policy.expose:
+            response.headers["access-control-expose-headers"] = policy.expose
+        if policy.credentials:
+            response.headers["access-control-allow-credentials"] = "true"
+
+
+def _add_vary(current: str, name: str) -> str:
+    values = [v.strip() for v in current.split(",") if v.strip()]
+    if name.lower() not in (v.lower() for v in values):
+        values.append(name)
+    return ", ".join(values)

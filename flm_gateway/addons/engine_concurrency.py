@@ -1,0 +1,154 @@
+"""A cap on concurrent requests per engine, with a bounded, time-limited wait queue.
+
+Policy (on `request`, right after routing chose an engine, `flm.route.engine`):
+an engine's cap is `security.resources.engines[<name>].max_concurrent`, else
+`security.resources.max_concurrent_per_engine` (unset: no cap). A request under
+the cap proceeds; over it, it waits in a first-in-first-out queue of at most
+`max_queue` (`max_queue_per_engine`) for up to `queue_timeout`. A full queue or
+a timeout answers 503 `engine_busy` with `Retry-After`. The slot is held until
+the response ends (after the last streamed chunk) or the flow errors. Writes
+`flm.concurrency.engine` (the engine whose slot the flow holds).
+Limitation: a fallback retry to another engine (`fallback`) runs on the first
+engine's slot.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections import deque
+from dataclasses import dataclass, field
+
+from mitmproxy import http
+
+from flm_gateway.addons.guard import fail_closed
+from flm_gateway.config import LoadedConfig
+from flm_gateway.config.security import ResourceSettings
+from flm_gateway.errors import error_response
+
+SLOT_KEY = "flm.concurrency.engine"
+
+
+@dataclass
+class EngineSlots:
+    """Slots of one engine: `active` in flight, `waiters` in FIFO order."""
+
+    limit: int
+    max_queue: int
+    timeout: float
+    active: int = 0
+    waiters: deque[asyncio.Future[None]] = field(default_factory=deque)
+
+    def try_acquire(self) -> bool:
+        if self.active < self.limit and not self.waiters:
+            self.active += 1
+            return True
+        return False
+
+    def release(self) -> None:
+        """Free a slot, or hand it straight to the first live waiter."""
+        while self.waiters:
+            waiter = self.waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)  # the slot passes on; `active` is unchanged
+                return
+        self.active = max(0, self.active - 1)
+
+    def grow(self) -> None:
+        """After a reload raised the limit: let waiters in."""
+        while self.waiters and self.active < self.limit:
+            waiter = self.waiters.popleft()
+            if not waiter.done():
+                self.active += 1
+                waiter.set_result(None)
+
+
+class EngineConcurrency:
+    def __init__(self) -> None:
+        self._settings = ResourceSettings()
+        self._slots: dict[str, EngineSlots] = {}
+
+    def apply_config(self, loaded: LoadedConfig) -> None:
+        self._settings = loaded.config.security.resources
+        for name, slots in self._slots.items():
+            limit = self._limit_of(name)
+            if limit is not None:
+                slots.limit, slots.max_queue, slots.timeout = limit
+                slots.grow()
+
+    def _limit_of(self, engine: str) -> tuple[int, int, float] | None:
+        settings = self._settings
+        own = settings.engines.get(engine)
+        limit = own.max_concurrent if own else settings.max_concurrent_per_engine
+        if limit is None:
+            return None
+        max_queue = own.max_queue if own and own.max_queue is not None else None
+        timeout = own.queue_timeout if own and own.queue_timeout is not None else None
+        return (
+            limit,
+            settings.max_queue_per_engine if max_queue is None else max_queue,
+            settings.queue_timeout if timeout is None else timeout,
+        )
+
+    def slots(self, engine: str) -> EngineSlots | None:
+        limits = self._limit_of(engine)
+        if limits is None:
+            return None
+        slots = self._slots.get(engine)
+        if slots is None:
+            slots = self._slots[engine] = EngineSlots(*limits)
+        return slots
+
+    @fail_closed(503)
+    async def request(self, flow: http.HTTPFlow) -> None:
+        engine = flow.metadata.get("flm.route.engine")
+        if flow.response is not None or engine is None or SLOT_KEY in flow.metadata:
+            return
+        slots = self.slots(engine)
+        if slots is None:
+            return
+        if slots.try_acquire():
+            flow.metadata[SLOT_KEY] = engine
+            return
+        if len(slots.waiters) >= slots.max_queue:
+            flow.response = self._busy(engine, slots)
+            return
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        slots.waiters.append(waiter)
+        try:
+            await asyncio.wait_for(asyncio.shield(waiter), slots.timeout)
+        except TimeoutError:
+            self._give_up(waiter, slots)
+            flow.response = self._busy(engine, slots)
+            return
+        except asyncio.CancelledError:
+            self._give_up(waiter, slots)
+            raise
+        flow.metadata[SLOT_KEY] = engine
+
+    @staticmethod
+    def _give_up(waiter: asyncio.Future[None], slots: EngineSlots) -> None:
+        if waiter.done() and not waiter.cancelled():
+            slots.release()  # the slot arrived just as we gave up: pass it on
+        else:
+            waiter.cancel()
+
+    def _busy(self, engine: str, slots: EngineSlots) -> http.Response:
+        return error_response(
+            503,
+            f"The engine {engine!r} is at capacity; retry shortly.",
+            code="engine_busy",
+            headers={"retry-after": str(max(1, math.ceil(min(slots.timeout, 5.0))))},
+        )
+
+    def _finish(self, flow: http.HTTPFlow) -> None:
+        engine = flow.metadata.pop(SLOT_KEY, None)
+        if engine is not None and engine in self._slots:
+            self._slots[engine].release()
+
+    @fail_closed()
+    def response(self, flow: http.HTTPFlow) -> None:
+        self._finish(flow)
+
+    def error(self, flow: http.HTTPFlow) -> None:
+        self._finish(flow)

@@ -1,0 +1,64 @@
+"""Charge a finished request's tokens to its rate limits and its key's usage counters.
+
+Policy (on `response` and `error`, right after `token_accounting` wrote
+`flm.usage`): the prompt plus completion tokens are taken from the token
+buckets `rate_limit` admitted the request against (`flm.ratelimit.tokens.ip`,
+`flm.ratelimit.tokens.key`), possibly into debt, so the client's next request
+waits until they refill. A request made with a key adds to that key's
+`usage:<id>:requests` and `usage:<id>:tokens` counters in the state store
+(written in batches). Each flow is charged once. A flow without `flm.usage`
+(answered by the gateway itself, or accounting not available) is charged
+nothing. Never rejects: the answer has been produced already.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+
+from mitmproxy import http
+
+from flm_gateway.addons.guard import fail_closed
+from flm_gateway.security.ratelimit import Bucket
+from flm_gateway.state.service import StateService
+
+BUCKET_KEYS = ("flm.ratelimit.tokens.ip", "flm.ratelimit.tokens.key")
+
+
+def used_tokens(flow: http.HTTPFlow) -> int:
+    usage = flow.metadata.get("flm.usage")
+    if not isinstance(usage, Mapping):
+        return 0
+    return max(0, int(usage.get("prompt_tokens") or 0) + int(usage.get("completion_tokens") or 0))
+
+
+class TokenCharge:
+    def __init__(self, state: StateService, clock: Callable[[], float] = time.monotonic) -> None:
+        self._state = state
+        self._clock = clock
+
+    def _charge(self, flow: http.HTTPFlow) -> None:
+        if flow.metadata.get("flm.token_charge.done"):
+            return
+        flow.metadata["flm.token_charge.done"] = True
+        used = used_tokens(flow)
+        if used:
+            now = self._clock()
+            for name in BUCKET_KEYS:
+                buckets: list[Bucket] = flow.metadata.get(name) or []
+                for bucket in buckets:
+                    bucket.refill(now)
+                    bucket.take(float(used))
+        key_id = flow.metadata.get("flm.auth.key_id")
+        if key_id is not None:
+            deltas = {f"usage:{key_id}:requests": 1}
+            if used:
+                deltas[f"usage:{key_id}:tokens"] = used
+            self._state.count(deltas)
+
+    @fail_closed()
+    def response(self, flow: http.HTTPFlow) -> None:
+        self._charge(flow)
+
+    def error(self, flow: http.HTTPFlow) -> None:
+        self._charge(flow)

@@ -1,0 +1,56 @@
+"""Security events travel with the flow until the `audit` addon writes them.
+
+An addon that notices something calls `record(flow, ...)`; the event lands in
+`flow.metadata["flm.security.events"]`. At the end of the flow (`response` or
+`error`), `auto_block` counts the events that carry an `offence` and `audit`
+writes every event with the flow's client address, key id, request id and
+listener filled in. So each addon reports what it saw, once, in one shape.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from mitmproxy import http
+
+from flm_gateway.config.security import Severity
+
+EVENTS_KEY = "flm.security.events"
+
+
+class Offence(StrEnum):
+    """What auto-block counts."""
+
+    AUTH = "auth"
+    INTRUSION = "intrusion"
+    HONEYPOT = "honeypot"
+    ANOMALY = "anomaly"
+
+
+@dataclass(frozen=True)
+class SecurityEvent:
+    type: str
+    severity: Severity
+    offence: Offence | None = None
+    details: Mapping[str, Any] = field(default_factory=dict)
+
+
+def record(
+    flow: http.HTTPFlow,
+    type_: str,
+    severity: Severity,
+    offence: Offence | None = None,
+    **details: Any,
+) -> SecurityEvent:
+    """Attach an event to `flow`."""
+    event = SecurityEvent(type_, severity, offence, details)
+    flow.metadata.setdefault(EVENTS_KEY, []).append(event)
+    return event
+
+
+def events_of(flow: http.HTTPFlow) -> list[SecurityEvent]:
+    events: list[SecurityEvent] = flow.metadata.get(EVENTS_KEY) or []
+    return events

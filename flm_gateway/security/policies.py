@@ -1,0 +1,35 @@
+"""Small lookups every security addon shares: the security that applies on a listener,
+and which flows are health checks."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from mitmproxy import http
+
+from flm_gateway.addons.health import HEALTH_PATHS
+from flm_gateway.config.model import GatewayConfig
+from flm_gateway.config.security import SecurityConfig, effective_security
+
+
+def per_listener(config: GatewayConfig) -> Mapping[str, SecurityConfig]:
+    """Listener name -> the security that applies there (global sections, replaced by its own)."""
+    return {
+        listener.name: effective_security(config.security, listener.security)
+        for listener in config.listeners
+    }
+
+
+def is_health_check(flow: http.HTTPFlow) -> bool:
+    """The exact health paths the `health` addon answers (no other spelling is exempt)."""
+    return flow.request.path in HEALTH_PATHS
+
+
+def listener_name(flow: http.HTTPFlow) -> str | None:
+    listener = flow.metadata.get("flm.listener")
+    return None if listener is None else str(listener.name)
+
+
+def client_ip(flow: http.HTTPFlow) -> str:
+    """The client address after trusted-proxy handling (`client_ip` addon)."""
+    return str(flow.metadata.get("flm.client_ip") or flow.client_conn.peername[0])

@@ -1,0 +1,80 @@
+"""Token buckets for rate limits: pure, synchronous, clock passed in.
+
+Requests: a bucket of `capacity` (the burst) refilling at `rate` per second; a
+request takes one token or is refused. Tokens (LLM tokens): the bucket admits a
+request while its level is above zero and is charged the real usage when the
+response ends, so it may go into debt that must refill before the next request.
+Checks and charges are plain method calls with no awaits: on one event loop,
+check-and-take is atomic, which is what makes limits exact under concurrency.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+
+@dataclass
+class Bucket:
+    capacity: float
+    rate: float
+    """Refill per second."""
+    level: float
+    updated: float
+
+    @classmethod
+    def per_minute(cls, per_minute: int, burst: int | None, now: float) -> Bucket:
+        capacity = float(burst or per_minute)
+        return cls(capacity, per_minute / 60.0, capacity, now)
+
+    def refill(self, now: float) -> None:
+        if now > self.updated:
+            self.level = min(self.capacity, self.level + (now - self.updated) * self.rate)
+        self.updated = max(self.updated, now)
+
+    def can_take(self, amount: float, now: float) -> bool:
+        self.refill(now)
+        return self.level >= amount
+
+    def admits(self, now: float) -> bool:
+        """For debt buckets: anything left at all."""
+        self.refill(now)
+        return self.level > 0
+
+    def take(self, amount: float) -> None:
+        self.level -= amount
+
+    def remaining(self) -> int:
+        return max(0, math.floor(self.level))
+
+    def seconds_until(self, level: float) -> float:
+        """Time until the bucket holds `level` (0 if it does)."""
+        return max(0.0, (level - self.level) / self.rate) if self.rate > 0 else math.inf
+
+    def reset_seconds(self) -> float:
+        """Time until the bucket is full again (OpenAI's x-ratelimit-reset-*)."""
+        return self.seconds_until(self.capacity)
+
+    def full(self, now: float) -> bool:
+        self.refill(now)
+        return self.level >= self.capacity
+
+    def resize(self, per_minute: int, burst: int | None) -> None:
+        """Apply a changed limit (a reload) without forgetting usage."""
+        capacity = float(burst or per_minute)
+        self.level = min(self.level, capacity)
+        self.capacity, self.rate = capacity, per_minute / 60.0
+
+
+def format_reset(seconds: float) -> str:
+    """OpenAI's duration format for x-ratelimit-reset-*: `1s`, `6m0s`, `20ms`, `1h2m3s`."""
+    if seconds < 1:
+        return f"{max(0, math.ceil(seconds * 1000))}ms"
+    total = math.ceil(seconds)
+    hours, rest = divmod(total, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h{minutes}m{secs}s"
+    if minutes:
+        return f"{minutes}m{secs}s"
+    return f"{secs}s"

@@ -1,0 +1,342 @@
+"""The shared state store: Redis, for several gateway replicas.
+
+Layout (every key starts with `state.redis_prefix`, default `flm:`):
+`generation` (INCR on every key or block change), `keys` (hash id -> key JSON),
+`secrets` (hash secret-hash -> key id, so a secret belongs to one key),
+`blocks` (hash cidr -> block JSON), `counters` (hash name -> integer), `audit`
+(list of record JSON, seq = position + 1) and `audit:head` ("seq hash").
+Multi-step writes are optimistic transactions (WATCH/MULTI/EXEC, retried), so
+the audit chain stays one chain when replicas and CLI commands append at once.
+Network errors become `StateError` (the gateway then fails closed).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from functools import partial
+from typing import Any, TypeVar
+from urllib.parse import urlsplit, urlunsplit
+
+import redis
+
+from flm_gateway.config.security import Severity
+from flm_gateway.state.chain import GENESIS, record_hash
+from flm_gateway.state.store import (
+    AuditEvent,
+    AuditQuery,
+    AuditRecord,
+    BlockRecord,
+    KeyLimits,
+    KeyRecord,
+    KeyScopes,
+    KeySecret,
+    StateError,
+)
+
+T = TypeVar("T")
+TIMEOUT = 5.0
+RETRIES = 50
+_SCAN_BATCH = 500
+
+
+def redacted_url(url: str) -> str:
+    """`url` without its password."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.hostname or ""
+    if parts.port:
+        netloc += f":{parts.port}"
+    netloc = f"{parts.username or ''}:***@{netloc}"
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+class RedisStore:
+    """`StateStore` on a Redis server."""
+
+    backend = "redis"
+
+    def __init__(self, url: str, prefix: str = "flm:") -> None:
+        self._prefix = prefix
+        try:
+            # Any: redis-py types replies as bytes | str whatever decode_responses says.
+            self._redis: Any = redis.Redis.from_url(
+                url,
+                decode_responses=True,
+                socket_timeout=TIMEOUT,
+                socket_connect_timeout=TIMEOUT,
+            )
+            self._redis.ping()
+        except (redis.RedisError, ValueError) as exc:
+            raise StateError(f"redis {redacted_url(url)}: {exc}") from None
+
+    def _k(self, name: str) -> str:
+        return self._prefix + name
+
+    def _call(self, action: Callable[[], T]) -> T:
+        try:
+            return action()
+        except redis.RedisError as exc:
+            raise StateError(f"redis: {exc}") from None
+
+    def _transaction(self, watch: Sequence[str], action: Callable[[Any], T]) -> T:
+        """Run `action(pipe)` under WATCH of `watch`; it reads, then calls pipe.multi()."""
+
+        def attempt() -> T:
+            for _ in range(RETRIES):
+                with self._redis.pipeline() as pipe:
+                    try:
+                        pipe.watch(*[self._k(name) for name in watch])
+                        result = action(pipe)
+                        pipe.execute()
+                        return result
+                    except redis.WatchError:
+                        continue
+            raise StateError("redis: too much contention, transaction not applied")
+
+        return self._call(attempt)
+
+    def generation(self) -> int:
+        value = self._call(lambda: self._redis.get(self._k("generation")))
+        return int(value or 0)
+
+    # -- keys -------------------------------------------------------------
+
+    def list_keys(self) -> list[KeyRecord]:
+        raw: dict[str, str] = self._call(lambda: self._redis.hgetall(self._k("keys")))
+        keys = [_key_from_json(json.loads(text)) for text in raw.values()]
+        return sorted(keys, key=lambda key: (key.created_at, key.id))
+
+    def get_key(self, key_id: str) -> KeyRecord | None:
+        text = self._call(lambda: self._redis.hget(self._k("keys"), key_id))
+        return _key_from_json(json.loads(text)) if text else None
+
+    def create_key(self, record: KeyRecord) -> None:
+        def action(pipe: Any) -> None:
+            if pipe.hexists(self._k("keys"), record.id):
+                raise StateError(f"a key with id {record.id!r} exists")
+            for secret in record.secrets:
+                if pipe.hexists(self._k("secrets"), secret.hash):
+                    raise StateError("a key with this secret exists")
+            pipe.multi()
+            pipe.hset(self._k("keys"), record.id, json.dumps(_key_to_json(record)))
+            for secret in record.secrets:
+                pipe.hset(self._k("secrets"), secret.hash, record.id)
+            pipe.incr(self._k("generation"))
+
+        self._transaction(["keys", "secrets"], action)
+
+    def add_key_secret(self, key_id: str, secret: KeySecret, retire_others_at: float) -> bool:
+        def action(pipe: Any) -> bool:
+            text = pipe.hget(self._k("keys"), key_id)
+            if not text:
+                return False
+            if pipe.hexists(self._k("secrets"), secret.hash):
+                raise StateError("a key with this secret exists")
+            record = _key_from_json(json.loads(text))
+            retired = tuple(
+                s
+                if s.expires_at is not None and s.expires_at <= retire_others_at
+                else KeySecret(s.hash, s.created_at, retire_others_at)
+                for s in record.secrets
+            )
+            updated = _replace_secrets(record, (*retired, secret))
+            pipe.multi()
+            pipe.hset(self._k("keys"), key_id, json.dumps(_key_to_json(updated)))
+            pipe.hset(self._k("secrets"), secret.hash, key_id)
+            pipe.incr(self._k("generation"))
+            return True
+
+        return self._transaction(["keys", "secrets"], action)
+
+    def revoke_key(self, key_id: str, at: float) -> bool:
+        def action(pipe: Any) -> bool:
+            text = pipe.hget(self._k("keys"), key_id)
+            if not text:
+                return False
+            data = json.loads(text)
+            pipe.multi()
+            if data.get("revoked_at") is None:
+                data["revoked_at"] = at
+                pipe.hset(self._k("keys"), key_id, json.dumps(data))
+                pipe.incr(self._k("generation"))
+            return True
+
+        return self._transaction(["keys"], action)
+
+    # -- blocks -----------------------------------------------------------
+
+    def list_blocks(self) -> list[BlockRecord]:
+        raw: dict[str, str] = self._call(lambda: self._redis.hgetall(self._k("blocks")))
+        blocks = [BlockRecord(**json.loads(text)) for text in raw.values()]
+        return sorted(blocks, key=lambda block: (block.created_at, block.cidr))
+
+    def put_block(self, block: BlockRecord) -> None:
+        def action() -> None:
+            pipe = self._redis.pipeline(transaction=True)
+            pipe.hset(self._k("blocks"), block.cidr, json.dumps(block.__dict__))
+            pipe.incr(self._k("generation"))
+            pipe.execute()
+
+        self._call(action)
+
+    def remove_block(self, cidr: str) -> bool:
+        def action() -> bool:
+            pipe = self._redis.pipeline(transaction=True)
+            pipe.hdel(self._k("blocks"), cidr)
+            pipe.incr(self._k("generation"))
+            removed, _ = pipe.execute()
+            return int(removed) > 0
+
+        return self._call(action)
+
+    def clear_blocks(self) -> int:
+        def action() -> int:
+            pipe = self._redis.pipeline(transaction=True)
+            pipe.hlen(self._k("blocks"))
+            pipe.delete(self._k("blocks"))
+            pipe.incr(self._k("generation"))
+            count, _, _ = pipe.execute()
+            return int(count)
+
+        return self._call(action)
+
+    def purge_blocks(self, expired_before: float) -> int:
+        def action(pipe: Any) -> int:
+            raw: dict[str, str] = pipe.hgetall(self._k("blocks"))
+            stale = [
+                cidr
+                for cidr, text in raw.items()
+                if (expires := json.loads(text).get("expires_at")) is not None
+                and expires < expired_before
+            ]
+            pipe.multi()
+            if stale:
+                pipe.hdel(self._k("blocks"), *stale)
+                pipe.incr(self._k("generation"))
+            return len(stale)
+
+        return self._transaction(["blocks"], action)
+
+    # -- counters ---------------------------------------------------------
+
+    def add_counters(self, deltas: Mapping[str, int]) -> None:
+        if not deltas:
+            return
+
+        def action() -> None:
+            pipe = self._redis.pipeline(transaction=True)
+            for name, delta in deltas.items():
+                pipe.hincrby(self._k("counters"), name, delta)
+            pipe.execute()
+
+        self._call(action)
+
+    def get_counters(self, prefix: str) -> dict[str, int]:
+        raw: dict[str, str] = self._call(lambda: self._redis.hgetall(self._k("counters")))
+        return {name: int(value) for name, value in raw.items() if name.startswith(prefix)}
+
+    # -- audit ------------------------------------------------------------
+
+    def append_audit(self, events: Sequence[AuditEvent]) -> list[AuditRecord]:
+        if not events:
+            return []
+
+        def action(pipe: Any) -> list[AuditRecord]:
+            head = pipe.get(self._k("audit:head"))
+            seq, prev_hash = (int(head.split()[0]), head.split()[1]) if head else (0, GENESIS)
+            records = []
+            for event in events:
+                seq += 1
+                digest = record_hash(prev_hash, seq, event, event.details_json())
+                records.append(AuditRecord(seq, event, prev_hash, digest))
+                prev_hash = digest
+            pipe.multi()
+            pipe.rpush(self._k("audit"), *[json.dumps(r.to_json()) for r in records])
+            pipe.set(self._k("audit:head"), f"{seq} {prev_hash}")
+            return records
+
+        return self._transaction(["audit:head"], action)
+
+    def query_audit(self, query: AuditQuery) -> list[AuditRecord]:
+        found: list[AuditRecord] = []
+        end = -1
+        while len(found) < query.limit:
+            start = end - _SCAN_BATCH + 1
+            raw: list[str] = self._call(partial(self._redis.lrange, self._k("audit"), start, end))
+            for text in reversed(raw):
+                record = _audit_from_json(json.loads(text))
+                if query.matches(record):
+                    found.append(record)
+                    if len(found) >= query.limit:
+                        break
+            if len(raw) < _SCAN_BATCH:
+                break
+            end = start - 1
+        found.sort(key=lambda record: record.seq)
+        return found
+
+    def iter_audit(self, after_seq: int = 0) -> Iterator[AuditRecord]:
+        index = after_seq
+        while True:
+            raw: list[str] = self._call(
+                partial(self._redis.lrange, self._k("audit"), index, index + _SCAN_BATCH - 1)
+            )
+            if not raw:
+                return
+            for text in raw:
+                yield _audit_from_json(json.loads(text))
+            index += len(raw)
+
+    def close(self) -> None:
+        with contextlib.suppress(redis.RedisError):
+            self._redis.close()
+
+
+def _key_to_json(record: KeyRecord) -> dict[str, Any]:
+    return {
+        "id": record.id,
+        "name": record.name,
+        "created_at": record.created_at,
+        "expires_at": record.expires_at,
+        "revoked_at": record.revoked_at,
+        "scopes": record.scopes.to_json(),
+        "limits": record.limits.to_json(),
+        "secrets": [[s.hash, s.created_at, s.expires_at] for s in record.secrets],
+    }
+
+
+def _key_from_json(data: Mapping[str, Any]) -> KeyRecord:
+    return KeyRecord(
+        id=data["id"],
+        name=data["name"],
+        created_at=data["created_at"],
+        secrets=tuple(KeySecret(*item) for item in data["secrets"]),
+        scopes=KeyScopes.from_json(data["scopes"]),
+        limits=KeyLimits.from_json(data["limits"]),
+        expires_at=data.get("expires_at"),
+        revoked_at=data.get("revoked_at"),
+    )
+
+
+def _replace_secrets(record: KeyRecord, secrets: tuple[KeySecret, ...]) -> KeyRecord:
+    data = _key_to_json(record)
+    data["secrets"] = [[s.hash, s.created_at, s.expires_at] for s in secrets]
+    return _key_from_json(data)
+
+
+def _audit_from_json(data: Mapping[str, Any]) -> AuditRecord:
+    event = AuditEvent(
+        type=data["type"],
+        severity=Severity(data["severity"]),
+        ts=data["ts"],
+        ip=data["ip"],
+        key_id=data["key_id"],
+        request_id=data["request_id"],
+        listener=data["listener"],
+        actor=data["actor"],
+        details=data["details"],
+    )
+    return AuditRecord(data["seq"], event, data["prev_hash"], data["hash"])

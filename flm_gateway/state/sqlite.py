@@ -1,0 +1,441 @@
+"""The embedded state store: one SQLite file, `state.db` in the state directory.
+
+Safe for the gateway and CLI commands at the same time: WAL mode (readers never
+block the writer), a busy timeout instead of "database is locked" errors, and
+`BEGIN IMMEDIATE` around every write so the audit chain's read-last-then-append
+is atomic across processes. The directory is created 0700 and the file 0600:
+it holds key hashes and the audit log. A connection belongs to the thread that
+opened it; the gateway opens its store inside its one store worker thread.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager, suppress
+from pathlib import Path
+from typing import Any, TypeVar
+
+from flm_gateway.config.security import Severity
+from flm_gateway.state.chain import GENESIS, record_hash
+from flm_gateway.state.store import (
+    AuditEvent,
+    AuditQuery,
+    AuditRecord,
+    BlockRecord,
+    KeyLimits,
+    KeyRecord,
+    KeyScopes,
+    KeySecret,
+    StateError,
+)
+
+SCHEMA_VERSION = 1
+BUSY_TIMEOUT_MS = 5000
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS keys (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    expires_at REAL,
+    revoked_at REAL,
+    scopes TEXT NOT NULL,
+    limits TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS key_secrets (
+    hash TEXT PRIMARY KEY,
+    key_id TEXT NOT NULL REFERENCES keys(id),
+    created_at REAL NOT NULL,
+    expires_at REAL
+);
+CREATE INDEX IF NOT EXISTS key_secrets_key ON key_secrets(key_id);
+CREATE TABLE IF NOT EXISTS blocks (
+    cidr TEXT PRIMARY KEY,
+    reason TEXT NOT NULL,
+    source TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    expires_at REAL,
+    strikes INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS audit (
+    seq INTEGER PRIMARY KEY,
+    ts REAL NOT NULL,
+    type TEXT NOT NULL,
+    severity TEXT NOT NULL,
+    ip TEXT,
+    key_id TEXT,
+    request_id TEXT,
+    listener TEXT,
+    actor TEXT,
+    details TEXT NOT NULL,
+    prev_hash TEXT NOT NULL,
+    hash TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS audit_ts ON audit(ts);
+CREATE INDEX IF NOT EXISTS audit_ip ON audit(ip);
+"""
+
+T = TypeVar("T")
+
+
+class SqliteStore:
+    """`StateStore` on an SQLite file."""
+
+    backend = "sqlite"
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        try:
+            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            if not path.exists():
+                fd = os.open(path, os.O_CREAT | os.O_WRONLY, 0o600)
+                os.close(fd)
+            self._db = sqlite3.connect(path, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000)
+            self._db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            mode = self._db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if str(mode).lower() != "wal":
+                raise StateError(f"{path}: cannot switch the database to WAL mode ({mode})")
+            self._db.execute("PRAGMA synchronous = NORMAL")
+            self._db.execute("PRAGMA foreign_keys = ON")
+            self._write(self._migrate)
+        except sqlite3.Error as exc:
+            raise StateError(f"{path}: cannot open the state database: {exc}") from None
+        except OSError as exc:
+            raise StateError(f"{path}: cannot create the state database: {exc.strerror}") from None
+
+    def _migrate(self, db: sqlite3.Connection) -> None:
+        # executescript() would commit mid-transaction, so statements run one by one.
+        for statement in _SCHEMA.split(";"):
+            if statement.strip():
+                db.execute(statement)
+        row = db.execute("SELECT v FROM meta WHERE k = 'schema_version'").fetchone()
+        if row is None:
+            db.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+            db.execute("INSERT INTO meta VALUES ('generation', '0')")
+        elif int(row[0]) > SCHEMA_VERSION:
+            raise StateError(
+                f"{self.path} was written by a newer flm-gateway (schema {row[0]}); upgrade"
+            )
+
+    # -- plumbing ---------------------------------------------------------
+
+    def _write(self, action: Callable[[sqlite3.Connection], T]) -> T:
+        """Run `action` in one IMMEDIATE transaction (the write lock, waited for)."""
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                result = action(self._db)
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+            return result
+        except sqlite3.Error as exc:
+            raise StateError(f"state database write failed: {exc}") from None
+
+    def _read(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        try:
+            return self._db.execute(sql, params).fetchall()
+        except sqlite3.Error as exc:
+            raise StateError(f"state database read failed: {exc}") from None
+
+    @contextmanager
+    def _snapshot(self) -> Iterator[None]:
+        """A consistent read across several statements."""
+        try:
+            self._db.execute("BEGIN")
+        except sqlite3.Error as exc:
+            raise StateError(f"state database read failed: {exc}") from None
+        try:
+            yield
+        finally:
+            self._db.execute("COMMIT")
+
+    @staticmethod
+    def _bump(db: sqlite3.Connection) -> None:
+        db.execute("UPDATE meta SET v = CAST(v AS INTEGER) + 1 WHERE k = 'generation'")
+
+    def generation(self) -> int:
+        rows = self._read("SELECT v FROM meta WHERE k = 'generation'")
+        return int(rows[0][0]) if rows else 0
+
+    # -- keys -------------------------------------------------------------
+
+    def list_keys(self) -> list[KeyRecord]:
+        with self._snapshot():
+            keys = self._read("SELECT * FROM keys ORDER BY created_at, id")
+            secrets = self._read(
+                "SELECT key_id, hash, created_at, expires_at FROM key_secrets ORDER BY created_at"
+            )
+        by_key: dict[str, list[KeySecret]] = {}
+        for key_id, hash_, created_at, expires_at in secrets:
+            by_key.setdefault(key_id, []).append(KeySecret(hash_, created_at, expires_at))
+        return [_key_from_row(row, by_key.get(row[0], [])) for row in keys]
+
+    def get_key(self, key_id: str) -> KeyRecord | None:
+        with self._snapshot():
+            rows = self._read("SELECT * FROM keys WHERE id = ?", (key_id,))
+            secrets = self._read(
+                "SELECT hash, created_at, expires_at FROM key_secrets WHERE key_id = ? "
+                "ORDER BY created_at",
+                (key_id,),
+            )
+        if not rows:
+            return None
+        return _key_from_row(rows[0], [KeySecret(*row) for row in secrets])
+
+    def create_key(self, record: KeyRecord) -> None:
+        def action(db: sqlite3.Connection) -> None:
+            if db.execute("SELECT 1 FROM keys WHERE id = ?", (record.id,)).fetchone():
+                raise StateError(f"a key with id {record.id!r} exists")
+            db.execute(
+                "INSERT INTO keys VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    record.id,
+                    record.name,
+                    record.created_at,
+                    record.expires_at,
+                    record.revoked_at,
+                    json.dumps(record.scopes.to_json()),
+                    json.dumps(record.limits.to_json()),
+                ),
+            )
+            for secret in record.secrets:
+                _insert_secret(db, record.id, secret)
+            self._bump(db)
+
+        self._write(action)
+
+    def add_key_secret(self, key_id: str, secret: KeySecret, retire_others_at: float) -> bool:
+        def action(db: sqlite3.Connection) -> bool:
+            if not db.execute("SELECT 1 FROM keys WHERE id = ?", (key_id,)).fetchone():
+                return False
+            db.execute(
+                "UPDATE key_secrets SET expires_at = ? "
+                "WHERE key_id = ? AND (expires_at IS NULL OR expires_at > ?)",
+                (retire_others_at, key_id, retire_others_at),
+            )
+            _insert_secret(db, key_id, secret)
+            self._bump(db)
+            return True
+
+        return self._write(action)
+
+    def revoke_key(self, key_id: str, at: float) -> bool:
+        def action(db: sqlite3.Connection) -> bool:
+            cursor = db.execute(
+                "UPDATE keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL", (at, key_id)
+            )
+            exists = db.execute("SELECT 1 FROM keys WHERE id = ?", (key_id,)).fetchone()
+            if cursor.rowcount:
+                self._bump(db)
+            return exists is not None
+
+        return self._write(action)
+
+    # -- blocks -----------------------------------------------------------
+
+    def list_blocks(self) -> list[BlockRecord]:
+        rows = self._read("SELECT * FROM blocks ORDER BY created_at, cidr")
+        return [BlockRecord(*row) for row in rows]
+
+    def put_block(self, block: BlockRecord) -> None:
+        def action(db: sqlite3.Connection) -> None:
+            db.execute(
+                "INSERT OR REPLACE INTO blocks VALUES (?, ?, ?, ?, ?, ?)",
+                (
+                    block.cidr,
+                    block.reason,
+                    block.source,
+                    block.created_at,
+                    block.expires_at,
+                    block.strikes,
+                ),
+            )
+            self._bump(db)
+
+        self._write(action)
+
+    def remove_block(self, cidr: str) -> bool:
+        def action(db: sqlite3.Connection) -> bool:
+            removed = db.execute("DELETE FROM blocks WHERE cidr = ?", (cidr,)).rowcount > 0
+            if removed:
+                self._bump(db)
+            return removed
+
+        return self._write(action)
+
+    def clear_blocks(self) -> int:
+        def action(db: sqlite3.Connection) -> int:
+            removed = db.execute("DELETE FROM blocks").rowcount
+            self._bump(db)
+            return int(removed)
+
+        return self._write(action)
+
+    def purge_blocks(self, expired_before: float) -> int:
+        def action(db: sqlite3.Connection) -> int:
+            removed = db.execute(
+                "DELETE FROM blocks WHERE expires_at IS NOT NULL AND expires_at < ?",
+                (expired_before,),
+            ).rowcount
+            if removed:
+                self._bump(db)
+            return int(removed)
+
+        return self._write(action)
+
+    # -- counters ---------------------------------------------------------
+
+    def add_counters(self, deltas: Mapping[str, int]) -> None:
+        if not deltas:
+            return
+
+        def action(db: sqlite3.Connection) -> None:
+            db.executemany(
+                "INSERT INTO counters VALUES (?, ?) "
+                "ON CONFLICT(name) DO UPDATE SET value = value + excluded.value",
+                list(deltas.items()),
+            )
+
+        self._write(action)
+
+    def get_counters(self, prefix: str) -> dict[str, int]:
+        escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        rows = self._read(
+            "SELECT name, value FROM counters WHERE name LIKE ? ESCAPE '\\'", (escaped + "%",)
+        )
+        return {name: int(value) for name, value in rows}
+
+    # -- audit ------------------------------------------------------------
+
+    def append_audit(self, events: Sequence[AuditEvent]) -> list[AuditRecord]:
+        if not events:
+            return []
+
+        def action(db: sqlite3.Connection) -> list[AuditRecord]:
+            last = db.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
+            seq, prev_hash = (int(last[0]), str(last[1])) if last else (0, GENESIS)
+            records = []
+            for event in events:
+                seq += 1
+                details = event.details_json()
+                digest = record_hash(prev_hash, seq, event, details)
+                db.execute(
+                    "INSERT INTO audit VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        seq,
+                        float(event.ts),
+                        event.type,
+                        event.severity.value,
+                        event.ip,
+                        event.key_id,
+                        event.request_id,
+                        event.listener,
+                        event.actor,
+                        details,
+                        prev_hash,
+                        digest,
+                    ),
+                )
+                records.append(AuditRecord(seq, event, prev_hash, digest))
+                prev_hash = digest
+            return records
+
+        return self._write(action)
+
+    def query_audit(self, query: AuditQuery) -> list[AuditRecord]:
+        where: list[str] = []
+        params: list[Any] = []
+        if query.since is not None:
+            where.append("ts >= ?")
+            params.append(query.since)
+        if query.until is not None:
+            where.append("ts < ?")
+            params.append(query.until)
+        if query.ip is not None:
+            where.append("ip = ?")
+            params.append(query.ip)
+        if query.key_id is not None:
+            where.append("key_id = ?")
+            params.append(query.key_id)
+        if query.types:
+            alternatives = []
+            for type_ in query.types:
+                if type_.endswith("."):
+                    alternatives.append("substr(type, 1, ?) = ?")
+                    params += [len(type_), type_]
+                else:
+                    alternatives.append("type = ?")
+                    params.append(type_)
+            where.append("(" + " OR ".join(alternatives) + ")")
+        if query.min_severity is not None:
+            allowed = [s.value for s in Severity if s.rank >= query.min_severity.rank]
+            where.append(f"severity IN ({', '.join('?' for _ in allowed)})")
+            params += allowed
+        sql = "SELECT * FROM audit"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY seq DESC LIMIT ?"
+        params.append(max(0, query.limit))
+        return [_audit_from_row(row) for row in reversed(self._read(sql, params))]
+
+    def iter_audit(self, after_seq: int = 0) -> Iterator[AuditRecord]:
+        while True:
+            rows = self._read(
+                "SELECT * FROM audit WHERE seq > ? ORDER BY seq LIMIT 1000", (after_seq,)
+            )
+            if not rows:
+                return
+            for row in rows:
+                record = _audit_from_row(row)
+                after_seq = record.seq
+                yield record
+
+    def close(self) -> None:
+        with suppress(sqlite3.Error):
+            self._db.close()
+
+
+def _insert_secret(db: sqlite3.Connection, key_id: str, secret: KeySecret) -> None:
+    if db.execute("SELECT 1 FROM key_secrets WHERE hash = ?", (secret.hash,)).fetchone():
+        raise StateError("a key with this secret exists")
+    db.execute(
+        "INSERT INTO key_secrets VALUES (?, ?, ?, ?)",
+        (secret.hash, key_id, secret.created_at, secret.expires_at),
+    )
+
+
+def _key_from_row(row: Sequence[Any], secrets: list[KeySecret]) -> KeyRecord:
+    key_id, name, created_at, expires_at, revoked_at, scopes, limits = row
+    return KeyRecord(
+        id=key_id,
+        name=name,
+        created_at=created_at,
+        secrets=tuple(secrets),
+        scopes=KeyScopes.from_json(json.loads(scopes)),
+        limits=KeyLimits.from_json(json.loads(limits)),
+        expires_at=expires_at,
+        revoked_at=revoked_at,
+    )
+
+
+def _audit_from_row(row: Sequence[Any]) -> AuditRecord:
+    (seq, ts, type_, severity, ip, key_id, request_id, listener, actor, details, prev, digest) = row
+    event = AuditEvent(
+        type=type_,
+        severity=Severity(severity),
+        ts=ts,
+        ip=ip,
+        key_id=key_id,
+        request_id=request_id,
+        listener=listener,
+        actor=actor,
+        details=json.loads(details),
+    )
+    return AuditRecord(int(seq), event, prev, digest)

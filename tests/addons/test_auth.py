@@ -1,0 +1,171 @@
+"""auth: API keys from the store and flm.yaml, strict headers, expiry, rotation, scopes."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+
+from mitmproxy import http
+
+from flm_gateway.addons.auth import Auth
+from flm_gateway.addons.token_charge import TokenCharge
+from flm_gateway.config import LoadedConfig
+from flm_gateway.security.events import events_of
+from flm_gateway.security.keys import hash_secret
+from flm_gateway.state.service import StateService
+from flm_gateway.state.store import KeyRecord, KeyScopes, KeySecret
+from tests.support.flows import error_of
+from tests.support.security import BASE, flow, loaded, opened_service, run_hooks
+
+SECRET = "flm-test-secret-one"
+DECLARED = "flm-declared-secret"
+
+
+def _store_key(service: StateService, key_id: str = "key_a", **changes: object) -> None:
+    now = time.time()
+    record = KeyRecord(
+        id=key_id, name="a", created_at=now, secrets=(KeySecret(hash_secret(SECRET), now),)
+    )
+    record = dataclasses.replace(record, **changes)  # type: ignore[arg-type]
+    service.call_sync(lambda store: store.create_key(record))
+
+
+async def _check(
+    auth: Auth,
+    config: LoadedConfig,
+    headers: dict[str, str],
+    path: str = "/v1/models",
+    port: int = 8088,
+) -> http.HTTPFlow:
+    target = flow(config, path=path, headers=headers, port=port)
+    await run_hooks([auth], target, ("requestheaders",))
+    return target
+
+
+async def test_store_and_declared_keys(tmp_path: Path) -> None:
+    config = loaded(
+        f"""
+keys:
+  - id: ci
+    hash: {hash_secret(DECLARED)}
+    scopes: {{listeners: [main]}}
+""",
+        tmp_path,
+    )
+    with opened_service(config) as service:
+        _store_key(service)
+        await service.refresh(force=True)
+        auth = Auth(service)
+        auth.apply_config(config)
+        ok = await _check(auth, config, {"authorization": f"Bearer {SECRET}"})
+        assert ok.response is None and ok.metadata["flm.auth.key_id"] == "key_a"
+        declared = await _check(auth, config, {"x-api-key": DECLARED})
+        assert declared.response is None and declared.metadata["flm.auth.key_id"] == "ci"
+        missing = await _check(auth, config, {})
+        assert error_of(missing)[0] == 401 and missing.response is not None
+        assert missing.response.headers["www-authenticate"].startswith("Bearer")
+        assert events_of(missing) == []  # a missing key is not an offence by default
+        wrong = await _check(auth, config, {"authorization": "Bearer flm-wrong"})
+        status, error = error_of(wrong)
+        assert (status, error["code"]) == (401, "invalid_api_key")
+        assert [e.type for e in events_of(wrong)] == ["auth.failed"]
+        assert "flm-wrong" not in repr(events_of(wrong)) and "flm-wrong" not in error["message"]
+        both = await _check(
+            auth, config, {"authorization": f"Bearer {SECRET}", "x-api-key": DECLARED}
+        )
+        assert error_of(both)[0] == 401
+        health = await _check(auth, config, {}, path="/healthz")
+        assert health.response is None
+        sneaky = await _check(auth, config, {}, path="/healthz/../v1/models")
+        assert error_of(sneaky)[0] == 401
+        open_listener = await _check(auth, config, {}, port=8089)
+        assert open_listener.response is None and "flm.auth.key" not in open_listener.metadata
+
+
+async def test_listener_scope_is_403(tmp_path: Path) -> None:
+    config = loaded("", tmp_path, base=BASE.replace("auth: none", "auth: api-key"))
+    with opened_service(config) as service:
+        _store_key(service, scopes=KeyScopes(listeners=("main",)))
+        await service.refresh(force=True)
+        auth = Auth(service)
+        auth.apply_config(config)
+        assert (await _check(auth, config, {"x-api-key": SECRET})).response is None
+        other = await _check(auth, config, {"x-api-key": SECRET}, port=8089)
+        status, error = error_of(other)
+        assert (status, error["code"]) == (403, "key_not_allowed_here")
+
+
+async def test_expired_revoked_and_rotated(tmp_path: Path) -> None:
+    config = loaded("", tmp_path)
+    now = time.time()
+    with opened_service(config) as service:
+        _store_key(service, "key_exp", expires_at=now - 1)
+        await service.refresh(force=True)
+        auth = Auth(service)
+        auth.apply_config(config)
+        assert auth.verify(SECRET, now).failure == "expired"
+        service.call_sync(lambda store: store.revoke_key("key_exp", now - 1))
+        await service.refresh(force=True)
+        assert auth.verify(SECRET, now).failure == "revoked"
+
+    config = loaded("", tmp_path / "b")
+    with opened_service(config) as service:
+        _store_key(service, "key_rot")
+        new = "flm-rotated-new"
+        service.call_sync(
+            lambda store: store.add_key_secret(
+                "key_rot", KeySecret(hash_secret(new), now), now + 60
+            )
+        )
+        await service.refresh(force=True)
+        auth = Auth(service)
+        auth.apply_config(config)
+        assert auth.verify(SECRET, now).key is not None  # inside the overlap
+        assert auth.verify(new, now).key is not None
+        assert auth.verify(SECRET, now + 61).failure == "rotated"
+        assert auth.verify(new, now + 61).key is not None
+
+
+async def test_unset_auth_requires_a_key_once_keys_exist(tmp_path: Path) -> None:
+    base = """\
+listeners:
+  - {name: main, bind: "127.0.0.1:8088"}
+"""
+    config = loaded("", tmp_path, base=base)
+    with opened_service(config) as service:
+        auth = Auth(service)
+        auth.apply_config(config)
+        assert (await _check(auth, config, {})).response is None
+        _store_key(service)
+        service.call_sync(lambda store: store.revoke_key("key_a", time.time()))
+        await service.refresh(force=True)
+        assert error_of(await _check(auth, config, {}))[0] == 401
+
+
+async def test_count_missing_keys_makes_missing_an_offence(tmp_path: Path) -> None:
+    config = loaded("auto_block: {count_missing_keys: true}", tmp_path)
+    with opened_service(config) as service:
+        auth = Auth(service)
+        auth.apply_config(config)
+        target = await _check(auth, config, {})
+        assert [e.offence for e in events_of(target)] == ["auth"]
+
+
+async def test_key_usage_is_counted(tmp_path: Path) -> None:
+    config = loaded("", tmp_path)
+    with opened_service(config) as service:
+        _store_key(service)
+        await service.refresh(force=True)
+        auth = Auth(service)
+        auth.apply_config(config)
+        target = await _check(auth, config, {"x-api-key": SECRET})
+        target.metadata["flm.usage"] = {
+            "prompt_tokens": 3,
+            "completion_tokens": 4,
+            "estimated": False,
+        }
+        TokenCharge(service).response(target)
+        service.flush_sync()
+        counters = service.call_sync(lambda store: store.get_counters("usage:key_a:"))
+        assert counters == {"usage:key_a:requests": 1, "usage:key_a:tokens": 7}

@@ -1,0 +1,59 @@
+"""engine_concurrency: per-engine cap, FIFO wait queue, 503 when full or too slow."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from mitmproxy import http
+
+from flm_gateway.addons.engine_concurrency import EngineConcurrency
+from tests.support.flows import error_of
+from tests.support.security import flow, loaded
+
+
+def _routed(config) -> http.HTTPFlow:  # type: ignore[no-untyped-def]
+    target = flow(config, "POST", "/v1/chat/completions", body={"model": "tiny-a"})
+    target.metadata["flm.route.engine"] = "alpha"
+    return target
+
+
+async def test_cap_queue_and_timeout(tmp_path: Path) -> None:
+    config = loaded(
+        "resources: {max_concurrent_per_engine: 2, max_queue_per_engine: 1, queue_timeout: 200ms}",
+        tmp_path,
+    )
+    addon = EngineConcurrency()
+    addon.apply_config(config)
+    first, second, third, fourth = (_routed(config) for _ in range(4))
+    await addon.request(first)
+    await addon.request(second)
+    assert first.response is None and second.response is None
+    waiting = asyncio.create_task(addon.request(third))
+    await asyncio.sleep(0.01)
+    await addon.request(fourth)  # the queue (1) is full
+    status, error = error_of(fourth)
+    assert (status, error["code"]) == (503, "engine_busy")
+    assert fourth.response is not None and fourth.response.headers["retry-after"]
+    addon.response(first)  # frees a slot: the waiter gets it
+    await asyncio.wait_for(waiting, 1)
+    assert third.response is None and third.metadata["flm.concurrency.engine"] == "alpha"
+    late = _routed(config)
+    await addon.request(late)  # waits 200 ms, nobody leaves
+    assert error_of(late)[0] == 503
+    addon.error(second)
+    addon.response(third)
+    slots = addon.slots("alpha")
+    assert slots is not None and slots.active == 0 and not slots.waiters
+
+
+async def test_unlimited_by_default_and_per_engine_override(tmp_path: Path) -> None:
+    addon = EngineConcurrency()
+    addon.apply_config(loaded("", tmp_path))
+    assert addon.slots("alpha") is None
+    config = loaded("resources: {engines: {alpha: {max_concurrent: 1, max_queue: 0}}}", tmp_path)
+    addon.apply_config(config)
+    one, two = _routed(config), _routed(config)
+    await addon.request(one)
+    await addon.request(two)
+    assert one.response is None and error_of(two)[0] == 503

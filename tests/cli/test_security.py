@@ -1,0 +1,105 @@
+"""`flm-gateway security ...`: block list management and audit queries/verification."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from flm_gateway.cli import main
+
+CONFIG = """\
+server: {state_dir: ./state}
+listeners:
+  - {name: main, bind: 127.0.0.1:8088}
+security:
+  ip: {block: ["203.0.113.0/24"]}
+"""
+
+
+@pytest.fixture
+def c(tmp_path: Path) -> tuple[str, str]:
+    path = tmp_path / "flm.yaml"
+    path.write_text(CONFIG)
+    return ("--config", str(path))
+
+
+def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    code = main(list(args))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_blocklist(c: tuple[str, str], capsys: pytest.CaptureFixture[str]) -> None:
+    assert run(capsys, "security", "blocklist", "add", "192.0.2.7", *c)[0] == 0
+    assert (
+        run(
+            capsys,
+            "security",
+            "blocklist",
+            "add",
+            "2001:db8::/32",
+            "--duration",
+            "1h",
+            "--reason",
+            "abuse",
+            *c,
+        )[0]
+        == 0
+    )
+    code, out, _ = run(capsys, "security", "blocklist", "list", *c, "--json")
+    rows = {row["cidr"]: row for row in json.loads(out)}
+    assert set(rows) == {"203.0.113.0/24", "192.0.2.7/32", "2001:db8::/32"}
+    assert rows["203.0.113.0/24"]["source"] == "config"
+    assert rows["2001:db8::/32"]["reason"] == "abuse" and rows["2001:db8::/32"]["expires_at"]
+    code, out, _ = run(capsys, "security", "blocklist", "list", *c)
+    assert "192.0.2.7/32" in out and "never" in out
+    assert run(capsys, "security", "blocklist", "remove", "192.0.2.7", *c)[0] == 0
+    code, _, err = run(capsys, "security", "blocklist", "remove", "192.0.2.7", *c)
+    assert code == 1 and "not in the stored block list" in err
+    code, _, err = run(capsys, "security", "blocklist", "remove", "203.0.113.0/24", *c)
+    assert code == 1 and "remove it there" in err
+    code, _, err = run(capsys, "security", "blocklist", "add", "not-an-ip", *c)
+    assert code == 1
+    code, out, _ = run(capsys, "security", "blocklist", "clear", *c)
+    assert code == 0 and "removed 1" in out
+
+
+def test_audit_queries_and_verify(
+    c: tuple[str, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run(capsys, "security", "blocklist", "add", "192.0.2.7", *c)
+    run(capsys, "security", "blocklist", "remove", "192.0.2.7", *c)
+    code, out, _ = run(capsys, "security", "audit", *c, "--json")
+    events = json.loads(out)
+    assert [e["type"] for e in events] == ["ip.blocked", "ip.unblocked"]
+    assert events[0]["ip"] == "192.0.2.7/32" and events[0]["actor"].startswith("cli:")
+    code, out, _ = run(
+        capsys,
+        "security",
+        "audit",
+        *c,
+        "--ip",
+        "192.0.2.7/32",
+        "--since",
+        "1h",
+        "--severity",
+        "medium",
+    )
+    assert code == 0 and "ip.unblocked" in out
+    code, out, _ = run(capsys, "security", "intrusion", *c)
+    assert code == 0 and "no matching events" in out
+    code, out, _ = run(capsys, "security", "anomaly", *c, "--json")
+    assert json.loads(out) == []
+    code, out, _ = run(capsys, "security", "audit", "verify", *c)
+    assert code == 0 and "intact: 2 record(s)" in out
+
+    database = sqlite3.connect(tmp_path / "state" / "state.db")
+    database.execute("UPDATE audit SET ip = '10.0.0.1' WHERE seq = 1")
+    database.commit()
+    database.close()
+    code, out, _ = run(capsys, "security", "audit", "verify", *c, "--json")
+    report = json.loads(out)
+    assert code == 1 and not report["ok"] and report["first_bad_seq"] == 1

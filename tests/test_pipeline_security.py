@@ -1,0 +1,30 @@
+"""Where the security addons stand in the pipeline, and that mitmproxy accepts them all."""
+
+from __future__ import annotations
+
+from mitmproxy.test import taddons
+
+from flm_gateway.addons.inflight import Inflight
+from flm_gateway.pipeline import build_addons
+
+
+def _names() -> list[str]:
+    return [getattr(a, "name", type(a).__name__) for a in build_addons(Inflight())]
+
+
+async def test_security_order() -> None:
+    names = _names()
+    at = names.index
+    assert at("ListenerContext") < at("StateSync") < at("ClientIp") < at("IpFilter")
+    assert at("IpFilter") < at("ResourceGuard") < at("ratelimiter-ip") < at("Honeypot")
+    assert at("Honeypot") < at("Intrusion") < at("Cors") < at("Auth") < at("ratelimiter-key")
+    assert at("OpenAIApi") < at("RequestLimits") < at("Scopes") < at("Routing")
+    assert at("Routing") < at("EngineConcurrency") < at("UpstreamGuard")
+    assert at("TokenAccounting") < at("TokenCharge")
+    assert names[-3:] == ["Anomaly", "AutoBlock", "Audit"]
+
+
+async def test_mitmproxy_loads_every_addon_with_a_unique_name() -> None:
+    addons = build_addons(Inflight())
+    with taddons.context(*addons) as context:
+        assert len(context.master.addons.chain) >= len(addons)
