@@ -127,16 +127,17 @@ def build_addons(
         # After token accounting wrote `flm.usage`: charges it to the token rate limits and
         # the key's usage counters.
         TokenCharge(state),
+        # Observers of the finished flow: after every addon that changes the response or
+        # writes `flm.usage`, and they tap a stream only once `streaming` and token
+        # accounting set it up. They never change a flow (the security observers below
+        # only add events and blocks).
+        Metrics(metrics),
+        # Reads the summary the metrics addon made; writes off the event loop.
+        RequestLog(metrics),
         # On `response`/`error`: observes finished flows, reports anomalies as events.
         Anomaly(),
         # Counts the offences among the flow's events and blocks repeat offenders.
         AutoBlock(state),
-        # Observers of the finished flow: after every addon that changes the response or
-        # writes `flm.usage`, and they tap a stream only once `streaming` and token
-        # accounting set it up. They never change a flow.
-        Metrics(metrics),
-        # Reads the summary the metrics addon made; writes off the event loop.
-        RequestLog(metrics),
         # Last: writes the flow's security events (including blocks) to the audit log.
         Audit(state),
     ]
