@@ -9,8 +9,9 @@ Each check yields `CheckResult`s (ok, warn or fail; a failure says what to do):
   held by the gateway already running from this state directory;
 - certificates: each TLS listener's certificate is valid, with days left
   (warn under `EXPIRY_WARNING_DAYS`);
-- state: the state directory exists or can be created and the state database
-  accepts a write lock.
+- state: the state directory exists or can be created, the state store answers
+  (the SQLite file takes a write lock, or Redis answers) and the request log's
+  database is writable.
 Nothing is changed: no file is written except a state directory and empty
 database that did not exist yet.
 """
@@ -33,11 +34,13 @@ import psutil
 
 from flm_gateway.certificates import EXPIRY_WARNING_DAYS, certificate_statuses
 from flm_gateway.config import LoadedConfig
+from flm_gateway.config.state import StateBackend
 from flm_gateway.config.types import format_host_port
 from flm_gateway.engines.base import HealthState
 from flm_gateway.engines.directory import EngineDirectory
 from flm_gateway.process import running_pid
-from flm_gateway.requestlog.store import connect, state_db_path
+from flm_gateway.requestlog.store import connect, request_log_path
+from flm_gateway.state import describe_store, open_store, sqlite_path
 
 LOW_DISK_BYTES = 200 * 1024 * 1024
 
@@ -222,7 +225,23 @@ def check_certificates(loaded: LoadedConfig) -> Iterator[CheckResult]:
             )
 
 
-def check_state(state_dir: Path) -> Iterator[CheckResult]:
+def _writable_sqlite(path: Path) -> str | None:
+    """None when `path` (created if missing) takes a write lock, else the reason."""
+    try:
+        connection = connect(path)
+        try:
+            connection.execute("BEGIN IMMEDIATE")
+            connection.execute("ROLLBACK")
+        finally:
+            connection.close()
+    except (sqlite3.Error, OSError) as exc:
+        return str(exc)
+    return None
+
+
+def check_state(loaded: LoadedConfig) -> Iterator[CheckResult]:
+    """The state directory, the state store (SQLite file or Redis) and the request log file."""
+    state_dir = loaded.state_dir
     try:
         state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     except OSError as exc:
@@ -234,22 +253,34 @@ def check_state(state_dir: Path) -> Iterator[CheckResult]:
             "create it writable for this user, or set server.state_dir",
         )
         return
-    try:
-        connection = connect(state_db_path(state_dir))
-        try:
-            connection.execute("BEGIN IMMEDIATE")
-            connection.execute("ROLLBACK")
-        finally:
-            connection.close()
-    except (sqlite3.Error, OSError) as exc:
+    store = describe_store(loaded)
+    if loaded.config.state.backend is StateBackend.SQLITE:
+        problem = _writable_sqlite(sqlite_path(loaded))
+    else:
+        problem = _redis_problem(loaded)
+    if problem is not None:
         yield CheckResult(
             "state",
-            str(state_dir),
+            store,
             Level.FAIL,
-            f"the state database is not writable: {exc}",
-            "make the state directory and state.db writable for this user",
+            f"the state store is not usable: {problem}",
+            "make the state directory and its database writable for this user"
+            if loaded.config.state.backend is StateBackend.SQLITE
+            else "start Redis or correct state.redis_url",
         )
         return
+    requests = request_log_path(loaded)
+    if requests != sqlite_path(loaded) or loaded.config.state.backend is not StateBackend.SQLITE:
+        problem = _writable_sqlite(requests)
+        if problem is not None:
+            yield CheckResult(
+                "state",
+                str(requests),
+                Level.FAIL,
+                f"the request log is not writable: {problem}",
+                "make the state directory writable for this user",
+            )
+            return
     if os.stat(state_dir).st_mode & 0o077:
         yield CheckResult(
             "state",
@@ -268,7 +299,19 @@ def check_state(state_dir: Path) -> Iterator[CheckResult]:
             "free disk space or shorten request_log.retention",
         )
     else:
-        yield CheckResult("state", str(state_dir), Level.OK, "writable")
+        yield CheckResult("state", store, Level.OK, "writable")
+
+
+def _redis_problem(loaded: LoadedConfig) -> str | None:
+    try:
+        store = open_store(loaded)
+        try:
+            store.generation()
+        finally:
+            store.close()
+    except Exception as exc:  # StateError, connection errors: reported, never raised
+        return str(exc)
+    return None
 
 
 async def run_checks(
@@ -287,5 +330,5 @@ async def run_checks(
     results += await check_engines(loaded, directory_factory, engine_timeout)
     results += check_listeners(loaded)
     results += check_certificates(loaded)
-    results += check_state(loaded.state_dir)
+    results += check_state(loaded)
     return results

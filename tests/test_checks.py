@@ -45,12 +45,22 @@ def test_bind_free_taken_and_unavailable() -> None:
 
 
 def test_state_directory(tmp_path: Path) -> None:
-    [ok] = check_state(tmp_path / "state")
-    assert ok.level is Level.OK
+    text = f'listeners: [{{name: main, bind: "127.0.0.1:{free_port()}"}}]\n'
+    [ok] = check_state(loaded(text, tmp_path / "state"))
+    assert ok.level is Level.OK and ok.subject == f"sqlite {tmp_path / 'state' / 'state.db'}"
     blocker = tmp_path / "file"
     blocker.write_text("")
-    [failed] = check_state(blocker / "state")
+    [failed] = check_state(loaded(text, blocker / "state"))
     assert failed.level is Level.FAIL and "server.state_dir" in failed.fix
+
+
+def test_unreachable_redis_is_a_problem(tmp_path: Path) -> None:
+    text = (
+        f'listeners: [{{name: main, bind: "127.0.0.1:{free_port()}"}}]\n'
+        f'state: {{backend: redis, redis_url: "redis://127.0.0.1:{free_port()}/0"}}\n'
+    )
+    [failed] = check_state(loaded(text, tmp_path / "state"))
+    assert failed.level is Level.FAIL and "state.redis_url" in failed.fix
 
 
 async def test_engines_up_and_down(tmp_path: Path) -> None:

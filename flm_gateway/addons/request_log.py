@@ -20,6 +20,7 @@ from flm_gateway.addons.guard import fail_closed
 from flm_gateway.config import LoadedConfig
 from flm_gateway.flow_summary import summary_of
 from flm_gateway.metrics import GatewayMetrics
+from flm_gateway.requestlog.store import request_log_path
 from flm_gateway.requestlog.writer import RequestLogWriter
 
 log = logging.getLogger("flm_gateway.requestlog")
@@ -37,7 +38,7 @@ class RequestLog:
         if self.writer is None:
             on_drop = self._metrics.request_log_dropped.inc if self._metrics else None
             self.writer = RequestLogWriter(
-                loaded.state_dir, settings.retention, settings.max_queue, on_drop
+                request_log_path(loaded), settings.retention, settings.max_queue, on_drop
             )
         self.writer.retention = settings.retention
         self._enabled = settings.enabled

@@ -18,7 +18,7 @@ from typing import Any
 
 from flm_gateway.cli.common import add_config_argument, resolve_config
 from flm_gateway.requestlog.query import GROUPS, FilterError, LogFilter, parse_time, search, stats
-from flm_gateway.requestlog.store import RequestLogStore, state_db_path
+from flm_gateway.requestlog.store import RequestLogStore, request_log_path
 
 SEARCH_COLUMNS = (
     ("time", "ts"),
@@ -138,9 +138,9 @@ def run_logs(args: argparse.Namespace) -> int:
     except FilterError as exc:
         print(f"flm-gateway logs: {exc}", file=sys.stderr)
         return 2
-    path = state_db_path(loaded.state_dir)
+    path = request_log_path(loaded)
     try:
-        store = RequestLogStore.open(loaded.state_dir, create=False)
+        store = RequestLogStore.open(path, create=False)
     except FileNotFoundError:
         print(f"no request log yet ({path} does not exist)", file=sys.stderr)
         return 1

@@ -1,10 +1,13 @@
-"""The request log table in the state database (`state_dir/state.db`, SQLite in WAL mode).
+"""The request log table, in the SQLite state database (WAL mode).
 
-One row per request, written in batches by `RequestLogWriter` from its own
-thread and read by `flm-gateway logs`. WAL lets the CLI read while the gateway
-writes. This module is the only one that knows the table; when the shared state
-store lands, only `open_store` needs to hand out its connection instead.
-Times are Unix seconds (UTC); latencies are stored in milliseconds.
+With the SQLite state backend the table sits in the state store's own file
+(`state.sqlite_path`, default `state_dir/state.db`) next to the keys, blocks
+and audit log; with Redis (shared by replicas, unsuited to bulky logs) each
+gateway keeps its log in `state_dir/requests.db`. One row per request, written
+in batches by `RequestLogWriter` from its own thread and read by
+`flm-gateway logs`; WAL lets the CLI read while the gateway writes. This module
+is the only one that knows the table. Times are Unix seconds (UTC); latencies
+are stored in milliseconds.
 """
 
 from __future__ import annotations
@@ -15,9 +18,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from flm_gateway.config import LoadedConfig
+from flm_gateway.config.state import StateBackend
 from flm_gateway.flow_summary import FlowSummary
+from flm_gateway.state import sqlite_path
 
-STATE_DB = "state.db"
+REQUESTS_DB = "requests.db"
 PURGE_CHUNK = 5000
 """Rows deleted per statement while purging, so a purge never holds the lock for long."""
 
@@ -74,8 +80,11 @@ CREATE INDEX IF NOT EXISTS request_log_ts ON request_log (ts);
 """
 
 
-def state_db_path(state_dir: Path) -> Path:
-    return state_dir / STATE_DB
+def request_log_path(loaded: LoadedConfig) -> Path:
+    """The SQLite file holding `loaded`'s request log (see the module docstring)."""
+    if loaded.config.state.backend is StateBackend.SQLITE:
+        return sqlite_path(loaded)
+    return loaded.state_dir / REQUESTS_DB
 
 
 def connect(path: Path, *, create: bool = True) -> sqlite3.Connection:
@@ -134,8 +143,8 @@ class RequestLogStore:
         self.connection.row_factory = sqlite3.Row
 
     @classmethod
-    def open(cls, state_dir: Path, *, create: bool = True) -> RequestLogStore:
-        connection = connect(state_db_path(state_dir), create=create)
+    def open(cls, path: Path, *, create: bool = True) -> RequestLogStore:
+        connection = connect(path, create=create)
         if create:
             connection.executescript(SCHEMA)
         return cls(connection)

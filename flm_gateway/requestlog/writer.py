@@ -34,16 +34,16 @@ T = TypeVar("T")
 
 
 class RequestLogWriter:
-    """The asynchronous, batched writer of one state directory's request log."""
+    """The asynchronous, batched writer of one request log database."""
 
     def __init__(
         self,
-        state_dir: Path,
+        path: Path,
         retention: float,
         max_queue: int,
         on_drop: Callable[[int], None] | None = None,
     ) -> None:
-        self.state_dir = state_dir
+        self.path = path
         self.retention = retention
         self._queue: asyncio.Queue[FlowSummary] = asyncio.Queue(max_queue)
         self._on_drop = on_drop
@@ -76,7 +76,7 @@ class RequestLogWriter:
         return await asyncio.get_running_loop().run_in_executor(self._executor, func)
 
     def _open(self) -> None:
-        self._store = RequestLogStore.open(self.state_dir)
+        self._store = RequestLogStore.open(self.path)
 
     def _write(self, batch: list[FlowSummary]) -> None:
         assert self._store is not None

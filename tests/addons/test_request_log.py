@@ -26,7 +26,7 @@ def loaded(state_dir: Path, enabled: bool = True) -> LoadedConfig:
 
 
 def logged(state_dir: Path) -> list[dict[str, object]]:
-    store = RequestLogStore.open(state_dir, create=False)
+    store = RequestLogStore.open(state_dir / "state.db", create=False)
     try:
         return search(store, LogFilter(), 100)
     finally:

@@ -16,7 +16,7 @@ from flm_gateway.requestlog.query import (
     search,
     stats,
 )
-from flm_gateway.requestlog.store import RequestLogStore, state_db_path
+from flm_gateway.requestlog.store import RequestLogStore
 from tests.ops_flows import routed_flow
 
 NOW = 1_700_000_000.0
@@ -29,7 +29,7 @@ def record(**changes: object) -> FlowSummary:
 
 @pytest.fixture
 def store(tmp_path: Path) -> RequestLogStore:
-    store = RequestLogStore.open(tmp_path)
+    store = RequestLogStore.open(tmp_path / "state.db")
     store.insert(
         [
             record(
@@ -56,7 +56,7 @@ def store(tmp_path: Path) -> RequestLogStore:
 
 
 def test_database_is_private_and_in_wal_mode(store: RequestLogStore, tmp_path: Path) -> None:
-    mode = stat.S_IMODE(os.stat(state_db_path(tmp_path)).st_mode)
+    mode = stat.S_IMODE(os.stat(tmp_path / "state.db").st_mode)
     assert mode == 0o600
     assert store.connection.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 

@@ -13,7 +13,7 @@ from tests.ops_flows import routed_flow
 
 
 def rows(tmp_path: Path) -> int:
-    store = RequestLogStore.open(tmp_path, create=False)
+    store = RequestLogStore.open(tmp_path / "state.db", create=False)
     try:
         return len(search(store, LogFilter(), 10_000))
     finally:
@@ -21,7 +21,7 @@ def rows(tmp_path: Path) -> int:
 
 
 async def test_records_are_written_in_the_background(tmp_path: Path) -> None:
-    writer = RequestLogWriter(tmp_path, retention=3600, max_queue=1000)
+    writer = RequestLogWriter(tmp_path / "state.db", retention=3600, max_queue=1000)
     await writer.start()
     summary = summarize(routed_flow(started=time.time()))
     for _ in range(250):
@@ -35,7 +35,7 @@ async def test_records_are_written_in_the_background(tmp_path: Path) -> None:
 
 
 async def test_stop_writes_what_is_queued(tmp_path: Path) -> None:
-    writer = RequestLogWriter(tmp_path, retention=3600, max_queue=1000)
+    writer = RequestLogWriter(tmp_path / "state.db", retention=3600, max_queue=1000)
     await writer.start()
     summary = summarize(routed_flow(started=time.time()))
     for _ in range(30):
@@ -46,7 +46,9 @@ async def test_stop_writes_what_is_queued(tmp_path: Path) -> None:
 
 async def test_a_full_queue_drops_and_counts(tmp_path: Path) -> None:
     dropped: list[int] = []
-    writer = RequestLogWriter(tmp_path, retention=3600, max_queue=100, on_drop=dropped.append)
+    writer = RequestLogWriter(
+        tmp_path / "state.db", retention=3600, max_queue=100, on_drop=dropped.append
+    )
     summary = summarize(routed_flow(started=time.time()))
     for _ in range(105):  # not started: nothing drains the queue
         writer.submit(summary)
@@ -54,20 +56,20 @@ async def test_a_full_queue_drops_and_counts(tmp_path: Path) -> None:
 
 
 async def test_retention_is_applied_at_start(tmp_path: Path) -> None:
-    store = RequestLogStore.open(tmp_path)
+    store = RequestLogStore.open(tmp_path / "state.db")
     old = summarize(routed_flow(started=time.time() - 7200))
     store.insert([old, dataclasses.replace(old, started=time.time())])
     store.close()
-    writer = RequestLogWriter(tmp_path, retention=3600, max_queue=100)
+    writer = RequestLogWriter(tmp_path / "state.db", retention=3600, max_queue=100)
     await writer.start()
     await writer.stop()
     assert rows(tmp_path) == 1
 
 
 async def test_a_failing_database_never_raises(tmp_path: Path) -> None:
-    writer = RequestLogWriter(tmp_path, retention=3600, max_queue=100)
+    writer = RequestLogWriter(tmp_path / "state.db", retention=3600, max_queue=100)
     await writer.start()
-    store = RequestLogStore.open(tmp_path)
+    store = RequestLogStore.open(tmp_path / "state.db")
     store.connection.execute("DROP TABLE request_log")
     store.close()
     writer.submit(summarize(routed_flow()))
