@@ -1,7 +1,7 @@
 """The backup payload: a tar.gz with a manifest, built from files and read back strictly.
 
 Reading validates before anything is trusted: only regular files, only names
-under `config/` and `state/` (no absolute paths, no `..`, no links or
+under `config/`, `state/` and `store/` (no absolute paths, no `..`, no links or
 devices), each one listed in the manifest with the right size and SHA-256,
 nothing listed missing, and a bounded total size.
 """
@@ -25,6 +25,8 @@ VERSION = 1
 MANIFEST = "manifest.json"
 CONFIG_MEMBER = "config/flm.yaml"
 STATE_PREFIX = "state/"
+STORE_MEMBER = "store/state.db"
+"""The SQLite state store when `state.sqlite_path` puts it outside the state directory."""
 MAX_TOTAL = 2 * 1024**3
 
 
@@ -40,21 +42,28 @@ class BackupContents:
     config: str | None
     state_files: Mapping[str, bytes]
     """Relative POSIX path inside the state directory -> content."""
+    store: bytes | None = None
+    """The state store's SQLite file when it lives outside the state directory."""
 
 
-def build_payload(config: str | None, state_files: Mapping[str, bytes]) -> bytes:
+def build_payload(
+    config: str | None, state_files: Mapping[str, bytes], store: bytes | None = None
+) -> bytes:
     """The tar.gz payload of a backup."""
     files: dict[str, bytes] = {}
     if config is not None:
         files[CONFIG_MEMBER] = config.encode("utf-8")
     for name, data in sorted(state_files.items()):
         files[STATE_PREFIX + name] = data
+    if store is not None:
+        files[STORE_MEMBER] = store
     manifest = {
         "format": FORMAT_NAME,
         "version": VERSION,
         "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "gateway_version": __version__,
         "config": CONFIG_MEMBER if config is not None else None,
+        "store": STORE_MEMBER if store is not None else None,
         "files": [
             {"path": path, "size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
             for path, data in files.items()
@@ -124,12 +133,13 @@ def read_payload(payload: bytes) -> BackupContents:
             "sha256"
         ):
             raise BackupFormatError(f"{name!r} is damaged (size or checksum differs)")
-        if name != CONFIG_MEMBER and not name.startswith(STATE_PREFIX):
+        if name not in (CONFIG_MEMBER, STORE_MEMBER) and not name.startswith(STATE_PREFIX):
             raise BackupFormatError(f"unexpected file {name!r} in the backup")
     config_bytes = members.pop(CONFIG_MEMBER, None)
+    store = members.pop(STORE_MEMBER, None)
     try:
         config = config_bytes.decode("utf-8") if config_bytes is not None else None
     except UnicodeDecodeError:
         raise BackupFormatError("the config in the backup is not UTF-8") from None
     state = {name[len(STATE_PREFIX) :]: data for name, data in members.items()}
-    return BackupContents(manifest=manifest, config=config, state_files=state)
+    return BackupContents(manifest=manifest, config=config, state_files=state, store=store)

@@ -1,5 +1,10 @@
 """Collect a gateway's config and state directory into a backup payload.
 
+The SQLite state store is part of the state directory unless
+`state.sqlite_path` puts it elsewhere; then it is backed up on its own
+(`store/state.db`). With the Redis backend, Redis holds keys, blocks and the
+audit log and is backed up with Redis's own tools.
+
 SQLite databases are copied with SQLite's online backup API (consistent even
 while the gateway writes); the copy of the state database loses its request log
 rows unless `include_request_log`, since they are bulky and not needed to run.
@@ -15,7 +20,10 @@ from pathlib import Path
 
 from flm_gateway.backup.archive import build_payload
 from flm_gateway.backup.crypto import seal
+from flm_gateway.config import LoadedConfig
+from flm_gateway.config.state import StateBackend
 from flm_gateway.process import PID_FILE, RELOAD_STATUS_FILE
+from flm_gateway.state import sqlite_path
 
 SQLITE_HEADER = b"SQLite format 3\x00"
 SKIPPED_NAMES = frozenset({PID_FILE, RELOAD_STATUS_FILE})
@@ -71,12 +79,28 @@ def collect_state(state_dir: Path, include_request_log: bool = False) -> dict[st
     return files
 
 
+def external_store(loaded: LoadedConfig) -> Path | None:
+    """The SQLite state store's file when `state.sqlite_path` puts it outside the state dir."""
+    if loaded.config.state.backend is not StateBackend.SQLITE:
+        return None
+    path = sqlite_path(loaded)
+    if path.resolve().is_relative_to(loaded.state_dir.resolve()):
+        return None
+    return path
+
+
 def create_backup(
-    config_text: str | None,
-    state_dir: Path,
-    passphrase: str | None,
-    include_request_log: bool = False,
+    loaded: LoadedConfig, passphrase: str | None, include_request_log: bool = False
 ) -> bytes:
-    """The bytes of a backup file (sealed when a passphrase is given)."""
-    payload = build_payload(config_text, collect_state(state_dir, include_request_log))
+    """The bytes of a backup of `loaded`'s config and state (sealed with a passphrase)."""
+    config_text = loaded.source if loaded.path is not None else None
+    store_path = external_store(loaded)
+    store = (
+        snapshot_sqlite(store_path, include_request_log)
+        if store_path is not None and store_path.exists()
+        else None
+    )
+    payload = build_payload(
+        config_text, collect_state(loaded.state_dir, include_request_log), store
+    )
     return seal(payload, passphrase) if passphrase else payload

@@ -8,10 +8,12 @@ Policy, in this order, nothing written until step 5:
    reported as warnings (the environment is not part of a backup).
 4. Check every SQLite database with `PRAGMA integrity_check`, and refuse while
    a gateway is running on the target state directory (stop it first).
-5. Stage the state directory and the config next to their targets, then swap:
+5. Stage the state directory, the config (and a state database kept outside
+   the state directory, `state.sqlite_path`) next to their targets, then swap:
    the current state directory is renamed to `<dir>.pre-restore-<time>` and
-   the staged one renamed into place, the current config is kept as
-   `<file>.pre-restore-<time>` and the staged config renamed over it. A failure
+   the staged one renamed into place, an external database and its journals
+   likewise, the current config is kept as `<file>.pre-restore-<time>` and the
+   staged config renamed over it. A failure
    during the swap undoes the steps already taken, so the result is the old
    state or the new one, never a mix. The previous files are kept for the
    operator to delete.
@@ -32,8 +34,10 @@ from pathlib import Path
 from flm_gateway.backup.archive import BackupContents, BackupFormatError, read_payload
 from flm_gateway.backup.create import SQLITE_HEADER
 from flm_gateway.backup.crypto import is_sealed, unseal
-from flm_gateway.config import ConfigError, parse_config
+from flm_gateway.config import ConfigError, LoadedConfig, parse_config
+from flm_gateway.config.state import StateBackend
 from flm_gateway.process import running_pid
+from flm_gateway.state import sqlite_path
 
 
 class RestoreError(Exception):
@@ -52,6 +56,8 @@ class RestorePlan:
     config_path: Path
     state_dir: Path
     warnings: list[str] = field(default_factory=list)
+    store_path: Path | None = None
+    """Where the backup's external state database goes (`state.sqlite_path`)."""
 
 
 @dataclass
@@ -81,7 +87,7 @@ def open_backup(data: bytes, passphrase: str | None) -> BackupContents:
         raise RestoreError([str(exc)]) from None
 
 
-def _check_database(name: str, data: bytes) -> str | None:
+def _check_database(member: str, data: bytes) -> str | None:
     with tempfile.TemporaryDirectory() as scratch:
         path = Path(scratch) / "check.db"
         path.write_bytes(data)
@@ -92,9 +98,9 @@ def _check_database(name: str, data: bytes) -> str | None:
             finally:
                 connection.close()
         except sqlite3.Error as exc:
-            return f"state/{name}: not a usable SQLite database: {exc}"
+            return f"{member}: not a usable SQLite database: {exc}"
     if result is None or result[0] != "ok":
-        return f"state/{name}: SQLite integrity check failed: {result}"
+        return f"{member}: SQLite integrity check failed: {result}"
     return None
 
 
@@ -106,7 +112,7 @@ def plan_restore(contents: BackupContents, config_path: Path) -> RestorePlan:
     warnings: list[str] = []
     base = config_path.resolve().parent
     try:
-        _, state_dir = parse_config(contents.config, file="<backup>/flm.yaml", base_dir=base)
+        config, state_dir = parse_config(contents.config, file="<backup>/flm.yaml", base_dir=base)
     except ConfigError as exc:
         for problem in exc.problems:
             (warnings if "environment variable" in problem.message else problems).append(
@@ -115,7 +121,7 @@ def plan_restore(contents: BackupContents, config_path: Path) -> RestorePlan:
         if problems:
             raise RestoreError(problems) from None
         try:
-            _, state_dir = parse_config(
+            config, state_dir = parse_config(
                 contents.config,
                 file="<backup>/flm.yaml",
                 base_dir=base,
@@ -127,15 +133,29 @@ def plan_restore(contents: BackupContents, config_path: Path) -> RestorePlan:
             ) from None
     for name, data in contents.state_files.items():
         if data.startswith(SQLITE_HEADER):
-            damage = _check_database(name, data)
+            damage = _check_database(f"state/{name}", data)
             if damage:
                 problems.append(damage)
+    store_path: Path | None = None
+    if contents.store is not None:
+        target = LoadedConfig(config, config_path, state_dir, contents.config)
+        store_path = sqlite_path(target)
+        if config.state.backend is not StateBackend.SQLITE or store_path.resolve().is_relative_to(
+            state_dir.resolve()
+        ):
+            problems.append(
+                "the backup holds a state database kept outside the state directory, but its "
+                "config does not say where (state.sqlite_path)"
+            )
+        damage = _check_database("store/state.db", contents.store)
+        if damage:
+            problems.append(damage)
     pid = running_pid(state_dir)
     if pid is not None:
         problems.append(f"a gateway (pid {pid}) is running on {state_dir}; stop it first")
     if problems:
         raise RestoreError(problems)
-    return RestorePlan(contents, config_path, state_dir, warnings)
+    return RestorePlan(contents, config_path, state_dir, warnings, store_path)
 
 
 class _PlaceholderEnviron(dict[str, str]):
@@ -163,12 +183,13 @@ def _stage_state(plan: RestorePlan) -> Path:
     return staged
 
 
-def _stage_config(plan: RestorePlan) -> Path:
-    assert plan.contents.config is not None
-    parent = plan.config_path.resolve().parent
-    fd, name = tempfile.mkstemp(prefix=f".{plan.config_path.name}.restore-", dir=parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(plan.contents.config)
+def _stage_file(target: Path, data: bytes) -> Path:
+    """`data` in a private temporary file next to `target` (same file system)."""
+    parent = target.resolve().parent
+    parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=f".{target.name}.restore-", dir=parent)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
         handle.flush()
         os.fsync(handle.fileno())
     os.chmod(name, 0o600)
@@ -177,24 +198,44 @@ def _stage_config(plan: RestorePlan) -> Path:
 
 def apply_restore(plan: RestorePlan) -> RestoreResult:
     """Stage and swap in a validated plan; all or nothing (see the module docstring)."""
+    assert plan.contents.config is not None
     stamp = time.strftime("%Y%m%d-%H%M%S")
+    staged: list[Path] = []
     undo: list[Callable[[], None]] = []
-    staged_state = _stage_state(plan)
-    try:
-        staged_config = _stage_config(plan)
-    except BaseException:
-        shutil.rmtree(staged_state, ignore_errors=True)
-        raise
     previous_state: Path | None = None
     previous_config: Path | None = None
+
+    def keep(path: Path) -> Path:
+        """Move `path` aside as `<path>.pre-restore-<time>`; undone on failure."""
+        kept = path.with_name(f"{path.name}.pre-restore-{stamp}")
+        os.rename(path, kept)
+        undo.append(lambda: os.rename(kept, path))
+        return kept
+
+    def put(source: Path, target: Path) -> None:
+        os.replace(source, target)
+        undo.append(lambda: os.rename(target, source))
+
     try:
+        staged_state = _stage_state(plan)
+        staged.append(staged_state)
+        staged_config = _stage_file(plan.config_path, plan.contents.config.encode("utf-8"))
+        staged.append(staged_config)
+        staged_store = None
+        if plan.store_path is not None and plan.contents.store is not None:
+            staged_store = _stage_file(plan.store_path, plan.contents.store)
+            staged.append(staged_store)
         if plan.state_dir.exists():
-            previous_state = plan.state_dir.with_name(f"{plan.state_dir.name}.pre-restore-{stamp}")
-            os.rename(plan.state_dir, previous_state)
-            kept_state = previous_state
-            undo.append(lambda: os.rename(kept_state, plan.state_dir))
-        os.rename(staged_state, plan.state_dir)
-        undo.append(lambda: os.rename(plan.state_dir, staged_state))
+            previous_state = keep(plan.state_dir)
+        put(staged_state, plan.state_dir)
+        if staged_store is not None and plan.store_path is not None:
+            for suffix in ("-wal", "-shm"):  # a stale journal must not meet the restored file
+                journal = plan.store_path.with_name(plan.store_path.name + suffix)
+                if journal.exists():
+                    keep(journal)
+            if plan.store_path.exists():
+                keep(plan.store_path)
+            put(staged_store, plan.store_path)
         if plan.config_path.exists():
             previous_config = plan.config_path.with_name(
                 f"{plan.config_path.name}.pre-restore-{stamp}"
@@ -205,9 +246,12 @@ def apply_restore(plan: RestorePlan) -> RestoreResult:
         for step in reversed(undo):
             with contextlib.suppress(OSError):
                 step()
-        shutil.rmtree(staged_state, ignore_errors=True)
-        with contextlib.suppress(OSError):
-            staged_config.unlink()
+        for path in staged:
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                with contextlib.suppress(OSError):
+                    path.unlink()
         if previous_config is not None:
             with contextlib.suppress(OSError):
                 previous_config.unlink()
@@ -217,5 +261,5 @@ def apply_restore(plan: RestorePlan) -> RestoreResult:
         plan.config_path,
         previous_state,
         previous_config,
-        len(plan.contents.state_files),
+        len(plan.contents.state_files) + (plan.contents.store is not None),
     )

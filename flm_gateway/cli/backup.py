@@ -5,7 +5,10 @@ FILE, sealed with the passphrase from the environment variable named by
 `--passphrase-env` (recommended: the backup holds the CA key and key hashes).
 restore: validates the whole backup, then swaps the state directory and the
 config in (see `flm_gateway.backup.restore`); the gateway must be stopped.
-Exit 0 on success, 1 when the backup or its target is refused.
+Both are recorded in the audit log (`backup.create`, `backup.restore`, the
+latter in the restored store), best effort: a store that cannot be opened is
+reported, not fatal. Exit 0 on success, 1 when the backup or its target is
+refused.
 """
 
 from __future__ import annotations
@@ -18,8 +21,12 @@ from typing import Any
 
 from flm_gateway.backup.create import create_backup
 from flm_gateway.backup.restore import RestoreError, apply_restore, open_backup, plan_restore
+from flm_gateway.cli.admin import audit
 from flm_gateway.cli.common import DEFAULT_CONFIG_PATH, add_config_argument, resolve_config
+from flm_gateway.config import ConfigError, LoadedConfig, load_config
+from flm_gateway.config.security_policies import Severity
 from flm_gateway.process import write_atomic
+from flm_gateway.state import StateError, open_store
 
 
 def register(subparsers: Any) -> None:
@@ -63,6 +70,17 @@ def _passphrase(variable: str | None) -> str | None:
     return value
 
 
+def _audit(loaded: LoadedConfig, type_: str, details: dict[str, str]) -> None:
+    try:
+        store = open_store(loaded)
+        try:
+            audit(store, type_, Severity.INFO, **details)
+        finally:
+            store.close()
+    except StateError as exc:
+        print(f"warning: not recorded in the audit log: {exc}", file=sys.stderr)
+
+
 def run_create(args: argparse.Namespace) -> int:
     loaded = resolve_config(args)
     if loaded is None:
@@ -71,10 +89,10 @@ def run_create(args: argparse.Namespace) -> int:
         print(f"{args.file} exists; use --force to overwrite it", file=sys.stderr)
         return 1
     passphrase = _passphrase(args.passphrase_env)
-    config_text = loaded.source if loaded.path is not None else None
-    data = create_backup(config_text, loaded.state_dir, passphrase, args.include_request_log)
+    data = create_backup(loaded, passphrase, args.include_request_log)
     write_atomic(args.file, data, 0o600)
     sealed = "encrypted" if passphrase else "NOT encrypted"
+    _audit(loaded, "backup.create", {"file": str(args.file.resolve()), "encryption": sealed})
     print(
         f"wrote {args.file} ({len(data)} bytes, {sealed}) from {loaded.display_name} "
         f"and {loaded.state_dir}"
@@ -109,6 +127,20 @@ def run_restore(args: argparse.Namespace) -> int:
     except OSError as exc:
         print(f"restore failed and was undone: {exc}", file=sys.stderr)
         return 1
+    try:
+        restored = load_config(result.config_path)
+    except ConfigError:
+        print(
+            "warning: not recorded in the audit log: the restored config needs its "
+            "environment variables",
+            file=sys.stderr,
+        )
+    else:
+        _audit(
+            restored,
+            "backup.restore",
+            {"file": str(args.file.resolve()), "previous_state": str(result.previous_state or "-")},
+        )
     print(f"restored {result.files} state file(s) into {result.state_dir}")
     print(f"restored the config to {result.config_path}")
     if result.previous_state is not None:

@@ -18,6 +18,7 @@ from flm_gateway.backup import crypto
 from flm_gateway.backup.archive import BackupFormatError, build_payload, read_payload
 from flm_gateway.backup.create import collect_state, create_backup
 from flm_gateway.backup.restore import RestoreError, apply_restore, open_backup, plan_restore
+from flm_gateway.config import LoadedConfig, load_config
 from flm_gateway.process import PID_FILE
 from tests.integration.ops_helpers import cli
 
@@ -31,6 +32,13 @@ engines: [{name: e, url: "http://127.0.0.1:1", api_key: "${ENGINE_KEY:-none}"}]
 @pytest.fixture(autouse=True)
 def cheap_scrypt(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(crypto, "SCRYPT_N", 2**10)
+
+
+def source(directory: Path, text: str = CONFIG) -> LoadedConfig:
+    """A config file in `directory` (its state directory is `directory/state`), loaded."""
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "flm.yaml").write_text(text)
+    return load_config(directory / "flm.yaml")
 
 
 def make_state(state_dir: Path) -> None:
@@ -65,7 +73,7 @@ def test_collect_state_snapshots_databases_and_skips_runtime_files(tmp_path: Pat
 
 def test_sealed_roundtrip_and_wrong_passphrase(tmp_path: Path) -> None:
     make_state(tmp_path / "state")
-    data = create_backup(CONFIG, tmp_path / "state", "correct horse")
+    data = create_backup(source(tmp_path), "correct horse")
     assert crypto.is_sealed(data) and b"root-key" not in data
     contents = open_backup(data, "correct horse")
     assert contents.config == CONFIG
@@ -111,9 +119,8 @@ def test_unsafe_or_inconsistent_archives_are_refused() -> None:
 
 
 def test_restore_swaps_in_everything_and_keeps_the_old(tmp_path: Path) -> None:
-    source = tmp_path / "source"
-    make_state(source / "state")
-    data = create_backup(CONFIG, source / "state", None)
+    make_state(tmp_path / "source" / "state")
+    data = create_backup(source(tmp_path / "source"), None)
 
     target = tmp_path / "target"
     (target / "state").mkdir(parents=True)
@@ -132,8 +139,8 @@ def test_restore_swaps_in_everything_and_keeps_the_old(tmp_path: Path) -> None:
 
 
 def test_a_failing_swap_is_undone(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    make_state(tmp_path / "source")
-    data = create_backup(CONFIG, tmp_path / "source", None)
+    make_state(tmp_path / "source" / "state")
+    data = create_backup(source(tmp_path / "source"), None)
     target = tmp_path / "target"
     (target / "state").mkdir(parents=True)
     (target / "state" / "old.txt").write_text("old")
@@ -217,9 +224,40 @@ def test_cli_create_and_restore(tmp_path: Path) -> None:
     )
     assert restored.returncode == 0, restored.stderr
     assert (tmp_path / "new" / "state" / "state.db").exists()
+    audit = sqlite3.connect(tmp_path / "new" / "state" / "state.db")
+    types = [row[0] for row in audit.execute("SELECT type FROM audit ORDER BY seq")]
+    audit.close()
+    assert types[-1] == "backup.restore"
     manifest_check = json.loads(json.dumps(open_backup(backup.read_bytes(), "pw").manifest))
     assert {f["path"] for f in manifest_check["files"]} == {
         "config/flm.yaml",
         "state/state.db",
         "state/tls/packaged-ca/root-key.pem",
     }
+
+
+def test_a_state_database_outside_the_state_dir_travels_too(tmp_path: Path) -> None:
+    text = CONFIG + "state: {backend: sqlite, sqlite_path: ./db/keys.db}\n"
+    make_state(tmp_path / "source" / "state")
+    (tmp_path / "source" / "db").mkdir()
+    db = sqlite3.connect(tmp_path / "source" / "db" / "keys.db")
+    db.execute("CREATE TABLE audit (seq INTEGER)")
+    db.execute("INSERT INTO audit VALUES (7)")
+    db.commit()
+    db.close()
+    contents = open_backup(create_backup(source(tmp_path / "source", text), None), None)
+    assert contents.store is not None and contents.manifest["store"] == "store/state.db"
+
+    target = tmp_path / "target"
+    (target / "db").mkdir(parents=True)
+    (target / "db" / "keys.db").write_bytes(b"old")
+    (target / "db" / "keys.db-wal").write_bytes(b"stale journal")
+    plan = plan_restore(contents, target / "flm.yaml")
+    assert plan.store_path == target / "db" / "keys.db"
+    apply_restore(plan)
+    restored = sqlite3.connect(target / "db" / "keys.db")
+    assert restored.execute("SELECT seq FROM audit").fetchall() == [(7,)]
+    restored.close()
+    assert not (target / "db" / "keys.db-wal").exists()
+    kept = sorted(p.name.split(".pre-restore-")[0] for p in (target / "db").iterdir())
+    assert kept == ["keys.db", "keys.db", "keys.db-wal"]  # restored, old file, old journal

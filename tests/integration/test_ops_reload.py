@@ -154,6 +154,7 @@ def test_invalid_edit_keeps_the_old_config(stack: Stack) -> None:
     assert f"{config}:6:26: listeners[1].bind: 'nowhere' is not host:port" in log
     assert "audit config.reload failed" in log
     assert stack.metric("flm_config_reloads_total", result="failed") == 1
+
     reply = stack.client().chat.completions.create(
         model="tiny-a", messages=[{"role": "user", "content": "x"}]
     )
@@ -169,6 +170,13 @@ def test_invalid_edit_keeps_the_old_config(stack: Stack) -> None:
     result = cli("reload", "--config", str(config))  # SIGHUP: reloads even unchanged files
     assert result.returncode == 0, result.stderr
     assert "serves config generation 3" in result.stdout
+    audit = cli("security", "audit", "-c", str(config), "--type", "config.reload.", "--json")
+    events = [(e["type"], e["actor"], e["details"]["trigger"]) for e in json.loads(audit.stdout)]
+    assert events == [
+        ("config.reload.failed", "gateway", "file change"),
+        ("config.reload.ok", "gateway", "file change"),
+        ("config.reload.ok", "gateway", "SIGHUP"),
+    ]
 
 
 def test_a_listener_that_cannot_bind_rolls_everything_back(stack: Stack) -> None:
