@@ -13,7 +13,7 @@ Reads `flm.request_id`, `flm.listener`, `flm.client_ip`, `flm.auth.key_id`,
 `flm.api.kind`, `flm.api.model`, `flm.route.engine`, `flm.route.route`,
 `flm.route.failures`, `flm.egress.failures`, `flm.egress.failure`, `flm.usage`,
 `flm.security.rejected`, `flm.security.events`, `flm.ip_filter.denied`,
-`flm.resource.shed`, `flm.streamed`, `flm.guard.failed` and `flm.metrics.tap`.
+`flm.resource.shed`, `flm.auth.failure`, `flm.streamed`, `flm.guard.failed` and `flm.metrics.tap`.
 Nothing here reads a header value or a body other than the small JSON error
 bodies the gateway wrote itself, so no secret can end up in a summary.
 """
@@ -179,7 +179,8 @@ def rejection_reason(flow: http.HTTPFlow, engine: str | None) -> str | None:
     An explicit `flm.security.rejected` wins. Otherwise, for a flow the gateway
     answered itself with 4xx/5xx before choosing an engine: `ip_blocked` /
     `ip_not_allowed` (`flm.ip_filter.denied`), `resource_shed`
-    (`flm.resource.shed`), or from the last rejecting security event:
+    (`flm.resource.shed`), `auth_<failure>` (`flm.auth.failure`), or from the
+    last rejecting security event:
     `rate_limit_requests`, `rate_limit_tokens`, `auth_<reason>`,
     `forbidden_<reason>`, `honeypot`, `intrusion`.
     """
@@ -195,6 +196,9 @@ def rejection_reason(flow: http.HTTPFlow, engine: str | None) -> str | None:
         return f"ip_{denied}"
     if metadata.get("flm.resource.shed"):
         return "resource_shed"
+    failure = metadata.get("flm.auth.failure")
+    if failure:
+        return f"auth_{failure}"
     for event in reversed(metadata.get("flm.security.events") or ()):
         rule = _REJECTING_EVENTS.get(getattr(event, "type", ""))
         if rule is not None:

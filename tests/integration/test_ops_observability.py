@@ -32,6 +32,8 @@ server: {{state_dir: "{state_dir}", log_level: debug}}
 admin: {{bind: "127.0.0.1:{admin}"}}
 listeners:
   - {{name: main, bind: "127.0.0.1:{port}"}}
+  - {{name: guarded, bind: "127.0.0.1:{guarded}", security: {{ip: {{allow: [192.0.2.0/24]}}}}}}
+  - {{name: keyed, bind: "127.0.0.1:{keyed}", auth: api-key}}
 engines:
   - {{name: alpha, kind: vllm, url: "{alpha}", api_key: "{engine_secret}"}}
   - {{name: down, kind: openai, url: "http://127.0.0.1:{down}", models: [ghost]}}
@@ -46,6 +48,8 @@ class Deployment:
     alpha: FakeEngine
     port: int
     admin: int
+    guarded: int
+    keyed: int
 
     @property
     def url(self) -> str:
@@ -65,8 +69,10 @@ class Deployment:
 def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
     tmp_path = tmp_path_factory.mktemp("observability")
     with threaded_engine("vllm", ["tiny-a"], api_key=ENGINE_SECRET) as alpha:
-        port, admin = free_port(), free_port()
+        port, admin, guarded, keyed = free_port(), free_port(), free_port(), free_port()
         config = CONFIG.format(
+            guarded=guarded,
+            keyed=keyed,
             state_dir=tmp_path / "state",
             admin=admin,
             port=port,
@@ -81,7 +87,7 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
             args=("--log-format", "json"),
             health_url=f"http://127.0.0.1:{admin}/readyz",
         ) as gateway:
-            deployment = Deployment(gateway, alpha, port, admin)
+            deployment = Deployment(gateway, alpha, port, admin, guarded, keyed)
             _traffic(deployment)
             yield deployment
 
@@ -108,6 +114,8 @@ def _traffic(deployment: Deployment) -> None:
         {"Authorization": f"Bearer {CLIENT_SECRET}", "X-Request-ID": "trace-42"},
     )
     assert status == 200 and headers["x-request-id"] == "trace-42"
+    assert http_get(f"http://127.0.0.1:{deployment.guarded}/v1/models")[0] == 403
+    assert http_get(f"http://127.0.0.1:{deployment.keyed}/v1/models")[0] == 401
     time.sleep(1.0)  # the request log writes in the background
 
 
@@ -127,6 +135,10 @@ def test_metrics_parse_and_count_what_happened(deployment: Deployment) -> None:
     assert metrics[("flm_engine_up", (("engine", "alpha"),))] == 1
     assert metrics[("flm_engine_up", (("engine", "down"),))] == 0
     assert metrics[("flm_config_generation", ())] == 1
+    ip = (("listener", "guarded"), ("reason", "ip_not_allowed"))
+    assert metrics[("flm_rejections_total", ip)] == 1
+    auth = (("listener", "keyed"), ("reason", "auth_missing"))
+    assert metrics[("flm_rejections_total", auth)] == 1
     prompt = (("key_id", ""), ("model", "tiny-a"), ("type", "prompt"))
     completion = (("key_id", ""), ("model", "tiny-a"), ("type", "completion"))
     assert metrics[("flm_tokens_total", prompt)] > 0
@@ -176,7 +188,7 @@ def test_logs_search_and_stats(deployment: Deployment) -> None:
     assert table.returncode == 0 and "trace-42" in table.stdout
     assert table.stdout.splitlines()[0].split()[:3] == ["time", "request", "id"]
 
-    stats = json.loads(cli("logs", "stats", "-c", config, "--json", "--path", "/v1/").stdout)
+    stats = json.loads(cli("logs", "stats", "-c", config, "--json", "--path", "/v1/chat").stdout)
     total = stats["total"][0]
     assert total["requests"] == 6 and total["4xx"] == 1 and total["errors"] == 1
     assert {g["group"] for g in stats["engine"]} == {"alpha", "-"}
