@@ -116,6 +116,12 @@ def _traffic(deployment: Deployment) -> None:
     assert status == 200 and headers["x-request-id"] == "trace-42"
     assert http_get(f"http://127.0.0.1:{deployment.guarded}/v1/models")[0] == 403
     assert http_get(f"http://127.0.0.1:{deployment.keyed}/v1/models")[0] == 401
+    status, _, _ = post_json(  # a key the gateway does not know: refused, and never logged
+        f"http://127.0.0.1:{deployment.keyed}/v1/embeddings",
+        {"model": "tiny-a", "messages": []},
+        {"Authorization": f"Bearer {CLIENT_SECRET}"},
+    )
+    assert status == 401
     time.sleep(1.0)  # the request log writes in the background
 
 
@@ -139,6 +145,8 @@ def test_metrics_parse_and_count_what_happened(deployment: Deployment) -> None:
     assert metrics[("flm_rejections_total", ip)] == 1
     auth = (("listener", "keyed"), ("reason", "auth_missing"))
     assert metrics[("flm_rejections_total", auth)] == 1
+    unknown_key = (("listener", "keyed"), ("reason", "auth_unknown"))
+    assert metrics[("flm_rejections_total", unknown_key)] == 1
     prompt = (("key_id", ""), ("model", "tiny-a"), ("type", "prompt"))
     completion = (("key_id", ""), ("model", "tiny-a"), ("type", "completion"))
     assert metrics[("flm_tokens_total", prompt)] > 0
