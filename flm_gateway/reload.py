@@ -10,9 +10,9 @@ arrive during a reload are merged into one more reload afterwards.
 Every reload validates the whole file first (the same loader as `validate`).
 An invalid file, a change that needs a restart (`server.state_dir`) or a swap
 that fails (an addon refusing the config, a listener that cannot bind) leaves
-the old config serving: every problem is logged with its `file:line:col`, an
-audit event `config.reload`/`failed` is recorded and
-`flm_config_reloads_total{result="failed"}` counts it. The watcher does not
+the old config serving: every problem is logged with its `file:line:col`, the
+audit event `config.reload.failed` goes to the audit log (`config.reload.ok`
+on success) and `flm_config_reloads_total{result="failed"}` counts it. The watcher does not
 retry the same broken content; the next edit or SIGHUP does. A valid file is
 swapped in by `Gateway.swap` (see `gateway.py`): no request in flight is
 dropped. Each outcome is also written to `state_dir/last-reload.json` for
