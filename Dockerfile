@@ -18,7 +18,7 @@ COPY docker/flm.yaml /etc/flm-gateway/flm.yaml
 
 USER flm
 WORKDIR /var/lib/flm-gateway
-EXPOSE 8088
+EXPOSE 8088 9090
 HEALTHCHECK --interval=30s --timeout=3s --start-period=10s --retries=3 \
   CMD ["python", "-c", "import urllib.request,sys; sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:8088/healthz', timeout=2).status == 200 else 1)"]
 ENTRYPOINT ["flm-gateway"]

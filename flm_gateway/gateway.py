@@ -36,7 +36,6 @@ import signal
 import sys
 from typing import Any
 
-import aiohttp
 from mitmproxy.addons import core, next_layer, proxyserver, tlsconfig
 from mitmproxy.master import Master
 from mitmproxy.options import Options
@@ -51,7 +50,6 @@ from flm_gateway.audit import AuditSink, StateAudit
 from flm_gateway.certificates import certificate_statuses
 from flm_gateway.config import LoadedConfig
 from flm_gateway.config.egress import engine_connect_timeout
-from flm_gateway.config.engines import EngineConfig
 from flm_gateway.config.types import format_host_port
 from flm_gateway.egress.service import EgressService
 from flm_gateway.engines.directory import EngineDirectory
@@ -70,11 +68,6 @@ log = logging.getLogger("flm_gateway")
 
 class StartupError(Exception):
     """The gateway could not start (e.g. a listener cannot bind)."""
-
-
-def default_session(config: EngineConfig) -> aiohttp.ClientSession:
-    """The aiohttp session for an engine's health checks and model lists (direct egress)."""
-    return aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=8, ttl_dns_cache=60))
 
 
 def engine_directory(loaded: LoadedConfig, egress: EgressService) -> EngineDirectory:
@@ -114,7 +107,11 @@ class Gateway:
         self._retiring: set[asyncio.Task[None]] = set()
 
     def _build_runtime(self, loaded: LoadedConfig) -> Runtime:
-        return Runtime(loaded=loaded, directory=engine_directory(loaded, self.egress.service))
+        return Runtime(
+            loaded=loaded,
+            directory=engine_directory(loaded, self.egress.service),
+            state_usable=lambda: self.state.usable,
+        )
 
     def _apply(self, runtime: Runtime) -> None:
         for addon in (self.tls, *self.addons):

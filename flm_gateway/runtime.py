@@ -7,7 +7,7 @@ addons through `apply_config`; a reload builds a new one and swaps it in.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from mitmproxy import http
@@ -27,6 +27,8 @@ class Runtime:
     listeners: Mapping[int, ListenerConfig] = field(init=False)
     listening: bool = False
     started_at: float = field(default_factory=time.time)
+    state_usable: Callable[[], bool] = field(default=lambda: True)
+    """Whether the state store answers (security decisions fail closed without it)."""
 
     def __post_init__(self) -> None:
         self.listeners = listeners_by_port(self.loaded.config.listeners)

@@ -3,7 +3,8 @@
 Policy: `/healthz` is 200 while the process serves. `/readyz` is 200 when the
 listeners are up and at least one engine is running-healthy (as the engine
 directory's last check or failed connect says; a degraded engine, e.g. llama.cpp
-still loading its model, does not count), else 503; the body gives
+still loading its model, does not count) and the state store answers (without it
+every request is refused, fail closed), else 503; the body gives
 counts only (no engine names or addresses: these endpoints need no key). Both
 are exempt from authentication and never touch an engine. Any other method on
 these paths is 405.
@@ -25,10 +26,12 @@ def readiness(runtime: Runtime) -> tuple[bool, dict[str, object]]:
     states = list(runtime.directory.engines.values())
     up = sum(1 for state in states if state.healthy)
     degraded = sum(1 for state in states if state.reachable and not state.healthy)
-    ready = runtime.listening and up > 0
+    state_ok = runtime.state_usable()
+    ready = runtime.listening and up > 0 and state_ok
     return ready, {
         "status": "ready" if ready else "not-ready",
         "listeners_up": runtime.listening,
+        "state_store_ok": state_ok,
         "engines_up": up,
         "engines_degraded": degraded,
         "engines_total": len(states),

@@ -89,6 +89,6 @@ def test_container_config_and_dockerfile_agree() -> None:
     config = load_config(ROOT / "docker" / "flm.yaml", environ={}).config
     dockerfile = (ROOT / "Dockerfile").read_text()
     port = config.listeners[0].bind[1]
-    assert f"EXPOSE {port}" in dockerfile
+    assert f"EXPOSE {port} {config.admin.bind[1]}" in dockerfile
     assert f"127.0.0.1:{port}/healthz" in dockerfile
     assert "\nUSER flm\n" in dockerfile and "/etc/flm-gateway/flm.yaml" in dockerfile
