@@ -28,6 +28,7 @@ async def test_endpoints() -> None:
     runtime: Any = SimpleNamespace(
         listening=True,
         directory=SimpleNamespace(engines={"e": SimpleNamespace(healthy=False, reachable=False)}),
+        state_usable=lambda: True,
     )
     server = AdminServer(metrics, lambda: runtime)
     port = free_port()

@@ -34,7 +34,6 @@ Reads `flm.auth.key`, `flm.client_ip`; writes `flm.ratelimit.headers` and
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import math
 import time
 from collections.abc import Callable, Mapping
@@ -44,6 +43,7 @@ from typing import Literal
 from mitmproxy import http
 
 from flm_gateway.addons.guard import fail_closed
+from flm_gateway.background import BackgroundTask
 from flm_gateway.config import LoadedConfig
 from flm_gateway.config.security import RateLimit, RateLimitSettings, Severity
 from flm_gateway.errors import error_response
@@ -91,7 +91,7 @@ class RateLimiter:
         self._scopes: Mapping[str, _Scope] = {}
         self._ipv6_prefix = 64
         self._buckets: dict[BucketKey, Bucket] = {}
-        self._task: asyncio.Task[None] | None = None
+        self._background = BackgroundTask("flm-ratelimit-sweep", self._sweeper)
 
     def apply_config(self, loaded: LoadedConfig) -> None:
         config = loaded.config
@@ -156,15 +156,10 @@ class RateLimiter:
     # -- hooks --------------------------------------------------------------
 
     def running(self) -> None:
-        if self._task is None:
-            self._task = asyncio.create_task(self._sweeper(), name="flm-ratelimit-sweep")
+        self._background.start()
 
     async def done(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await self._background.stop()
 
     async def _sweeper(self) -> None:
         while True:

@@ -17,7 +17,6 @@ cannot let anyone in who would otherwise be refused).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import math
 import time
@@ -27,6 +26,7 @@ import psutil
 from mitmproxy import http
 
 from flm_gateway.addons.guard import fail_closed
+from flm_gateway.background import BackgroundTask
 from flm_gateway.config import LoadedConfig
 from flm_gateway.config.security import ResourceSettings, Severity
 from flm_gateway.errors import error_response
@@ -67,7 +67,7 @@ class ResourceGuard:
         self._process = psutil.Process()
         self._usage: Usage | None = None
         self._overloaded: str | None = None
-        self._task: asyncio.Task[None] | None = None
+        self._background = BackgroundTask("flm-resource-sampler", self._sampler)
 
     def apply_config(self, loaded: LoadedConfig) -> None:
         self._settings = loaded.config.security.resources
@@ -113,15 +113,10 @@ class ResourceGuard:
         self._overloaded = reason
 
     def running(self) -> None:
-        if self._task is None:
-            self._task = asyncio.create_task(self._sampler(), name="flm-resource-sampler")
+        self._background.start()
 
     async def done(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await self._background.stop()
 
     async def _sampler(self) -> None:
         self.sample()  # primes psutil's CPU counters
