@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import inspect
 import json
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -57,8 +59,9 @@ def _session(config: EngineConfig) -> aiohttp.ClientSession:
 
 
 def runtime() -> Runtime:
-    config, state_dir = parse_config(CONFIG, environ={})
-    loaded = LoadedConfig(config=config, path=None, state_dir=state_dir, source=CONFIG)
+    text = CONFIG + f"server: {{state_dir: {tempfile.mkdtemp(prefix='flm-bench-')}}}\n"
+    config, state_dir = parse_config(text, environ={})
+    loaded = LoadedConfig(config=config, path=None, state_dir=state_dir, source=text)
     built = Runtime(loaded=loaded, directory=EngineDirectory(config.engines, _session))
     built.listening = True
     engine = built.directory.get("engine")
@@ -87,6 +90,12 @@ def response() -> http.Response:
     return http.Response.make(200, b'{"id": "x"}', {"content-type": "application/json"})
 
 
+async def settle(result: object) -> None:
+    """Await a hook's result when the chain made that hook async."""
+    if inspect.isawaitable(result):
+        await result
+
+
 async def per_request_us(chain: Any, built: Runtime, requests: int) -> float:
     flows = [flow() for _ in range(requests)]
     responses = [response() for _ in range(requests)]
@@ -94,11 +103,11 @@ async def per_request_us(chain: Any, built: Runtime, requests: int) -> float:
     start = time.perf_counter()
     for one, answer in zip(flows, responses, strict=True):
         engine.last_connect_ok = time.monotonic()
-        chain.requestheaders(one)
-        await chain.request(one)
+        for hook in (chain.requestheaders, chain.request):
+            await settle(hook(one))
         one.response = answer
-        chain.responseheaders(one)
-        await chain.response(one)
+        for hook in (chain.responseheaders, chain.response):
+            await settle(hook(one))
     elapsed = time.perf_counter() - start
     if flows[0].metadata.get("flm.route.engine") != "engine":
         raise RuntimeError(f"the flow was not routed: {flows[0].metadata}")
@@ -111,6 +120,8 @@ async def measure(requests: int, repeat: int) -> float:
     for addon in addons:
         if hasattr(addon, "apply_runtime"):
             addon.apply_runtime(built)
+        if hasattr(addon, "apply_config"):
+            addon.apply_config(built.loaded)
     chain = AddonChain(addons)
     try:
         return min([await per_request_us(chain, built, requests) for _ in range(repeat)])

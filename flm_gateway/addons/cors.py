@@ -96,6 +96,9 @@ class CorsPolicy:
 
 
 def _strip_engine_cors(response: http.Response) -> None:
+    # Most engines send no CORS header: scan the raw names before decoding any.
+    if not any(name[:15].lower() == b"access-control-" for name, _ in response.headers.fields):
+        return
     for name in list(response.headers.keys()):
         if name.lower().startswith("access-control-"):
             del response.headers[name]
