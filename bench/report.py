@@ -280,7 +280,7 @@ def goals(sums: dict[str, Summary]) -> list[Goal]:
 
 
 def goals_table(sums: dict[str, Summary]) -> str:
-    header = ["target (flm-gateway, core addons)", "goal", "measured (median)", "met"]
+    header = ["target (flm-gateway, full pipeline)", "goal", "measured (median)", "met"]
     rows = [
         [g.name, f"≤ {fmt(g.limit, 1)} {g.unit}", g.shown, "yes" if g.met else "**no**"]
         for g in goals(sums)

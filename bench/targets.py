@@ -5,7 +5,7 @@ Each target is a URL plus the process ids whose CPU time and memory count as "th
 (`worker_processes 1`, so it uses one core like the single-process gateway), with an
 upstream keep-alive pool and `proxy_buffering off` so SSE passes through unbuffered.
 flm-gateway runs as users run it, `python -m flm_gateway run --config FILE`, with its
-core addons only (the default pipeline), one listener, one engine and one exact route
+the whole default pipeline (policies unconfigured), one listener, one engine and one exact route
 whose upstream model is the client's (the request body is forwarded as it came).
 """
 
@@ -193,4 +193,4 @@ def start_gateway(
     )
     url = f"http://127.0.0.1:{port}"
     wait_http(child, url + "/readyz", START_TIMEOUT)
-    return Target(name, url, "python -m flm_gateway run, 1 process, core addons", child)
+    return Target(name, url, "python -m flm_gateway run, 1 process, full pipeline", child)
