@@ -23,3 +23,17 @@ async def test_order_puts_routing_after_the_api_and_guard_last_on_request() -> N
     assert names.index("OpenAIApi") < names.index("Routing") < names.index("UpstreamGuard")
     assert names[0] == "Inflight" and names[1] == "ListenerContext"
     assert names.index("Fallback") < names.index("Streaming")
+
+
+async def test_architecture_doc_lists_every_addon_in_order() -> None:
+    from pathlib import Path
+
+    doc = (Path(__file__).parents[1] / "docs" / "architecture.md").read_text()
+    rows = [
+        line
+        for line in doc.splitlines()
+        if line.startswith("| ") and line.split("|")[1].strip().isdigit()
+    ]
+    documented = [row.split("`")[1].split(" ")[0] for row in rows]
+    modules = [type(addon).__module__.rsplit(".", 1)[-1] for addon in build_addons(Inflight())]
+    assert documented == modules
