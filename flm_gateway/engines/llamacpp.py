@@ -40,7 +40,7 @@ from flm_gateway.engines.base import (
     as_int,
     error_message,
 )
-from flm_gateway.engines.openai import MODELS_PATH
+from flm_gateway.engines.openai import MODELS_PATH, model_entries
 
 HEALTH_PATH = "/health"
 PROPS_PATH = "/props"
@@ -57,12 +57,9 @@ def _loaded(entry: dict[str, Any]) -> bool | None:
 
 def parse_llamacpp_models(payload: Any) -> list[ModelInfo]:
     """ModelInfo for each entry of llama-server's `/v1/models` payload."""
-    if not isinstance(payload, dict) or not isinstance(payload.get("data"), list):
-        raise EngineUnavailable(f"GET {MODELS_PATH}: not an OpenAI {{'data': [...]}} object")
+    entries = model_entries(payload, f"GET {MODELS_PATH}: not an OpenAI {{'data': [...]}} object")
     models = []
-    for entry in payload["data"]:
-        if not isinstance(entry, dict) or not isinstance(entry.get("id"), str):
-            continue
+    for entry in entries:
         meta = entry.get("meta")
         length = as_int(meta.get("n_ctx")) if isinstance(meta, dict) else None
         models.append(ModelInfo(id=entry["id"], context_length=length, loaded=_loaded(entry)))

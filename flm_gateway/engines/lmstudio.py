@@ -35,19 +35,16 @@ from flm_gateway.engines.base import (
     answered,
     as_int,
 )
-from flm_gateway.engines.openai import MODELS_PATH, models_health
+from flm_gateway.engines.openai import MODELS_PATH, model_entries, models_health
 
 REST_MODELS_PATH = "/api/v0/models"
 
 
 def parse_lmstudio_models(payload: Any) -> list[ModelInfo]:
     """ModelInfo for each entry of an `/api/v0/models` payload."""
-    if not isinstance(payload, dict) or not isinstance(payload.get("data"), list):
-        raise EngineUnavailable(f"GET {REST_MODELS_PATH}: not a {{'data': [...]}} object")
+    entries = model_entries(payload, f"GET {REST_MODELS_PATH}: not a {{'data': [...]}} object")
     models = []
-    for entry in payload["data"]:
-        if not isinstance(entry, dict) or not isinstance(entry.get("id"), str):
-            continue
+    for entry in entries:
         state = entry.get("state")
         loaded = state == "loaded" if state in ("loaded", "not-loaded") else None
         length = as_int(entry.get("max_context_length"))

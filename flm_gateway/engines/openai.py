@@ -30,16 +30,25 @@ from flm_gateway.engines.base import (
 MODELS_PATH = "/v1/models"
 
 
+def model_entries(payload: Any, error: str) -> list[dict[str, Any]]:
+    """The entries with a string `id` of a `{"data": [...]}` model list (OpenAI's shape,
+    also LM Studio's REST API); raises EngineUnavailable(`error`) for any other shape."""
+    if not isinstance(payload, dict) or not isinstance(payload.get("data"), list):
+        raise EngineUnavailable(error)
+    return [e for e in payload["data"] if isinstance(e, dict) and isinstance(e.get("id"), str)]
+
+
 def parse_openai_models(payload: Any) -> list[ModelInfo]:
     """ModelInfo for each entry of an OpenAI `{"data": [{"id": ...}]}` list."""
-    if not isinstance(payload, dict) or not isinstance(payload.get("data"), list):
-        raise EngineUnavailable("the model list is not an OpenAI {'data': [...]} object")
-    models = []
-    for entry in payload["data"]:
-        if isinstance(entry, dict) and isinstance(entry.get("id"), str):
-            length = as_int(entry.get("max_model_len")) or as_int(entry.get("context_length"))
-            models.append(ModelInfo(id=entry["id"], context_length=length))
-    return models
+    entries = model_entries(payload, "the model list is not an OpenAI {'data': [...]} object")
+    return [
+        ModelInfo(
+            id=entry["id"],
+            context_length=as_int(entry.get("max_model_len"))
+            or as_int(entry.get("context_length")),
+        )
+        for entry in entries
+    ]
 
 
 async def models_health(client: EngineClient, path: str = MODELS_PATH) -> HealthReport:
