@@ -20,7 +20,6 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-import aiohttp
 from mitmproxy import http
 from mitmproxy.test import tflow, tutils
 
@@ -28,8 +27,10 @@ from flm_gateway.addon_chain import AddonChain
 from flm_gateway.addons.inflight import Inflight
 from flm_gateway.config import LoadedConfig, parse_config
 from flm_gateway.config.engines import EngineConfig
+from flm_gateway.egress.sessions import direct_session
 from flm_gateway.engines.base import HealthState, ModelInfo
 from flm_gateway.engines.directory import EngineDirectory
+from flm_gateway.httpio.client import HttpSession
 from flm_gateway.listeners import PLACEHOLDER_TARGET
 from flm_gateway.pipeline import build_addons
 from flm_gateway.runtime import Runtime
@@ -54,8 +55,8 @@ BODY = json.dumps(
 ).encode()
 
 
-def _session(config: EngineConfig) -> aiohttp.ClientSession:
-    return aiohttp.ClientSession()
+def _session(config: EngineConfig) -> HttpSession:
+    return direct_session()
 
 
 def runtime() -> Runtime:

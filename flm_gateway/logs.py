@@ -83,7 +83,6 @@ def setup_logging(level: str, log_format: str = "text") -> None:
     root.handlers[:] = [handler]
     set_level(level)
     logging.getLogger("mitmproxy").setLevel(logging.WARNING)
-    logging.getLogger("aiohttp").setLevel(logging.WARNING)
 
 
 def set_level(level: str) -> None:

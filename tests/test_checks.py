@@ -3,20 +3,21 @@ from __future__ import annotations
 import socket
 from pathlib import Path
 
-import aiohttp
 import pytest
 
 from flm_gateway.checks import Level, check_bind, check_engines, check_state, run_checks
 from flm_gateway.config import parse_config
 from flm_gateway.config.engines import EngineConfig
 from flm_gateway.config.loader import LoadedConfig
+from flm_gateway.egress.sessions import direct_session
 from flm_gateway.engines.directory import EngineDirectory
+from flm_gateway.httpio.client import HttpSession
 from tests.support.fake_engines import FakeEngine
 from tests.support.gateway_process import free_port
 
 
-def session(config: EngineConfig) -> aiohttp.ClientSession:
-    return aiohttp.ClientSession()
+def session(config: EngineConfig) -> HttpSession:
+    return direct_session()
 
 
 def directory(loaded: LoadedConfig) -> EngineDirectory:

@@ -14,7 +14,7 @@ from flm_gateway.config.default import default_config
 from flm_gateway.config.engines import EngineConfig
 
 if TYPE_CHECKING:  # imported by the commands that use it, not by every command
-    import aiohttp
+    from flm_gateway.httpio.client import HttpSession
 
 DEFAULT_CONFIG_PATH = Path("flm.yaml")
 
@@ -47,8 +47,8 @@ def resolve_config(args: argparse.Namespace) -> LoadedConfig | None:
         return None
 
 
-def engine_sessions(loaded: LoadedConfig) -> Callable[[EngineConfig], aiohttp.ClientSession]:
-    """aiohttp sessions for commands that talk to engines (`engines detect`, `models list`).
+def engine_sessions(loaded: LoadedConfig) -> Callable[[EngineConfig], HttpSession]:
+    """HTTP sessions for commands that talk to engines (`engines detect`, `models list`).
 
     A declared engine egresses through its profile exactly as the running gateway's health
     checks do (HTTP calls dial through the profile's dialer; no CONNECT bridge is needed).
@@ -65,7 +65,7 @@ def engine_sessions(loaded: LoadedConfig) -> Callable[[EngineConfig], aiohttp.Cl
     config = loaded.config
     plan = build_plan(config.egress, list(config.engines))
 
-    def factory(engine: EngineConfig) -> aiohttp.ClientSession:
+    def factory(engine: EngineConfig) -> HttpSession:
         if any(engine is declared for declared in config.engines):
             dialer = plan.profile_for(engine.name).dialer
             timeout = engine_connect_timeout(config.egress, engine)

@@ -5,7 +5,7 @@
 - `tor`: Tor ControlPort bootstrap probe.
 - `dialer`: the `Dialer` protocol and its direct, SOCKS and fail-open implementations.
 - `profiles`: config -> frozen runtime state (`EgressPlan`).
-- `sessions`: aiohttp sessions per profile.
+- `sessions`: HTTP sessions (`httpio.client`) per profile.
 - `bridge`: the HTTP CONNECT -> SOCKS bridge for mitmproxy's upstream connections.
 - `service`: `EgressService`, the one object the gateway asks.
 

@@ -2,7 +2,7 @@
 
 `Dialer` is the protocol: `open_connection(host, port, timeout)` returns
 asyncio streams, `connect_socket` a connected non-blocking socket (for
-aiohttp and the CONNECT bridge). Every failure raises `EgressError` (a
+the HTTP sessions and the CONNECT bridge). Every failure raises `EgressError` (a
 `ConnectionError`) whose `failure` names the profile and the `Reason`.
 
 - `DirectDialer` resolves the name locally and connects. It refuses `.onion`

@@ -22,8 +22,6 @@ from collections.abc import Awaitable, Callable
 from types import MappingProxyType
 from typing import Any
 
-import aiohttp
-
 from flm_gateway.config.egress import DIRECT, DirectEgress
 from flm_gateway.config.engines import EngineConfig
 from flm_gateway.config.loader import LoadedConfig
@@ -31,6 +29,7 @@ from flm_gateway.egress.bridge import ConnectBridge
 from flm_gateway.egress.dialer import Dialer, Streams
 from flm_gateway.egress.profiles import EgressPlan, RuntimeProfile, build_plan, make_profile
 from flm_gateway.egress.sessions import make_session
+from flm_gateway.httpio.client import HttpSession
 
 _BRIDGE_USER = "flm"
 DEFAULT_CONNECT_TIMEOUT = 5.0
@@ -119,13 +118,13 @@ class EgressService:
 
         return dial
 
-    def session_factory(self, config: EngineConfig) -> aiohttp.ClientSession:
-        """A new aiohttp session for the engine's HTTP calls, owned (closed) by the caller."""
+    def session_factory(self, config: EngineConfig) -> HttpSession:
+        """A new HTTP session for the engine's HTTP calls, owned (closed) by the caller."""
         return self.new_session(config.name, default_timeout=config.timeouts.connect)
 
     def new_session(
         self, engine: str | None, *, default_timeout: float = DEFAULT_CONNECT_TIMEOUT, **kwargs: Any
-    ) -> aiohttp.ClientSession:
+    ) -> HttpSession:
         """A new session egressing like `engine` (None: the default profile); caller closes it."""
 
         def lookup() -> tuple[Dialer, float]:

@@ -1,7 +1,7 @@
 """HTTP access to one engine for the gateway's own calls: health checks, model lists,
 fallback requests.
 
-Every call goes through the engine's aiohttp session, which its egress profile
+Every call goes through the engine's `HttpSession`, which its egress profile
 provides (so nothing here opens sockets around the egress), sends the engine's
 `api_key` as `Authorization: Bearer`, and is bounded by `health.timeout` (fallback
 requests: by the timeout they are given). Failures become `EngineUnavailable`
@@ -11,34 +11,32 @@ with a short reason that names the path, never the URL or the key.
 from __future__ import annotations
 
 import json
-import os
 from typing import Any
 
-import aiohttp
-
 from flm_gateway.config.engines import EngineConfig
+from flm_gateway.egress.failure import EgressError
 from flm_gateway.engines.base import EngineUnavailable, Reply, answered
+from flm_gateway.httpio.client import ConnectError, HttpClientError, HttpSession
 
 
 class HttpEngineClient:
-    """`EngineClient` over an aiohttp session (which carries the engine's egress)."""
+    """`EngineClient` over an `HttpSession` (which carries the engine's egress)."""
 
-    def __init__(self, config: EngineConfig, session: aiohttp.ClientSession) -> None:
+    def __init__(self, config: EngineConfig, session: HttpSession) -> None:
         self._base = config.url
-        self._timeout = aiohttp.ClientTimeout(total=config.health.timeout)
-        self._headers = {"Authorization": f"Bearer {config.api_key}"} if config.api_key else {}
+        self._timeout = config.health.timeout
+        self._headers = [("Authorization", f"Bearer {config.api_key}")] if config.api_key else []
         self._session = session
 
     async def get(self, path: str) -> Reply:
         try:
-            async with self._session.get(
+            response = await self._session.get(
                 self._base + path, headers=self._headers, timeout=self._timeout
-            ) as response:
-                raw = await response.read()
-        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+            )
+        except HttpClientError as exc:
             raise EngineUnavailable(f"GET {path} failed: {_describe(exc)}") from None
         try:
-            body = json.loads(raw) if raw else None
+            body = json.loads(response.body) if response.body else None
         except ValueError:
             body = None
         return Reply(response.status, body)
@@ -60,28 +58,18 @@ class HttpEngineClient:
         EngineUnavailable when the engine cannot be reached or times out.
         """
         try:
-            async with self._session.request(
-                method,
-                url,
-                headers=headers,
-                data=body,
-                timeout=aiohttp.ClientTimeout(total=timeout),
-                auto_decompress=False,
-            ) as response:
-                content = await response.read()
-                headers_out = [
-                    (k.decode("latin-1"), v.decode("latin-1")) for k, v in response.raw_headers
-                ]
-                return response.status, headers_out, content
-        except (aiohttp.ClientError, TimeoutError) as exc:
+            response = await self._session.request(
+                method, url, headers=headers, body=body, timeout=timeout
+            )
+        except HttpClientError as exc:
             raise EngineUnavailable(_describe(exc)) from None
+        return response.status, response.headers, response.body
 
 
-def _describe(exc: BaseException) -> str:
-    if isinstance(exc, TimeoutError):
-        return "timed out"
-    if isinstance(exc, aiohttp.ClientConnectorError):
-        error = exc.os_error
-        reason = os.strerror(error.errno) if error.errno else str(error)
-        return f"cannot connect ({reason.lower()})"
-    return exc.__class__.__name__ + (f": {exc}" if str(exc) else "")
+def _describe(exc: HttpClientError) -> str:
+    """The reason; for a direct connection that failed, without the egress wording."""
+    if isinstance(exc, ConnectError) and isinstance(exc.os_error, EgressError):
+        failure = exc.os_error.failure
+        if failure.mode == "direct":
+            return f"cannot connect ({failure.detail})"
+    return str(exc)

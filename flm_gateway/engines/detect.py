@@ -44,13 +44,13 @@ from flm_gateway.engines.base import HealthState
 from flm_gateway.engines.check import check_engine
 from flm_gateway.engines.registry import adapter_for
 
-if TYPE_CHECKING:  # aiohttp is imported only when probing: a cached answer needs none of it
-    import aiohttp
+if TYPE_CHECKING:  # HTTP code is imported only when probing: a cached answer needs none of it
+    from flm_gateway.httpio.client import HttpSession
 
 CACHE_FILE = Path("cache") / "engines-detect.json"
 CACHE_FORMAT = 1
 
-SessionFactory = Callable[[EngineConfig], "aiohttp.ClientSession"]
+SessionFactory = Callable[[EngineConfig], "HttpSession"]
 Which = Callable[[str], str | None]
 """Finds a program on the PATH being searched (shutil.which with a fixed path)."""
 
@@ -151,7 +151,7 @@ def which_in(search_path: str) -> Which:
     return lambda program: shutil.which(program, path=search_path)
 
 
-async def _detect_one(probe: Probe, session: aiohttp.ClientSession, which: Which) -> Detected:
+async def _detect_one(probe: Probe, session: HttpSession, which: Which) -> Detected:
     from flm_gateway.engines.client import HttpEngineClient
 
     config = probe.config

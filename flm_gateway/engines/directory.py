@@ -30,8 +30,6 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-import aiohttp
-
 from flm_gateway.config.engines import EngineConfig
 from flm_gateway.engines.base import (
     EngineAdapter,
@@ -42,6 +40,7 @@ from flm_gateway.engines.base import (
 from flm_gateway.engines.check import check_engine
 from flm_gateway.engines.client import HttpEngineClient
 from flm_gateway.engines.registry import adapter_for
+from flm_gateway.httpio.client import HttpSession
 
 log = logging.getLogger("flm_gateway.engines")
 
@@ -70,7 +69,7 @@ class EngineAddress:
         return cls(scheme, parts.hostname or "", port, parts.path.rstrip("/"))
 
 
-SessionFactory = Callable[[EngineConfig], aiohttp.ClientSession]
+SessionFactory = Callable[[EngineConfig], HttpSession]
 Dial = Callable[[str, int], Awaitable[tuple[asyncio.StreamReader, asyncio.StreamWriter]]]
 """Opens a TCP connection to an engine through its egress."""
 DialerFactory = Callable[[EngineConfig], Dial]
@@ -160,7 +159,7 @@ class EngineDirectory:
         dialer_factory: DialerFactory = direct_dialer,
         connect_timeout: ConnectTimeout | None = None,
     ) -> None:
-        self._sessions: list[aiohttp.ClientSession] = []
+        self._sessions: list[HttpSession] = []
         self.engines: dict[str, EngineState] = {}
         for config in engines:
             session = session_factory(config)

@@ -19,14 +19,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import signal
 from typing import Protocol
 
-import aiohttp
-
 from flm_gateway.config.tls import DnsChallengeSettings, DnsWebhookSettings, Rfc2136Settings
+from flm_gateway.egress.sessions import direct_session
+from flm_gateway.httpio.client import HttpClientError
 
 logger = logging.getLogger(__name__)
 
@@ -102,8 +103,12 @@ class CommandPublisher:
 class WebhookPublisher:
     def __init__(self, settings: DnsWebhookSettings, timeout: float) -> None:
         self._url = settings.url
-        self._headers = dict(settings.headers)
-        self._timeout = aiohttp.ClientTimeout(total=timeout)
+        typed = any(name.lower() == "content-type" for name in settings.headers)
+        self._headers = [
+            *([] if typed else [("Content-Type", "application/json")]),
+            *settings.headers.items(),
+        ]
+        self._timeout = timeout
 
     async def present(self, domain: str, fqdn: str, value: str) -> None:
         await self._post("present", fqdn, value)
@@ -113,21 +118,19 @@ class WebhookPublisher:
 
     async def _post(self, action: str, fqdn: str, value: str) -> None:
         url = f"{self._url}/{action}"
-        body = {"fqdn": fqdn, "value": value}
+        body = json.dumps({"fqdn": fqdn, "value": value}).encode()
         try:
-            async with (
-                aiohttp.ClientSession(timeout=self._timeout) as session,
-                session.post(url, json=body, headers=self._headers) as resp,
-            ):
-                if resp.status // 100 != 2:
-                    text = (await resp.text(errors="replace"))[:300]
-                    raise DnsPublishError(
-                        f"dns webhook {url} answered {resp.status} for {fqdn}: {text.strip()}"
-                    )
-        except (aiohttp.ClientError, TimeoutError) as exc:
+            async with direct_session() as session:
+                resp = await session.request(
+                    "POST", url, headers=self._headers, body=body, timeout=self._timeout
+                )
+        except HttpClientError as exc:
+            raise DnsPublishError(f"dns webhook {url} failed for {fqdn}: {exc}") from None
+        if resp.status // 100 != 2:
+            text = resp.body[:300].decode(errors="replace")
             raise DnsPublishError(
-                f"dns webhook {url} failed for {fqdn}: {type(exc).__name__} {exc}"
-            ) from None
+                f"dns webhook {url} answered {resp.status} for {fqdn}: {text.strip()}"
+            )
 
 
 class Rfc2136Publisher:

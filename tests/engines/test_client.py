@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import aiohttp
 import pytest
 
 from flm_gateway.config.engines import EngineConfig, EngineKind
+from flm_gateway.egress.sessions import direct_session
 from flm_gateway.engines.base import EngineUnavailable
 from flm_gateway.engines.client import HttpEngineClient
 from tests.support.fake_engines import FakeEngine
@@ -15,7 +15,7 @@ from tests.support.gateway_process import free_port
 async def test_replies_and_key() -> None:
     async with (
         FakeEngine("vllm", ["tiny"], api_key="sk-k") as engine,
-        aiohttp.ClientSession() as session,
+        direct_session() as session,
     ):
         keyed = HttpEngineClient(
             EngineConfig(name="e", kind=EngineKind.VLLM, url=engine.url, api_key="sk-k"),
@@ -39,7 +39,7 @@ async def test_unreachable_is_named_without_the_url() -> None:
     config = EngineConfig(
         name="e", kind=EngineKind.OPENAI, url=f"http://127.0.0.1:{port}", api_key="sk-x"
     )
-    async with aiohttp.ClientSession() as session:
+    async with direct_session() as session:
         with pytest.raises(EngineUnavailable) as caught:
             await HttpEngineClient(config, session).get("/v1/models")
     assert str(caught.value) == "GET /v1/models failed: cannot connect (connection refused)"

@@ -7,11 +7,11 @@ import os
 import stat
 from pathlib import Path
 
-import aiohttp
 import pytest
 
 from flm_gateway.config.detection import DetectionSettings
 from flm_gateway.config.engines import EngineConfig, EngineKind
+from flm_gateway.egress.sessions import direct_session
 from flm_gateway.engines.detect import (
     DetectCache,
     Detected,
@@ -22,12 +22,13 @@ from flm_gateway.engines.detect import (
     plan,
     which_in,
 )
+from flm_gateway.httpio.client import HttpSession
 from tests.support.fake_engines import FakeEngine
 from tests.support.gateway_process import free_port
 
 
-def session(config: EngineConfig) -> aiohttp.ClientSession:
-    return aiohttp.ClientSession()
+def session(config: EngineConfig) -> HttpSession:
+    return direct_session()
 
 
 def program_dir(tmp_path: Path, *names: str) -> str:

@@ -7,10 +7,10 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 
-import aiohttp
 import pytest
 
 from flm_gateway.config.engines import EngineConfig, EngineKind, HealthCheckSettings
+from flm_gateway.egress.sessions import direct_session
 from flm_gateway.engines import directory as directory_module
 from flm_gateway.engines.base import HealthState, Reply
 from flm_gateway.engines.directory import EngineDirectory
@@ -35,7 +35,7 @@ def engine(name: str, **health: float) -> EngineConfig:
 @pytest.fixture
 async def directory() -> AsyncIterator[EngineDirectory]:
     configs = [engine("a", interval=0.2), engine("b", interval=0.2), engine("c", interval=0.2)]
-    built = EngineDirectory(configs, lambda config: aiohttp.ClientSession())
+    built = EngineDirectory(configs, lambda config: direct_session())
     for state in built.engines.values():
         state.client = ScriptedClient(dict(LLAMA_OK))  # type: ignore[assignment]
     yield built

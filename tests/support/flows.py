@@ -6,14 +6,15 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-import aiohttp
 from mitmproxy import http
 from mitmproxy.test import tflow, tutils
 
 from flm_gateway.config import LoadedConfig, parse_config
 from flm_gateway.config.engines import EngineConfig
+from flm_gateway.egress.sessions import direct_session
 from flm_gateway.engines.base import HealthState, ModelInfo
 from flm_gateway.engines.directory import EngineDirectory
+from flm_gateway.httpio.client import HttpSession
 from flm_gateway.runtime import Runtime
 
 BASE_CONFIG = """\
@@ -35,8 +36,8 @@ routes:
 """
 
 
-def _session(config: EngineConfig) -> aiohttp.ClientSession:
-    return aiohttp.ClientSession()
+def _session(config: EngineConfig) -> HttpSession:
+    return direct_session()
 
 
 RuntimeFactory = Callable[..., Runtime]
@@ -45,7 +46,7 @@ RuntimeFactory = Callable[..., Runtime]
 def build_runtime(text: str = BASE_CONFIG, healthy: dict[str, list[str]] | None = None) -> Runtime:
     """A runtime for `text`; engines named in `healthy` are up and list those models.
 
-    Must be called inside a running event loop (aiohttp sessions need one); use the
+    Must be called inside a running event loop (HTTP sessions need one); use the
     `make_runtime` fixture, which also closes it.
     """
     config, state_dir = parse_config(text, environ={})
