@@ -157,6 +157,10 @@ class HttpSession:
         self._tls: ssl.SSLContext | None = None
         self._closed = False
 
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
     async def __aenter__(self) -> Self:
         return self
 
