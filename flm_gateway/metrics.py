@@ -1,4 +1,4 @@
-"""The gateway's Prometheus metrics: one registry per gateway, no module globals.
+"""The gateway's Prometheus metrics: one set per gateway, no module globals.
 
 Per-request metrics are recorded from a `FlowSummary` by the `metrics` addon
 (`observe`, a handful of counter and histogram updates). Everything that
@@ -9,7 +9,7 @@ collector, so it costs nothing per request.
 Label values that clients can influence (the model name, and key ids or
 rejection reasons from other addons) are bounded: after `LABEL_CAP` distinct
 values, new ones are reported as `other`, so a client sending random model
-names cannot grow the registry without limit. Requests that were not routed
+names cannot grow the metrics without limit. Requests that were not routed
 to an engine carry an empty model label.
 """
 
@@ -19,15 +19,12 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.core import GaugeMetricFamily, Metric
-from prometheus_client.exposition import generate_latest
-from prometheus_client.registry import Collector
-
 from flm_gateway import __version__
 from flm_gateway.certificates import CertificateInfo
 from flm_gateway.engines.base import HealthState
+from flm_gateway.engines.directory import EngineState
 from flm_gateway.flow_summary import FlowSummary
+from flm_gateway.prometheus import Counter, Family, Gauge, Histogram, Sample, ScrapedGauge, render
 from flm_gateway.runtime import Runtime
 
 LABEL_CAP = 200
@@ -60,63 +57,64 @@ class BoundedLabel:
         return value
 
 
-class _LiveCollector(Collector):
+class _LiveState:
     """State read at scrape time from the running gateway."""
 
     def __init__(self, metrics: GatewayMetrics) -> None:
         self._metrics = metrics
         self._certificates: tuple[float, Sequence[CertificateInfo]] = (0.0, ())
 
-    def describe(self) -> Iterator[Metric]:
-        """The families without values (so registering does not read live state)."""
-        return self._families(None, 0, ())
+    def families(self) -> list[Family]:
+        return [
+            ScrapedGauge(
+                "flm_engine_up",
+                "1 when the engine answers its health check (healthy or degraded), else 0.",
+                ["engine"],
+                self._engine_up,
+            ),
+            ScrapedGauge(
+                "flm_engine_state",
+                "1 for the engine's current health state (running-healthy, running-degraded, "
+                "unreachable).",
+                ["engine", "state"],
+                self._engine_state,
+            ),
+            ScrapedGauge("flm_engine_models", "Models the engine lists.", ["engine"], self._models),
+            ScrapedGauge(
+                "flm_requests_in_flight",
+                "Requests received and not yet answered in full.",
+                [],
+                lambda: [((), float(self._metrics.inflight_source()))],
+            ),
+            ScrapedGauge(
+                "flm_certificate_expiry_timestamp_seconds",
+                "When the certificate a TLS listener serves expires (Unix time).",
+                ["listener", "mode"],
+                self._certificate_expiry,
+            ),
+        ]
 
-    def collect(self) -> Iterator[Metric]:
-        source = self._metrics
-        return self._families(
-            source.runtime_source(), source.inflight_source(), self._certificate_statuses()
-        )
+    def _engines(self) -> Iterator[tuple[str, EngineState]]:
+        runtime = self._metrics.runtime_source()
+        return iter(runtime.directory.engines.items()) if runtime is not None else iter(())
 
-    def _families(
-        self, runtime: Runtime | None, in_flight: int, certificates: Sequence[CertificateInfo]
-    ) -> Iterator[Metric]:
-        up = GaugeMetricFamily(
-            "flm_engine_up",
-            "1 when the engine answers its health check (healthy or degraded), else 0.",
-            labels=["engine"],
-        )
-        state = GaugeMetricFamily(
-            "flm_engine_state",
-            "1 for the engine's current health state (running-healthy, running-degraded, "
-            "unreachable).",
-            labels=["engine", "state"],
-        )
-        models = GaugeMetricFamily(
-            "flm_engine_models", "Models the engine lists.", labels=["engine"]
-        )
-        if runtime is not None:
-            for name, engine in runtime.directory.engines.items():
-                up.add_metric([name], 1.0 if engine.reachable else 0.0)
-                for health in HealthState:
-                    state.add_metric([name, health.value], 1.0 if engine.state is health else 0.0)
-                models.add_metric([name], float(len(engine.models) + len(engine.config.models)))
-        yield up
-        yield state
-        yield models
-        inflight = GaugeMetricFamily(
-            "flm_requests_in_flight", "Requests received and not yet answered in full."
-        )
-        inflight.add_metric([], float(in_flight))
-        yield inflight
-        expiry = GaugeMetricFamily(
-            "flm_certificate_expiry_timestamp_seconds",
-            "When the certificate a TLS listener serves expires (Unix time).",
-            labels=["listener", "mode"],
-        )
-        for cert in certificates:
+    def _engine_up(self) -> Iterator[Sample]:
+        for name, engine in self._engines():
+            yield (name,), 1.0 if engine.reachable else 0.0
+
+    def _engine_state(self) -> Iterator[Sample]:
+        for name, engine in self._engines():
+            for health in HealthState:
+                yield (name, health.value), 1.0 if engine.state is health else 0.0
+
+    def _models(self) -> Iterator[Sample]:
+        for name, engine in self._engines():
+            yield (name,), float(len(engine.models) + len(engine.config.models))
+
+    def _certificate_expiry(self) -> Iterator[Sample]:
+        for cert in self._certificate_statuses():
             if cert.not_after is not None:
-                expiry.add_metric([cert.listener, cert.mode], cert.not_after.timestamp())
-        yield expiry
+                yield (cert.listener, cert.mode), cert.not_after.timestamp()
 
     def _certificate_statuses(self) -> Sequence[CertificateInfo]:
         at, statuses = self._certificates
@@ -143,78 +141,66 @@ def _no_certificates() -> Sequence[CertificateInfo]:
 
 
 class GatewayMetrics:
-    """Every metric of one gateway process, in its own registry."""
+    """Every metric of one gateway process (no module globals)."""
 
     def __init__(self) -> None:
-        self.registry = CollectorRegistry(auto_describe=True)
         self.runtime_source: Callable[[], Runtime | None] = _no_runtime
         self.inflight_source: Callable[[], int] = _no_inflight
         self.certificate_source: Callable[[], Sequence[CertificateInfo]] = _no_certificates
-        registry = self.registry
         self.requests = Counter(
             "flm_requests",
             "Requests answered, by listener, route, model, engine and HTTP status "
             "(status 'aborted' when no response was sent).",
             ["listener", "route", "model", "engine", "status"],
-            registry=registry,
         )
         self.latency = Histogram(
             "flm_request_duration_seconds",
             "Time from the request's first byte to the response's last byte.",
             ["listener", "model", "engine"],
-            buckets=LATENCY_BUCKETS,
-            registry=registry,
+            LATENCY_BUCKETS,
         )
         self.ttft = Histogram(
             "flm_time_to_first_token_seconds",
             "Time from the request's first byte to the first body byte of a streamed response.",
             ["model", "engine"],
-            buckets=TTFT_BUCKETS,
-            registry=registry,
+            TTFT_BUCKETS,
         )
         self.tokens = Counter(
             "flm_tokens",
             "Tokens reported (or estimated) by engines, by model, API key id and type "
             "(prompt or completion).",
             ["model", "key_id", "type"],
-            registry=registry,
         )
         self.upstream_errors = Counter(
             "flm_upstream_errors",
             "Engine failures by engine and kind (probe_refused, probe_timeout, connect, timeout, "
             "disconnected, invalid_response, http_5xx, egress_<reason>).",
             ["engine", "kind"],
-            registry=registry,
         )
         self.rejections = Counter(
             "flm_rejections",
             "Requests refused by a security or rate-limit policy, by listener and reason.",
             ["listener", "reason"],
-            registry=registry,
         )
         self.reloads = Counter(
             "flm_config_reloads",
             "Config reloads by result (ok or failed).",
             ["result"],
-            registry=registry,
         )
         self.last_reload = Gauge(
             "flm_config_last_reload_timestamp_seconds",
             "When the last reload attempt with this result finished (Unix time).",
             ["result"],
-            registry=registry,
         )
         self.generation = Gauge(
             "flm_config_generation",
             "Config generation served now: 1 at start, +1 per successful reload.",
-            registry=registry,
         )
         self.request_log_dropped = Counter(
             "flm_request_log_dropped",
             "Request log records dropped because the writer could not keep up or failed.",
-            registry=registry,
         )
-        build = Gauge("flm_build_info", "Gateway version.", ["version"], registry=registry)
+        build = Gauge("flm_build_info", "Gateway version.", ["version"])
         build.labels(__version__).set(1)
         for result in ("ok", "failed"):
             self.reloads.labels(result)
@@ -223,7 +209,20 @@ class GatewayMetrics:
         self._key = BoundedLabel()
         self._reason = BoundedLabel()
         self._route = BoundedLabel()
-        registry.register(_LiveCollector(self))
+        self._families: list[Family] = [
+            self.requests,
+            self.latency,
+            self.ttft,
+            self.tokens,
+            self.upstream_errors,
+            self.rejections,
+            self.reloads,
+            self.last_reload,
+            self.generation,
+            self.request_log_dropped,
+            build,
+            *_LiveState(self).families(),
+        ]
 
     def observe(self, summary: FlowSummary) -> None:
         """Record one finished request (hot path: a few counter updates)."""
@@ -257,4 +256,4 @@ class GatewayMetrics:
 
     def exposition(self) -> bytes:
         """The text exposition format served at /metrics."""
-        return generate_latest(self.registry)
+        return render(self._families)

@@ -55,7 +55,7 @@ def setup(tmp_path: Path, fail: str | None = None) -> Setup:
 
 
 def reload_count(metrics: GatewayMetrics, result: str) -> float:
-    return metrics.reloads.labels(result)._value.get()
+    return metrics.reloads.labels(result).value
 
 
 async def test_a_valid_file_is_swapped_in(tmp_path: Path) -> None:
