@@ -75,3 +75,30 @@ async def test_a_taken_port_keeps_the_old_listener() -> None:
     assert server.bound == ("127.0.0.1", port)
     assert (await get(f"http://127.0.0.1:{port}/healthz"))[0] == 200
     await server.stop()
+
+
+async def test_head_errors_and_content_types() -> None:
+    server = AdminServer(GatewayMetrics(), lambda: None)
+    port = free_port()
+    await server.apply(admin_config(port))
+    base = f"http://127.0.0.1:{port}"
+    try:
+        async with aiohttp.ClientSession() as session:
+            async with session.head(base + "/metrics") as r:
+                assert r.status == 200 and int(r.headers["Content-Length"]) > 100
+                assert await r.read() == b""
+            async with session.get(base + "/healthz") as r:
+                assert await r.json() == {"status": "ok"}
+                assert r.headers["Cache-Control"] == "no-store"
+            async with session.delete(base + "/healthz") as r:
+                assert r.status == 405
+                assert (await r.json())["error"]["code"] == "method_not_allowed"
+            async with session.post(base + "/nope") as r:
+                assert r.status == 404
+                error = (await r.json())["error"]
+                assert error["message"] == (
+                    "The admin listener serves /metrics, /healthz and /readyz."
+                )
+                assert error["code"] == "unknown_url"
+    finally:
+        await server.stop()

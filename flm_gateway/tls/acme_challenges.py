@@ -1,6 +1,6 @@
 """The plain-HTTP side server: ACME HTTP-01 answers and HTTP->HTTPS redirects.
 
-One `HttpSideServer` (aiohttp.web) runs per address that needs one: the
+One `HttpSideServer` (`httpio.server`) runs per address that needs one: the
 `acme.http_port` of http-01 listeners and the `redirect_http` address of any
 TLS listener (one server when both are the same address).
 
@@ -12,6 +12,8 @@ Policy, per request:
   the request's Host when the target listener serves that name, else the
   listener's first name (no open redirect to arbitrary hosts).
 - Without one: 404. Nothing here is ever proxied to an engine.
+- Malformed requests, heads over 16 KiB and bodies over 64 KiB get the HTTP
+  server's own 400/431/413 (see `httpio.server`).
 """
 
 from __future__ import annotations
@@ -21,9 +23,8 @@ import ipaddress
 import logging
 from dataclasses import dataclass
 
-from aiohttp import web
-
 from flm_gateway.config.types import format_host_port
+from flm_gateway.httpio.server import HttpServer, Request, Response
 from flm_gateway.tls.pki import name_matches
 
 logger = logging.getLogger(__name__)
@@ -92,20 +93,20 @@ class ChallengeTokens:
 
 
 class HttpSideServer:
-    """One aiohttp server on one address; `tokens` and `redirect` may change while it runs."""
+    """One HTTP server on one address; `tokens` and `redirect` may change while it runs."""
 
     def __init__(self, address: tuple[str, int]) -> None:
         self.address = address
         self.tokens = ChallengeTokens()
         self.redirect: RedirectTarget | None = None
-        self._runner: web.AppRunner | None = None
+        self._server: HttpServer | None = None
         self._lock = asyncio.Lock()
 
     @property
     def running(self) -> bool:
-        return self._runner is not None
+        return self._server is not None
 
-    async def _handle(self, request: web.Request) -> web.StreamResponse:
+    async def _handle(self, request: Request) -> Response:
         path = request.path
         if path.startswith(CHALLENGE_PREFIX):
             answer = self.tokens.get(path[len(CHALLENGE_PREFIX) :])
@@ -113,40 +114,40 @@ class HttpSideServer:
                 logger.info(
                     "answered an ACME http-01 challenge on %s", format_host_port(self.address)
                 )
-                return web.Response(text=answer, content_type="text/plain")
+                return Response.text(200, answer)
             if self.redirect is None:
-                return web.Response(status=404, text="unknown challenge token\n")
+                return Response.text(404, "unknown challenge token\n")
         if self.redirect is not None:
-            location = redirect_location(request.host, request.path_qs, self.redirect)
+            # Without a Host header (HTTP/1.0), the address the request arrived on.
+            host = request.host
+            if host is None and request.local is not None:
+                host = request.local[0]
+            location = redirect_location(host, request.target, self.redirect)
             if location is not None:
-                return web.Response(
-                    status=self.redirect.status,
-                    headers={"Location": location, "Cache-Control": "no-store"},
-                    text=f"This endpoint is served over HTTPS: {location}\n",
+                return Response.text(
+                    self.redirect.status,
+                    f"This endpoint is served over HTTPS: {location}\n",
+                    (("Location", location), ("Cache-Control", "no-store")),
                 )
-            return web.Response(status=400, text="unknown host; use HTTPS\n")
-        return web.Response(status=404, text="not found\n")
+            return Response.text(400, "unknown host; use HTTPS\n")
+        return Response.text(404, "not found\n")
 
     async def start(self) -> None:
         """Bind the address; raises OSError when it cannot."""
         async with self._lock:
-            if self._runner is not None:
+            if self._server is not None:
                 return
-            app = web.Application()
-            app.router.add_route("*", "/{tail:.*}", self._handle)
-            runner = web.AppRunner(app, access_log=None, handle_signals=False)
-            await runner.setup()
-            site = web.TCPSite(runner, self.address[0], self.address[1], reuse_address=True)
+            server = HttpServer(self._handle)
             try:
-                await site.start()
+                await server.start(self.address[0], self.address[1])
             except BaseException:
-                await runner.cleanup()
+                await server.close()
                 raise
-            self._runner = runner
+            self._server = server
             logger.info("plain-HTTP side server listening on %s", format_host_port(self.address))
 
     async def stop(self) -> None:
         async with self._lock:
-            runner, self._runner = self._runner, None
-            if runner is not None:
-                await runner.cleanup()
+            server, self._server = self._server, None
+            if server is not None:
+                await server.close()
