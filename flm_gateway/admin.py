@@ -17,13 +17,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from prometheus_client.exposition import CONTENT_TYPE_LATEST
-
 from flm_gateway.addons.health import readiness
 from flm_gateway.config.admin import AdminConfig
 from flm_gateway.config.types import format_host_port
 from flm_gateway.httpio.server import HttpServer, Request, Response
 from flm_gateway.metrics import GatewayMetrics
+from flm_gateway.prometheus import CONTENT_TYPE
 from flm_gateway.runtime import Runtime
 
 log = logging.getLogger("flm_gateway.admin")
@@ -60,7 +59,7 @@ class AdminServer:
         return route()
 
     def _metrics_page(self) -> Response:
-        return Response(200, self._metrics.exposition(), (("Content-Type", CONTENT_TYPE_LATEST),))
+        return Response(200, self._metrics.exposition(), (("Content-Type", CONTENT_TYPE),))
 
     def _readyz(self) -> Response:
         runtime = self._runtime()
