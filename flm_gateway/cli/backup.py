@@ -19,8 +19,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from flm_gateway.backup.create import create_backup
-from flm_gateway.backup.restore import RestoreError, apply_restore, open_backup, plan_restore
 from flm_gateway.cli.admin import audit
 from flm_gateway.cli.common import DEFAULT_CONFIG_PATH, add_config_argument, resolve_config
 from flm_gateway.config import ConfigError, LoadedConfig, load_config
@@ -88,6 +86,8 @@ def run_create(args: argparse.Namespace) -> int:
     if args.file.exists() and not args.force:
         print(f"{args.file} exists; use --force to overwrite it", file=sys.stderr)
         return 1
+    from flm_gateway.backup.create import create_backup  # tarfile, scrypt: backups only
+
     passphrase = _passphrase(args.passphrase_env)
     data = create_backup(loaded, passphrase, args.include_request_log)
     write_atomic(args.file, data, 0o600)
@@ -107,6 +107,8 @@ def run_create(args: argparse.Namespace) -> int:
 
 
 def run_restore(args: argparse.Namespace) -> int:
+    from flm_gateway.backup.restore import RestoreError, apply_restore, open_backup, plan_restore
+
     try:
         data = args.file.read_bytes()
     except OSError as exc:

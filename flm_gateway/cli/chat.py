@@ -18,8 +18,6 @@ import json
 import os
 import ssl
 import sys
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from typing import Any, TextIO
 
@@ -72,6 +70,11 @@ class ChatClient:
         self.context = context
 
     def _request(self, path: str, body: dict[str, Any] | None = None) -> Any:
+        # Imported here: urllib.request pulls in http.client and email (about 1.7 MiB),
+        # which `flm-gateway run` would otherwise carry for its whole life.
+        import urllib.error
+        import urllib.request
+
         headers = {"Accept": "application/json, text/event-stream"}
         if self.key:
             headers["Authorization"] = f"Bearer {self.key}"
