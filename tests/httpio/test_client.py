@@ -19,6 +19,8 @@ from tests.support.gateway_process import free_port
 Reader = asyncio.StreamReader
 Writer = asyncio.StreamWriter
 Handler = Callable[[Reader, Writer], Awaitable[None]]
+Script = Callable[["Server", Reader, Writer], Awaitable[None]]
+"""What the server does with one connection."""
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
 
 
@@ -53,7 +55,7 @@ class Server:
 
 @asynccontextmanager
 async def serving(
-    handler: Callable[[Server, asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]],
+    handler: Script,
     tls: ssl.SSLContext | None = None,
 ) -> AsyncIterator[Server]:
     server = Server(lambda reader, writer: handler(server, reader, writer))
@@ -86,6 +88,17 @@ async def one_answer(server: Server, reader: Reader, w: Writer) -> None:
     await server.read_request(reader)
 
 
+def answering(raw: bytes) -> Script:
+    """A script that reads one request and writes `raw` as the answer, then closes."""
+
+    async def script(server: Server, reader: Reader, w: Writer) -> None:
+        await server.read_request(reader)
+        w.write(raw)
+        await w.drain()
+
+    return script
+
+
 async def test_gets_share_one_connection_and_posts_get_their_own() -> None:
     async with serving(keep_alive) as server, direct_session() as session:
         url = f"http://127.0.0.1:{server.port}/v1/models?x=1"
@@ -113,15 +126,13 @@ async def test_a_get_on_a_connection_the_server_closed_is_sent_again() -> None:
 
 
 async def test_an_answer_cut_short_or_missing_on_a_new_connection_is_an_error() -> None:
-    async def cut(server: Server, reader: Reader, w: Writer) -> None:
-        await server.read_request(reader)
-        w.write(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc")
-        await w.drain()
-
     async def no_answer(server: Server, reader: Reader, w: Writer) -> None:
         await server.read_request(reader)
 
-    async with serving(cut) as server, direct_session() as session:
+    async with (
+        serving(answering(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc")) as server,
+        direct_session() as session,
+    ):
         with pytest.raises(HttpClientError, match="in the middle of the answer"):
             await session.get(f"http://127.0.0.1:{server.port}/", timeout=5)
     assert len(server.connections) == 1
@@ -132,13 +143,11 @@ async def test_an_answer_cut_short_or_missing_on_a_new_connection_is_an_error() 
 
 
 async def test_chunked_answers_and_informational_responses_are_read_whole() -> None:
-    async def chunked(server: Server, reader: Reader, w: Writer) -> None:
-        await server.read_request(reader)
-        w.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-        w.write(b"HTTP/1.1 503 Service Unavailable\r\nTransfer-Encoding: chunked\r\n")
-        w.write(b"X-Engine: a\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n")
-        await w.drain()
-
+    chunked = answering(
+        b"HTTP/1.1 100 Continue\r\n\r\n"
+        b"HTTP/1.1 503 Service Unavailable\r\nTransfer-Encoding: chunked\r\n"
+        b"X-Engine: a\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n"
+    )
     async with serving(chunked) as server, direct_session() as session:
         response = await session.get(f"http://127.0.0.1:{server.port}/", timeout=5)
     assert (response.status, response.body) == (503, b"abcde")
@@ -150,26 +159,24 @@ async def test_limits_and_failures_have_short_reasons_without_the_url() -> None:
         await server.read_request(reader)
         await asyncio.sleep(10)
 
-    async def garbage(server: Server, reader: Reader, w: Writer) -> None:
-        await server.read_request(reader)
-        w.write(b"SSH-2.0-OpenSSH_9.2\r\n\r\n")
-        await w.drain()
-
-    async def huge(server: Server, reader: Reader, w: Writer) -> None:
-        await server.read_request(reader)
-        w.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2048\r\n\r\n" + b"x" * 2048)
-        await w.drain()
-
     async with serving(silent) as server, direct_session() as session:
         started = time.monotonic()
         with pytest.raises(RequestTimeout, match=r"^timed out$"):
             await session.get(f"http://127.0.0.1:{server.port}/secret-path", timeout=0.3)
         assert time.monotonic() - started < 2
-    async with serving(garbage) as server, direct_session() as session:
+    async with (
+        serving(answering(b"SSH-2.0-OpenSSH_9.2\r\n\r\n")) as server,
+        direct_session() as session,
+    ):
         with pytest.raises(HttpClientError, match=r"^not an HTTP answer") as caught:
             await session.get(f"http://127.0.0.1:{server.port}/secret-path", timeout=5)
         assert "secret-path" not in str(caught.value)
-    async with serving(huge) as server, direct_session(max_body=1024) as session:
+    async with (
+        serving(
+            answering(b"HTTP/1.1 200 OK\r\nContent-Length: 2048\r\n\r\n" + b"x" * 2048)
+        ) as server,
+        direct_session(max_body=1024) as session,
+    ):
         with pytest.raises(HttpClientError, match="longer than 1024 bytes"):
             await session.get(f"http://127.0.0.1:{server.port}/", timeout=5)
     async with direct_session() as session:
