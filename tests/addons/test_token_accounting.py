@@ -97,9 +97,12 @@ CHAT_BODY: dict[str, Any] = {
 }
 
 
-def fake_runtime(kind: EngineKind) -> Any:
+def accounting(kind: EngineKind) -> TokenAccounting:
+    """The addon, with engine "e" of `kind` in its runtime."""
+    addon = TokenAccounting()
     state = SimpleNamespace(adapter=adapter_for(kind))
-    return SimpleNamespace(directory=SimpleNamespace(engines={"e": state}))
+    addon.apply_runtime(SimpleNamespace(directory=SimpleNamespace(engines={"e": state})))  # type: ignore[arg-type]
+    return addon
 
 
 def routed_flow(
@@ -117,6 +120,13 @@ def routed_flow(
             "flm.api.model": body.get("model"),
         }
     )
+    return flow
+
+
+def requested(addon: TokenAccounting, body: dict[str, Any] = CHAT_BODY) -> http.HTTPFlow:
+    """A routed chat flow (a copy of `body`) after the addon's request hook."""
+    flow = routed_flow(dict(body))
+    addon.request(flow)
     return flow
 
 
@@ -163,11 +173,9 @@ def run_stream(addon: TokenAccounting, flow: http.HTTPFlow, wire: bytes, seed: i
 def test_stream_usage_is_requested_counted_and_stripped(
     kind: EngineKind, wire: bytes, usage: bytes, expected: tuple[int, int], seed: int
 ) -> None:
-    addon = TokenAccounting()
-    addon.apply_runtime(fake_runtime(kind))
+    addon = accounting(kind)
     with taddons.context(addon):
-        flow = routed_flow(dict(CHAT_BODY))
-        addon.request(flow)
+        flow = requested(addon)
         sent_body = json.loads(flow.request.content or b"")
         assert sent_body["stream_options"] == {"include_usage": True}
         respond(flow, "text/event-stream")
@@ -186,8 +194,7 @@ def test_stream_usage_is_requested_counted_and_stripped(
 def test_client_that_asked_for_usage_gets_it_unchanged(
     kind: EngineKind, wire: bytes, usage: bytes, expected: tuple[int, int]
 ) -> None:
-    addon = TokenAccounting()
-    addon.apply_runtime(fake_runtime(kind))
+    addon = accounting(kind)
     body = {**CHAT_BODY, "stream_options": {"include_usage": True}}
     with taddons.context(addon):
         flow = routed_flow(body)
@@ -227,8 +234,7 @@ def test_crlf_separated_events() -> None:
 
 
 def test_generic_openai_engine_is_not_asked_and_stream_is_estimated() -> None:
-    addon = TokenAccounting()
-    addon.apply_runtime(fake_runtime(EngineKind.OPENAI))
+    addon = accounting(EngineKind.OPENAI)
     wire = openai_stream("", ["a" * 10, "b" * 10]) + DONE
     with taddons.context(addon):
         flow = routed_flow(dict(CHAT_BODY))
@@ -247,11 +253,9 @@ def test_generic_openai_engine_is_not_asked_and_stream_is_estimated() -> None:
 
 
 def test_stripping_replaces_content_length_by_chunked() -> None:
-    addon = TokenAccounting()
-    addon.apply_runtime(fake_runtime(EngineKind.VLLM))
+    addon = accounting(EngineKind.VLLM)
     with taddons.context(addon):
-        flow = routed_flow(dict(CHAT_BODY))
-        addon.request(flow)
+        flow = requested(addon)
         respond(flow, "text/event-stream")
         flow.response.headers["content-length"] = "999"
         del flow.response.headers["transfer-encoding"]
@@ -262,15 +266,13 @@ def test_stripping_replaces_content_length_by_chunked() -> None:
 
 
 def test_stream_cut_by_engine_error_is_estimated_from_what_passed() -> None:
-    addon = TokenAccounting()
-    addon.apply_runtime(fake_runtime(EngineKind.LLAMACPP))
+    addon = accounting(EngineKind.LLAMACPP)
     error = (
         b'data: {"error":{"code":500,"message":"Context size has been exceeded.",'
         b'"type":"server_error"}}\n\n'
     )
     with taddons.context(addon):
-        flow = routed_flow(dict(CHAT_BODY))
-        addon.request(flow)
+        flow = requested(addon)
         respond(flow, "text/event-stream")
         got = run_stream(addon, flow, LLAMACPP_STREAM + error)
     assert got == LLAMACPP_STREAM + error
@@ -283,11 +285,9 @@ def test_stream_cut_by_engine_error_is_estimated_from_what_passed() -> None:
 
 
 def test_client_disconnect_records_partial_usage() -> None:
-    addon = TokenAccounting()
-    addon.apply_runtime(fake_runtime(EngineKind.VLLM))
+    addon = accounting(EngineKind.VLLM)
     with taddons.context(addon):
-        flow = routed_flow(dict(CHAT_BODY))
-        addon.request(flow)
+        flow = requested(addon)
         respond(flow, "text/event-stream")
         Streaming().responseheaders(flow)
         addon.responseheaders(flow)
@@ -312,8 +312,7 @@ def test_client_disconnect_records_partial_usage() -> None:
     ],
 )
 def test_json_response_usage(kind: EngineKind) -> None:
-    addon = TokenAccounting()
-    addon.apply_runtime(fake_runtime(kind))
+    addon = accounting(kind)
     body = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
     answer = {
         "id": "chatcmpl-1",
@@ -342,8 +341,7 @@ def test_json_response_usage(kind: EngineKind) -> None:
 
 
 def test_json_response_without_usage_is_estimated() -> None:
-    addon = TokenAccounting()
-    addon.apply_runtime(fake_runtime(EngineKind.OPENAI))
+    addon = accounting(EngineKind.OPENAI)
     body = {"model": "m", "prompt": "p" * 8}
     answer = {"choices": [{"index": 0, "text": "t" * 12}]}
     with taddons.context(addon):
@@ -358,8 +356,7 @@ def test_json_response_without_usage_is_estimated() -> None:
 
 
 def test_embeddings_count_prompt_tokens_only() -> None:
-    addon = TokenAccounting()
-    addon.apply_runtime(fake_runtime(EngineKind.LLAMACPP))
+    addon = accounting(EngineKind.LLAMACPP)
     body = {"model": "tiny", "input": ["hello world", "again"]}
     answer = {
         "object": "list",
@@ -390,8 +387,7 @@ def test_embeddings_count_prompt_tokens_only() -> None:
 
 
 def test_engine_error_counts_zero() -> None:
-    addon = TokenAccounting()
-    addon.apply_runtime(fake_runtime(EngineKind.LLAMACPP))
+    addon = accounting(EngineKind.LLAMACPP)
     with taddons.context(addon):
         flow = routed_flow({"model": "m", "messages": [{"role": "user", "content": "x" * 9000}]})
         respond(
@@ -449,8 +445,7 @@ def passthrough_flow(path: str, body: dict[str, Any]) -> http.HTTPFlow:
 
 @pytest.mark.parametrize("seed", [1, 5])
 def test_ollama_native_ndjson_stream_on_passthrough(seed: int) -> None:
-    addon = TokenAccounting()
-    addon.apply_runtime(fake_runtime(EngineKind.OLLAMA))
+    addon = accounting(EngineKind.OLLAMA)
     with taddons.context(addon):
         flow = passthrough_flow(
             "/api/chat", {"model": "llama3.2", "messages": [{"role": "user", "content": "why?"}]}
@@ -469,8 +464,7 @@ def test_ollama_native_ndjson_stream_on_passthrough(seed: int) -> None:
 
 
 def test_ollama_native_json_generate_and_embed() -> None:
-    addon = TokenAccounting()
-    addon.apply_runtime(fake_runtime(EngineKind.OLLAMA))
+    addon = accounting(EngineKind.OLLAMA)
     with taddons.context(addon):
         flow = passthrough_flow(
             "/api/generate", {"model": "llama3.2", "prompt": "Why?", "stream": False}
@@ -501,8 +495,7 @@ def test_ollama_native_json_generate_and_embed() -> None:
 
 
 def test_llamacpp_native_completion_stream() -> None:
-    addon = TokenAccounting()
-    addon.apply_runtime(fake_runtime(EngineKind.LLAMACPP))
+    addon = accounting(EngineKind.LLAMACPP)
     wire = (
         b'data: {"index":0,"content":"ab","stop":false}\n\n'
         b'data: {"index":0,"content":"","stop":true,"tokens_evaluated":6,"tokens_predicted":2}\n\n'
@@ -530,12 +523,10 @@ def test_passthrough_get_counts_zero_estimated() -> None:
 
 
 def test_buffered_stream_after_fallback_is_counted_and_stripped() -> None:
-    addon = TokenAccounting()
-    addon.apply_runtime(fake_runtime(EngineKind.VLLM))
+    addon = accounting(EngineKind.VLLM)
     wire = openai_stream("", ["Hello"]) + usage_chunk(5, 1) + DONE
     with taddons.context(addon):
-        flow = routed_flow(dict(CHAT_BODY))
-        addon.request(flow)
+        flow = requested(addon)
         respond(flow, "text/event-stream", wire)
         addon.response(flow)
     assert flow.response.content == openai_stream("", ["Hello"]) + DONE
