@@ -3,9 +3,11 @@
 The few primitives the gateway's metrics need, without prometheus_client (whose
 import costs the idle gateway about 2 MiB for features it does not use). A metric
 family has fixed label names; `labels(*values)` returns the child for one set of
-values, created on first use. Updates take a lock per family, so threads other
-than the event loop's (the request log writer) may update them. `render` writes
-the families in registration order; `scrape` families are read at render time.
+values, created on first use; an unlabelled metric has its one child from the
+start, so it is exposed (at 0) before its first update. Updates take a lock per
+family, so threads other than the event loop's (the request log writer) may
+update them. `render` writes the families in order; a `ScrapedGauge` is read at
+render time.
 
 Counters get the `_total` suffix; histograms the `_bucket` (cumulative, `le`
 label, `+Inf` last), `_sum` and `_count` series. No `_created` series.
@@ -83,6 +85,8 @@ class _Scalar(_Family):
     def __init__(self, name: str, help_text: str, label_names: Sequence[str] = ()) -> None:
         super().__init__(name, help_text, label_names)
         self._children: dict[tuple[str, ...], _Value] = {}
+        if not self.label_names:
+            self.labels()  # an unlabelled metric is exposed from the start, at 0
 
     def labels(self, *values: str) -> _Value:
         child = self._children.get(values)
@@ -138,6 +142,8 @@ class Histogram(_Family):
         super().__init__(name, help_text, label_names)
         self.bounds = tuple(sorted(float(b) for b in buckets))
         self._children: dict[tuple[str, ...], _Buckets] = {}
+        if not self.label_names:
+            self.labels()
 
     def labels(self, *values: str) -> _Buckets:
         child = self._children.get(values)

@@ -50,6 +50,12 @@ def test_histogram_buckets_are_cumulative_and_inclusive() -> None:
     assert parsed[f"t_seconds_sum{[('engine', 'e')]}"] == pytest.approx(2.45)
 
 
+def test_unlabelled_metrics_are_exposed_at_zero_before_any_update() -> None:
+    parsed = parse(Counter("t_dropped", "x"), Histogram("t_h", "x", [], [1]))
+    assert parsed["t_dropped_total[]"] == 0.0
+    assert parsed["t_h_count[]"] == 0.0 and parsed["t_h_bucket[('le', '+Inf')]"] == 0.0
+
+
 def test_scraped_gauges_are_read_at_render_time() -> None:
     state = {"a": 1.0}
     up = ScrapedGauge("t_up", "Up.", ["engine"], lambda: [((k,), v) for k, v in state.items()])
