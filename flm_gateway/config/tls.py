@@ -13,10 +13,12 @@ live in `flm_gateway.config.tls_checks`.
 
 from __future__ import annotations
 
+import base64
+import binascii
 from enum import StrEnum
 from pathlib import Path
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 
 from flm_gateway.config.types import Duration, HostPort, StrictModel
 
@@ -140,6 +142,34 @@ class DnsChallengeSettings(StrictModel):
         return value
 
 
+class AcmeEabSettings(StrictModel):
+    """External account binding: ties the ACME account to an account at the CA."""
+
+    key_id: str = Field(
+        ..., min_length=1, description="The EAB key id (KID) the CA gave you for this account."
+    )
+    hmac_key: SecretStr = Field(
+        ...,
+        description=(
+            "The EAB HMAC key the CA gave you (base64url, as shown by ZeroSSL, Google Trust "
+            "Services, Sectigo, ...). A secret: write ${VAR}. Used once, when the account "
+            "is created."
+        ),
+    )
+
+    @field_validator("hmac_key")
+    @classmethod
+    def _check_hmac_key(cls, value: SecretStr) -> SecretStr:
+        text = value.get_secret_value()
+        try:
+            decoded = base64.b64decode(text + "=" * (-len(text) % 4), altchars=b"-_", validate=True)
+        except (binascii.Error, ValueError):
+            raise ValueError("hmac_key is not base64url") from None
+        if not decoded:
+            raise ValueError("hmac_key is empty")
+        return value
+
+
 class AcmeSettings(StrictModel):
     """Where and how `https-acme` listeners get their certificates."""
 
@@ -182,6 +212,13 @@ class AcmeSettings(StrictModel):
     )
     dns: DnsChallengeSettings | None = Field(
         None, description="How DNS-01 records are published (required with challenge: dns-01)."
+    )
+    eab: AcmeEabSettings | None = Field(
+        None,
+        description=(
+            "External account binding, for CAs that require one (ZeroSSL, Google Trust "
+            "Services, most commercial CAs); Let's Encrypt needs none."
+        ),
     )
     key_type: AcmeKeyType = Field(
         AcmeKeyType.EC256,

@@ -4,7 +4,10 @@ Policy:
 - The account key (ECDSA P-256, 0600) is created once per ACME directory under
   `state_dir/tls/acme/accounts/<sha256(directory)[:16]>/` and reused; the account
   is looked up by key on every order (a CA that forgot it simply gets a new
-  registration for the same key).
+  registration for the same key). With `acme.eab`, a new registration carries the
+  external account binding (the key id and an HMAC over the account key), as
+  ZeroSSL, Google Trust Services and most commercial CAs require; a CA that wants
+  one when none is configured is reported with the setting to add.
 - HTTP traffic to the CA uses `requests` (inside `acme`): blocking calls run in a
   worker thread. `proxy_url` (e.g. `http://127.0.0.1:3128` or, with PySocks
   installed, `socks5h://127.0.0.1:9050`) sends all of it through an egress
@@ -45,6 +48,7 @@ from flm_gateway.tls.pki import (
     write_private_key,
 )
 
+EAB_REQUIRED = "urn:ietf:params:acme:error:externalAccountRequired"
 logger = logging.getLogger(__name__)
 
 USER_AGENT = "flm-gateway"
@@ -109,8 +113,18 @@ class AcmeOrder:
             net.session.proxies = {"http": self._run.proxy_url, "https": self._run.proxy_url}
         directory = client.ClientV2.get_directory(settings.directory, net)
         acme = client.ClientV2(directory, net)
+        binding = None
+        if settings.eab is not None:
+            binding = messages.ExternalAccountBinding.from_data(
+                account_public_key=account_key.public_key(),
+                kid=settings.eab.key_id,
+                hmac_key=settings.eab.hmac_key.get_secret_value(),
+                directory=directory,
+            )
         registration = messages.NewRegistration.from_data(
-            email=settings.email, terms_of_service_agreed=settings.accept_terms
+            email=settings.email,
+            terms_of_service_agreed=settings.accept_terms,
+            external_account_binding=binding,
         )
         try:
             regr = acme.new_account(registration)
@@ -135,6 +149,11 @@ class AcmeOrder:
         except errors.ValidationError as exc:
             raise AcmeError(_describe_validation(exc)) from None
         except messages.Error as exc:
+            if exc.typ == EAB_REQUIRED:
+                raise AcmeError(
+                    "the CA requires external account binding: set tls.acme.eab "
+                    "(key_id and hmac_key, from your account at the CA)"
+                ) from None
             raise AcmeError(f"the CA refused: {exc}") from None
         except errors.TimeoutError:
             raise AcmeError(

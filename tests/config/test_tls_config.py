@@ -146,3 +146,19 @@ def test_rfc2136_needs_a_whole_tsig_key() -> None:
     [problem] = errors(bad)
     assert "key_secret: is not base64 (the secret itself is not shown)" in problem
     assert "not base64!" not in problem
+
+
+def test_eab_takes_a_key_id_and_a_base64url_hmac_key_never_echoed() -> None:
+    good = REFERENCE.replace(
+        "        http_port: 5002\n",
+        '        http_port: 5002\n        eab: {key_id: kid-1, hmac_key: "${EAB}"}\n',
+    )
+    config, _ = parse_config(good, environ={"EAB": "zWNDZM6eQGHWpSRTPal5eIUYFTu7EajVIoguysqZ9wG4"})
+    acme = config.listeners[0].tls.acme
+    assert acme is not None and acme.eab is not None and acme.eab.key_id == "kid-1"
+    assert "zWNDZM6" not in repr(config)
+    bad = good.replace('"${EAB}"', '"s3cret+not/base64url!"')
+    assert errors(bad) == [
+        "flm.yaml:13:40: listeners[0].tls.acme.eab.hmac_key: hmac_key is not base64url"
+    ]
+    assert any("eab.key_id" in e for e in errors(bad.replace("key_id: kid-1, ", "")))

@@ -94,10 +94,12 @@ class Pebble:
         workdir: Path,
         dns_server: str | None = None,
         ports: tuple[int, int, int, int] | None = None,
+        eab_keys: dict[str, str] | None = None,
     ) -> Pebble:
         """Pebble resolving through challtestsrv, or through `dns_server` (host:port) if given.
 
-        `ports`: (ACME, management, httpPort, tlsPort); default: free ones.
+        `ports`: (ACME, management, httpPort, tlsPort); default: free ones. `eab_keys`
+        (key id -> base64url HMAC key): new accounts must carry an external account binding.
         """
         if not shutil.which("pebble") or not shutil.which("pebble-challtestsrv"):
             raise RuntimeError("pebble is not installed (apt-get install pebble)")
@@ -174,7 +176,8 @@ class Pebble:
                 "httpPort": http_port,
                 "tlsPort": tls_port,
                 "ocspResponderURL": "",
-                "externalAccountBindingRequired": False,
+                "externalAccountBindingRequired": bool(eab_keys),
+                "externalAccountMACKeys": eab_keys or {},
                 "certificateValidityPeriod": CERT_VALIDITY,
             }
         }
