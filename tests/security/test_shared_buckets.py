@@ -8,7 +8,6 @@ import signal
 import socket
 import time
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 
 import pytest
 import redis
