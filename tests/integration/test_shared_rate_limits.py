@@ -14,7 +14,6 @@ import time
 from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
-from pathlib import Path
 
 import httpx
 import pytest
@@ -59,9 +58,7 @@ async def _send(stack: SecurityStack, key: str, source: str) -> httpx.Response:
 
 async def _burst(replicas: Replicas, key: str, count: int, source: str) -> list[httpx.Response]:
     targets = (replicas.first, replicas.second)
-    return list(
-        await asyncio.gather(*(_send(targets[i % 2], key, source) for i in range(count)))
-    )
+    return list(await asyncio.gather(*(_send(targets[i % 2], key, source) for i in range(count))))
 
 
 async def test_fifty_concurrent_requests_over_two_replicas_let_ten_through(
