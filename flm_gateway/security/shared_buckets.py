@@ -47,6 +47,7 @@ log = logging.getLogger("flm_gateway.ratelimit")
 
 TIMEOUT = 0.5
 RETRY_INTERVAL = 2.0
+MAX_CONNECTIONS = 64
 EXPIRY_MARGIN_MS = 1000
 
 # Shared prologue: the server's clock and a refilled level per bucket (ARGV: capacity,
@@ -165,13 +166,18 @@ class SharedBuckets:
         self._down_since: float | None = None
         self._retry_at = 0.0
         # Any: redis-py types replies as bytes | str whatever decode_responses says.
-        self._redis: Any = redis.asyncio.Redis.from_url(
+        # A blocking pool: a burst waits for a free connection (within the same timeout)
+        # instead of failing with "too many connections".
+        pool = redis.asyncio.BlockingConnectionPool.from_url(
             url,
+            max_connections=MAX_CONNECTIONS,
+            timeout=timeout,
             decode_responses=True,
             socket_timeout=timeout,
             socket_connect_timeout=timeout,
             retry=Retry(NoBackoff(), 0),
         )
+        self._redis: Any = redis.asyncio.Redis(connection_pool=pool)
         self._take = self._redis.register_script(TAKE)
         self._charge = self._redis.register_script(CHARGE)
 
@@ -239,7 +245,7 @@ class SharedBuckets:
 
     async def close(self) -> None:
         with contextlib.suppress(redis.RedisError, OSError):
-            await self._redis.aclose()
+            await self._redis.aclose(close_connection_pool=True)
 
 
 async def charge_tokens(buckets: Sequence[SharedTokenBucket], amount: float, now: float) -> None:
