@@ -112,15 +112,18 @@ class RateLimiter:
         self._scopes = scopes
         self._ipv6_prefix = config.security.ipv6_prefix
         state = config.state
-        if state.backend is not StateBackend.REDIS:
+        target = (state.redis_url, state.redis_prefix)
+        shared = state.backend is StateBackend.REDIS
+        if shared and self._shared is not None and self._shared.target == target:
+            return
+        if self._shared is not None:
+            self._retired.append(self._shared)  # closed in `done`
             self._shared = None
-        elif self._shared is None or self._shared.target != (state.redis_url, state.redis_prefix):
+        if shared:
             # Imported here: a gateway on SQLite never loads redis.asyncio.
             from flm_gateway.security.shared_buckets import SharedBuckets
 
-            if self._shared is not None:
-                self._retired.append(self._shared)
-            self._shared = SharedBuckets(state.redis_url, state.redis_prefix)
+            self._shared = SharedBuckets(*target)
 
     # -- buckets ------------------------------------------------------------
 
