@@ -92,7 +92,8 @@ def build_addons(
         Cors(),
         # Who is calling: API key (401), listener scope (403). Health exempt.
         Auth(state),
-        # Per-key limits: need the key from auth; exact under concurrency (no await).
+        # Per-key limits: need the key from auth; exact under concurrency (no await, or
+        # one atomic Redis script when shared).
         RateLimiter("key"),
         # Drop-in fronting: takes over whole listeners before the OpenAI API parses anything.
         Passthrough(),

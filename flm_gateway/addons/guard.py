@@ -6,6 +6,10 @@ traceback server-side and answers 500 in OpenAI's error shape (or `status`, e.g.
 503 for a security addon whose state store is unavailable). If the response had
 already started streaming, the flow is killed: a half-sent stream is cut rather
 than continued unchecked.
+
+A synchronous hook may return an awaitable when, for this flow, it has async
+work to do (mitmproxy awaits what a hook returns): the wrapper returns it guarded
+the same way, so the common path stays synchronous and pays no coroutine.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from mitmproxy import http
@@ -52,12 +56,22 @@ def fail_closed(status: int = 500) -> Callable[[Hook], Hook]:
 
             return async_wrapper  # type: ignore[return-value]
 
-        @functools.wraps(hook)
-        def wrapper(self: object, flow: http.HTTPFlow) -> None:
+        async def guarded(self: object, flow: http.HTTPFlow, pending: Awaitable[Any]) -> None:
             try:
-                hook(self, flow)
+                await pending
             except Exception:
                 _fail(self, hook.__name__, flow, status)
+
+        @functools.wraps(hook)
+        def wrapper(self: object, flow: http.HTTPFlow) -> Awaitable[None] | None:
+            try:
+                result = hook(self, flow)
+            except Exception:
+                _fail(self, hook.__name__, flow, status)
+                return None
+            if inspect.isawaitable(result):
+                return guarded(self, flow, result)
+            return None
 
         return wrapper  # type: ignore[return-value]
 

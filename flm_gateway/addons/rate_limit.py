@@ -27,8 +27,15 @@ a key are limited too; `RateLimiter("key")` after authentication, which knows th
 - Health endpoints are exempt. Buckets are kept in memory (a restart forgets
   them); idle (full) buckets are dropped every minute, and at most
   `MAX_BUCKETS` are kept.
+- Shared (`state.backend: redis`, automatic): the buckets live in the state's
+  Redis (`security/shared_buckets.py`), checked and charged by one atomic script
+  per decision, so replicas share one limit; the hook then awaits that call
+  (with SQLite it stays synchronous and purely in memory). If Redis does not
+  answer within 0.5 s, or failed in the last 2 s, this process's own buckets
+  limit the request instead (fail closed: never unlimited, never a 500), with a
+  warning per outage; sharing resumes when Redis answers.
 Reads `flm.auth.key`, `flm.client_ip`; writes `flm.ratelimit.headers` and
-`flm.ratelimit.tokens.<ip|key>`.
+`flm.ratelimit.tokens.<ip|key>` (local `Bucket`s, or `SharedTokenBucket`s).
 """
 
 from __future__ import annotations
@@ -36,9 +43,9 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from mitmproxy import http
 
@@ -46,30 +53,30 @@ from flm_gateway.addons.guard import fail_closed
 from flm_gateway.background import BackgroundTask
 from flm_gateway.config import LoadedConfig
 from flm_gateway.config.security import RateLimit, RateLimitSettings, Severity
+from flm_gateway.config.state import StateBackend
 from flm_gateway.errors import error_response
 from flm_gateway.security.events import record
 from flm_gateway.security.netset import client_subject
 from flm_gateway.security.policies import client_ip, is_health_check, listener_name
-from flm_gateway.security.ratelimit import Bucket, format_reset
+from flm_gateway.security.ratelimit import Applied, Bucket, headers_for, merge_headers
 from flm_gateway.state.store import KeyRecord
+
+if TYPE_CHECKING:
+    from flm_gateway.security.shared_buckets import SharedBuckets, SharedTokenBucket
 
 MAX_BUCKETS = 200_000
 SWEEP_INTERVAL = 60.0
 Subject = Literal["ip", "key"]
 BucketKey = tuple[str, str, str, str]
 """(scope, "ip"|"key", subject, "requests"|"tokens")."""
+Limits = list[tuple[BucketKey, int, int | None, int]]
+"""Per applicable bucket: its key, per minute, burst, and the limit its headers show."""
 
 
 @dataclass(frozen=True)
 class _Scope:
     name: str
     settings: RateLimitSettings
-
-
-@dataclass
-class _Applied:
-    bucket: Bucket
-    limit: int
 
 
 def _key_limit(base: RateLimit, key: KeyRecord) -> RateLimit:
@@ -91,6 +98,8 @@ class RateLimiter:
         self._scopes: Mapping[str, _Scope] = {}
         self._ipv6_prefix = 64
         self._buckets: dict[BucketKey, Bucket] = {}
+        self._shared: SharedBuckets | None = None
+        self._retired: list[SharedBuckets] = []
         self._background = BackgroundTask("flm-ratelimit-sweep", self._sweeper)
 
     def apply_config(self, loaded: LoadedConfig) -> None:
@@ -102,6 +111,19 @@ class RateLimiter:
             scopes[listener.name] = _Scope(listener.name if own is not None else "*", settings)
         self._scopes = scopes
         self._ipv6_prefix = config.security.ipv6_prefix
+        state = config.state
+        target = (state.redis_url, state.redis_prefix)
+        shared = state.backend is StateBackend.REDIS
+        if shared and self._shared is not None and self._shared.target == target:
+            return
+        if self._shared is not None:
+            self._retired.append(self._shared)  # closed in `done`
+            self._shared = None
+        if shared:
+            # Imported here: a gateway on SQLite never loads redis.asyncio.
+            from flm_gateway.security.shared_buckets import SharedBuckets
+
+            self._shared = SharedBuckets(*target)
 
     # -- buckets ------------------------------------------------------------
 
@@ -116,31 +138,29 @@ class RateLimiter:
             bucket.resize(per_minute, burst)
         return bucket
 
-    def _applicable(
-        self, scope: _Scope, ip: str, key: KeyRecord | None, now: float
-    ) -> tuple[list[_Applied], list[_Applied]]:
-        """(request buckets, token buckets) that apply to this client."""
+    def _limits(self, scope: _Scope, ip: str, key: KeyRecord | None) -> tuple[Limits, Limits]:
+        """(request limits, token limits) that apply to this client."""
         subjects: list[tuple[str, str, RateLimit]] = []
         if self._subject == "ip":
             subjects.append(("ip", ip, scope.settings.per_ip))
         elif key is not None:
             subjects.append(("key", key.id, _key_limit(scope.settings.per_key, key)))
-        requests, tokens = [], []
+        requests: Limits = []
+        tokens: Limits = []
         for kind, subject, limit in subjects:
             if limit.requests_per_minute is not None:
-                bucket = self._bucket(
-                    (scope.name, kind, subject, "requests"),
-                    limit.requests_per_minute,
-                    limit.burst,
-                    now,
-                )
-                requests.append(_Applied(bucket, limit.burst or limit.requests_per_minute))
+                rpm, burst = limit.requests_per_minute, limit.burst
+                requests.append(((scope.name, kind, subject, "requests"), rpm, burst, burst or rpm))
             if limit.tokens_per_minute is not None:
-                bucket = self._bucket(
-                    (scope.name, kind, subject, "tokens"), limit.tokens_per_minute, None, now
-                )
-                tokens.append(_Applied(bucket, limit.tokens_per_minute))
+                tpm = limit.tokens_per_minute
+                tokens.append(((scope.name, kind, subject, "tokens"), tpm, None, tpm))
         return requests, tokens
+
+    def _applied(self, limits: Limits, now: float) -> list[Applied]:
+        return [
+            Applied(self._bucket(key, per_minute, burst, now), shown)
+            for key, per_minute, burst, shown in limits
+        ]
 
     def sweep(self, force: bool = False) -> int:
         """Drop full buckets (a full bucket is the same as none); the number dropped."""
@@ -160,6 +180,9 @@ class RateLimiter:
 
     async def done(self) -> None:
         await self._background.stop()
+        for shared in (*self._retired, *([self._shared] if self._shared else [])):
+            await shared.close()
+        self._retired = []
 
     async def _sweeper(self) -> None:
         while True:
@@ -167,31 +190,96 @@ class RateLimiter:
             self.sweep()
 
     @fail_closed()
-    def requestheaders(self, flow: http.HTTPFlow) -> None:
+    def requestheaders(self, flow: http.HTTPFlow) -> Awaitable[None] | None:
         if flow.response is not None or is_health_check(flow):
-            return
+            return None
         scope = self._scopes.get(listener_name(flow) or "")
         if scope is None:
-            return
-        now = self._clock()
+            return None
         key: KeyRecord | None = flow.metadata.get("flm.auth.key")
         subject = client_subject(client_ip(flow), self._ipv6_prefix)
-        requests, tokens = self._applicable(scope, subject, key, now)
+        requests, tokens = self._limits(scope, subject, key)
         if not requests and not tokens:
-            return
+            return None
+        if self._shared is not None and self._shared.available():
+            return self._check_shared(self._shared, flow, requests, tokens)
+        self._check_local(flow, requests, tokens)
+        return None
+
+    def _check_local(
+        self, flow: http.HTTPFlow, request_limits: Limits, token_limits: Limits
+    ) -> None:
+        now = self._clock()
+        requests, tokens = self._applied(request_limits, now), self._applied(token_limits, now)
         # Check everything, then charge: no await in between (atomic on the loop).
-        short_requests = [a for a in requests if not a.bucket.can_take(1.0, now)]
-        short_tokens = [a for a in tokens if not a.bucket.admits(now)]
-        if not short_requests and not short_tokens:
+        admitted = all(a.bucket.can_take(1.0, now) for a in requests) and all(
+            a.bucket.admits(now) for a in tokens
+        )
+        if admitted:
             for applied in requests:
                 applied.bucket.take(1.0)
-        flow.metadata[f"flm.ratelimit.tokens.{self._subject}"] = [a.bucket for a in tokens]
-        headers = _merge(flow.metadata.get("flm.ratelimit.headers"), _headers(requests, tokens))
+        self._decide(flow, admitted, requests, tokens, [a.bucket for a in tokens])
+
+    async def _check_shared(
+        self,
+        shared: SharedBuckets,
+        flow: http.HTTPFlow,
+        request_limits: Limits,
+        token_limits: Limits,
+    ) -> None:
+        from flm_gateway.security.shared_buckets import (
+            SharedSpec,
+            SharedTokenBucket,
+            SharedUnavailable,
+        )
+
+        def spec(limit: tuple[BucketKey, int, int | None, int], cost: float) -> SharedSpec:
+            key, per_minute, burst, _ = limit
+            return SharedSpec(shared.key(*key), float(burst or per_minute), per_minute / 60.0, cost)
+
+        specs = [spec(x, 1.0) for x in request_limits] + [spec(x, 0.0) for x in token_limits]
+        try:
+            decision = await shared.take(specs)
+        except SharedUnavailable:
+            self._check_local(flow, request_limits, token_limits)
+            return
+        shown = [limit[3] for limit in (*request_limits, *token_limits)]
+        applied = [Applied(b, limit) for b, limit in zip(decision.buckets, shown, strict=True)]
+        count = len(request_limits)
+        charged: list[Bucket | SharedTokenBucket] = [
+            SharedTokenBucket(shared, spec, self._local_bucket(key, per_minute))
+            for spec, (key, per_minute, _, _) in zip(specs[count:], token_limits, strict=True)
+        ]
+        self._decide(flow, decision.admitted, applied[:count], applied[count:], charged)
+
+    def _local_bucket(self, key: BucketKey, per_minute: int) -> Callable[[], Bucket]:
+        return lambda: self._bucket(key, per_minute, None, self._clock())
+
+    def _decide(
+        self,
+        flow: http.HTTPFlow,
+        admitted: bool,
+        requests: list[Applied],
+        tokens: list[Applied],
+        charged: list[Bucket] | list[Bucket | SharedTokenBucket],
+    ) -> None:
+        """Headers, token buckets for `token_charge`, and the 429 unless `admitted`.
+
+        When refused, no bucket was charged: the short ones are the request buckets
+        below one request and the token buckets at zero or in debt.
+        """
+        flow.metadata[f"flm.ratelimit.tokens.{self._subject}"] = charged
+        headers = merge_headers(
+            flow.metadata.get("flm.ratelimit.headers"), headers_for(requests, tokens)
+        )
         flow.metadata["flm.ratelimit.headers"] = headers
-        if short_requests or short_tokens:
+        if not admitted:
+            short_requests = [a for a in requests if a.bucket.level < 1.0]
+            short_tokens = [a for a in tokens if a.bucket.level <= 0.0]
             wait = max(
                 [a.bucket.seconds_until(1.0) for a in short_requests]
-                + [a.bucket.seconds_until(1e-9) for a in short_tokens]
+                + [a.bucket.seconds_until(1e-9) for a in short_tokens],
+                default=0.0,
             )
             headers = dict(headers)
             headers["retry-after"] = str(max(1, math.ceil(wait)))
@@ -210,35 +298,3 @@ class RateLimiter:
         if headers and flow.response is not None:
             for name, value in headers.items():
                 flow.response.headers[name] = value
-
-
-def _tightest(applied: list[_Applied]) -> _Applied | None:
-    return min(
-        applied, key=lambda a: (a.bucket.remaining(), -a.bucket.reset_seconds()), default=None
-    )
-
-
-def _headers(requests: list[_Applied], tokens: list[_Applied]) -> dict[str, str]:
-    headers: dict[str, str] = {}
-    for suffix, applied in (("requests", _tightest(requests)), ("tokens", _tightest(tokens))):
-        if applied is None:
-            continue
-        headers[f"x-ratelimit-limit-{suffix}"] = str(applied.limit)
-        headers[f"x-ratelimit-remaining-{suffix}"] = str(applied.bucket.remaining())
-        headers[f"x-ratelimit-reset-{suffix}"] = format_reset(applied.bucket.reset_seconds())
-    return headers
-
-
-def _merge(old: dict[str, str] | None, new: dict[str, str]) -> dict[str, str]:
-    """Per kind (requests, tokens), the headers of whichever limit has less remaining."""
-    if not old:
-        return new
-    merged = dict(old)
-    for suffix in ("requests", "tokens"):
-        remaining = f"x-ratelimit-remaining-{suffix}"
-        if remaining in new and (
-            remaining not in merged or int(new[remaining]) <= int(merged[remaining])
-        ):
-            for name in ("limit", "remaining", "reset"):
-                merged[f"x-ratelimit-{name}-{suffix}"] = new[f"x-ratelimit-{name}-{suffix}"]
-    return merged

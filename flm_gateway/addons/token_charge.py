@@ -4,23 +4,30 @@ Policy (on `response` and `error`, right after `token_accounting` wrote
 `flm.usage`): the prompt plus completion tokens are taken from the token
 buckets `rate_limit` admitted the request against (`flm.ratelimit.tokens.ip`,
 `flm.ratelimit.tokens.key`), possibly into debt, so the client's next request
-waits until they refill. A request made with a key adds to that key's
-`usage:<id>:requests` and `usage:<id>:tokens` counters in the state store
-(written in batches). Each flow is charged once. A flow without `flm.usage`
-(answered by the gateway itself, or accounting not available) is charged
-nothing. Never rejects: the answer has been produced already.
+waits until they refill. Shared buckets (`state.backend: redis`) are charged in
+Redis by one script, awaited before the response goes on (so the client's next
+request sees the charge); while Redis is away, this process's buckets instead.
+A request made with a key adds to that key's `usage:<id>:requests` and
+`usage:<id>:tokens` counters in the state store (written in batches). Each
+flow is charged once. A flow without `flm.usage` (answered by the gateway
+itself, or accounting not available) is charged nothing. Never rejects: the
+answer has been produced already.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
+from typing import TYPE_CHECKING
 
 from mitmproxy import http
 
 from flm_gateway.addons.guard import fail_closed
 from flm_gateway.security.ratelimit import Bucket
 from flm_gateway.state.service import StateService
+
+if TYPE_CHECKING:
+    from flm_gateway.security.shared_buckets import SharedTokenBucket
 
 BUCKET_KEYS = ("flm.ratelimit.tokens.ip", "flm.ratelimit.tokens.key")
 
@@ -37,28 +44,38 @@ class TokenCharge:
         self._state = state
         self._clock = clock
 
-    def _charge(self, flow: http.HTTPFlow) -> None:
+    def _charge(self, flow: http.HTTPFlow) -> Awaitable[None] | None:
+        """Charges the local buckets; an awaitable that charges the shared ones, if any."""
         if flow.metadata.get("flm.token_charge.done"):
-            return
+            return None
         flow.metadata["flm.token_charge.done"] = True
         used = used_tokens(flow)
+        shared: list[SharedTokenBucket] = []
+        now = self._clock()
         if used:
-            now = self._clock()
             for name in BUCKET_KEYS:
-                buckets: list[Bucket] = flow.metadata.get(name) or []
+                buckets: list[Bucket | SharedTokenBucket] = flow.metadata.get(name) or []
                 for bucket in buckets:
-                    bucket.refill(now)
-                    bucket.take(float(used))
+                    if isinstance(bucket, Bucket):
+                        bucket.refill(now)
+                        bucket.take(float(used))
+                    else:
+                        shared.append(bucket)
         key_id = flow.metadata.get("flm.auth.key_id")
         if key_id is not None:
             deltas = {f"usage:{key_id}:requests": 1}
             if used:
                 deltas[f"usage:{key_id}:tokens"] = used
             self._state.count(deltas)
+        if shared:
+            from flm_gateway.security.shared_buckets import charge_tokens
+
+            return charge_tokens(shared, float(used), now)
+        return None
 
     @fail_closed()
-    def response(self, flow: http.HTTPFlow) -> None:
-        self._charge(flow)
+    def response(self, flow: http.HTTPFlow) -> Awaitable[None] | None:
+        return self._charge(flow)
 
-    def error(self, flow: http.HTTPFlow) -> None:
-        self._charge(flow)
+    def error(self, flow: http.HTTPFlow) -> Awaitable[None] | None:
+        return self._charge(flow)

@@ -138,7 +138,11 @@ class SecurityConfig(StrictModel):
     )
     cors: CorsSettings = Field(default_factory=CorsSettings, description="Browser access.")
     rate_limits: RateLimitSettings = Field(
-        default_factory=RateLimitSettings, description="Per IP and per key."
+        default_factory=RateLimitSettings,
+        description=(
+            "Per IP and per key; shared by all replicas when state.backend is redis, "
+            "else per process."
+        ),
     )
     request_limits: RequestLimitSettings = Field(
         default_factory=RequestLimitSettings, description="Body size, max_tokens, paths."

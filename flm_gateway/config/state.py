@@ -22,7 +22,8 @@ class StateSettings(StrictModel):
         StateBackend.SQLITE,
         description=(
             "sqlite: an embedded database, state.db in server.state_dir (one gateway host). "
-            "redis: a Redis server shared by several gateway replicas."
+            "redis: a Redis server shared by several gateway replicas, which then share "
+            "their rate limits too (one limit for all, not one per replica)."
         ),
     )
     sqlite_path: Path | None = Field(

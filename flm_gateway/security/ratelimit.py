@@ -6,6 +6,8 @@ request while its level is above zero and is charged the real usage when the
 response ends, so it may go into debt that must refill before the next request.
 Checks and charges are plain method calls with no awaits: on one event loop,
 check-and-take is atomic, which is what makes limits exact under concurrency.
+Also the OpenAI `x-ratelimit-*` headers of the applicable buckets (local ones,
+or snapshots of the shared ones in Redis, `shared_buckets`).
 """
 
 from __future__ import annotations
@@ -78,3 +80,43 @@ def format_reset(seconds: float) -> str:
     if minutes:
         return f"{minutes}m{secs}s"
     return f"{secs}s"
+
+
+@dataclass
+class Applied:
+    """A bucket that applies to a request, and the limit its headers show."""
+
+    bucket: Bucket
+    limit: int
+
+
+def _tightest(applied: list[Applied]) -> Applied | None:
+    return min(
+        applied, key=lambda a: (a.bucket.remaining(), -a.bucket.reset_seconds()), default=None
+    )
+
+
+def headers_for(requests: list[Applied], tokens: list[Applied]) -> dict[str, str]:
+    headers: dict[str, str] = {}
+    for suffix, applied in (("requests", _tightest(requests)), ("tokens", _tightest(tokens))):
+        if applied is None:
+            continue
+        headers[f"x-ratelimit-limit-{suffix}"] = str(applied.limit)
+        headers[f"x-ratelimit-remaining-{suffix}"] = str(applied.bucket.remaining())
+        headers[f"x-ratelimit-reset-{suffix}"] = format_reset(applied.bucket.reset_seconds())
+    return headers
+
+
+def merge_headers(old: dict[str, str] | None, new: dict[str, str]) -> dict[str, str]:
+    """Per kind (requests, tokens), the headers of whichever limit has less remaining."""
+    if not old:
+        return new
+    merged = dict(old)
+    for suffix in ("requests", "tokens"):
+        remaining = f"x-ratelimit-remaining-{suffix}"
+        if remaining in new and (
+            remaining not in merged or int(new[remaining]) <= int(merged[remaining])
+        ):
+            for name in ("limit", "remaining", "reset"):
+                merged[f"x-ratelimit-{name}-{suffix}"] = new[f"x-ratelimit-{name}-{suffix}"]
+    return merged

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable
 
 import pytest
 from mitmproxy import http
@@ -72,3 +73,24 @@ def test_dial_to_the_listener_placeholder_is_refused() -> None:
         server_hooks.ServerConnectionHookData(server=engine, client=tflow.tclient_conn())
     )
     assert engine.error is None
+
+
+class Deferring:
+    @fail_closed(503)
+    def requestheaders(self, flow: http.HTTPFlow) -> Awaitable[None] | None:
+        async def later() -> None:
+            raise RuntimeError("failed after the hook returned")
+
+        return later() if flow.request.path == "/later" else None
+
+
+async def test_a_sync_hook_may_defer_to_async_work_which_is_guarded_too() -> None:
+    now = make_flow(body={"model": "m"})
+    assert Deferring().requestheaders(now) is None and now.response is None
+    later = make_flow(body={"model": "m"})
+    later.request.path = "/later"
+    pending = Deferring().requestheaders(later)
+    assert pending is not None and later.response is None
+    await pending
+    assert error_of(later)[0] == 503
+    assert later.metadata["flm.guard.failed"] == "Deferring.requestheaders"

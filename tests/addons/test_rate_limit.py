@@ -1,18 +1,23 @@
-"""rate_limit: exact request buckets per IP and key, token debt, OpenAI headers."""
+"""rate_limit: exact request buckets per IP and key, token debt, OpenAI headers; shared
+buckets in a real redis-server when the state backend is Redis, and the local fallback."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
 from mitmproxy import http
 
 from flm_gateway.addons.rate_limit import RateLimiter
 from flm_gateway.addons.token_charge import TokenCharge
+from flm_gateway.config import LoadedConfig
 from flm_gateway.state.service import StateService
 from flm_gateway.state.store import KeyLimits, KeyRecord
 from tests.support.flows import error_of
-from tests.support.security import flow, loaded, run_hooks
+from tests.support.redis_server import redis_server
+from tests.support.security import BASE, flow, loaded, run_hooks
 
 
 class Clock:
@@ -170,3 +175,100 @@ async def test_ipv6_addresses_of_one_prefix_share_a_bucket(tmp_path: Path) -> No
         await run_hooks([limiter], target, ("requestheaders",))
         statuses.append(200 if target.response is None else target.response.status_code)
     assert statuses == [200, 200, 429, 200]
+
+
+# -- shared buckets (state.backend: redis) -------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with redis_server(tmp_path_factory.mktemp("redis")) as server:
+        yield server.url
+
+
+def _redis_config(security: str, tmp_path: Path, url: str, prefix: str) -> LoadedConfig:
+    state = f'state: {{backend: redis, redis_url: "{url}", redis_prefix: "{prefix}"}}\n'
+    return loaded(security, tmp_path, base=BASE + state)
+
+
+async def test_sqlite_keeps_the_synchronous_in_memory_path(tmp_path: Path) -> None:
+    config = loaded("rate_limits: {per_ip: {requests_per_minute: 1}}", tmp_path)
+    limiter = RateLimiter("ip")
+    limiter.apply_config(config)
+    assert limiter.requestheaders(flow(config)) is None  # decided at once, no coroutine
+    refused = flow(config)
+    assert limiter.requestheaders(refused) is None and error_of(refused)[0] == 429
+
+
+async def test_replicas_share_one_limit(tmp_path: Path, redis_url: str) -> None:
+    config = _redis_config(
+        "rate_limits: {per_key: {requests_per_minute: 10}}", tmp_path, redis_url, "share:"
+    )
+    replicas = [RateLimiter("key"), RateLimiter("key")]
+    for replica in replicas:
+        replica.apply_config(config)
+    key = _key()
+
+    async def one(index: int) -> http.HTTPFlow:
+        target = flow(config)
+        target.metadata["flm.auth.key"] = key
+        await run_hooks([replicas[index % 2]], target, ("requestheaders",))
+        return target
+
+    flows = await asyncio.gather(*(one(i) for i in range(50)))
+    statuses = [200 if f.response is None else f.response.status_code for f in flows]
+    assert statuses.count(200) == 10 and statuses.count(429) == 40
+    refused = next(f.response for f in flows if f.response is not None)
+    assert refused.headers["retry-after"] == "6"  # one request back every 6 s
+    assert refused.headers["x-ratelimit-limit-requests"] == "10"
+    assert refused.headers["x-ratelimit-remaining-requests"] == "0"
+    passed = next(f for f in flows if f.response is None)
+    assert passed.metadata["flm.ratelimit.headers"]["x-ratelimit-limit-requests"] == "10"
+    for replica in replicas:
+        await replica.done()
+
+
+async def test_shared_tokens_are_charged_in_redis(tmp_path: Path, redis_url: str) -> None:
+    config = _redis_config(
+        "rate_limits: {per_key: {tokens_per_minute: 600}}", tmp_path, redis_url, "tokens:"
+    )
+    first, second = RateLimiter("key"), RateLimiter("key")
+    first.apply_config(config)
+    second.apply_config(config)
+    charge = TokenCharge(StateService())
+    key = _key()
+
+    async def send(limiter: RateLimiter, used: int = 0) -> int:
+        target = flow(config)
+        target.metadata["flm.auth.key"] = key
+        await run_hooks([limiter], target, ("requestheaders",))
+        if target.response is not None:
+            return target.response.status_code
+        target.metadata["flm.usage"] = {"prompt_tokens": used, "completion_tokens": 0}
+        pending = charge.response(target)
+        assert pending is not None  # shared buckets: charged in Redis, awaited
+        await pending
+        return 200
+
+    assert await send(first, 1000) == 200  # 400 in debt, in Redis
+    assert await send(second) == 429  # the other replica sees the debt
+    for limiter in (first, second):
+        await limiter.done()
+
+
+async def test_redis_away_falls_back_to_local_buckets(tmp_path: Path) -> None:
+    with redis_server(tmp_path / "redis") as server:
+        config = _redis_config(
+            "rate_limits: {per_ip: {requests_per_minute: 3}}", tmp_path, server.url, "away:"
+        )
+        limiter = RateLimiter("ip")
+        limiter.apply_config(config)
+        server.process.terminate()
+        server.process.wait(5)
+        statuses = []
+        for _ in range(5):
+            target = flow(config)
+            await run_hooks([limiter], target, ("requestheaders",))
+            statuses.append(200 if target.response is None else target.response.status_code)
+        assert statuses == [200, 200, 200, 429, 429]  # limited here: not unlimited, not 500
+        await limiter.done()
