@@ -20,6 +20,7 @@ unused = {
     "acme", "josepy",  # https-acme listeners only
     "aiohttp", "prometheus_client",  # replaced by flm_gateway.httpio and .prometheus
     "urllib.request", "tarfile",  # the chat and backup commands only
+    "redis",  # state.backend: redis only (state store, shared rate limits)
 }
 loaded = sorted(name for name in unused if name in sys.modules)
 print(",".join(loaded) or "none")
