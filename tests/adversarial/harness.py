@@ -69,7 +69,9 @@ def parse_answer(raw: bytes, *, head_only: bool = False) -> Answer:
             raise AssertionError(f"no complete answer in {raw[:300]!r}")
         lines = head.decode("latin-1").split("\r\n")
         status = int(lines[0].split()[1])
-        headers = [tuple(s.strip() for s in line.split(":", 1)) for line in lines[1:] if ":" in line]
+        headers = [
+            tuple(s.strip() for s in line.split(":", 1)) for line in lines[1:] if ":" in line
+        ]
         if 100 <= status < 200:
             interim.append(status)
             continue

@@ -193,7 +193,9 @@ class RecordingEngine:
             model = body["model"]
         wants_stream = isinstance(body, dict) and body.get("stream") is True
         if path == "/v1/models":
-            data = [{"id": m, "object": "model", "created": 0, "owned_by": kind} for m in self.models]
+            data = [
+                {"id": m, "object": "model", "created": 0, "owned_by": kind} for m in self.models
+            ]
             return _json(200, {"object": "list", "data": data})
         if path == "/v1/chat/completions":
             if wants_stream:
@@ -225,7 +227,9 @@ class RecordingEngine:
         if kind == "llamacpp" and path == "/slots":
             return _json(200, [{"id": 0, "is_processing": False}])
         if kind == "lmstudio" and path == "/api/v0/models":
-            data = [{"id": m, "object": "model", "type": "llm", "state": "loaded"} for m in self.models]
+            data = [
+                {"id": m, "object": "model", "type": "llm", "state": "loaded"} for m in self.models
+            ]
             return _json(200, {"object": "list", "data": data})
         return _json(200, {"ok": True})
 
@@ -245,7 +249,7 @@ async def _read_request(reader: asyncio.StreamReader) -> Seen | None:
         if head in (b"\r\n", b"\n"):
             head = b""  # tolerated blank line between requests
     lines = head.rstrip(b"\r\n").replace(b"\r\n", b"\n").split(b"\n")
-    method, target, version = (lines[0].split(b" ", 2) + [b"", b""])[:3]
+    method, target, version = ([*lines[0].split(b" ", 2), b"", b""])[:3]
     headers: list[tuple[bytes, bytes]] = []
     for line in lines[1:]:
         name, _, value = line.partition(b":")
@@ -273,10 +277,14 @@ async def _read_request(reader: asyncio.StreamReader) -> Seen | None:
 
 
 def _response_head(status: int, content_type: str, length: int | None) -> bytes:
-    framing = b"Content-Length: %d" % length if length is not None else b"Transfer-Encoding: chunked"
-    return (
-        b"HTTP/1.1 %d %s\r\nContent-Type: %s\r\n%s\r\n\r\n"
-        % (status, b"OK" if status == 200 else b"Error", content_type.encode(), framing)
+    framing = (
+        b"Content-Length: %d" % length if length is not None else b"Transfer-Encoding: chunked"
+    )
+    return b"HTTP/1.1 %d %s\r\nContent-Type: %s\r\n%s\r\n\r\n" % (
+        status,
+        b"OK" if status == 200 else b"Error",
+        content_type.encode(),
+        framing,
     )
 
 
@@ -313,7 +321,11 @@ def _sse_chat(model: str) -> bytes:
             "created": 0,
             "model": model,
             "choices": [
-                {"index": 0, "delta": {"role": "assistant", "content": piece}, "finish_reason": finish}
+                {
+                    "index": 0,
+                    "delta": {"role": "assistant", "content": piece},
+                    "finish_reason": finish,
+                }
             ],
         }
         events.append(b"data: " + json.dumps(chunk).encode())
@@ -353,7 +365,9 @@ def _ollama_model(name: str) -> dict[str, Any]:
 
 
 @contextlib.contextmanager
-def recording_engine(kind: str = "ollama", models: tuple[str, ...] = ("tiny",)) -> Iterator[RecordingEngine]:
+def recording_engine(
+    kind: str = "ollama", models: tuple[str, ...] = ("tiny",)
+) -> Iterator[RecordingEngine]:
     """`RecordingEngine(kind, models)`, started for the `with` block."""
     with RecordingEngine(kind=kind, models=models) as engine:
         yield engine
