@@ -1,9 +1,11 @@
 """The OpenAI-compatible API surface: which paths exist, what their requests must contain.
 
 Policy (on `request`, for listeners without `passthrough`):
-- Paths are matched exactly, after nothing but query-string removal: `/v1/./models`,
-  `//v1/models` or `/V1/models` are unknown paths (404), never normalised into a
-  known one, so no later policy can be bypassed by spelling.
+- Paths are matched exactly on the canonical target `canonical_target` put on the
+  flow (so `/v1/%63hat/completions` and `//v1/./chat/completions` are
+  `/v1/chat/completions`, as the engine would read them), query removed; case and
+  a trailing slash are not normalised: `/V1/models` or `/v1/chat/completions/` are
+  unknown paths (404), never guessed into a known one.
 - `GET /v1/models` is answered here from the engine directory: every model of every
   reachable engine once (`owned_by` = engine name) plus the aliases routes define
   while one of their engines or fallbacks is reachable.
