@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import re
 from enum import StrEnum
-from urllib.parse import unquote_to_bytes
 
 MAX_TARGET_LENGTH = 8192
 """Characters of a request target (path and query); longer ones are refused with 414."""
@@ -44,15 +43,17 @@ ORIGINAL_TARGET_KEY = "flm.target.original"
 """flow.metadata: the target as the client sent it, when the canonical form differs."""
 
 # A path that is already canonical: segments of RFC 3986 pchars without `%` and `;`,
-# no empty segment but a trailing slash, no `.`/`..` segment. Each repetition starts
-# at a `/` that its body cannot match, so the match is linear.
-_CANONICAL_PATH = re.compile(r"(?:/(?!\.\.?(?:/|$))[A-Za-z0-9\-._~!$&'()*+,=:@]+)+/?|/")
+# no empty segment but a trailing slash, no `.`/`..` segment. Possessive: nothing is
+# ever matched twice, so a long target that fails costs no backtracking.
+_CANONICAL_PATH = re.compile(r"(?:/(?!\.\.?(?:/|$))[A-Za-z0-9\-._~!$&'()*+,=:@]++)++/?+|/")
 # What may stand raw in a path before decoding (pchars, `/`, `%`; `;` is refused apart).
-_PATH_CHARACTER = re.compile(r"[A-Za-z0-9\-._~!$&'()*+,=:@%/]*")
+_PATH_CHARACTER = re.compile(r"[A-Za-z0-9\-._~!$&'()*+,=:@%/]*+")
 # A query: visible ASCII but `#` and `%`, or a well-formed escape other than `%00`.
-_QUERY = re.compile(r"(?:[!-\"$&-~]|%(?!00)[0-9A-Fa-f]{2})*")
-_UNRESERVED = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
-_HEX = frozenset("0123456789abcdefABCDEF")
+_QUERY = re.compile(r"(?:[!-\"$&-~]|%(?!00)[0-9A-Fa-f]{2})*+")
+# Something to resolve in a decoded path: an empty or a dot segment.
+_TO_RESOLVE = re.compile(r"//|/\.\.?(?:/|$)")
+_HIGH_ESCAPE = re.compile(r"%[89A-F][0-9A-F]")
+_ESCAPE_RUN = re.compile(r"(?:%[0-9A-F]{2})++")
 
 
 class Refusal(StrEnum):
@@ -124,32 +125,12 @@ def canonical_path(path: str) -> str:
         raise TargetRefused(Refusal.NOT_A_PATH)
     if _PATH_CHARACTER.fullmatch(path) is None:
         raise TargetRefused(_bad_character(path))
-    segments: list[str] = []
-    raw_segments = path.split("/")
-    trailing_slash = False
-    encoded_high = False
-    for raw in raw_segments[1:]:
-        segment = raw
-        if "%" in raw:
-            segment, high = _decode_segment(raw)
-            encoded_high = encoded_high or high
-        trailing_slash = segment in ("", ".", "..")
-        if segment in (".", ".."):
-            if raw != segment:
-                raise TargetRefused(Refusal.ENCODED_DOT_SEGMENT)
-            if segment == ".." and segments:
-                segments.pop()
-        elif segment:
-            segments.append(segment)
-    canonical = "/" + "/".join(segments)
-    if trailing_slash and segments:
-        canonical += "/"
-    if encoded_high:
-        try:
-            unquote_to_bytes(canonical).decode("utf-8")
-        except UnicodeDecodeError:
-            raise TargetRefused(Refusal.INVALID_UTF8) from None
-    return canonical
+    decoded = _decode(path) if "%" in path else path
+    if _TO_RESOLVE.search(decoded) is not None:
+        decoded = _resolve(path, decoded)
+    if _HIGH_ESCAPE.search(decoded) is not None and not _utf8_escapes(decoded):
+        raise TargetRefused(Refusal.INVALID_UTF8)
+    return decoded
 
 
 def _bad_character(path: str) -> Refusal:
@@ -163,28 +144,74 @@ def _bad_character(path: str) -> Refusal:
     return Refusal.INVALID_CHARACTER
 
 
-def _decode_segment(segment: str) -> tuple[str, bool]:
-    """(`segment` with unreserved escapes decoded and the others upper-cased, whether it
-    holds an encoded byte >= 0x80); raises `TargetRefused` for escapes that are refused."""
-    pieces = segment.split("%")
+def _utf8_escapes(decoded: str) -> bool:
+    """Whether every run of escapes in `decoded` is UTF-8 (raw characters are ASCII, so a
+    multi-byte character is always one run of escapes)."""
+    try:
+        for run in _ESCAPE_RUN.findall(decoded):
+            bytes.fromhex(run.replace("%", "")).decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def _escape_tables() -> tuple[dict[str, str], dict[str, Refusal]]:
+    """For every two hex digits, in every case: what the escape becomes (the unreserved
+    character, or itself in upper case), or why it is refused."""
+    unreserved = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
+    refused = {0x2F: Refusal.ENCODED_SLASH, 0x5C: Refusal.BACKSLASH, 0x25: Refusal.ENCODED_PERCENT}
+    refused |= {byte: Refusal.CONTROL_CHARACTER for byte in (*range(0x20), 0x7F)}
+    decoded: dict[str, str] = {}
+    refusals: dict[str, Refusal] = {}
+    for byte in range(256):
+        upper = f"{byte:02X}"
+        for spelling in {
+            upper,
+            upper.lower(),
+            upper[0] + upper[1].lower(),
+            upper[0].lower() + upper[1],
+        }:
+            if byte in refused:
+                refusals[spelling] = refused[byte]
+            else:
+                decoded[spelling] = chr(byte) if byte in unreserved else "%" + upper
+    return decoded, refusals
+
+
+_DECODED, _REFUSED = _escape_tables()
+
+
+def _decode(path: str) -> str:
+    """`path` with unreserved escapes decoded and the others upper-cased (one dict lookup
+    per escape); raises `TargetRefused` for refused and malformed escapes. Never creates
+    or removes a `/` (`%2F` is refused)."""
+    pieces = path.split("%")
     out = [pieces[0]]
-    high = False
     for piece in pieces[1:]:
-        if len(piece) < 2 or piece[0] not in _HEX or piece[1] not in _HEX:
-            raise TargetRefused(Refusal.MALFORMED_ESCAPE)
-        byte = int(piece[:2], 16)
-        if byte in _UNRESERVED:
-            out.append(chr(byte))
-        elif byte == 0x2F:
-            raise TargetRefused(Refusal.ENCODED_SLASH)
-        elif byte == 0x5C:
-            raise TargetRefused(Refusal.BACKSLASH)
-        elif byte == 0x25:
-            raise TargetRefused(Refusal.ENCODED_PERCENT)
-        elif byte < 0x20 or byte == 0x7F:
-            raise TargetRefused(Refusal.CONTROL_CHARACTER)
-        else:
-            high = high or byte >= 0x80
-            out.append(f"%{byte:02X}")
+        digits = piece[:2]
+        escape = _DECODED.get(digits)
+        if escape is None:
+            raise TargetRefused(_REFUSED.get(digits, Refusal.MALFORMED_ESCAPE))
+        out.append(escape)
         out.append(piece[2:])
-    return "".join(out), high
+    return "".join(out)
+
+
+def _resolve(path: str, decoded: str) -> str:
+    """`decoded` with repeated slashes collapsed and raw dot segments removed (RFC 3986
+    §5.2.4); a dot segment that was spelt with escapes in `path` is refused."""
+    segments: list[str] = []
+    last = ""
+    for raw, segment in zip(path.split("/")[1:], decoded.split("/")[1:], strict=True):
+        last = segment
+        if segment == "." or segment == "..":
+            if raw != segment:
+                raise TargetRefused(Refusal.ENCODED_DOT_SEGMENT)
+            if segment == ".." and segments:
+                segments.pop()
+        elif segment:
+            segments.append(segment)
+    canonical = "/" + "/".join(segments)
+    if segments and last in ("", ".", ".."):
+        canonical += "/"
+    return canonical
