@@ -14,6 +14,7 @@ oddly, reach the engine in their canonical form (`Seen.target`).
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
@@ -40,6 +41,7 @@ from tests.support.recording_engine import RecordingEngine
 
 KINDS = ("ollama", "vllm", "llamacpp", "lmstudio", "openai")
 LOCKED = ("ollama", "vllm", "llamacpp", "lmstudio")
+MARK = "X-Paths-Test"
 CONFIG = """\
 server: {state_dir: "{state_dir}"}
 listeners:
@@ -85,11 +87,13 @@ class Stack:
             engine.clear()
 
     def seen(self) -> list[str]:
-        """What reached any engine since `quiet()`, health checks left out."""
+        """What of ours reached any engine since `quiet()` (every request the tests send
+        carries `X-Paths-Test`; the gateway's own health checks do not)."""
         return [
             f"{kind}: {s.method} {s.target.decode('latin-1')}"
             for kind, engine in self.engines.items()
-            for s in engine.calls()
+            for s in engine.calls(health=True)
+            if s.header(MARK) is not None
         ]
 
 
@@ -212,14 +216,21 @@ def _admin_cases() -> list[tuple[str, AdminRoute]]:
     ]
 
 
-def _attempt(method: str, target: str, version: str = "HTTP/1.1", mark: str = "") -> bytes:
-    body = b"{}"
-    headers = {"Content-Type": "application/json", "X-Paths-Test": mark or "attack"}
+def _attempt(
+    method: str,
+    target: str,
+    version: str = "HTTP/1.1",
+    mark: str = "attack",
+    body: object = None,
+) -> bytes:
+    """A request with our mark (and a small JSON body), raw enough for any target."""
+    payload = json.dumps({} if body is None else body).encode()
+    headers = {"Content-Type": "application/json", MARK: mark}
     if version == "HTTP/1.1":
-        return request(method, target, body=body, headers=headers)
+        return request(method, target, body=payload, headers=headers)
     lines = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
-    head = f"{method} {target} {version}\r\n{lines}Content-Length: {len(body)}\r\n\r\n"
-    return head.encode("latin-1") + body
+    head = f"{method} {target} {version}\r\n{lines}Content-Length: {len(payload)}\r\n\r\n"
+    return head.encode("latin-1") + payload
 
 
 def _refused(answer: Answer, method: str, status: int, code: str) -> None:
@@ -321,7 +332,7 @@ def test_ordinary_routes_reach_the_engine_in_canonical_form(
     stack.quiet()
     answer = stack.send(stack.ports[listener], _attempt(method, sent, mark=mark))
     assert answer.status == 200, (answer.status, answer.body[:200])
-    mine = [s for s in stack.engines[kind].calls(health=True) if s.header("x-paths-test") == mark]
+    mine = [s for s in stack.engines[kind].calls(health=True) if s.header(MARK) == mark]
     assert [(s.method, s.target.decode("latin-1")) for s in mine] == [(method, received)]
     assert mine[0].raw_path == received.partition("?")[0]
     others = [s for s in stack.seen() if not s.startswith(f"{kind}: ")]
@@ -366,7 +377,7 @@ CHAT = {"model": "tiny-vllm", "messages": [{"role": "user", "content": "hi"}]}
 )
 def test_openai_spellings_of_chat_reach_the_engine_canonically(stack: Stack, target: str) -> None:
     stack.quiet()
-    answer = stack.send(stack.api, request("POST", target, json_body=CHAT))
+    answer = stack.send(stack.api, _attempt("POST", target, body=CHAT))
     assert answer.status == 200, (answer.status, answer.body[:200])
     [seen] = stack.engines["vllm"].calls()
     assert seen.raw_path == "/v1/chat/completions"
@@ -392,7 +403,7 @@ def test_openai_spellings_of_chat_reach_the_engine_canonically(stack: Stack, tar
 )
 def test_openai_spellings_that_are_refused(stack: Stack, target: str, status: int) -> None:
     stack.quiet()
-    answer = stack.send(stack.api, request("POST", target, json_body=CHAT))
+    answer = stack.send(stack.api, _attempt("POST", target, body=CHAT))
     assert_openai_error(answer, status, code="invalid_path" if status == 400 else "unknown_url")
     assert stack.seen() == []
 
@@ -415,7 +426,7 @@ def test_openai_spellings_that_are_refused(stack: Stack, target: str, status: in
 )
 def test_health_paths_in_any_spelling(stack: Stack, target: str, status: int) -> None:
     stack.quiet()
-    answer = stack.send(stack.api, request("GET", target))
+    answer = stack.send(stack.api, _attempt("GET", target))
     if status == 200:
         assert answer.status == 200 and "status" in answer.json, answer.body[:200]
     else:
@@ -427,7 +438,7 @@ def test_health_paths_in_any_spelling(stack: Stack, target: str, status: int) ->
 def test_targets_that_are_not_paths_or_too_long(stack: Stack, target: str) -> None:
     stack.quiet()
     for port in (stack.api, stack.ports["ollama"]):
-        answer = stack.send(port, request("OPTIONS" if target == "*" else "GET", target))
+        answer = stack.send(port, _attempt("OPTIONS" if target == "*" else "GET", target))
         assert_openai_error(answer, 400 if target == "*" else 414)
     assert stack.seen() == []
 
