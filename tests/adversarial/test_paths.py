@@ -198,6 +198,10 @@ UNCANONICAL: dict[str, Spelling] = {
     "overlong dot-dot": lambda p: "/x/%c0%ae%c0%ae" + p,
     "overlong slash": lambda p: "/x%c0%af" + p[1:],
     "fragment": lambda p: p + "#x",
+    "raw non-ASCII": lambda p: p + "\xc0\xae",
+    "raw UTF-8 look-alike": lambda p: p[:-1] + "\u0131".encode().decode("latin-1"),
+    "raw control": lambda p: p + "\x01",
+    "raw DEL": lambda p: p + "\x7f",
     "NUL in query": lambda p: p + "?x=%00",
     "bad escape in query": lambda p: p + "?x=%zz",
 }
