@@ -17,6 +17,7 @@ from flm_gateway.addons.anomaly import Anomaly
 from flm_gateway.addons.audit import Audit
 from flm_gateway.addons.auth import Auth
 from flm_gateway.addons.auto_block import AutoBlock
+from flm_gateway.addons.canonical_target import CanonicalTarget
 from flm_gateway.addons.client_ip import ClientIp
 from flm_gateway.addons.cors import Cors
 from flm_gateway.addons.egress import Egress
@@ -87,6 +88,12 @@ def build_addons(
         Honeypot(),
         # Attack signatures in the request line and headers, also before authentication.
         Intrusion(),
+        # The one canonical path (decoded as engines decode it) that everything below and
+        # the engine read; refuses what cannot be canonicalised (400). After honeypot and
+        # intrusion, which must see the client's own spelling to catch and block scanners;
+        # before CORS, auth's health exemption, passthrough's admin routes and the OpenAI
+        # path match, which must all see the canonical one.
+        CanonicalTarget(),
         # Browsers send preflights without credentials: answer them before auth; on the
         # way out, set (or strip) CORS headers on every answer, errors included.
         Cors(),

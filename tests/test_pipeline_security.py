@@ -18,6 +18,9 @@ async def test_security_order() -> None:
     assert at("ListenerContext") < at("StateSync") < at("ClientIp") < at("IpFilter")
     assert at("IpFilter") < at("ResourceGuard") < at("ratelimiter-ip") < at("Honeypot")
     assert at("Honeypot") < at("Intrusion") < at("Cors") < at("Auth") < at("ratelimiter-key")
+    # the canonical target: after the scanners' detectors (they see the client's own
+    # spelling), before everything else that reads the path
+    assert at("Intrusion") < at("CanonicalTarget") < at("Cors")
     assert at("OpenAIApi") < at("RequestLimits") < at("Scopes") < at("Routing")
     assert at("Routing") < at("EngineConcurrency") < at("UpstreamGuard")
     assert at("TokenAccounting") < at("TokenCharge")

@@ -1,13 +1,16 @@
 """The OpenAI-compatible API surface: which paths exist, what their requests must contain.
 
 Policy (on `request`, for listeners without `passthrough`):
-- Paths are matched exactly, after nothing but query-string removal: `/v1/./models`,
-  `//v1/models` or `/V1/models` are unknown paths (404), never normalised into a
-  known one, so no later policy can be bypassed by spelling.
+- Paths are matched exactly on the canonical target `canonical_target` put on the
+  flow (so `/v1/%63hat/completions` and `//v1/./chat/completions` are
+  `/v1/chat/completions`, as the engine would read them), query removed; case and
+  a trailing slash are not normalised: `/V1/models` or `/v1/chat/completions/` are
+  unknown paths (404), never guessed into a known one.
 - `GET /v1/models` is answered here from the engine directory: every model of every
   reachable engine once (`owned_by` = engine name) plus the aliases routes define
   while one of their engines or fallbacks is reachable.
-  `GET /v1/models/{id}` answers one of them or 404 `model_not_found`.
+  `GET /v1/models/{id}` (the id percent-decoded) answers one of them or 404
+  `model_not_found`.
 - `POST /v1/chat/completions`, `/v1/completions`, `/v1/embeddings`: the body must
   be a JSON object with a non-empty string `model`, else 400. `POST
   /v1/audio/transcriptions` and `/v1/audio/translations`: multipart with a `model`
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import json
 from typing import Any
+from urllib.parse import unquote
 
 from mitmproxy import http
 
@@ -120,7 +124,9 @@ class OpenAIApi:
                     405, "Use GET for /v1/models.", code="method_not_allowed"
                 )
                 return
-            flow.response = self._models_response(path[len(MODELS_PATH) + 1 :])
+            # The id decoded as an engine would decode it (`llama3%3Alatest`); the
+            # canonical path has no `%2F` and only UTF-8 escapes.
+            flow.response = self._models_response(unquote(path[len(MODELS_PATH) + 1 :]))
         else:
             flow.metadata["flm.api.kind"] = "unknown"
             flow.response = error_response(

@@ -1,53 +1,84 @@
-"""Forward every path of a `passthrough` listener to its one engine, unchanged.
+"""Forward every path of a `passthrough` listener to its one engine, admin routes excepted.
 
 Policy: for drop-in fronting (an Ollama or llama.cpp client only changes its
-URL). Runs on `request` for listeners with `passthrough: ENGINE`; the path and
-body go to the engine as they came, the client's credentials are replaced by
-the engine's. Ollama's admin endpoints (`/api/pull`, `/api/push`,
-`/api/delete`, `/api/create`, `/api/copy`, and blob uploads under
-`/api/blobs/`) are answered 403 unless the listener sets
-`allow_admin_endpoints: true`. The path is matched after collapsing repeated
-slashes and case, so `//api/pull` or `/API/Pull` cannot slip past. Engine
-unreachable: 502 (504 on timeout) in OpenAI's error shape.
-Writes `flm.api.kind` = `passthrough` and `flm.route.engine`.
+URL). On listeners with `passthrough: ENGINE`:
+- `requestheaders`: the engine's admin and management routes (its adapter's
+  `admin_routes`, taken from the engine's own route table; see `docs/engines.md`)
+  are answered 403 `admin_endpoint_disabled` unless the listener sets
+  `allow_admin_endpoints: true`, before the body is read. The path matched is the
+  canonical one `canonical_target` already put on the flow (decoded as the engine
+  decodes it, dot segments resolved), ignoring case and a trailing slash; the
+  method counts where the engine's does (GET `/props` of llama.cpp is open, POST is
+  not). Records `passthrough.admin_refused` (no offence).
+- `request`: probe the engine, then forward the canonical path, query and body as
+  they are; the client's credentials are replaced by the engine's. Engine
+  unreachable: 502 (504 on timeout) in OpenAI's error shape.
+Fails closed. Writes `flm.api.kind` = `passthrough`, `flm.route.engine`, and
+`flm.security.rejected` = `admin_endpoint` on a refusal; reads `flm.listener` and
+`flm.target.original`.
 """
 
 from __future__ import annotations
 
-import re
+from collections.abc import Mapping
+from types import MappingProxyType
 
 from mitmproxy import http
 
 from flm_gateway.addons.guard import fail_closed
 from flm_gateway.addons.routing import unreachable_response
-from flm_gateway.config.engines import EngineKind
+from flm_gateway.config.security import Severity
+from flm_gateway.engines.admin_routes import AdminRoutes
 from flm_gateway.errors import error_response
 from flm_gateway.runtime import Runtime
+from flm_gateway.security.events import record
+from flm_gateway.security.target import ORIGINAL_TARGET_KEY
 from flm_gateway.upstream import EGRESS_FAILURES_KEY, ProbeResult, point_at, probe
-
-OLLAMA_ADMIN_PATHS = (
-    "/api/pull",
-    "/api/push",
-    "/api/delete",
-    "/api/create",
-    "/api/copy",
-    "/api/blobs",
-)
-_SLASHES = re.compile(r"/{2,}")
-
-
-def is_ollama_admin(path: str) -> bool:
-    """True when `path` (any spelling) addresses one of Ollama's admin endpoints."""
-    normal = _SLASHES.sub("/", path.split("?", 1)[0]).lower().rstrip("/")
-    return any(normal == p or normal.startswith(p + "/") for p in OLLAMA_ADMIN_PATHS)
 
 
 class Passthrough:
     def __init__(self) -> None:
         self._runtime: Runtime | None = None
+        self._locked: Mapping[str, AdminRoutes] = {}
 
     def apply_runtime(self, runtime: Runtime) -> None:
+        self._locked = MappingProxyType(
+            {
+                listener.name: runtime.directory.get(listener.passthrough).adapter.admin_routes
+                for listener in runtime.loaded.config.listeners
+                if listener.passthrough is not None and not listener.allow_admin_endpoints
+            }
+        )
         self._runtime = runtime
+
+    @fail_closed()
+    def requestheaders(self, flow: http.HTTPFlow) -> None:
+        listener = flow.metadata.get("flm.listener")
+        if flow.response is not None or listener is None or listener.passthrough is None:
+            return
+        admin = self._locked.get(listener.name)
+        if admin is None:
+            return
+        request = flow.request
+        route = admin.match(request.method, request.path.partition("?")[0])
+        if route is None:
+            return
+        flow.metadata["flm.api.kind"] = "passthrough"
+        flow.metadata["flm.security.rejected"] = "admin_endpoint"
+        record(
+            flow,
+            "passthrough.admin_refused",
+            Severity.MEDIUM,
+            route=route.path,
+            method=request.method,
+            path=flow.metadata.get(ORIGINAL_TARGET_KEY, request.path).partition("?")[0][:200],
+        )
+        flow.response = error_response(
+            403,
+            f"This endpoint manages the engine ({route.what}) and is disabled on this "
+            "listener (allow_admin_endpoints: true enables it).",
+            code="admin_endpoint_disabled",
+        )
 
     @fail_closed()
     async def request(self, flow: http.HTTPFlow) -> None:
@@ -57,18 +88,6 @@ class Passthrough:
         assert self._runtime is not None
         engine = self._runtime.directory.get(listener.passthrough)
         flow.metadata["flm.api.kind"] = "passthrough"
-        if (
-            engine.config.kind == EngineKind.OLLAMA
-            and not listener.allow_admin_endpoints
-            and is_ollama_admin(flow.request.path)
-        ):
-            flow.response = error_response(
-                403,
-                "This Ollama admin endpoint is disabled on this listener "
-                "(allow_admin_endpoints: true enables it).",
-                code="admin_endpoint_disabled",
-            )
-            return
         result = await probe(flow, engine)
         if result is not ProbeResult.OK:
             flow.response = unreachable_response(

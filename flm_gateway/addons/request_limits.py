@@ -1,9 +1,10 @@
 """Limits on the shape of a request: allowed paths, body size, max_tokens.
 
 Policy, per listener (`security.request_limits`):
-- `allowed_paths` (on `requestheaders`): if set, a path (query removed, matched
-  exactly or as a glob) outside it gets 404 `unknown_url`, as if it did not
-  exist. Health endpoints are always allowed.
+- `allowed_paths` (on `requestheaders`): if set, a path (the canonical one
+  `canonical_target` put on the flow, query removed, matched exactly or as a
+  glob) outside it gets 404 `unknown_url`, as if it did not exist. Health
+  endpoints are always allowed.
 - `max_body_size`: a declared `Content-Length` above it gets 413
   `request_too_large` on `requestheaders`, before the body is read; a chunked
   body is measured when complete (`request`). mitmproxy's `server.body_size_limit`

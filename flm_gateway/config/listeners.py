@@ -40,8 +40,11 @@ class ListenerConfig(StrictModel):
     allow_admin_endpoints: bool = Field(
         False,
         description=(
-            "With passthrough to Ollama: allow its admin endpoints (/api/pull, /api/push, "
-            "/api/delete, /api/create, /api/copy). Off: they are answered 403."
+            "With passthrough: allow the engine's admin and management endpoints (Ollama's "
+            "pull, push, create, copy, delete, blobs and account routes; vLLM's LoRA, sleep, "
+            "cache and RPC routes; llama.cpp's slots, LoRA and POST /props; LM Studio's model "
+            "load, unload and download; docs/engines.md lists them). Off: they are answered "
+            "403."
         ),
     )
     security: ListenerSecurity | None = Field(

@@ -83,11 +83,12 @@ def _engine_references(config: GatewayConfig) -> Iterator[Problem]:
                 f"unknown engine {listener.passthrough!r}; defined engines: {choices}",
             )
         if listener.allow_admin_endpoints and (
-            listener.passthrough is None or kinds.get(listener.passthrough) != EngineKind.OLLAMA
+            listener.passthrough is None or kinds.get(listener.passthrough) == EngineKind.OPENAI
         ):
             yield (
                 ("listeners", index, "allow_admin_endpoints"),
-                "only meaningful with passthrough to an ollama engine",
+                "only meaningful with passthrough to an ollama, vllm, lmstudio or llamacpp "
+                "engine (an openai engine has no admin routes)",
             )
 
 

@@ -19,6 +19,7 @@ from enum import StrEnum
 from typing import Any, Protocol
 
 from flm_gateway.config.engines import EngineKind
+from flm_gateway.engines.admin_routes import AdminRoutes
 
 
 @dataclass(frozen=True)
@@ -92,6 +93,9 @@ class EngineAdapter(Protocol):
     """The engine's program name on PATH (for detection); None: none to look for."""
     stream_usage: bool
     """The engine honours `stream_options.include_usage` on its OpenAI streams."""
+    admin_routes: AdminRoutes
+    """The engine's admin and management routes, from its own route table: refused on
+    passthrough listeners unless `allow_admin_endpoints: true`."""
 
     async def list_models(self, client: EngineClient) -> list[ModelInfo]:
         """The models the engine serves now; raises EngineUnavailable."""

@@ -22,6 +22,14 @@
   - A stream that exceeds the slot's context ends after HTTP 200 with an SSE
     `data: {"error": ...}` event and no `[DONE]`.
   - With `--api-key`, everything but `/health` and `/v1/health` needs the key.
+- Admin routes (`ADMIN_ROUTES`, from the route registrations in `main()` of
+  `tools/server/server.cpp`, 2025-2026 builds): changing server properties (POST
+  `/props`; GET stays open), the slots (GET `/slots` shows every slot's prompt and
+  generated text, i.e. other clients' conversations; POST `/slots/{id}` saves,
+  restores or erases one), the global LoRA adapters, router mode's model management
+  (`/models/load`, `/models/unload`, POST/DELETE `/models`; GET stays open), and the
+  experimental server-side `/cors-proxy` and `/tools`. cpp-httplib decodes the path
+  before matching.
 - Detection: port 8080, program `llama-server`.
 """
 
@@ -30,6 +38,7 @@ from __future__ import annotations
 from typing import Any
 
 from flm_gateway.config.engines import EngineKind
+from flm_gateway.engines.admin_routes import READ_ONLY, AdminRoute, AdminRoutes
 from flm_gateway.engines.base import (
     EngineClient,
     EngineUnavailable,
@@ -45,6 +54,18 @@ from flm_gateway.engines.openai import MODELS_PATH, model_entries
 HEALTH_PATH = "/health"
 PROPS_PATH = "/props"
 SLOTS_PATH = "/slots"
+ADMIN_ROUTES = AdminRoutes(
+    (
+        AdminRoute("/props", "change server properties (POST)", READ_ONLY),
+        AdminRoute("/slots", "read, save, restore or erase slots (their prompts)"),
+        AdminRoute("/lora-adapters", "set the global LoRA adapters"),
+        AdminRoute("/models", "add or remove models in router mode", READ_ONLY),
+        AdminRoute("/models/load", "load a model in router mode"),
+        AdminRoute("/models/unload", "unload a model in router mode"),
+        AdminRoute("/cors-proxy", "fetch any URL from the server (web UI MCP proxy)"),
+        AdminRoute("/tools", "run the server's built-in tools"),
+    )
+)
 
 
 def _loaded(entry: dict[str, Any]) -> bool | None:
@@ -80,6 +101,7 @@ class LlamaCppAdapter:
     default_port: int | None = 8080
     program: str | None = "llama-server"
     stream_usage = True
+    admin_routes = ADMIN_ROUTES
 
     async def list_models(self, client: EngineClient) -> list[ModelInfo]:
         return parse_llamacpp_models(await client.get_json(MODELS_PATH))

@@ -17,6 +17,9 @@
   - `stream_options.include_usage` is honoured since 0.3.18 (older versions send
     no usage in streams, and the gateway then estimates).
   - With API tokens enabled (0.4+) every path needs `api_key`.
+- Admin routes (`ADMIN_ROUTES`, from LM Studio's REST API reference, 0.4: the
+  server is closed source): loading, unloading and downloading models under
+  `/api/v1/models/` (the v0 API has no such routes: it loads just in time).
 - Detection: port 1234, program `lms` (the CLI installs it in ~/.lmstudio/bin;
   it is looked for on PATH only).
 """
@@ -26,6 +29,7 @@ from __future__ import annotations
 from typing import Any
 
 from flm_gateway.config.engines import EngineKind
+from flm_gateway.engines.admin_routes import AdminRoute, AdminRoutes
 from flm_gateway.engines.base import (
     EngineClient,
     EngineUnavailable,
@@ -38,6 +42,13 @@ from flm_gateway.engines.base import (
 from flm_gateway.engines.openai import MODELS_PATH, model_entries, models_health
 
 REST_MODELS_PATH = "/api/v0/models"
+ADMIN_ROUTES = AdminRoutes(
+    (
+        AdminRoute("/api/v1/models/load", "load a model"),
+        AdminRoute("/api/v1/models/unload", "unload a model"),
+        AdminRoute("/api/v1/models/download", "download a model, or its download status"),
+    )
+)
 
 
 def parse_lmstudio_models(payload: Any) -> list[ModelInfo]:
@@ -64,6 +75,7 @@ class LmStudioAdapter:
     default_port: int | None = 1234
     program: str | None = "lms"
     stream_usage = True
+    admin_routes = ADMIN_ROUTES
 
     async def list_models(self, client: EngineClient) -> list[ModelInfo]:
         report = await self.check_health(client)

@@ -19,6 +19,12 @@
     NDJSON whose last object (`"done": true`) carries `prompt_eval_count` and
     `eval_count`; token accounting reads those.
 - Ollama has no API keys; `api_key` is sent anyway when set (for a proxy in front).
+- Admin routes (`ADMIN_ROUTES`, from `GenerateRoutes` in Ollama's `server/routes.go`,
+  v0.32.15 / v0.33.0-rc2): the model store (pull, push, create, copy, delete, blob
+  uploads) and the routes that act as the server's ollama.com account (`/api/me`,
+  `/api/signout`, `/api/user/keys/...`, the experimental web search/fetch proxies,
+  which spend that account). Ollama serves gin behind Go's ServeMux: both decode
+  the path before matching.
 - Detection: port 11434, program `ollama`.
 """
 
@@ -27,6 +33,7 @@ from __future__ import annotations
 from typing import Any
 
 from flm_gateway.config.engines import EngineKind
+from flm_gateway.engines.admin_routes import AdminRoute, AdminRoutes
 from flm_gateway.engines.base import (
     EngineClient,
     EngineUnavailable,
@@ -41,6 +48,21 @@ VERSION_PATH = "/api/version"
 TAGS_PATH = "/api/tags"
 PS_PATH = "/api/ps"
 LATEST = ":latest"
+ADMIN_ROUTES = AdminRoutes(
+    (
+        AdminRoute("/api/pull", "download a model from a registry"),
+        AdminRoute("/api/push", "upload a model to a registry"),
+        AdminRoute("/api/create", "create a model"),
+        AdminRoute("/api/copy", "copy a model"),
+        AdminRoute("/api/delete", "delete a model"),
+        AdminRoute("/api/blobs", "upload or probe model blobs"),
+        AdminRoute("/api/me", "the server's ollama.com account"),
+        AdminRoute("/api/signout", "sign the server out of ollama.com"),
+        AdminRoute("/api/user/keys", "remove the server's ollama.com key (deprecated signout)"),
+        AdminRoute("/api/experimental/web_search", "web search on the server's account"),
+        AdminRoute("/api/experimental/web_fetch", "web fetch on the server's account"),
+    )
+)
 
 
 def _entries(payload: Any, path: str) -> list[dict[str, Any]]:
@@ -83,6 +105,7 @@ class OllamaAdapter:
     default_port: int | None = 11434
     program: str | None = "ollama"
     stream_usage = True
+    admin_routes = ADMIN_ROUTES
 
     async def list_models(self, client: EngineClient) -> list[ModelInfo]:
         tags = await client.get_json(TAGS_PATH)

@@ -9,6 +9,9 @@
   not injected for this kind (some compatible servers reject unknown fields), so
   stream usage is counted only when the client asked for it or the server sends
   it anyway, else estimated.
+- Admin routes: none. The OpenAI API has no engine management, and what else an
+  unknown server behind this kind serves cannot be known: a passthrough listener to
+  it forwards every path (put such a server's own admin API behind its own auth).
 - Detection: no default port, no program.
 """
 
@@ -17,6 +20,7 @@ from __future__ import annotations
 from typing import Any
 
 from flm_gateway.config.engines import EngineKind
+from flm_gateway.engines.admin_routes import AdminRoutes
 from flm_gateway.engines.base import (
     EngineClient,
     EngineUnavailable,
@@ -74,6 +78,7 @@ class OpenAIAdapter:
     default_port: int | None = None
     program: str | None = None
     stream_usage = False
+    admin_routes = AdminRoutes(())
 
     async def list_models(self, client: EngineClient) -> list[ModelInfo]:
         return parse_openai_models(await client.get_json(MODELS_PATH))

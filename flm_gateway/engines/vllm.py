@@ -12,6 +12,13 @@
 - Differences from OpenAI's API: none to translate. `/health` and `/version`
   need no key even with `--api-key`; `/v1/*` does. vLLM honours
   `stream_options.include_usage` (the gateway asks for it).
+- Admin routes (`ADMIN_ROUTES`, the operational, development, LoRA and profiler
+  routes of vLLM's route table as its `docs/usage/security.md` lists them, main
+  2026): runtime LoRA loading, pause/resume, elastic scaling, weight updates, request
+  aborts, the dev-mode routes (`/server_info`, cache resets, sleep/wake,
+  `/collective_rpc`), the profiler, and `/tokenizer_info` (chat templates). Most of
+  them need no `--api-key` even when vLLM has one. uvicorn decodes the path before
+  starlette matches it.
 - Detection: port 8000, program `vllm`.
 """
 
@@ -20,6 +27,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from flm_gateway.config.engines import EngineKind
+from flm_gateway.engines.admin_routes import AdminRoute, AdminRoutes
 from flm_gateway.engines.base import (
     EngineClient,
     EngineUnavailable,
@@ -32,6 +40,32 @@ from flm_gateway.engines.openai import MODELS_PATH, parse_openai_models
 
 HEALTH_PATH = "/health"
 VERSION_PATH = "/version"
+ADMIN_ROUTES = AdminRoutes(
+    (
+        AdminRoute("/v1/load_lora_adapter", "load a LoRA adapter at runtime"),
+        AdminRoute("/v1/unload_lora_adapter", "unload a LoRA adapter"),
+        AdminRoute("/pause", "pause generation"),
+        AdminRoute("/resume", "resume generation"),
+        AdminRoute("/is_paused", "pause state"),
+        AdminRoute("/scale_elastic_ep", "scale the expert-parallel deployment"),
+        AdminRoute("/is_scaling_elastic_ep", "scaling state"),
+        AdminRoute("/init_weight_transfer_engine", "start a weight transfer (RLHF)"),
+        AdminRoute("/update_weights", "replace the model's weights"),
+        AdminRoute("/get_world_size", "distributed world size"),
+        AdminRoute("/abort_requests", "abort in-flight requests"),
+        AdminRoute("/server_info", "the server's configuration (dev mode)"),
+        AdminRoute("/reset_prefix_cache", "reset the prefix cache (dev mode)"),
+        AdminRoute("/reset_mm_cache", "reset the multimodal cache (dev mode)"),
+        AdminRoute("/reset_encoder_cache", "reset the encoder cache (dev mode)"),
+        AdminRoute("/sleep", "put the engine to sleep (dev mode)"),
+        AdminRoute("/wake_up", "wake the engine (dev mode)"),
+        AdminRoute("/is_sleeping", "sleep state (dev mode)"),
+        AdminRoute("/collective_rpc", "call any method on the workers (dev mode)"),
+        AdminRoute("/start_profile", "start the profiler"),
+        AdminRoute("/stop_profile", "stop the profiler"),
+        AdminRoute("/tokenizer_info", "tokenizer configuration and chat template"),
+    )
+)
 
 
 class VllmAdapter:
@@ -40,6 +74,7 @@ class VllmAdapter:
     default_port: int | None = 8000
     program: str | None = "vllm"
     stream_usage = True
+    admin_routes = ADMIN_ROUTES
 
     async def list_models(self, client: EngineClient) -> list[ModelInfo]:
         models = parse_openai_models(await client.get_json(MODELS_PATH))

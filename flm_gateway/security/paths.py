@@ -1,9 +1,11 @@
 """Path forms for matching decoys and attack signatures, whatever the spelling.
 
-Routing matches paths exactly (`/v1/./models` is simply unknown), but a scanner
-spells `/.env` as `/%2e%65nv`, `//.env` or `/x/../.env`; `canonical_path` undoes
-those spellings (percent-decoding repeated until stable, backslashes, repeated
-slashes, dot segments, case) so honeypots and intrusion rules see one form.
+A scanner spells `/.env` as `/%2e%65nv`, `//.env` or `/x/../.env`; `canonical_path`
+undoes those spellings (percent-decoding repeated until stable, backslashes, repeated
+slashes, dot segments, case) so honeypots and intrusion rules see one form. It is a
+lossy form for matching only, never forwarded: the path the gateway forwards and
+routes on is `security.target.canonical_target` (decoded once, as engines decode),
+which runs after honeypots and intrusion rules have seen the client's spelling.
 """
 
 from __future__ import annotations

@@ -4,6 +4,7 @@ import json
 
 import pytest
 
+from flm_gateway.addons.canonical_target import CanonicalTarget
 from flm_gateway.addons.listener_context import ListenerContext
 from flm_gateway.addons.openai_api import OpenAIApi
 from flm_gateway.runtime import Runtime
@@ -111,6 +112,21 @@ async def test_single_model_lookup(make_runtime: RuntimeFactory) -> None:
         api.request(flow)
     assert json.loads(found.response.content or b"")["id"] == "tiny-a"  # type: ignore[union-attr]
     assert error_of(missing)[1]["code"] == "model_not_found"
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["/v1/models/org/tiny:latest", "/v1/models/org/tiny%3Alatest", "/v1/models/%6Frg/tiny:latest"],
+)
+async def test_model_ids_are_decoded_as_an_engine_would(
+    path: str, make_runtime: RuntimeFactory
+) -> None:
+    context, api = _prepare(make_runtime(healthy={"alpha": ["org/tiny:latest"]}))
+    flow = make_flow("GET", path)
+    context.requestheaders(flow)
+    CanonicalTarget().requestheaders(flow)
+    api.request(flow)
+    assert json.loads(flow.response.content or b"")["id"] == "org/tiny:latest"  # type: ignore[union-attr]
 
 
 async def test_transcription_model_comes_from_the_form_field(make_runtime: RuntimeFactory) -> None:

@@ -13,6 +13,7 @@ from flm_gateway.addons.anomaly import Anomaly
 from flm_gateway.addons.audit import Audit
 from flm_gateway.addons.auth import Auth
 from flm_gateway.addons.auto_block import AutoBlock
+from flm_gateway.addons.canonical_target import CanonicalTarget
 from flm_gateway.addons.client_ip import ClientIp
 from flm_gateway.addons.cors import Cors
 from flm_gateway.addons.honeypot import Honeypot
@@ -37,6 +38,7 @@ def _chain(config: LoadedConfig, service: StateService) -> list[object]:
         RateLimiter("ip"),
         Honeypot(),
         Intrusion(),
+        CanonicalTarget(),
         Cors(),
         Auth(service),
         RateLimiter("key"),
@@ -94,3 +96,27 @@ async def test_decoy_and_attack_never_need_a_key(tmp_path: Path) -> None:
         assert attack.response is not None and attack.response.status_code == 403
         plain = await _send(context, flow(config, ip="198.51.100.3"))
         assert plain.response is not None and plain.response.status_code == 401
+
+
+async def test_path_spellings_are_seen_raw_by_intrusion_and_canonical_by_auth(
+    tmp_path: Path,
+) -> None:
+    """A traversal spelt with encodings is caught (and blocked) by intrusion detection before
+    the canonical target refuses it; a spelling with no signature gets 400 and is audited;
+    an encoded spelling of a real path reaches auth in its canonical form."""
+    config = loaded("auto_block: {intrusion_hits: 1}", tmp_path)
+    with opened_service(config) as service, taddons.context(*_chain(config, service)) as context:
+        traversal = flow(config, path="/v1/..%2f..%2f..%2fetc%2fpasswd", ip="198.51.100.7")
+        answered = await _send(context, traversal)
+        assert answered.response is not None and answered.response.status_code == 403
+        again = await _send(context, flow(config, ip="198.51.100.7"))
+        assert again.response is not None and again.response.status_code == 403  # blocked
+        refused = await _send(context, flow(config, path="/v1%2Fmodels", ip="198.51.100.8"))
+        assert refused.response is not None and refused.response.status_code == 400
+        spelt = await _send(context, flow(config, path="/v1/%6Dodels", ip="198.51.100.9"))
+        assert spelt.response is not None and spelt.response.status_code == 401
+        assert spelt.request.path == "/v1/models"
+        service.flush_sync()
+        types = [r.event.type for r in service.call_sync(lambda s: s.query_audit(AuditQuery()))]
+    assert "intrusion.detected" in types and "ip.blocked" in types
+    assert types.count("path.refused") == 1
