@@ -19,6 +19,7 @@ from collections.abc import Callable
 
 from flm_gateway.addons.health import readiness
 from flm_gateway.config.admin import AdminConfig
+from flm_gateway.config.binds import listen_host
 from flm_gateway.config.types import format_host_port
 from flm_gateway.httpio.server import HttpServer, Request, Response
 from flm_gateway.metrics import GatewayMetrics
@@ -71,7 +72,7 @@ class AdminServer:
     async def _bind(self, address: tuple[str, int]) -> HttpServer:
         server = HttpServer(self._handle)
         try:
-            await server.start(address[0], address[1])
+            await server.start(listen_host(address[0]), address[1])
         except OSError as exc:
             await server.close()
             raise AdminBindError(

@@ -79,11 +79,10 @@ def parse_host_port(value: Any) -> tuple[str, int]:
     if not 0 < port < 65536:
         raise ValueError(f"{value!r}: port {port} is outside 1-65535")
     if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
         try:
-            ipaddress.IPv6Address(host)
+            host = str(ipaddress.IPv6Address(host[1:-1]))  # one spelling: [0:0::1] is [::1]
         except ValueError:
-            raise ValueError(f"{value!r}: {host!r} is not an IPv6 address") from None
+            raise ValueError(f"{value!r}: {host[1:-1]!r} is not an IPv6 address") from None
     elif ":" in host:
         raise ValueError(f"{value!r}: write IPv6 addresses in brackets, e.g. [::1]:8088")
     return host, port
