@@ -3,12 +3,24 @@
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import Annotated
 
-from pydantic import Field
+from pydantic import BeforeValidator, Field
 
 from flm_gateway.config.security import ListenerSecurity
 from flm_gateway.config.tls import TlsSettings
 from flm_gateway.config.types import HostPort, StrictModel
+from flm_gateway.hostnames import host_pattern
+
+
+def _host_pattern(value: object) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"{value!r} is not a host name (write it as a string)")
+    return host_pattern(value)
+
+
+HostPattern = Annotated[str, BeforeValidator(_host_pattern)]
+"""A `hosts:` entry, held in its one spelling (`hostnames.host_pattern`)."""
 
 
 class AuthMode(StrEnum):
@@ -22,6 +34,15 @@ class ListenerConfig(StrictModel):
     name: str = Field(description="A unique name, used in logs, metrics and key scopes.")
     bind: HostPort = Field(description="Address to listen on, host:port (e.g. 127.0.0.1:8088).")
     tls: TlsSettings = Field(default_factory=TlsSettings, description="TLS mode of this listener.")
+    hosts: list[HostPattern] = Field(
+        default_factory=list,
+        description=(
+            "More names clients may send as Host (the DNS-rebinding defence): exact names "
+            "(gateway.example.com), *.example.com (its subdomains), IP addresses, or * (any "
+            "Host: the defence is off). Always accepted: localhost, the bind address (every IP "
+            "address for 0.0.0.0 and [::]) and the TLS names. Any other Host is answered 421."
+        ),
+    )
     auth: AuthMode | None = Field(
         None,
         description=(
