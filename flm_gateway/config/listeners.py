@@ -32,7 +32,13 @@ class ListenerConfig(StrictModel):
     """One socket the gateway accepts clients on, serving the OpenAI-compatible API."""
 
     name: str = Field(description="A unique name, used in logs, metrics and key scopes.")
-    bind: HostPort = Field(description="Address to listen on, host:port (e.g. 127.0.0.1:8088).")
+    bind: HostPort = Field(
+        description=(
+            "Address to listen on: an IP address or localhost, and a port: 127.0.0.1:8088, "
+            "[::1]:8088, 0.0.0.0:8088 (every IPv4 address) or [::]:8088 (every address, IPv4 "
+            "too). Listeners may share a port on different addresses, never an address."
+        )
+    )
     tls: TlsSettings = Field(default_factory=TlsSettings, description="TLS mode of this listener.")
     hosts: list[HostPattern] = Field(
         default_factory=list,
