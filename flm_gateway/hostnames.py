@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from dataclasses import dataclass
+from typing import NamedTuple
 
 MAX_AUTHORITY = 300
 _AUTHORITY_RE = re.compile(
@@ -32,8 +32,7 @@ HOST_KEY = "flm.host"
 """flow.metadata: the `Authority` a request named, as `host_check` accepted it (or None)."""
 
 
-@dataclass(frozen=True, slots=True)
-class Authority:
+class Authority(NamedTuple):
     """What a client named: host in lower case without a trailing dot (an IPv6 address in
     its canonical form, without brackets), and the port if it gave one."""
 

@@ -32,29 +32,41 @@ from flm_gateway.addons.guard import fail_closed
 from flm_gateway.addons.openai_api import MULTIPART_ENDPOINTS
 from flm_gateway.errors import error_response
 
-MULTIPART = "multipart/form-data"
+MULTIPART = b"multipart/form-data"
+_CONTENT_TYPE = b"content-type"
+_CONTENT_LENGTH = b"content-length"
+_TRANSFER_ENCODING = b"transfer-encoding"
+_WATCHED = {len(name): name for name in (_CONTENT_TYPE, _CONTENT_LENGTH, _TRANSFER_ENCODING)}
+"""The three header names differ in length: one length test skips every other field."""
 
 
-def media_type(content_type: str) -> str:
+def media_type(content_type: bytes) -> bytes:
     """`type/subtype` of a Content-Type value, lower case, parameters dropped."""
-    return content_type.partition(";")[0].strip().lower()
+    return content_type.partition(b";")[0].strip().lower()
 
 
-def is_json(media: str) -> bool:
-    kind, slash, subtype = media.partition("/")
+def is_json(media: bytes) -> bool:
+    kind, slash, subtype = media.partition(b"/")
     return (
-        kind == "application"
+        kind == b"application"
         and bool(slash)
-        and (subtype == "json" or (subtype.endswith("+json") and len(subtype) > 5))
+        and (subtype == b"json" or (subtype.endswith(b"+json") and len(subtype) > 5))
     )
 
 
-def has_body(request: http.Request) -> bool:
-    """The request carries a body (decided from the headers, before it is read)."""
-    if "transfer-encoding" in request.headers:
-        return True
-    length = str(request.headers.get("content-length", "0")).strip()
-    return length != "0" and length != ""
+def body_and_types(request: http.Request) -> tuple[bool, list[bytes]]:
+    """Whether the request carries a body (`Content-Length` above 0 or any
+    `Transfer-Encoding`, decided before it is read), and its Content-Type values."""
+    body, types = False, []
+    for name, value in request.headers.fields:
+        watched = _WATCHED.get(len(name))
+        if watched is None or name.lower() != watched:
+            continue
+        if watched is _CONTENT_TYPE:
+            types.append(value)
+        elif watched is _TRANSFER_ENCODING or value.strip() not in (b"0", b""):
+            body = True
+    return body, types
 
 
 class ContentType:
@@ -63,10 +75,10 @@ class ContentType:
         request = flow.request
         if flow.response is not None or flow.metadata.get("flm.listener") is None:
             return
-        if not has_body(request):
+        body, types = body_and_types(request)
+        if not body:
             return
-        declared = request.headers.get_all("content-type")
-        media = media_type(declared[0]) if len(declared) == 1 else ""
+        media = media_type(types[0]) if len(types) == 1 else b""
         if request.path.split("?", 1)[0] in MULTIPART_ENDPOINTS:
             if media == MULTIPART:
                 return

@@ -108,8 +108,8 @@ class CorsPolicy:
         return "*" if self.any_origin and not self.credentials else origin
 
 
-_SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
-_OTHER_SITES = frozenset({"cross-site", "same-site"})
+_SAFE_METHODS = frozenset({b"GET", b"HEAD", b"OPTIONS"})
+_OTHER_SITES = frozenset({b"cross-site", b"same-site"})
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
@@ -163,14 +163,18 @@ class Cors:
         if flow.response is not None:
             return
         request = flow.request
-        origin = request.headers.get("origin")
-        if origin is None:
-            if (
-                request.method not in _SAFE_METHODS
-                and request.headers.get("sec-fetch-site", "").lower() in _OTHER_SITES
-            ):
+        # One pass over the raw fields: most requests carry no Origin and leave here.
+        origins, sites = [], []
+        for name, value in request.headers.fields:
+            if len(name) == 6 and name.lower() == b"origin":
+                origins.append(value)
+            elif len(name) == 14 and name.lower() == b"sec-fetch-site":
+                sites.append(value.lower())
+        if not origins:
+            if request.data.method not in _SAFE_METHODS and any(s in _OTHER_SITES for s in sites):
                 _refuse_origin(flow)
             return
+        origin = ", ".join(value.decode("latin-1") for value in origins)  # two never match
         if request.method == "OPTIONS" and "access-control-request-method" in request.headers:
             self._preflight(flow, origin)
             return

@@ -57,19 +57,29 @@ class HostPolicy:
     """A wildcard bind: every IP literal is accepted."""
     any_host: bool
     """`hosts: ["*"]`: every well-formed Host is accepted."""
+    usual: Mapping[bytes, Authority]
+    """Accepted Host values as clients usually write them (each exact name, without a port
+    and with the listener's): the common case is one dict lookup instead of a parse."""
 
     @classmethod
     def for_listener(cls, listener: ListenerConfig) -> HostPolicy:
-        bind_host = listener.bind[0]
+        bind_host, port = listener.bind
         addresses = {address for family, address in coverage(bind_host) if address != "*"}
         names = [*listener.hosts, *listener.tls.hostnames, *listener.tls.domains]
         exact = {LOCALHOST, *addresses}
         exact |= {_canonical(n) for n in names if n != ANY_HOST and not n.startswith("*.")}
+        usual: dict[bytes, Authority] = {}
+        for name in exact:
+            is_ip = ":" in name or name.rpartition(".")[2].isdigit()
+            written = f"[{name}]" if ":" in name else name
+            usual[written.encode()] = Authority(name, None, is_ip)
+            usual[f"{written}:{port}".encode()] = Authority(name, port, is_ip)
         return cls(
             exact=frozenset(exact),
             suffixes=tuple(sorted({n[1:] for n in names if n.startswith("*.")})),
             any_ip=bind_host in (ANY_IPV4, ANY_ADDRESS),
             any_host=ANY_HOST in listener.hosts,
+            usual=usual,
         )
 
     def accepts(self, authority: Authority) -> bool:
@@ -86,6 +96,10 @@ def _canonical(name: str) -> str:
     return parsed.host if parsed is not None else name
 
 
+def _is_host(name: bytes) -> bool:
+    return len(name) == 4 and name.lower() == b"host"
+
+
 class BadHost(Exception):
     """The request names its host in a way two parsers could read differently (400)."""
 
@@ -94,13 +108,15 @@ class BadHost(Exception):
         self.code = code
 
 
-def named_authority(request: http.Request, default_port: int) -> Authority | None:
-    """The authority the request names (None: HTTP/1.0 without Host). Raises BadHost."""
-    values = [value for name, value in request.headers.fields if name.lower() == b"host"]
-    if len(values) > 1:
+def named_authority(
+    request: http.Request, hosts: list[bytes], default_port: int
+) -> Authority | None:
+    """The authority a request with Host values `hosts` names (None: HTTP/1.0 without
+    Host). Raises BadHost."""
+    if len(hosts) > 1:
         raise BadHost("The request has more than one Host header.")
-    host = parse_authority(values[0].decode("latin-1")) if values else None
-    if values and host is None:
+    host = parse_authority(hosts[0].decode("latin-1")) if hosts else None
+    if hosts and host is None:
         raise BadHost("The Host header is not host[:port].")
     target = request.data.authority
     if target and request.first_line_format == "absolute":
@@ -134,13 +150,21 @@ class HostCheck:
         listener = flow.metadata.get("flm.listener")
         if flow.response is not None or listener is None:
             return
+        request = flow.request
+        policy = self._policies[listener.name]
+        hosts = [value for name, value in request.headers.fields if _is_host(name)]
+        if len(hosts) == 1 and not request.data.authority:
+            usual = policy.usual.get(hosts[0])
+            if usual is not None:
+                flow.metadata[HOST_KEY] = usual
+                return
         try:
-            named = named_authority(flow.request, 443 if flow.client_conn.tls_established else 80)
+            named = named_authority(request, hosts, 443 if flow.client_conn.tls_established else 80)
         except BadHost as problem:
             flow.response = error_response(400, str(problem), code=problem.code)
             flow.metadata["flm.security.rejected"] = "host"
             return
-        if named is not None and not self._policies[listener.name].accepts(named):
+        if named is not None and not policy.accepts(named):
             flow.response = error_response(
                 421,
                 f"This listener does not serve the host {echo(named.host)!r}; use its address, "

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from mitmproxy import http
 
-from flm_gateway.addons.content_type import ContentType, has_body, is_json, media_type
+from flm_gateway.addons.content_type import ContentType, body_and_types, is_json, media_type
 from flm_gateway.config import LoadedConfig
 from tests.support.flows import error_of
 from tests.support.security import flow, loaded
@@ -37,7 +37,7 @@ from tests.support.security import flow, loaded
     ],
 )
 def test_json_media_types(value: str, json: bool) -> None:
-    assert is_json(media_type(value)) is json
+    assert is_json(media_type(value.encode())) is json
 
 
 @pytest.fixture
@@ -103,17 +103,18 @@ def test_uploads_take_multipart_only(config: LoadedConfig) -> None:
     assert check(config, target) == 415
 
 
-def test_has_body() -> None:
-    def request(*fields: tuple[bytes, bytes]) -> http.Request:
+def test_body_and_types() -> None:
+    def read(*fields: tuple[bytes, bytes]) -> tuple[bool, list[bytes]]:
         made = http.Request.make("POST", "http://127.0.0.1/x")
         made.headers.fields = fields
-        return made
+        return body_and_types(made)
 
-    assert not has_body(request())
-    assert not has_body(request((b"Content-Length", b"0")))
-    assert has_body(request((b"Content-Length", b"00")))  # refuse what reads two ways
-    assert has_body(request((b"Content-Length", b"1")))
-    assert has_body(request((b"Transfer-Encoding", b"chunked")))
+    assert read() == (False, [])
+    assert read((b"Content-Length", b"0")) == (False, [])
+    assert read((b"Content-Length", b"00")) == (True, [])  # refuse what reads two ways
+    assert read((b"content-length", b"1"), (b"CONTENT-TYPE", b"a/b")) == (True, [b"a/b"])
+    assert read((b"Transfer-Encoding", b"chunked")) == (True, [])
+    assert read((b"X-Content-Type", b"a"), (b"Content-Typo", b"b")) == (False, [])
 
 
 def test_answered_and_orphan_flows_are_left_alone(config: LoadedConfig) -> None:

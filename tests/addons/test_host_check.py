@@ -199,3 +199,12 @@ def test_already_answered_and_unknown_listener_flows_are_left_alone(
     assert orphan.metadata["flm.listener"] is None
     checker.requestheaders(orphan)
     assert orphan.response is None  # listener_context answers 503 for it
+
+
+def test_the_usual_spellings_are_what_the_parser_reads(config: LoadedConfig) -> None:
+    for listener in config.config.listeners:
+        usual = HostPolicy.for_listener(listener).usual
+        assert usual, listener.name
+        for raw, authority in usual.items():
+            assert parse_authority(raw.decode()) == authority, (listener.name, raw)
+            assert HostPolicy.for_listener(listener).accepts(authority)
