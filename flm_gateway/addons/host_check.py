@@ -32,68 +32,23 @@ None) and, on refusal, `flm.security.rejected` = `host`.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 
 from mitmproxy import http
 
 from flm_gateway.addons.guard import fail_closed
 from flm_gateway.config import LoadedConfig
-from flm_gateway.config.binds import ANY_ADDRESS, ANY_IPV4, LOCALHOST, coverage
 from flm_gateway.config.listeners import ListenerConfig
 from flm_gateway.errors import error_response
-from flm_gateway.hostnames import ANY_HOST, HOST_KEY, Authority, parse_authority
+from flm_gateway.hostnames import HOST_KEY, Authority, parse_authority
+from flm_gateway.security.host_policy import HostPolicy
 from flm_gateway.text import echo
 
 
-@dataclass(frozen=True)
-class HostPolicy:
-    """The Host values one listener answers to."""
-
-    exact: frozenset[str]
-    """Names and IP addresses (canonical, IPv6 without brackets)."""
-    suffixes: tuple[str, ...]
-    """".example.com" for each *.example.com: any subdomain, never the domain itself."""
-    any_ip: bool
-    """A wildcard bind: every IP literal is accepted."""
-    any_host: bool
-    """`hosts: ["*"]`: every well-formed Host is accepted."""
-    usual: Mapping[bytes, Authority]
-    """Accepted Host values as clients usually write them (each exact name, without a port
-    and with the listener's): the common case is one dict lookup instead of a parse."""
-
-    @classmethod
-    def for_listener(cls, listener: ListenerConfig) -> HostPolicy:
-        bind_host, port = listener.bind
-        addresses = {address for family, address in coverage(bind_host) if address != "*"}
-        names = [*listener.hosts, *listener.tls.hostnames, *listener.tls.domains]
-        exact = {LOCALHOST, *addresses}
-        exact |= {_canonical(n) for n in names if n != ANY_HOST and not n.startswith("*.")}
-        usual: dict[bytes, Authority] = {}
-        for name in exact:
-            is_ip = ":" in name or name.rpartition(".")[2].isdigit()
-            written = f"[{name}]" if ":" in name else name
-            usual[written.encode()] = Authority(name, None, is_ip)
-            usual[f"{written}:{port}".encode()] = Authority(name, port, is_ip)
-        return cls(
-            exact=frozenset(exact),
-            suffixes=tuple(sorted({n[1:] for n in names if n.startswith("*.")})),
-            any_ip=bind_host in (ANY_IPV4, ANY_ADDRESS),
-            any_host=ANY_HOST in listener.hosts,
-            usual=usual,
-        )
-
-    def accepts(self, authority: Authority) -> bool:
-        host = authority.host
-        if self.any_host or host in self.exact:
-            return True
-        if authority.is_ip:
-            return self.any_ip
-        return any(host.endswith(suffix) for suffix in self.suffixes)
-
-
-def _canonical(name: str) -> str:
-    parsed = parse_authority(name)
-    return parsed.host if parsed is not None else name
+def policy_for(listener: ListenerConfig) -> HostPolicy:
+    """The Host values `listener` answers to: its bind, TLS names and `hosts:`."""
+    return HostPolicy.for_bind(
+        listener.bind, [*listener.hosts, *listener.tls.hostnames, *listener.tls.domains]
+    )
 
 
 def _is_host(name: bytes) -> bool:
@@ -142,7 +97,7 @@ class HostCheck:
 
     def apply_config(self, loaded: LoadedConfig) -> None:
         self._policies = {
-            listener.name: HostPolicy.for_listener(listener) for listener in loaded.config.listeners
+            listener.name: policy_for(listener) for listener in loaded.config.listeners
         }
 
     @fail_closed()

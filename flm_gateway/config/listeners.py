@@ -3,24 +3,12 @@
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Annotated
 
-from pydantic import BeforeValidator, Field
+from pydantic import Field
 
 from flm_gateway.config.security import ListenerSecurity
 from flm_gateway.config.tls import TlsSettings
-from flm_gateway.config.types import HostPort, StrictModel
-from flm_gateway.hostnames import host_pattern
-
-
-def _host_pattern(value: object) -> str:
-    if not isinstance(value, str):
-        raise ValueError(f"{value!r} is not a host name (write it as a string)")
-    return host_pattern(value)
-
-
-HostPattern = Annotated[str, BeforeValidator(_host_pattern)]
-"""A `hosts:` entry, held in its one spelling (`hostnames.host_pattern`)."""
+from flm_gateway.config.types import HostPattern, HostPort, StrictModel
 
 
 class AuthMode(StrEnum):

@@ -7,9 +7,10 @@ from pathlib import Path
 import pytest
 from mitmproxy import http
 
-from flm_gateway.addons.host_check import HostCheck, HostPolicy
+from flm_gateway.addons.host_check import HostCheck, policy_for
 from flm_gateway.config import LoadedConfig
 from flm_gateway.hostnames import HOST_KEY, Authority, parse_authority
+from flm_gateway.security.host_policy import HostPolicy
 from tests.support.flows import error_of
 from tests.support.security import flow, loaded
 
@@ -40,7 +41,7 @@ def config(tmp_path: Path) -> LoadedConfig:
 
 def policy(config: LoadedConfig, name: str) -> HostPolicy:
     (listener,) = [x for x in config.config.listeners if x.name == name]
-    return HostPolicy.for_listener(listener)
+    return policy_for(listener)
 
 
 def accepts(config: LoadedConfig, name: str, host: str) -> bool:
@@ -203,8 +204,8 @@ def test_already_answered_and_unknown_listener_flows_are_left_alone(
 
 def test_the_usual_spellings_are_what_the_parser_reads(config: LoadedConfig) -> None:
     for listener in config.config.listeners:
-        usual = HostPolicy.for_listener(listener).usual
+        usual = policy_for(listener).usual
         assert usual, listener.name
         for raw, authority in usual.items():
             assert parse_authority(raw.decode()) == authority, (listener.name, raw)
-            assert HostPolicy.for_listener(listener).accepts(authority)
+            assert policy_for(listener).accepts(authority)
