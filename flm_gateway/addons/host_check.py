@@ -26,7 +26,8 @@ Fails closed (an exception answers 500). mitmproxy runs with
 `keep_host_header`, so the client's own Host is what this addon reads;
 `upstream.point_at` gives the engine its own Host.
 Reads `flm.listener`; writes `flm.host` (the `Authority` the client named, or
-None) and, on refusal, `flm.security.rejected` = `host`.
+None when it named none or only `hosts: ["*"]` let it in) and, on refusal,
+`flm.security.rejected` = `host`.
 """
 
 from __future__ import annotations
@@ -128,4 +129,5 @@ class HostCheck:
             )
             flow.metadata["flm.security.rejected"] = "host"
             return
-        flow.metadata[HOST_KEY] = named
+        # A name only `hosts: ["*"]` let in names nothing: no same-origin pass for it in cors.
+        flow.metadata[HOST_KEY] = named if named is None or policy.names(named) else None

@@ -11,7 +11,7 @@ from mitmproxy import http
 from flm_gateway.addons.cors import Cors
 from flm_gateway.addons.host_check import HostCheck
 from tests.support.flows import error_of
-from tests.support.security import flow, loaded, run_hooks
+from tests.support.security import BASE, flow, loaded, run_hooks
 
 SECURITY = """
 cors:
@@ -226,3 +226,16 @@ def test_an_answered_flow_is_left_alone(tmp_path: Path) -> None:
     cors.apply_config(config)
     cors.requestheaders(target)
     assert target.response.status_code == 429
+
+
+def test_no_same_origin_for_a_host_only_star_accepts(tmp_path: Path) -> None:
+    base = BASE.replace("auth: none}", 'auth: none, hosts: ["*"]}')
+    config = loaded("", tmp_path, base=base)
+    rebound = _request(
+        config,
+        "http://rebind.attacker.example:8089",
+        port=8089,
+        headers={"host": "rebind.attacker.example:8089"},
+    )
+    assert _refused(rebound)
+    assert not _refused(_request(config, "http://127.0.0.1:8089", port=8089))

@@ -209,3 +209,10 @@ def test_the_usual_spellings_are_what_the_parser_reads(config: LoadedConfig) -> 
         for raw, authority in usual.items():
             assert parse_authority(raw.decode()) == authority, (listener.name, raw)
             assert policy_for(listener).accepts(authority)
+
+
+def test_a_name_only_star_lets_in_vouches_for_nothing(config: LoadedConfig) -> None:
+    target = run(config, 8091, headers={"host": "rebind.attacker.example:8091"})
+    assert target.response is None and target.metadata[HOST_KEY] is None
+    target = run(config, 8091, headers={"host": "localhost:8091"})
+    assert target.metadata[HOST_KEY] == Authority("localhost", 8091, False)
