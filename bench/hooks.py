@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from mitmproxy import http
+from mitmproxy.proxy.mode_specs import ProxyMode
 from mitmproxy.test import tflow, tutils
 
 from flm_gateway.addon_chain import AddonChain
@@ -31,7 +32,7 @@ from flm_gateway.egress.sessions import direct_session
 from flm_gateway.engines.base import HealthState, ModelInfo
 from flm_gateway.engines.directory import EngineDirectory
 from flm_gateway.httpio.client import HttpSession
-from flm_gateway.listeners import PLACEHOLDER_TARGET
+from flm_gateway.listeners import PLACEHOLDER_TARGET, spec_for
 from flm_gateway.pipeline import build_addons
 from flm_gateway.runtime import Runtime
 
@@ -76,13 +77,15 @@ def flow() -> http.HTTPFlow:
     made.response = None
     made.request = tutils.treq(method=b"POST", path=b"/v1/chat/completions", content=BODY)
     # As mitmproxy's reverse mode hands it to the hooks: aimed at the listener's
-    # placeholder target (see flm_gateway.listeners), Host header rewritten to match.
+    # placeholder target (see flm_gateway.listeners), the client's own Host kept
+    # (`keep_host_header`), tagged with the mode of the listener that accepted it.
     made.request.data.host, made.request.data.port = PLACEHOLDER_TARGET
     made.request.headers.clear()
-    made.request.headers["host"] = f"{PLACEHOLDER_TARGET[0]}:{PLACEHOLDER_TARGET[1]}"
+    made.request.headers["host"] = "127.0.0.1:8088"
     made.request.headers["content-type"] = "application/json"
     made.request.headers["content-length"] = str(len(BODY))
     made.client_conn.sockname = ("127.0.0.1", 8088)
+    made.client_conn.proxy_mode = ProxyMode.parse(spec_for(("127.0.0.1", 8088)))
     made.client_conn.peername = ("127.0.0.1", 50000)
     return made
 

@@ -3,7 +3,9 @@
 A small HTTP server (`httpio.server`) in the gateway's event loop, outside
 mitmproxy, so scrapes never pass through the request pipeline (no policies, not
 counted as requests, not in the request log). It binds only `admin.bind`
-(loopback unless `allow_remote`); no API listener serves /metrics. Unknown paths
+(loopback unless `allow_remote`); no API listener serves /metrics. A request
+whose Host does not name it (`localhost`, its address, any IP on a wildcard
+bind, `admin.hosts`) is 421, as on the API listeners. Unknown paths
 are 404, other methods than GET and HEAD 405, all answered with OpenAI-shaped
 JSON errors (as are the server's own 400, 413, 431 and 500). `/readyz` answers
 like the API listeners' (`addons.health.readiness`).
@@ -19,11 +21,14 @@ from collections.abc import Callable
 
 from flm_gateway.addons.health import readiness
 from flm_gateway.config.admin import AdminConfig
+from flm_gateway.config.binds import listen_host
 from flm_gateway.config.types import format_host_port
+from flm_gateway.hostnames import parse_authority
 from flm_gateway.httpio.server import HttpServer, Request, Response
 from flm_gateway.metrics import GatewayMetrics
 from flm_gateway.prometheus import CONTENT_TYPE
 from flm_gateway.runtime import Runtime
+from flm_gateway.security.host_policy import HostPolicy
 
 log = logging.getLogger("flm_gateway.admin")
 
@@ -42,6 +47,7 @@ class AdminServer:
         self._runtime = runtime
         self._server: HttpServer | None = None
         self.bound: tuple[str, int] | None = None
+        self._hosts = HostPolicy.for_bind(("127.0.0.1", 0), ())
         self._routes: dict[str, Callable[[], Response]] = {
             "/metrics": self._metrics_page,
             "/healthz": lambda: Response.json(200, {"status": "ok"}, _NO_STORE),
@@ -49,6 +55,13 @@ class AdminServer:
         }
 
     async def _handle(self, request: Request) -> Response:
+        hosts = [value for name, value in request.headers if name == "host"]
+        named = parse_authority(hosts[0]) if len(hosts) == 1 else None
+        if named is None or not self._hosts.accepts(named):
+            # As on the API listeners: a page on a rebound name must not read the metrics.
+            return Response.error(
+                421, "This listener does not serve that host.", code="misdirected_request"
+            )
         route = self._routes.get(request.path)
         if route is None:
             return Response.error(
@@ -71,7 +84,7 @@ class AdminServer:
     async def _bind(self, address: tuple[str, int]) -> HttpServer:
         server = HttpServer(self._handle)
         try:
-            await server.start(address[0], address[1])
+            await server.start(listen_host(address[0]), address[1])
         except OSError as exc:
             await server.close()
             raise AdminBindError(
@@ -82,7 +95,9 @@ class AdminServer:
     async def apply(self, config: AdminConfig) -> None:
         """Serve on `config.bind` (or stop when disabled). Raises AdminBindError."""
         wanted = config.bind if config.enabled else None
+        hosts = HostPolicy.for_bind(config.bind, config.hosts)
         if wanted == self.bound:
+            self._hosts = hosts
             return
         old_server, old_bound = self._server, self.bound
         new_server: HttpServer | None = None
@@ -101,7 +116,7 @@ class AdminServer:
                     self._server, self.bound = await self._bind(old_bound), old_bound
                     raise
                 old_server = None
-        self._server, self.bound = new_server, wanted
+        self._server, self.bound, self._hosts = new_server, wanted, hosts
         if old_server is not None:
             await old_server.close()
         if wanted is not None:

@@ -159,7 +159,9 @@ class Gateway:
             websocket=False,
             rawtcp=False,
             ssl_insecure=False,
-            keep_host_header=False,
+            # The client's Host reaches our addons (`host_check`); `upstream.point_at` sets
+            # the engine's own on everything that is forwarded.
+            keep_host_header=True,
             validate_inbound_headers=True,
         )
         self.master = master

@@ -1,6 +1,8 @@
 """How a listener from flm.yaml becomes a mitmproxy server, and how a flow finds its listener.
 
-Each listener is one mitmproxy reverse-proxy mode. The reverse target in the
+Each listener is one mitmproxy reverse-proxy mode, and a flow belongs to the
+listener whose socket accepted it (`listener_of`: by the mode mitmproxy tags
+the connection with, never by port alone). The reverse target in the
 spec is a placeholder that is never dialled: every request is either answered
 by an addon or routed to an engine by `addons.routing`, and the `upstream_guard`
 addon refuses any server connection to the placeholder (fail closed).
@@ -17,10 +19,12 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterable, Mapping, Sequence
 
+from mitmproxy import connection
 from mitmproxy.exceptions import OptionsError
 from mitmproxy.master import Master
 from mitmproxy.proxy.mode_specs import ProxyMode
 
+from flm_gateway.config.binds import listen_host
 from flm_gateway.config.listeners import ListenerConfig
 from flm_gateway.config.types import format_host_port
 
@@ -37,13 +41,33 @@ PLACEHOLDER_TARGET = ("127.0.0.1", 9)
 
 def mode_spec(listener: ListenerConfig) -> str:
     """The mitmproxy mode string for a listener, e.g. reverse:http://127.0.0.1:9@127.0.0.1:8088."""
-    host, port = PLACEHOLDER_TARGET
-    return f"reverse:http://{host}:{port}@{format_host_port(listener.bind)}"
+    return spec_for(listener.bind)
 
 
-def listeners_by_port(listeners: Iterable[ListenerConfig]) -> Mapping[int, ListenerConfig]:
-    """Listeners keyed by bind port, the fastest key a flow offers (its mode's listen port)."""
-    return {listener.bind[1]: listener for listener in listeners}
+def spec_for(bind: tuple[str, int]) -> str:
+    """The mode string for a bind. mitmproxy splits the listen address at its last colon and
+    hands the host to asyncio as is, so an IPv6 host goes without brackets (`@::1:8088`;
+    `[::1]` would be looked up as a name); `[::]` goes without a host, which binds every
+    address of both families (see `config.binds`)."""
+    target_host, target_port = PLACEHOLDER_TARGET
+    host = listen_host(bind[0])
+    listen_at = str(bind[1]) if host is None else f"{host}:{bind[1]}"
+    return f"reverse:http://{target_host}:{target_port}@{listen_at}"
+
+
+def listener_index(listeners: Iterable[ListenerConfig]) -> Mapping[str, ListenerConfig]:
+    """Listeners keyed by their mode spec. mitmproxy tags each client connection with the
+    mode of the server that accepted it (`client_conn.proxy_mode`), so this key is the
+    listening socket itself, host and port: exact, whatever local address a wildcard bind
+    was reached on, and one dict lookup per flow."""
+    return {mode_spec(listener): listener for listener in listeners}
+
+
+def listener_of(
+    index: Mapping[str, ListenerConfig], client: connection.Client
+) -> ListenerConfig | None:
+    """The listener whose socket accepted `client`; None when a reload removed it."""
+    return index.get(client.proxy_mode.full_spec)
 
 
 async def wait_servers(master: Master, modes: Sequence[str] | None = None) -> None:
@@ -55,9 +79,7 @@ async def wait_servers(master: Master, modes: Sequence[str] | None = None) -> No
         instances = list(servers)
         failed = [i for i in instances if i.last_exception is not None]
         if failed:
-            problems = "; ".join(
-                f"{i.mode.listen_host()}:{i.mode.listen_port()}: {i.last_exception}" for i in failed
-            )
+            problems = "; ".join(f"{_shown(i.mode)}: {i.last_exception}" for i in failed)
             raise ListenerError(f"cannot listen: {problems}")
         if (
             {i.mode for i in instances} == wanted
@@ -67,6 +89,11 @@ async def wait_servers(master: Master, modes: Sequence[str] | None = None) -> No
             return
         await asyncio.sleep(0.02)
     raise ListenerError(f"listeners did not start within {BIND_WAIT:g} s")
+
+
+def _shown(mode: ProxyMode) -> str:
+    host = mode.listen_host() or "::"  # no host: every address of both families
+    return format_host_port((host, mode.listen_port() or 0))
 
 
 async def set_servers(master: Master, listeners: Iterable[ListenerConfig]) -> None:

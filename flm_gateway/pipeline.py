@@ -19,12 +19,14 @@ from flm_gateway.addons.auth import Auth
 from flm_gateway.addons.auto_block import AutoBlock
 from flm_gateway.addons.canonical_target import CanonicalTarget
 from flm_gateway.addons.client_ip import ClientIp
+from flm_gateway.addons.content_type import ContentType
 from flm_gateway.addons.cors import Cors
 from flm_gateway.addons.egress import Egress
 from flm_gateway.addons.engine_concurrency import EngineConcurrency
 from flm_gateway.addons.fallback import Fallback
 from flm_gateway.addons.health import Health
 from flm_gateway.addons.honeypot import Honeypot
+from flm_gateway.addons.host_check import HostCheck
 from flm_gateway.addons.inflight import Inflight
 from flm_gateway.addons.intrusion import Intrusion
 from flm_gateway.addons.ip_filter import IpFilter
@@ -77,6 +79,10 @@ def build_addons(
         # First decision: allow list, block lists, and 503 while the state store is
         # unusable. Applies to health checks too: a blocked client learns nothing.
         IpFilter(state),
+        # Right after the first decision, before anything spends work or answers: a
+        # request must name this listener (DNS rebinding, 421) and name it one way (400).
+        # Health checks too: probes use an IP or localhost, which pass.
+        HostCheck(),
         # Sheds load under CPU/memory pressure before any work is spent (health exempt).
         ResourceGuard(state),
         # Per-IP request/token limits before anything else costs work: floods without a
@@ -94,9 +100,14 @@ def build_addons(
         # before CORS, auth's health exemption, passthrough's admin routes and the OpenAI
         # path match, which must all see the canonical one.
         CanonicalTarget(),
-        # Browsers send preflights without credentials: answer them before auth; on the
+        # Browsers send preflights without credentials: answer them before auth; refuse
+        # other requests from origins CORS does not allow (403) before auth too; on the
         # way out, set (or strip) CORS headers on every answer, errors included.
         Cors(),
+        # Also a browser defence, before credentials are looked at and before any body is
+        # read: a body must declare JSON (415), so no cross-site "simple" request (text/plain,
+        # form, no type) is read as JSON by the gateway or an engine.
+        ContentType(),
         # Who is calling: API key (401), listener scope (403). Health exempt.
         Auth(state),
         # Per-key limits: need the key from auth; exact under concurrency (no await, or

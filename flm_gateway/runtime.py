@@ -15,7 +15,7 @@ from mitmproxy import http
 from flm_gateway.config import LoadedConfig
 from flm_gateway.config.listeners import ListenerConfig
 from flm_gateway.engines.directory import EngineDirectory
-from flm_gateway.listeners import listeners_by_port
+from flm_gateway.listeners import listener_index, listener_of
 
 
 @dataclass
@@ -24,16 +24,16 @@ class Runtime:
 
     loaded: LoadedConfig
     directory: EngineDirectory
-    listeners: Mapping[int, ListenerConfig] = field(init=False)
+    listeners: Mapping[str, ListenerConfig] = field(init=False)
+    """Listeners by mode spec (`listeners.listener_index`)."""
     listening: bool = False
     started_at: float = field(default_factory=time.time)
     state_usable: Callable[[], bool] = field(default=lambda: True)
     """Whether the state store answers (security decisions fail closed without it)."""
 
     def __post_init__(self) -> None:
-        self.listeners = listeners_by_port(self.loaded.config.listeners)
+        self.listeners = listener_index(self.loaded.config.listeners)
 
     def listener_of(self, flow: http.HTTPFlow) -> ListenerConfig | None:
-        """The listener a flow arrived on (by the local port of its client connection)."""
-        sockname = flow.client_conn.sockname
-        return self.listeners.get(sockname[1]) if sockname else None
+        """The listener whose socket (host and port) accepted the flow's connection."""
+        return listener_of(self.listeners, flow.client_conn)

@@ -12,9 +12,9 @@ that fails at a proxied egress (SOCKS5/Tor) records the `EgressFailure` in
 `flow.metadata["flm.egress.failures"]`, so the client learns which egress
 failed and why; its bound is the egress profile's connect timeout.
 
-Credentials: the client's own (Authorization, X-Api-Key, Cookie,
-Proxy-Authorization) are removed; the engine's `api_key`, if any, is sent as
-`Authorization: Bearer`.
+Host: the engine's own, whatever the client sent. Credentials: the client's own
+(Authorization, X-Api-Key, Cookie, Proxy-Authorization) are removed; the engine's
+`api_key`, if any, is sent as `Authorization: Bearer`.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ import time
 from enum import StrEnum
 
 from mitmproxy import http
+from mitmproxy.net.http import url
 
 from flm_gateway.egress.failure import EgressError, Reason
 from flm_gateway.engines.directory import EngineState
@@ -91,16 +92,27 @@ def strip_client_credentials(request: http.Request) -> None:
         )
 
 
+def engine_authority(scheme: str, host: str, port: int) -> str:
+    """The Host an engine expects: its port only when not the scheme's default, an IPv6
+    address in brackets (mitmproxy's `url.hostport` leaves them out)."""
+    shown = f"[{host}]" if ":" in host else host
+    return shown if url.default_port(scheme) == port else f"{shown}:{port}"
+
+
 def point_at(flow: http.HTTPFlow, engine: EngineState, path: str) -> None:
     """Send `flow` to `engine` at `path` (below the engine's base URL) with the engine's key."""
     request = flow.request
     address = engine.address
     request.scheme = address.scheme
-    # Each host/port assignment rewrites the Host header (~6 µs); the port assignment
-    # always runs and computes it from the final scheme, host and port.
-    if request.host != address.host:
-        request.host = address.host
-    request.port = address.port
+    request.data.host = address.host
+    request.data.port = address.port
+    # mitmproxy keeps the client's Host (`keep_host_header`, which `host_check` reads): the
+    # engine gets its own, exactly once, also when the client sent none (HTTP/1.0), so its
+    # own DNS-rebinding defence sees the name it expects.
+    authority = engine_authority(address.scheme, address.host, address.port)
+    request.host_header = authority
+    if request.data.authority:  # an absolute-form target names the engine too
+        request.authority = authority
     request.path = address.base_path + path
     strip_client_credentials(request)
     if engine.config.api_key:

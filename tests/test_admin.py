@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import asyncio
 import socket
 from types import SimpleNamespace
 from typing import Any
@@ -100,5 +101,36 @@ async def test_head_errors_and_content_types() -> None:
                     "The admin listener serves /metrics, /healthz and /readyz."
                 )
                 assert error["code"] == "unknown_url"
+    finally:
+        await server.stop()
+
+
+async def test_hosts_that_do_not_name_the_admin_listener_are_421() -> None:
+    from tests.adversarial.harness import assert_openai_error, exchange, request
+
+    server = AdminServer(GatewayMetrics(), lambda: None)
+    port = free_port()
+    await server.apply(admin_config(port, hosts=["metrics.lan"]))
+    try:
+        for host, status in (
+            (f"127.0.0.1:{port}", 200),
+            ("localhost", 200),
+            (f"METRICS.lan.:{port}", 200),
+            (f"rebind.attacker.example:{port}", 421),
+            ("127.0.0.2", 421),
+            ("user@127.0.0.1", 421),
+        ):
+            answer = await asyncio.to_thread(exchange, port, request("GET", "/healthz", host=host))
+            if status == 421:
+                assert_openai_error(answer, 421, code="misdirected_request")
+            else:
+                assert answer.status == 200, host
+        two = request("GET", "/metrics", headers=[("Host", "localhost"), ("Host", "evil")])
+        assert (await asyncio.to_thread(exchange, port, two)).status == 400  # h11 refuses it
+        await server.apply(admin_config(port, hosts=[]))  # same bind: the names change alone
+        answer = await asyncio.to_thread(
+            exchange, port, request("GET", "/healthz", host="metrics.lan")
+        )
+        assert answer.status == 421
     finally:
         await server.stop()

@@ -16,7 +16,9 @@ async def test_security_order() -> None:
     names = _names()
     at = names.index
     assert at("ListenerContext") < at("StateSync") < at("ClientIp") < at("IpFilter")
-    assert at("IpFilter") < at("ResourceGuard") < at("ratelimiter-ip") < at("Honeypot")
+    assert at("IpFilter") < at("HostCheck") < at("ResourceGuard") < at("ratelimiter-ip")
+    assert at("ratelimiter-ip") < at("Health") < at("Honeypot")
+    assert at("Cors") < at("ContentType") < at("Auth")
     assert at("Honeypot") < at("Intrusion") < at("Cors") < at("Auth") < at("ratelimiter-key")
     # the canonical target: after the scanners' detectors (they see the client's own
     # spelling), before everything else that reads the path

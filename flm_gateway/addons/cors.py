@@ -13,9 +13,21 @@ Policy, per listener (`security.cors`):
   (the origin itself, or `*` when `*` is allowed without credentials),
   `-Expose-Headers`, `-Credentials` if configured, and `Vary: Origin`. Other
   origins get no CORS headers at all, so browsers refuse to show them the answer.
+- Every other request that carries an `Origin` is refused 403
+  `origin_not_allowed` on `requestheaders`, before authentication, unless the
+  origin is allowed or is the listener itself as the client named it
+  (same-origin: the connection's scheme and the Host that `host_check`
+  accepted, default ports filled in; a page served by the gateway may call it).
+  `Origin: null` (sandboxed frames, file: pages, cross-origin redirects) is
+  never allowed. Browsers send `Origin` on every cross-origin request and on
+  every POST, so a cross-site form or `fetch` never reaches an engine, even a
+  "simple" one that needs no preflight. Without `Origin`, a request with a
+  method other than GET/HEAD/OPTIONS whose `Sec-Fetch-Site` is `cross-site` or
+  `same-site` is refused the same way (Go's `http.CrossOriginProtection`).
 Origins match exactly (scheme, host and port, case-insensitive host) or by a
-`scheme://*.domain` wildcard (any subdomain, never the bare domain). Writes
-`flm.cors.preflight`.
+`scheme://*.domain` wildcard (any subdomain, never the bare domain). Reads
+`flm.listener` and `flm.host`; writes `flm.cors.preflight` and, on a refusal
+of a non-preflight, `flm.security.rejected` = `origin`.
 """
 
 from __future__ import annotations
@@ -32,6 +44,7 @@ from flm_gateway.addons.guard import fail_closed
 from flm_gateway.config import LoadedConfig
 from flm_gateway.config.security import CorsSettings
 from flm_gateway.errors import error_response
+from flm_gateway.hostnames import HOST_KEY, Authority, parse_authority
 from flm_gateway.security.policies import listener_name, per_listener
 
 _ORIGIN_RE = re.compile(r"^(https?)://([a-z0-9.\-]+|\[[0-9a-f:.]+\])(?::(\d{1,5}))?$")
@@ -95,6 +108,37 @@ class CorsPolicy:
         return "*" if self.any_origin and not self.credentials else origin
 
 
+_SAFE_METHODS = frozenset({b"GET", b"HEAD", b"OPTIONS"})
+_OTHER_SITES = frozenset({b"cross-site", b"same-site"})
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def _refuse_origin(flow: http.HTTPFlow) -> None:
+    flow.response = error_response(
+        403,
+        "Requests from this origin are not allowed (security.cors.allow_origins).",
+        code="origin_not_allowed",
+    )
+    flow.metadata["flm.security.rejected"] = "origin"
+
+
+def _same_origin(flow: http.HTTPFlow, origin: str) -> bool:
+    """`origin` is the listener itself: the connection's scheme and the Host the client
+    named (as `host_check` accepted it), default ports filled in."""
+    named: Authority | None = flow.metadata.get(HOST_KEY)
+    scheme, separator, rest = origin.strip().lower().partition("://")
+    if named is None or not separator or scheme not in _DEFAULT_PORTS:
+        return False
+    own_scheme = "https" if flow.client_conn.tls_established else "http"
+    claimed = parse_authority(rest)
+    return (
+        claimed is not None
+        and scheme == own_scheme
+        and claimed.host == named.host
+        and (claimed.port or _DEFAULT_PORTS[scheme]) == (named.port or _DEFAULT_PORTS[scheme])
+    )
+
+
 def _strip_engine_cors(response: http.Response) -> None:
     # Most engines send no CORS header: scan the raw names before decoding any.
     if not any(name[:15].lower() == b"access-control-" for name, _ in response.headers.fields):
@@ -116,18 +160,35 @@ class Cors:
 
     @fail_closed()
     def requestheaders(self, flow: http.HTTPFlow) -> None:
-        request = flow.request
-        if (
-            flow.response is not None
-            or request.method != "OPTIONS"
-            or "origin" not in request.headers
-            or "access-control-request-method" not in request.headers
-        ):
+        if flow.response is not None:
             return
+        request = flow.request
+        # One pass over the raw fields: most requests carry no Origin and leave here.
+        origins, sites = [], []
+        for name, value in request.headers.fields:
+            if len(name) == 6 and name.lower() == b"origin":
+                origins.append(value)
+            elif len(name) == 14 and name.lower() == b"sec-fetch-site":
+                sites.append(value.lower())
+        if not origins:
+            if request.data.method not in _SAFE_METHODS and any(s in _OTHER_SITES for s in sites):
+                _refuse_origin(flow)
+            return
+        origin = ", ".join(value.decode("latin-1") for value in origins)  # two never match
+        if request.method == "OPTIONS" and "access-control-request-method" in request.headers:
+            self._preflight(flow, origin)
+            return
+        policy = self._policies.get(listener_name(flow) or "")
+        if not (policy is not None and policy.allows_origin(origin)) and not _same_origin(
+            flow, origin
+        ):
+            _refuse_origin(flow)
+
+    def _preflight(self, flow: http.HTTPFlow, origin: str) -> None:
+        request = flow.request
         flow.metadata["flm.cors.preflight"] = True
         flow.metadata["flm.api.kind"] = "preflight"
         policy = self._policies.get(listener_name(flow) or "")
-        origin = request.headers["origin"]
         method = request.headers["access-control-request-method"].strip().upper()
         wanted = [
             h.strip().lower()

@@ -1,7 +1,7 @@
 """TLS termination per listener: the right certificate, or a refusal.
 
-Matches every client connection on a listener from flm.yaml (by its mitmproxy
-mode spec, see `flm_gateway.listeners.mode_spec`; by listen port as a fallback).
+Matches every client connection on a listener from flm.yaml by the socket that
+accepted it (`flm_gateway.listeners.listener_of`, never by port alone).
 - `next_layer`: a TLS listener takes only TLS, a `local-http` listener only
   plain HTTP; anything else is refused and closed (`tls_layers`). Fail closed.
 - `tls_start_client`: sets `tls_start.ssl_conn` itself, with the listener's
@@ -75,7 +75,6 @@ class ListenerTls:
 @dataclass(frozen=True)
 class TlsState:
     by_spec: Mapping[str, ListenerTls] = field(default_factory=dict)
-    by_port: Mapping[int, ListenerTls] = field(default_factory=dict)
     side_servers: Mapping[Address, HttpSideServer] = field(default_factory=dict)
 
 
@@ -133,11 +132,7 @@ class TlsTermination:
                 state_dir=loaded.state_dir,
                 config_dir=config_dir,
             )
-        new = TlsState(
-            by_spec=by_spec,
-            by_port={entry.listener.bind[1]: entry for entry in by_spec.values()},
-            side_servers=servers,
-        )
+        new = TlsState(by_spec=by_spec, side_servers=servers)
         self._state = new
         for address, server in servers.items():
             server.redirect = redirects.get(address)
@@ -211,12 +206,7 @@ class TlsTermination:
     # -- connection hooks ----------------------------------------------------------------
 
     def _lookup(self, client: connection.Client) -> ListenerTls | None:
-        state = self._state
-        mode = client.proxy_mode
-        entry = state.by_spec.get(mode.full_spec) if mode is not None else None
-        if entry is None and client.sockname:
-            entry = state.by_port.get(client.sockname[1])
-        return entry
+        return self._state.by_spec.get(client.proxy_mode.full_spec)
 
     def next_layer(self, nextlayer: layer.NextLayer) -> None:
         context = nextlayer.context

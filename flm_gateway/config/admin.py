@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from flm_gateway.config.types import HostPort, StrictModel
+from flm_gateway.config.types import HostPattern, HostPort, StrictModel
 
 DEFAULT_ADMIN_BIND = "127.0.0.1:9090"
 
@@ -23,6 +23,14 @@ class AdminConfig(StrictModel):
         description=(
             "Address of the admin listener, host:port. It serves GET /metrics, /healthz and "
             "/readyz without authentication, so keep it on loopback or a private network."
+        ),
+    )
+    hosts: list[HostPattern] = Field(
+        default_factory=list,
+        description=(
+            "More names scrapers may send as Host (e.g. the compose service name), as a "
+            "listener's hosts:. Always accepted: localhost and the bind address (every IP "
+            "address for 0.0.0.0 and [::]); any other Host is answered 421."
         ),
     )
     allow_remote: bool = Field(

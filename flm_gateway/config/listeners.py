@@ -8,7 +8,7 @@ from pydantic import Field
 
 from flm_gateway.config.security import ListenerSecurity
 from flm_gateway.config.tls import TlsSettings
-from flm_gateway.config.types import HostPort, StrictModel
+from flm_gateway.config.types import HostPattern, HostPort, StrictModel
 
 
 class AuthMode(StrEnum):
@@ -20,8 +20,23 @@ class ListenerConfig(StrictModel):
     """One socket the gateway accepts clients on, serving the OpenAI-compatible API."""
 
     name: str = Field(description="A unique name, used in logs, metrics and key scopes.")
-    bind: HostPort = Field(description="Address to listen on, host:port (e.g. 127.0.0.1:8088).")
+    bind: HostPort = Field(
+        description=(
+            "Address to listen on: an IP address or localhost, and a port: 127.0.0.1:8088, "
+            "[::1]:8088, 0.0.0.0:8088 (every IPv4 address) or [::]:8088 (every address, IPv4 "
+            "too). Listeners may share a port on different addresses, never an address."
+        )
+    )
     tls: TlsSettings = Field(default_factory=TlsSettings, description="TLS mode of this listener.")
+    hosts: list[HostPattern] = Field(
+        default_factory=list,
+        description=(
+            "More names clients may send as Host (the DNS-rebinding defence): exact names "
+            "(gateway.example.com), *.example.com (its subdomains), IP addresses, or * (any "
+            "Host: the defence is off). Always accepted: localhost, the bind address (every IP "
+            "address for 0.0.0.0 and [::]) and the TLS names. Any other Host is answered 421."
+        ),
+    )
     auth: AuthMode | None = Field(
         None,
         description=(

@@ -300,7 +300,11 @@ def parse_config(
     except ValidationError as exc:
         problems += _pydantic_problems(exc, builder.positions, file, data)
         raise ConfigError(problems) from None
-    for path, message in check_semantics(config):
+
+    def locate(path: Path_) -> str:
+        return "{}:{}:{}".format(file, *builder.positions.of(path))
+
+    for path, message in check_semantics(config, locate):
         line, column = builder.positions.of(path)
         problems.append(ConfigProblem(line, column, render_path(path), message, file))
     if problems:

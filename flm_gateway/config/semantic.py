@@ -5,8 +5,9 @@ Each rule yields (path, message) pairs; the loader maps paths to file positions.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
+from flm_gateway.config.binds import ANY_ADDRESS, ANY_IPV4, bind_host_problem, binds_overlap
 from flm_gateway.config.egress import check_egress
 from flm_gateway.config.engines import EngineKind
 from flm_gateway.config.model import GatewayConfig
@@ -15,13 +16,15 @@ from flm_gateway.config.tls_checks import check_tls
 from flm_gateway.config.types import format_host_port, is_loopback_host
 
 Problem = tuple[tuple[str | int, ...], str]
+Locate = Callable[[tuple[str | int, ...]], str]
+"""Where a path is in the file ("flm.yaml:4:11"), for messages that name a second place."""
 
 
-def check_semantics(config: GatewayConfig) -> list[Problem]:
+def check_semantics(config: GatewayConfig, locate: Locate = lambda path: "") -> list[Problem]:
     """Every cross-field problem in `config`, in file order of the sections."""
     return [
         *_unique_names(config),
-        *_unique_binds(config),
+        *_listener_binds(config, locate),
         *_engine_references(config),
         *_listener_auth(config),
         *_admin_bind(config),
@@ -47,16 +50,39 @@ def _unique_names(config: GatewayConfig) -> Iterator[Problem]:
             seen.setdefault(name, index)
 
 
-def _unique_binds(config: GatewayConfig) -> Iterator[Problem]:
-    seen: dict[tuple[str, int], int] = {}
-    for index, listener in enumerate(config.listeners):
-        if listener.bind in seen:
-            yield (
-                ("listeners", index, "bind"),
-                f"{format_host_port(listener.bind)!r} is already bound by "
-                f"listeners[{seen[listener.bind]}]",
-            )
-        seen.setdefault(listener.bind, index)
+def _listener_binds(config: GatewayConfig, locate: Locate) -> Iterator[Problem]:
+    """Binds are IP literals or localhost, and no two are ambiguous (see `config.binds`)."""
+    listeners = config.listeners
+    for index, listener in enumerate(listeners):
+        path = ("listeners", index, "bind")
+        if problem := bind_host_problem(listener.bind[0]):
+            yield path, problem
+            continue
+        for earlier, other in enumerate(listeners[:index]):
+            if bind_host_problem(other.bind[0]) or not binds_overlap(listener.bind, other.bind):
+                continue
+            mine, theirs = format_host_port(listener.bind), format_host_port(other.bind)
+            where = locate(("listeners", earlier, "bind"))
+            named = f"listeners[{earlier}] ({other.name!r}{', ' + where if where else ''})"
+            if mine == theirs:
+                yield path, f"{mine!r} of {listener.name!r} is already bound by {named}"
+            else:
+                shared = _shared_address(listener.bind, other.bind)
+                yield (
+                    path,
+                    f"{mine!r} of {listener.name!r} overlaps {theirs!r} of {named}: a "
+                    f"connection to {shared} would match both listeners; use one listener "
+                    "or different ports",
+                )
+            break
+
+
+def _shared_address(a: tuple[str, int], b: tuple[str, int]) -> str:
+    """An address both binds cover, for the message (the more specific bind)."""
+    for bind in (a, b):
+        if bind[0] not in (ANY_IPV4, ANY_ADDRESS):
+            return format_host_port(bind)
+    return f"any IPv4 address on port {a[1]}"
 
 
 def _engine_references(config: GatewayConfig) -> Iterator[Problem]:
@@ -108,11 +134,11 @@ def _admin_bind(config: GatewayConfig) -> Iterator[Problem]:
     admin = config.admin
     if not admin.enabled:
         return
+    if problem := bind_host_problem(admin.bind[0]):
+        yield ("admin", "bind"), problem
+        return
     for index, listener in enumerate(config.listeners):
-        if listener.bind[1] == admin.bind[1] and (
-            listener.bind[0] == admin.bind[0]
-            or bool({"0.0.0.0", "::"} & {listener.bind[0], admin.bind[0]})
-        ):
+        if binds_overlap(listener.bind, admin.bind):
             yield (
                 ("admin", "bind"),
                 f"{format_host_port(admin.bind)!r} collides with listeners[{index}] "

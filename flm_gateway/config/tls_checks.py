@@ -15,6 +15,7 @@ import ipaddress
 import re
 from collections.abc import Iterator
 
+from flm_gateway.config.binds import binds_overlap
 from flm_gateway.config.model import GatewayConfig
 from flm_gateway.config.tls import AcmeChallenge, AcmeSettings, TlsMode, TlsSettings
 from flm_gateway.config.types import format_host_port
@@ -23,7 +24,6 @@ Problem = tuple[tuple[str | int, ...], str]
 Address = tuple[str, int]
 
 _LABEL_RE = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
-_WILDCARD_HOSTS = ("0.0.0.0", "::", "")
 
 
 def check_tls(config: GatewayConfig) -> list[Problem]:
@@ -143,10 +143,6 @@ def _rfc2136(
             yield (*path, "key_secret"), "is not base64 (the secret itself is not shown)"
 
 
-def _overlaps(a: Address, b: Address) -> bool:
-    return a[1] == b[1] and (a[0] == b[0] or a[0] in _WILDCARD_HOSTS or b[0] in _WILDCARD_HOSTS)
-
-
 def acme_http_address(bind: Address, acme: AcmeSettings) -> Address:
     """Where the HTTP-01 responder of a listener bound at `bind` listens."""
     return (bind[0], acme.http_port)
@@ -179,7 +175,7 @@ def _http_ports(config: GatewayConfig) -> Iterator[Problem]:
             servers.append((target, (*path, "redirect_http"), "redirect"))
     for address, path, _kind in servers:
         for index, listener in enumerate(config.listeners):
-            if _overlaps(address, listener.bind):
+            if binds_overlap(address, listener.bind):
                 yield (
                     path,
                     (
@@ -192,7 +188,7 @@ def _http_ports(config: GatewayConfig) -> Iterator[Problem]:
         if kind != "redirect":
             continue
         for other, other_path in redirects.items():
-            if _overlaps(address, other):
+            if binds_overlap(address, other):
                 yield (
                     path,
                     (

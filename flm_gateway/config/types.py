@@ -14,6 +14,8 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, PlainSerializer, WithJsonSchema
 
+from flm_gateway.hostnames import host_pattern
+
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _SIZE_UNITS = {
@@ -79,11 +81,10 @@ def parse_host_port(value: Any) -> tuple[str, int]:
     if not 0 < port < 65536:
         raise ValueError(f"{value!r}: port {port} is outside 1-65535")
     if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
         try:
-            ipaddress.IPv6Address(host)
+            host = str(ipaddress.IPv6Address(host[1:-1]))  # one spelling: [0:0::1] is [::1]
         except ValueError:
-            raise ValueError(f"{value!r}: {host!r} is not an IPv6 address") from None
+            raise ValueError(f"{value!r}: {host[1:-1]!r} is not an IPv6 address") from None
     elif ":" in host:
         raise ValueError(f"{value!r}: write IPv6 addresses in brackets, e.g. [::1]:8088")
     return host, port
@@ -147,3 +148,14 @@ HostPort = Annotated[
     ),
 ]
 """A bind or connect address; YAML says "127.0.0.1:8088", Python sees ("127.0.0.1", 8088)."""
+
+
+def _host_pattern(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"{value!r} is not a host name (write it as a string)")
+    return host_pattern(value)
+
+
+HostPattern = Annotated[str, BeforeValidator(_host_pattern)]
+"""A `hosts:` entry (a name clients may send as Host), held in its one spelling
+(`hostnames.host_pattern`)."""

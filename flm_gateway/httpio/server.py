@@ -152,8 +152,9 @@ class HttpServer:
         sockname = self._server.sockets[0].getsockname()
         return str(sockname[0]), int(sockname[1])
 
-    async def start(self, host: str, port: int) -> None:
-        """Listen on host:port (0: any free port); raises OSError when it cannot bind."""
+    async def start(self, host: str | None, port: int) -> None:
+        """Listen on host:port (None: every address of both families; port 0: any free
+        port); raises OSError when it cannot bind."""
         if self._server is not None or self._closed:
             raise RuntimeError("an HttpServer is started once")
         self._server = await asyncio.start_server(self._accept, host, port, reuse_address=True)

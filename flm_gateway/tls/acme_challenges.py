@@ -23,6 +23,7 @@ import ipaddress
 import logging
 from dataclasses import dataclass
 
+from flm_gateway.config.binds import listen_host
 from flm_gateway.config.types import format_host_port
 from flm_gateway.httpio.server import HttpServer, Request, Response
 from flm_gateway.tls.pki import name_matches
@@ -139,7 +140,7 @@ class HttpSideServer:
                 return
             server = HttpServer(self._handle)
             try:
-                await server.start(self.address[0], self.address[1])
+                await server.start(listen_host(self.address[0]), self.address[1])
             except BaseException:
                 await server.close()
                 raise

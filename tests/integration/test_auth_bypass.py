@@ -55,7 +55,7 @@ def test_positive_controls(stack: SecurityStack, key: str) -> None:
     assert status == 200 and leaked(answer)
     status, answer = send(stack, f"GET /v1/models HTTP/1.0\nx-api-key: {key}\n\n")
     assert status == 200 and leaked(answer)
-    status, _ = send(stack, "GET /healthz HTTP/1.1\nHost: x\nConnection: close\n\n")
+    status, _ = send(stack, "GET /healthz HTTP/1.1\nHost: 127.0.0.1:{port}\nConnection: close\n\n")
     assert status == 200
 
 
@@ -146,7 +146,8 @@ def test_methods_pipelining_smuggling_and_expect(stack: SecurityStack, key: str)
     for method in ("HEAD", "POST", "OPTIONS", "PUT", "DELETE", "TRACE", "get"):
         status, answer = send(
             stack,
-            f"{method} /v1/models HTTP/1.1\nHost: h\nContent-Length: 0\nConnection: close\n\n",
+            f"{method} /v1/models HTTP/1.1\nHost: 127.0.0.1:{{port}}\nContent-Length: 0\n"
+            "Connection: close\n\n",
         )
         assert status != 200 and not leaked(answer), method
     status, answer = send(stack, "CONNECT 127.0.0.1:{port} HTTP/1.1\nHost: 127.0.0.1:{port}\n\n")
@@ -154,25 +155,27 @@ def test_methods_pipelining_smuggling_and_expect(stack: SecurityStack, key: str)
     # A health check first on the same connection must not vouch for the next request.
     status, answer = send(
         stack,
-        "GET /healthz HTTP/1.1\nHost: h\n\nGET /v1/models HTTP/1.1\nHost: h\nConnection: close\n\n",
+        "GET /healthz HTTP/1.1\nHost: 127.0.0.1:{port}\n\n"
+        "GET /v1/models HTTP/1.1\nHost: 127.0.0.1:{port}\nConnection: close\n\n",
     )
     assert status == 200 and b" 401 " in answer and not leaked(answer)
     # A keyed request does not authenticate the next one on the same connection.
     status, answer = send(
         stack,
-        f"GET /v1/models HTTP/1.1\nHost: h\nx-api-key: {key}\n\n"
-        "GET /v1/models HTTP/1.1\nHost: h\nConnection: close\n\n",
+        f"GET /v1/models HTTP/1.1\nHost: 127.0.0.1:{{port}}\nx-api-key: {key}\n\n"
+        "GET /v1/models HTTP/1.1\nHost: 127.0.0.1:{port}\nConnection: close\n\n",
     )
     assert status == 200 and answer.count(b'"object": "list"') == 1 and b" 401 " in answer
     smuggled = (
-        "POST /healthz HTTP/1.1\nHost: h\nContent-Length: 44\nTransfer-Encoding: chunked\n\n"
-        "0\n\nGET /v1/models HTTP/1.1\nHost: h\n\n"
+        "POST /healthz HTTP/1.1\nHost: 127.0.0.1:{port}\nContent-Length: 44\n"
+        "Transfer-Encoding: chunked\n\n"
+        "0\n\nGET /v1/models HTTP/1.1\nHost: 127.0.0.1:{port}\n\n"
     )
     status, answer = send(stack, smuggled)
     assert not leaked(answer)
     status, answer = send(
         stack,
-        "POST /v1/chat/completions HTTP/1.1\nHost: h\nExpect: 100-continue\n"
+        "POST /v1/chat/completions HTTP/1.1\nHost: 127.0.0.1:{port}\nExpect: 100-continue\n"
         "Content-Type: application/json\nContent-Length: 2\nConnection: close\n\n",
         b"{}",
     )

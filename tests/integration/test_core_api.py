@@ -290,14 +290,18 @@ async def test_health_endpoints_never_touch_engines(stack: Stack) -> None:
 async def test_passthrough_listener_fronts_ollama_and_blocks_admin(stack: Stack) -> None:
     status, body = await curl(stack.dropin_url + "/api/tags")
     assert status == 200 and json.loads(body)["models"][0]["name"] == "llama3:8b"
+    json_type = ("-H", "content-type: application/json")
     status, body = await curl(
-        "-X", "POST", "-d", '{"model":"llama3:8b"}', stack.dropin_url + "/api/pull"
+        "-X", "POST", *json_type, "-d", '{"model":"llama3:8b"}', stack.dropin_url + "/api/pull"
     )
     assert status == 403 and json.loads(body)["error"]["code"] == "admin_endpoint_disabled"
     status, body = await curl(
-        "-X", "DELETE", "-d", '{"model":"llama3:8b"}', stack.dropin_url + "//API/delete"
+        "-X", "DELETE", *json_type, "-d", '{"model":"llama3:8b"}', stack.dropin_url + "//API/delete"
     )
     assert status == 403
+    # Without the JSON type, curl -d sends a form's type: refused before anything reads it.
+    status, body = await curl("-d", '{"model":"llama3:8b"}', stack.dropin_url + "/api/generate")
+    assert status == 415 and json.loads(body)["error"]["code"] == "unsupported_media_type"
     assert stack.ollama.admin_calls == []
 
 

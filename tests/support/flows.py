@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 from mitmproxy import http
+from mitmproxy.proxy.mode_specs import ProxyMode
 from mitmproxy.test import tflow, tutils
 
 from flm_gateway.config import LoadedConfig, parse_config
@@ -15,6 +16,7 @@ from flm_gateway.egress.sessions import direct_session
 from flm_gateway.engines.base import HealthState, ModelInfo
 from flm_gateway.engines.directory import EngineDirectory
 from flm_gateway.httpio.client import HttpSession
+from flm_gateway.listeners import spec_for
 from flm_gateway.runtime import Runtime
 
 BASE_CONFIG = """\
@@ -68,8 +70,10 @@ def make_flow(
     port: int = 8088,
     headers: dict[str, str] | None = None,
     raw: bytes | None = None,
+    bind_host: str = "127.0.0.1",
 ) -> http.HTTPFlow:
-    """A client flow as it arrives on the listener bound to `port` (no response yet)."""
+    """A client flow as it arrives on the listener bound to `bind_host`:`port` (no response
+    yet), with the client's Host header (`127.0.0.1:port` unless `headers` says otherwise)."""
     flow = tflow.tflow()
     flow.response = None
     content = raw if raw is not None else (json.dumps(body).encode() if body is not None else b"")
@@ -78,7 +82,9 @@ def make_flow(
     flow.request.headers["host"] = f"127.0.0.1:{port}"
     for key, value in (headers or {}).items():
         flow.request.headers[key] = value
-    flow.client_conn.sockname = ("127.0.0.1", port)
+    local = {"0.0.0.0": "127.0.0.1", "::": "::1", "localhost": "127.0.0.1"}.get(bind_host)
+    flow.client_conn.sockname = (local or bind_host, port)
+    flow.client_conn.proxy_mode = ProxyMode.parse(spec_for((bind_host, port)))
     flow.client_conn.peername = ("127.0.0.1", 50000)
     return flow
 
