@@ -288,8 +288,11 @@ def test_method_and_protocol_variants(stack: Stack, kind: str) -> None:
             f"http://localhost{route.path}",
             f"HTTP://evil.example:80//x/..{route.path.upper()}",
         ):
+            # Refused as an admin route, or earlier because the authority does not name
+            # the listener the Host header names (class 8): never forwarded either way.
             answer = stack.send(port, _attempt("POST", absolute))
-            assert_openai_error(answer, 403, code="admin_endpoint_disabled")
+            assert answer.status in (400, 403), (absolute, answer.status)
+            assert_openai_error(answer, answer.status)
     assert stack.seen() == []
 
 
@@ -346,7 +349,7 @@ def test_ordinary_routes_reach_the_engine_in_canonical_form(
 def test_absolute_form_is_forwarded_in_origin_form(stack: Stack) -> None:
     port = stack.ports["ollama"]
     stack.quiet()
-    answer = stack.send(port, _attempt("POST", "http://evil.example/api/%63hat?x=1"))
+    answer = stack.send(port, _attempt("POST", f"http://127.0.0.1:{port}/api/%63hat?x=1"))
     assert answer.status == 200
     assert stack.seen() == ["ollama: POST /api/chat?x=1"]
 
