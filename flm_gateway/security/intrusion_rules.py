@@ -214,7 +214,8 @@ RULES: tuple[Rule, ...] = (
         {USER_AGENT},
         r"\b(?:sqlmap|nikto|nmap|masscan|zgrab|zmap|nuclei|dirbuster|dirsearch|gobuster|wpscan"
         r"|acunetix|nessus|openvas|w3af|havij|fimap|feroxbuster|ffuf|wfuzz|jaeles|netsparker"
-        r"|burpcollaborator|appscan|arachni|skipfish|whatweb|zmeu|morfeus|commix|xsstrike)\b",
+        r"|burpcollaborator|appscan|arachni|skipfish|whatweb|zmeu|morfeus|commix|xsstrike"
+        r"|fuzz faster u fool)\b",
         "scanner User-Agent",
     ),
     _rule(
