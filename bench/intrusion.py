@@ -70,11 +70,13 @@ def cpu_ns(search: Callable[[bytes], object], data: bytes, calls: int, repeat: i
 
 
 def limit_request(fill: bytes) -> http.Request:
-    """A request at the inspection limits: target and 8 header values of `len(fill)` bytes."""
-    size = len(fill)
-    request = tutils.treq(path=b"/" + fill[: size - 1])
+    """A request whose target and 8 header values (User-Agent among them) are `fill`.
+
+    With `fill` of `MAX_VALUE` bytes, it is at every inspection limit.
+    """
+    request = tutils.treq(path=b"/" + fill[1:])
     names = [b"user-agent", b"referer", *(b"x-fill-%d" % n for n in range(6))]
-    request.headers = http.Headers([(name, fill) for name in names[: MAX_HEADERS // size]])
+    request.headers = http.Headers([(name, fill) for name in names[: MAX_HEADERS // MAX_VALUE]])
     return request
 
 
