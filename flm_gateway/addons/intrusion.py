@@ -19,9 +19,10 @@ rules are asked one by one only when that pass found something. What is
 inspected is bounded, and inspected in full: a request target or a header value
 over `MAX_VALUE` bytes (8 KiB, nginx's default line limit), or inspected header
 values over `MAX_HEADERS` bytes in all, is refused (414 `request_target_too_long`,
-431 `request_header_too_large`; event `intrusion.too_long`, no offence) rather
-than forwarded with an uninspected tail, which would let a payload hide behind
-padding. Fails closed (`guard.fail_closed`: 500).
+431 `request_header_too_large`; event `intrusion.too_long`, no offence; writes
+`flm.security.rejected` = `intrusion_too_long`) rather than forwarded with an
+uninspected tail, which would let a payload hide behind padding. Fails closed
+(`guard.fail_closed`: 500).
 """
 
 from __future__ import annotations
@@ -191,6 +192,7 @@ class Intrusion:
 
     @staticmethod
     def _refuse_too_long(flow: http.HTTPFlow, too_long: TooLong) -> None:
+        flow.metadata["flm.security.rejected"] = "intrusion_too_long"
         record(
             flow,
             "intrusion.too_long",

@@ -188,6 +188,7 @@ async def test_too_long_to_inspect_in_full_is_refused(
     assert (answered_status, error["code"]) == (status, code)
     (event,) = events_of(target)
     assert (event.type, event.offence) == ("intrusion.too_long", None)
+    assert target.metadata["flm.security.rejected"] == "intrusion_too_long"
     assert event.details["location"] == location
 
 
