@@ -24,7 +24,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from functools import cached_property
 
 from flm_gateway.config.security import Severity
 from flm_gateway.security.linear_re import LinearPattern
@@ -60,10 +59,6 @@ class Rule:
     pattern: str
     """RE2 syntax, see `security.linear_re`."""
     description: str
-
-    @cached_property
-    def regex(self) -> LinearPattern:
-        return LinearPattern(self.pattern)
 
 
 def _rule(
@@ -240,18 +235,17 @@ class RuleSet:
     """
 
     rules: tuple[Rule, ...]
-    _by_kind: Mapping[str, tuple[LinearPattern, tuple[Rule, ...]]] = field(
+    _by_kind: Mapping[str, tuple[LinearPattern, tuple[tuple[Rule, LinearPattern], ...]]] = field(
         init=False, repr=False, compare=False
     )
 
     def __post_init__(self) -> None:
+        compiled = {rule.id: LinearPattern(rule.pattern) for rule in self.rules}
         by_kind = {}
         for kind in KINDS:
-            rules = tuple(rule for rule in self.rules if kind in rule.where)
+            rules = tuple((rule, compiled[rule.id]) for rule in self.rules if kind in rule.where)
             if rules:
-                by_kind[kind] = (LinearPattern.any_of([r.pattern for r in rules]), rules)
-                for rule in rules:
-                    _ = rule.regex  # compiled now, not in the first request that hits it
+                by_kind[kind] = (LinearPattern.any_of([r.pattern for r, _ in rules]), rules)
         object.__setattr__(self, "_by_kind", by_kind)
 
     @classmethod
@@ -268,4 +262,4 @@ class RuleSet:
 
     def hits(self, kind: str, data: bytes) -> list[Rule]:
         entry = self._by_kind.get(kind)
-        return [] if entry is None else [rule for rule in entry[1] if rule.regex.search(data)]
+        return [] if entry is None else [rule for rule, regex in entry[1] if regex.search(data)]
