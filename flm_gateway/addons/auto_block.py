@@ -11,16 +11,27 @@ in memory at once, so the very next request is refused by `ip_filter`, and in
 the store, so the block survives restarts and reaches replicas. The first block
 lasts `duration`; each repeat (an earlier block of the same address active or
 expired less than `remember` ago) lasts `growth` times longer, up to
-`max_duration`. Addresses in `exempt` are never blocked. Records `ip.blocked`
-(severity high) with the reason, strike count and duration.
-`auto_block.enabled: false` keeps counting off: offences are only audited.
+`max_duration`. Records `ip.blocked` (severity high) with the reason, strike
+count and duration. `auto_block.enabled: false` keeps counting off: offences
+are only audited.
+
+Never blocked: a block whose network would hold an address of `never_block`
+(loopback by default, as fail2ban's `ignoreip`; IPv4-mapped loopback is
+loopback, see `security.netset`). Such a client's offences are still counted
+and its events audited; reaching a threshold records `ip.not_blocked` (severity
+medium, with the reason and network) instead of a block, so a misplaced reverse
+proxy that makes every client 127.0.0.1 shows up in the audit log. The address
+is the client after `client_ip`: behind a trusted proxy on loopback, its clients
+are blocked, not the proxy.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from mitmproxy import http
 
@@ -28,12 +39,19 @@ from flm_gateway.addons.guard import fail_closed
 from flm_gateway.config import LoadedConfig
 from flm_gateway.config.security import AutoBlockSettings, Severity
 from flm_gateway.security.events import Offence, events_of, record
-from flm_gateway.security.netset import NetworkMap, client_network, parse_ip
+from flm_gateway.security.netset import IPNetwork, client_network, parse_ip, parse_network
 from flm_gateway.security.policies import client_ip
 from flm_gateway.state.service import StateService
 from flm_gateway.state.store import BlockRecord
 
 MAX_TRACKED = 50_000
+
+
+@dataclass(frozen=True)
+class Spared:
+    """A threshold reached by a client whose block `never_block` forbids: no block."""
+
+    cidr: str
 
 
 def threshold(settings: AutoBlockSettings, offence: Offence) -> int:
@@ -56,20 +74,27 @@ class AutoBlock:
         self._clock = clock
         self._settings = AutoBlockSettings()
         self._ipv6_prefix = 64
-        self._exempt: NetworkMap[bool] = NetworkMap()
+        self._never_block: tuple[IPNetwork, ...] = ()
         self._offences: OrderedDict[tuple[str, Offence], deque[float]] = OrderedDict()
 
     def apply_config(self, loaded: LoadedConfig) -> None:
         self._settings = loaded.config.security.auto_block
         self._ipv6_prefix = loaded.config.security.ipv6_prefix
-        self._exempt = NetworkMap((cidr, True) for cidr in self._settings.exempt)
+        self._never_block = tuple(parse_network(cidr) for cidr in self._settings.never_block)
 
-    def offend(self, ip: str, offence: Offence) -> BlockRecord | None:
-        """Count one offence of `ip`; the block it causes, if any."""
+    def spared(self, cidr: str) -> bool:
+        """Whether blocking `cidr` would block an address of `never_block`."""
+        network = ipaddress.ip_network(cidr)
+        return any(
+            network.version == kept.version and network.overlaps(kept) for kept in self._never_block
+        )
+
+    def offend(self, ip: str, offence: Offence) -> BlockRecord | Spared | None:
+        """Count one offence of `ip`; the block it causes, `Spared`, or None."""
         settings = self._settings
         limit = threshold(settings, offence)
         address = parse_ip(ip)
-        if not settings.enabled or limit <= 0 or address is None or address in self._exempt:
+        if not settings.enabled or limit <= 0 or address is None:
             return None
         now = self._clock()
         cidr = client_network(address, self._ipv6_prefix)
@@ -87,6 +112,8 @@ class AutoBlock:
         if len(times) < limit:
             return None
         times.clear()
+        if self.spared(cidr):
+            return Spared(cidr)
         previous = next(
             (rec for c, rec in self._state.view.blocks.lookup_all(address) if c == cidr), None
         )
@@ -119,6 +146,16 @@ class AutoBlock:
         ip = client_ip(flow)
         for offence in offences:
             block = self.offend(ip, offence)
+            if isinstance(block, Spared):
+                record(
+                    flow,
+                    "ip.not_blocked",
+                    Severity.MEDIUM,
+                    None,
+                    cidr=block.cidr,
+                    reason=offence.value,
+                )
+                continue
             if block is not None:
                 record(
                     flow,

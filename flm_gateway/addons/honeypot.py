@@ -8,7 +8,8 @@ decoded, case-folded, dot segments resolved) matches one of the listener's
 or login page; every value in it is fake) and status 200. It never reaches an
 engine. It records `honeypot.hit` (severity high, offence `honeypot`), which
 `auto_block` turns into a block after `auto_block.honeypot_hits` hits
-(default 1). Health endpoints are never decoys. Writes `flm.api.kind` = `honeypot`.
+(default 1), except for `auto_block.never_block` addresses (loopback).
+Health endpoints are never decoys. Writes `flm.api.kind` = `honeypot`.
 """
 
 from __future__ import annotations

@@ -1,17 +1,28 @@
-"""Intrusion detection: attack signatures in the request line and headers.
+"""Intrusion detection: attack signatures in the request line and headers, in linear time.
 
 Policy (on `requestheaders`, before authentication so attackers are seen
-without a key): the rules of `security.intrusion_rules` run against the path
-(decoded), the raw target, the query (decoded) and header values; credential
-headers are never inspected and **request bodies never are**, so prompts that
-discuss SQL, shell commands or file paths pass. Every hit is recorded as
-`intrusion.detected` with its rule id, category and where it matched (never
-the matched value). The listener's `security.intrusion.actions` maps the
-highest hit severity to an action: `log` (forward, audit only), `reject`
-(answer `reject_status`, 403 by default, `request_rejected`) or `block`
-(reject, and the hit counts as offence `intrusion` towards
-`auto_block.intrusion_hits`). Health endpoints are not inspected.
-Writes `flm.intrusion.rules` (ids hit).
+without a key): the rules of `security.intrusion_rules` run against the raw
+target, the path (decoded), the query (decoded) and header values, each rule on
+the inputs its attack works through; credential headers are never inspected and
+**request bodies never are**, so prompts that discuss SQL, shell commands or file
+paths pass. Every hit is recorded as `intrusion.detected` with its rule id,
+category and where it matched (never the matched value). The listener's
+`security.intrusion.actions` maps the highest hit severity to an action: `log`
+(forward, audit only), `reject` (answer `reject_status`, 403 by default,
+`request_rejected`) or `block` (reject, and the hit counts as offence
+`intrusion` towards `auto_block.intrusion_hits`). Health endpoints are not
+inspected. Writes `flm.intrusion.rules` (ids hit).
+
+Bounded, linear work: every pattern is RE2 (`security.linear_re`), and each
+input kind is one pass of one combined pattern (all header values in one pass);
+rules are asked one by one only when that pass found something. What is
+inspected is bounded, and inspected in full: a request target or a header value
+over `MAX_VALUE` bytes (8 KiB, nginx's default line limit), or inspected header
+values over `MAX_HEADERS` bytes in all, is refused (414 `request_target_too_long`,
+431 `request_header_too_large`; event `intrusion.too_long`, no offence; writes
+`flm.security.rejected` = `intrusion_too_long`) rather than forwarded with an
+uninspected tail, which would let a payload hide behind padding. Fails closed
+(`guard.fail_closed`: 500).
 """
 
 from __future__ import annotations
@@ -23,7 +34,7 @@ from mitmproxy import http
 
 from flm_gateway.addons.guard import fail_closed
 from flm_gateway.config import LoadedConfig
-from flm_gateway.config.security import IntrusionAction, IntrusionSettings
+from flm_gateway.config.security import IntrusionAction, IntrusionSettings, Severity
 from flm_gateway.errors import error_response
 from flm_gateway.security.events import Offence, record
 from flm_gateway.security.intrusion_rules import (
@@ -31,16 +42,19 @@ from flm_gateway.security.intrusion_rules import (
     PATH,
     QUERY,
     RAW,
-    RULES,
     USER_AGENT,
     Rule,
+    RuleSet,
 )
-from flm_gateway.security.paths import decode_repeatedly, split_target
+from flm_gateway.security.paths import decode_repeatedly
 from flm_gateway.security.policies import is_health_check, listener_name, per_listener
+from flm_gateway.text import echo
 
-CREDENTIAL_HEADERS = frozenset({"authorization", "x-api-key", "cookie", "proxy-authorization"})
-MAX_INSPECTED = 8192
-"""Characters of each inspected value (longer header values are cut, not skipped)."""
+CREDENTIAL_HEADERS = frozenset({b"authorization", b"x-api-key", b"cookie", b"proxy-authorization"})
+MAX_VALUE = 8192
+"""Bytes of the request target, and of each inspected header value; more is refused."""
+MAX_HEADERS = 65536
+"""Bytes of all inspected header values together; more is refused."""
 _ACTION_RANK = {IntrusionAction.LOG: 0, IntrusionAction.REJECT: 1, IntrusionAction.BLOCK: 2}
 
 
@@ -51,36 +65,65 @@ class Hit:
 
 
 @dataclass(frozen=True)
+class TooLong:
+    """A part of the request too long to inspect in full: refused with `status`."""
+
+    location: str
+    status: int
+
+
+@dataclass(frozen=True)
 class _Policy:
     settings: IntrusionSettings
-    rules: tuple[Rule, ...]
+    rules: RuleSet
 
 
-def inspect(request: http.Request, rules: tuple[Rule, ...]) -> list[Hit]:
+def _header_location(name: bytes) -> str:
+    return "header:" + echo(name.decode("latin-1").lower(), 64)
+
+
+def inspect(request: http.Request, rules: RuleSet) -> list[Hit] | TooLong:
     """Every rule that matches `request`'s target or headers (one hit per rule)."""
-    raw = request.path[:MAX_INSPECTED]
-    raw_path, raw_query = split_target(raw)
-    targets: list[tuple[str, str, str]] = [
-        (RAW, "target", raw),
-        (PATH, "path", decode_repeatedly(raw_path).lower()),
-    ]
-    if raw_query:
-        targets.append((QUERY, "query", decode_repeatedly(raw_query, plus_is_space=True).lower()))
-    for name, value in request.headers.items(multi=True):
-        lname = name.lower()
-        if lname in CREDENTIAL_HEADERS:
-            continue
-        text = value[:MAX_INSPECTED].lower()
-        targets.append((HEADERS, f"header:{lname}", text))
-        if lname == "user-agent":
-            targets.append((USER_AGENT, "header:user-agent", text))
-    hits: list[Hit] = []
-    for rule in rules:
-        for where, location, text in targets:
-            if where in rule.where and rule.pattern.search(text):
-                hits.append(Hit(rule, location))
-                break
-    return hits
+    target = request.data.path
+    if len(target) > MAX_VALUE:
+        return TooLong("target", 414)
+    headers = [(n, v) for n, v in request.headers.fields if n.lower() not in CREDENTIAL_HEADERS]
+    total = 0
+    for name, value in headers:
+        if len(value) > MAX_VALUE:
+            return TooLong(_header_location(name), 431)
+        total += len(value)
+    if total > MAX_HEADERS:
+        return TooLong("headers", 431)
+
+    hits: dict[str, Hit] = {}
+
+    def look(kind: str, location: str, data: bytes) -> None:
+        if rules.scan(kind, data):
+            for rule in rules.hits(kind, data):
+                hits.setdefault(rule.id, Hit(rule, location))
+
+    look(RAW, "target", target)
+    # Split at the first `?` only and keep any `#`: Go's ParseRequestURI (Ollama) does
+    # not cut a fragment from a request target, so it reaches the engine.
+    path, _, query = request.path.partition("?")
+    look(PATH, "path", _bytes(decode_repeatedly(path)))
+    if query:
+        look(QUERY, "query", _bytes(decode_repeatedly(query, plus_is_space=True)))
+    # One pass over all values, one per line; each value alone only if it found something.
+    if headers and rules.scan(HEADERS, b"\n".join(value for _, value in headers)):
+        for name, value in headers:
+            look(HEADERS, _header_location(name), value)
+    if rules.reads(USER_AGENT):
+        for name, value in headers:
+            if name.lower() == b"user-agent":
+                look(USER_AGENT, "header:user-agent", value)
+    return list(hits.values())
+
+
+def _bytes(decoded: str) -> bytes:
+    # Bytes that were not UTF-8 in the target come back as they were sent.
+    return decoded.encode("utf-8", "surrogateescape")
 
 
 def action_for(hits: list[Hit], settings: IntrusionSettings) -> IntrusionAction:
@@ -98,11 +141,15 @@ class Intrusion:
 
     def apply_config(self, loaded: LoadedConfig) -> None:
         policies = {}
+        compiled: dict[frozenset[str], RuleSet] = {}
         for name, security in per_listener(loaded.config).items():
             settings = security.intrusion
-            disabled = set(settings.disabled_rules)
-            rules = tuple(rule for rule in RULES if rule.id not in disabled)
-            policies[name] = _Policy(settings, rules if settings.enabled else ())
+            if not settings.enabled:
+                continue
+            disabled = frozenset(settings.disabled_rules)
+            if disabled not in compiled:
+                compiled[disabled] = RuleSet.without(disabled)
+            policies[name] = _Policy(settings, compiled[disabled])
         self._policies = policies
 
     @fail_closed()
@@ -110,14 +157,17 @@ class Intrusion:
         if flow.response is not None or is_health_check(flow):
             return
         policy = self._policies.get(listener_name(flow) or "")
-        if policy is None or not policy.rules:
+        if policy is None or not policy.rules.rules:
             return
-        hits = inspect(flow.request, policy.rules)
-        if not hits:
+        found = inspect(flow.request, policy.rules)
+        if isinstance(found, TooLong):
+            self._refuse_too_long(flow, found)
             return
-        action = action_for(hits, policy.settings)
-        flow.metadata["flm.intrusion.rules"] = [hit.rule.id for hit in hits]
-        for hit in hits:
+        if not found:
+            return
+        action = action_for(found, policy.settings)
+        flow.metadata["flm.intrusion.rules"] = [hit.rule.id for hit in found]
+        for hit in found:
             rule_action = policy.settings.actions.get(hit.rule.severity, IntrusionAction.LOG)
             record(
                 flow,
@@ -139,3 +189,26 @@ class Intrusion:
             "The request was rejected by the gateway's intrusion detection.",
             code="request_rejected",
         )
+
+    @staticmethod
+    def _refuse_too_long(flow: http.HTTPFlow, too_long: TooLong) -> None:
+        flow.metadata["flm.security.rejected"] = "intrusion_too_long"
+        record(
+            flow,
+            "intrusion.too_long",
+            Severity.LOW,
+            None,
+            location=too_long.location,
+            method=flow.request.method,
+            path=flow.request.path.split("?", 1)[0][:200],
+        )
+        if too_long.status == 414:
+            message = f"The request target is longer than {MAX_VALUE} bytes."
+            code = "request_target_too_long"
+        else:
+            message = (
+                f"A request header is longer than {MAX_VALUE} bytes, or the headers "
+                f"together are longer than {MAX_HEADERS} bytes."
+            )
+            code = "request_header_too_large"
+        flow.response = error_response(too_long.status, message, code=code)

@@ -111,8 +111,15 @@ class AutoBlockSettings(StrictModel):
             "expired or revoked keys count: a client missing its key is not an attack)."
         ),
     )
-    exempt: list[Cidr] = Field(
-        default_factory=list, description="Addresses never auto-blocked (your monitoring, CI)."
+    never_block: list[Cidr] = Field(
+        default_factory=lambda: ["127.0.0.0/8", "::1/128"],
+        description=(
+            "Addresses/CIDRs auto-block never blocks (like fail2ban's ignoreip): their "
+            "offences are still counted and audited, and reaching a threshold records "
+            "`ip.not_blocked` instead of a block. Default: loopback. A list replaces the "
+            "default (keep loopback in it); [] blocks everyone. Static and manual blocks "
+            "still apply."
+        ),
     )
 
 

@@ -53,6 +53,16 @@ def client_subject(text: str, ipv6_prefix: int) -> str:
     return client_network(address, ipv6_prefix)
 
 
+def parse_network(cidr: str) -> IPNetwork:
+    """The network `cidr` (an IPv4-mapped IPv6 network as its IPv4 network)."""
+    network = ipaddress.ip_network(cidr.strip(), strict=False)
+    if isinstance(network, ipaddress.IPv6Network) and network.prefixlen >= 96:
+        mapped = network.network_address.ipv4_mapped
+        if mapped is not None:
+            return ipaddress.ip_network(f"{mapped}/{network.prefixlen - 96}", strict=False)
+    return network
+
+
 class NetworkMap[V]:
     """Networks mapped to values; `lookup(ip)` finds the most specific network holding it."""
 
@@ -61,14 +71,7 @@ class NetworkMap[V]:
         for cidr, value in items:
             self.add(cidr, value)
 
-    @staticmethod
-    def _parse(cidr: str) -> IPNetwork:
-        network = ipaddress.ip_network(cidr.strip(), strict=False)
-        if isinstance(network, ipaddress.IPv6Network) and network.prefixlen >= 96:
-            mapped = network.network_address.ipv4_mapped
-            if mapped is not None:
-                return ipaddress.ip_network(f"{mapped}/{network.prefixlen - 96}", strict=False)
-        return network
+    _parse = staticmethod(parse_network)
 
     def add(self, cidr: str, value: V) -> None:
         network = self._parse(cidr)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import pytest
 from mitmproxy import http
 
 from flm_gateway.addons.auto_block import AutoBlock, block_duration
@@ -75,8 +76,10 @@ async def test_honeypot_blocks_at_once_and_ip_filter_sees_it(tmp_path: Path) -> 
         assert next_request.response is not None and next_request.response.status_code == 403
 
 
-async def test_exempt_disabled_and_one_count_per_request(tmp_path: Path) -> None:
-    config = loaded("auto_block: {intrusion_hits: 2, exempt: [10.0.0.0/8], anomalies: 0}", tmp_path)
+async def test_never_block_and_disabled_and_one_count_per_request(tmp_path: Path) -> None:
+    config = loaded(
+        "auto_block: {intrusion_hits: 2, never_block: [10.0.0.0/8], anomalies: 0}", tmp_path
+    )
     with opened_service(config) as service:
         blocker = AutoBlock(service)
         blocker.apply_config(config)
@@ -95,6 +98,71 @@ async def test_exempt_disabled_and_one_count_per_request(tmp_path: Path) -> None
         blocker.apply_config(off)
         blocker.response(_offending(off, Offence.HONEYPOT))
         assert len(service.view.blocks) == 0
+
+
+LOOPBACK_SPELLINGS = ["127.0.0.1", "127.8.9.10", "::1", "::ffff:127.0.0.1", "::ffff:7f00:2"]
+
+
+@pytest.mark.parametrize("ip", LOOPBACK_SPELLINGS)
+async def test_loopback_is_never_blocked_by_default(tmp_path: Path, ip: str) -> None:
+    config = loaded("auto_block: {anomalies: 1}", tmp_path)
+    with opened_service(config) as service:
+        blocker = AutoBlock(service)
+        blocker.apply_config(config)
+        limits = {Offence.AUTH: 5, Offence.INTRUSION: 3, Offence.HONEYPOT: 1, Offence.ANOMALY: 1}
+        for offence, limit in limits.items():
+            flows = [_offending(config, offence, ip=ip) for _ in range(limit)]
+            for target in flows:
+                blocker.response(target)
+            # The offence stays on record, and so does the block that was not made.
+            kinds = [event.type for event in events_of(flows[-1])]
+            assert kinds == [f"{offence.value}.test", "ip.not_blocked"], kinds
+            spared = events_of(flows[-1])[-1]
+            assert spared.details["reason"] == offence.value
+            expected = {"::1": "::/64", "::ffff:127.0.0.1": "127.0.0.1/32"}.get(ip, ip + "/32")
+            assert spared.details["cidr"] == expected.replace("::ffff:7f00:2/32", "127.0.0.2/32")
+        assert len(service.view.blocks) == 0
+
+
+@pytest.mark.parametrize(
+    ("never_block", "ip", "blocked"),
+    [
+        ("[]", "127.0.0.1", True),  # empty: everyone can be blocked
+        ("[]", "::1", True),
+        ("[10.0.0.0/8]", "127.0.0.1", True),  # a list replaces the default
+        ("[10.0.0.0/8]", "10.200.0.1", False),
+        ("[10.0.0.0/8]", "::ffff:10.0.0.1", False),  # IPv4-mapped is the IPv4 address
+        ("['::ffff:10.0.0.0/104']", "10.9.9.9", False),  # and so is a mapped network
+        ("[127.0.0.1]", "127.0.0.2", True),  # one address, not the /8
+        ("[127.0.0.1]", "127.0.0.1", False),
+        ("[192.0.2.0/24]", "192.0.3.1", True),
+        # An IPv6 client is blocked by its /64: never when that /64 holds a kept address.
+        ("['2001:db8::5']", "2001:db8::6", False),
+        ("['2001:db8::5']", "2001:db8:0:1::6", True),
+        ("['::1']", "::2", False),
+    ],
+)
+async def test_never_block_list(tmp_path: Path, never_block: str, ip: str, blocked: bool) -> None:
+    config = loaded(f"auto_block: {{never_block: {never_block}}}", tmp_path)
+    with opened_service(config) as service:
+        blocker = AutoBlock(service)
+        blocker.apply_config(config)
+        target = _offending(config, Offence.HONEYPOT, ip=ip)
+        blocker.response(target)
+        assert (len(service.view.blocks) == 1) is blocked
+        kinds = {event.type for event in events_of(target)}
+        assert ("ip.blocked" in kinds, "ip.not_blocked" in kinds) == (blocked, not blocked)
+
+
+async def test_the_client_behind_a_trusted_proxy_counts_not_the_proxy(tmp_path: Path) -> None:
+    config = loaded("ip: {trusted_proxies: [127.0.0.1]}", tmp_path)
+    with opened_service(config) as service:
+        blocker = AutoBlock(service)
+        blocker.apply_config(config)
+        target = _offending(config, Offence.HONEYPOT, ip="127.0.0.1")
+        target.metadata["flm.client_ip"] = "198.51.100.7"  # as client_ip found it in XFF
+        blocker.response(target)
+        assert [cidr for cidr, _ in service.view.blocks.items()] == ["198.51.100.7/32"]
 
 
 def test_duration_is_capped() -> None:

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
+from mitmproxy import http
 
 from flm_gateway.addons.intrusion import Intrusion
 from flm_gateway.security.events import events_of
 from tests.support.flows import error_of
-from tests.support.security import flow, loaded, run_hooks
+from tests.support.security import BASE, flow, loaded, run_hooks
 
 PROMPTS = [
     "Explain this query: SELECT name FROM users WHERE id = 1 UNION SELECT password FROM admins;",
@@ -106,3 +108,122 @@ async def test_off_switch_and_health(tmp_path: Path) -> None:
     target = flow(config, path="/v1/models?q=1 union select 2")
     await run_hooks([addon], target, ("requestheaders",))
     assert target.response is None
+
+
+async def _inspected(tmp_path: Path, security: str = "", **kwargs: object) -> http.HTTPFlow:
+    config = loaded(security, tmp_path)
+    addon = Intrusion()
+    addon.apply_config(config)
+    target = flow(config, **kwargs)  # type: ignore[arg-type]
+    await run_hooks([addon], target, ("requestheaders",))
+    return target
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "https://example.com/search?q=union+select+tutorial",
+        "see `ls` and `cat`",
+        "$(document).ready(init)",
+        "nmap",
+        "https://x.example/?q=' or '1'='1",
+        "function() { return 1; }",
+    ],
+)
+async def test_header_look_alikes_pass_but_the_same_in_the_query_does_not(
+    tmp_path: Path, value: str
+) -> None:
+    header = await _inspected(tmp_path, headers={"referer": value, "x-note": value})
+    assert header.response is None and events_of(header) == []
+    if value in ("nmap", "function() { return 1; }"):
+        return  # harmless anywhere
+    query = await _inspected(tmp_path / "q", path="/v1/models?q=" + quote(value))
+    assert error_of(query)[0] == 403, value
+
+
+async def test_header_hits_name_the_header_never_the_value(tmp_path: Path) -> None:
+    target = await _inspected(
+        tmp_path,
+        headers={"user-agent": "curl/8", "x-trace": "ok", "X-Evil\x1b[2J": "${jndi:ldap://e}"},
+    )
+    (event,) = events_of(target)
+    assert event.details["location"] == "header:x-evil\\x1b[2j"
+    assert "jndi" not in repr(event.details)
+
+
+@pytest.mark.parametrize("name", ["authorization", "x-api-key", "cookie", "proxy-authorization"])
+async def test_credentials_are_neither_inspected_nor_counted(tmp_path: Path, name: str) -> None:
+    value = "() { :; }; ${jndi:ldap://e} " + "a" * 20_000
+    target = await _inspected(tmp_path, headers={name: value})
+    assert target.response is None and events_of(target) == []
+
+
+@pytest.mark.parametrize(
+    ("path", "headers", "status", "code", "location"),
+    [
+        ("/v1/models?q=" + "a" * 8200, {}, 414, "request_target_too_long", "target"),
+        ("/v1/models", {"x-pad": "a" * 8193}, 431, "request_header_too_large", "header:x-pad"),
+        # A payload hidden behind padding is refused, not passed uninspected.
+        (
+            "/v1/models",
+            {"x-pad": "a" * 8190 + "${jndi:x}"},
+            431,
+            "request_header_too_large",
+            "header:x-pad",
+        ),
+        (
+            "/v1/models",
+            {f"x-pad-{n}": "a" * 8000 for n in range(9)},
+            431,
+            "request_header_too_large",
+            "headers",
+        ),
+    ],
+)
+async def test_too_long_to_inspect_in_full_is_refused(
+    tmp_path: Path, path: str, headers: dict[str, str], status: int, code: str, location: str
+) -> None:
+    target = await _inspected(tmp_path, path=path, headers=headers)
+    answered_status, error = error_of(target)
+    assert (answered_status, error["code"]) == (status, code)
+    (event,) = events_of(target)
+    assert (event.type, event.offence) == ("intrusion.too_long", None)
+    assert target.metadata["flm.security.rejected"] == "intrusion_too_long"
+    assert event.details["location"] == location
+
+
+async def test_values_at_the_limit_are_inspected_in_full(tmp_path: Path) -> None:
+    padded = "a" * (8192 - len("${jndi:x}")) + "${jndi:x}"
+    target = await _inspected(tmp_path, headers={"x-pad": padded})
+    assert target.metadata["flm.intrusion.rules"] == ["CMD-004"]
+    plain = await _inspected(tmp_path / "p", headers={"x-pad": "a" * 8192})
+    assert plain.response is None and events_of(plain) == []
+
+
+async def test_the_fragment_is_inspected_too(tmp_path: Path) -> None:
+    # Go's ParseRequestURI keeps what follows `#` in the path or query.
+    target = await _inspected(tmp_path, path="/v1/models#/../../etc/passwd")
+    assert error_of(target)[0] == 403
+
+
+async def test_answered_flows_and_listener_overrides(tmp_path: Path) -> None:
+    config = loaded("", tmp_path)
+    addon = Intrusion()
+    addon.apply_config(config)
+    answered = flow(config, path="/v1/models?q=1 union select 2")
+    answered.response = http.Response.make(204)
+    await run_hooks([addon], answered, ("requestheaders",))
+    assert answered.response.status_code == 204 and events_of(answered) == []
+    base = BASE.replace(
+        '- {name: open, bind: "127.0.0.1:8089", auth: none}',
+        '- {name: open, bind: "127.0.0.1:8089", auth: none, '
+        "security: {intrusion: {disabled_rules: [SQL-001]}}}",
+    )
+    overridden = loaded("", tmp_path / "o", base=base)
+    addon.apply_config(overridden)
+    on_open = flow(overridden, path="/v1/models?q=1 union select 2", port=8089)
+    await run_hooks([addon], on_open, ("requestheaders",))
+    assert on_open.response is None
+    on_main = flow(overridden, path="/v1/models?q=1 union select 2")
+    await run_hooks([addon], on_main, ("requestheaders",))
+    assert error_of(on_main)[0] == 403
