@@ -170,7 +170,8 @@ def test_the_issue_header_and_other_pathological_ones_do_not_freeze_the_loop(
         (chat({"user-agent": "union " * (MAX_VALUE // 6)}), 200),
         (chat(target="/v1/chat/completions?q=" + "union%20" * ((MAX_VALUE - 30) // 8)), 200),
         (chat(target="/v1/chat/completions?q='" + "+" * (MAX_VALUE - 30)), 200),
-        (chat(target="/v1/chat/completions?q=" + "%" * (MAX_VALUE - 30)), 200),
+        # Malformed escapes: canonical_target refuses the query (class 1).
+        (chat(target="/v1/chat/completions?q=" + "%" * (MAX_VALUE - 30)), 400),
         (chat(target="/v1/chat/completions?q=" + "$(" * ((MAX_VALUE - 30) // 2) + ")"), 403),
     ]
     # A baseline: the same number of ordinary requests, one after another.
