@@ -10,14 +10,14 @@ nlohmann::json (llama.cpp) or JavaScript (LM Studio) could read differently:
   (`duplicate_key`): Go matches struct fields case-insensitively, under Unicode
   simple folding (U+212A KELVIN SIGN is `k`, U+017F LONG S is `s`, U+0131 DOTLESS I
   is `i`) and the last match wins, while Python keeps both spellings apart;
-- `NaN`/`Infinity` and numbers no float64 or int64 holds (`invalid_number`):
-  `1e400` is `inf` to Python and an error to Go;
+- `NaN`/`Infinity` and numbers no float64 holds (`invalid_number`): `1e400` is
+  `inf` to Python and an error to Go;
 - lone surrogate escapes such as `"\\ud800"` (`invalid_json`): Python keeps them,
   Go reads U+FFFD;
 - nesting deeper than `MAX_DEPTH` (`json_too_deep`), never a RecursionError.
-Work is linear in the body: C-speed scans decide the rare slow paths (a number of
-19+ digits or a 3-digit exponent, a surrogate escape, more brackets than
-`MAX_DEPTH`), and the depth walk visits each container once.
+Work is linear in the body: C-speed scans decide the rare slow paths (a surrogate
+escape, more brackets than `MAX_DEPTH`), and the depth walk visits each container
+once.
 """
 
 from __future__ import annotations
@@ -34,9 +34,7 @@ from flm_gateway.text import echo
 MAX_DEPTH = 64
 """Objects and arrays nested deeper than this are refused (a chat body uses about 6)."""
 
-_INT64 = range(-(2**63), 2**63)
-# Cheap triggers of the slow paths; a match only means "look closer", never a refusal.
-_BIG_NUMBER = re.compile(rb"[0-9]{19}|[0-9][eE][+-]?[0-9]{3}")
+# A cheap trigger of the surrogate check; a hit only means "look closer", never a refusal.
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 
 
@@ -91,15 +89,6 @@ def _checked_float(text: str) -> float:
     return value
 
 
-def _checked_int(text: str) -> int:
-    value = int(text)
-    if value not in _INT64:
-        raise BodyError(
-            f"The integer {echo(text, 40)} is out of range (no int64 holds it).", "invalid_number"
-        )
-    return value
-
-
 def _too_deep(value: Any) -> bool:
     """True if `value` nests containers deeper than MAX_DEPTH (iterative: no recursion)."""
     stack = [(value, 1)]
@@ -115,6 +104,15 @@ def _too_deep(value: Any) -> bool:
 
 def _deep_error() -> BodyError:
     return BodyError(f"The JSON body is nested deeper than {MAX_DEPTH} levels.", "json_too_deep")
+
+
+# Stateless, so built once (json.loads with hooks builds a decoder per call, ~2 us).
+# parse_float runs for every float (a chat body has one or two): Python reads 1e400 as
+# inf, Go refuses it. Integers need no check here: Python reads them exactly, and the
+# known integer fields have ranges (`schema`).
+_DECODER = json.JSONDecoder(
+    object_pairs_hook=_object, parse_constant=_constant, parse_float=_checked_float
+)
 
 
 def read_object(raw: bytes) -> dict[str, Any]:
@@ -134,15 +132,8 @@ def read_object(raw: bytes) -> dict[str, Any]:
         raise BodyError(
             "The body is not valid UTF-8 (UTF-16 and UTF-32 are not accepted).", "invalid_encoding"
         )
-    big_numbers = _BIG_NUMBER.search(raw) is not None
     try:
-        value = json.loads(
-            text,
-            object_pairs_hook=_object,
-            parse_constant=_constant,
-            parse_float=_checked_float if big_numbers else None,
-            parse_int=_checked_int if big_numbers else None,
-        )
+        value = _DECODER.decode(text)
     except RecursionError:
         raise _deep_error() from None
     except BodyError:
