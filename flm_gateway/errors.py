@@ -60,9 +60,7 @@ def error_response(
     """A ready mitmproxy response carrying an OpenAI-shaped error."""
     all_headers = {"content-type": "application/json", "cache-control": "no-store"}
     all_headers.update(headers or {})
-    return http.Response.make(
-        status, error_body(status, message, type_, code, param), all_headers
-    )
+    return http.Response.make(status, error_body(status, message, type_, code, param), all_headers)
 
 
 def json_response(status: int, payload: object) -> http.Response:

@@ -1,7 +1,8 @@
 """The types of the OpenAI request fields the gateway knows, per endpoint (pydantic).
 
 `check_json(kind, body)` checks a chat, completions or embeddings body read by
-`strict_json`; `check_form(parts)` the fields of an audio upload read by `multipart`.
+`strict_json`; `check_form(parts)` the parts of an audio upload read by `multipart`
+(`file` a file, the known text fields text, valid UTF-8).
 Both raise `BodyError` (400) with `param` naming the field (`max_tokens`,
 `messages[0].role`). The policy:
 - Only the known fields are checked; unknown ones pass (engines have extensions).
@@ -26,12 +27,13 @@ The validators are built once at import (pydantic compiles them then).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Annotated, Any, Literal, NotRequired, Required, TypedDict
 
 from pydantic import ConfigDict, Field, TypeAdapter, ValidationError, with_config
 
 from flm_gateway.bodies import BodyError
+from flm_gateway.bodies.multipart import Part
 from flm_gateway.bodies.strict_json import fold_key
 from flm_gateway.text import echo
 
@@ -264,9 +266,42 @@ def check_json(kind: str, body: dict[str, Any]) -> bool:
     return bool(nulls)
 
 
-def check_form(fields: Mapping[str, str | list[str]]) -> None:
-    """Check the text fields of an audio upload. Raises BodyError."""
+def check_defaults(defaults: Mapping[str, Any]) -> None:
+    """Check a route's `defaults` as fields of every JSON endpoint. Raises BodyError."""
+    for key, value in defaults.items():
+        if value is None:
+            raise BodyError(f"'{key}' is null; leave it out instead.", "invalid_value", key)
+    for kind in JSON_FIELDS:
+        check_json(kind, {**defaults, "model": "-"})
+
+
+def check_form(parts: Iterable[Part]) -> dict[str, Any]:
+    """The text fields of an audio upload (`name[]` fields as lists), checked.
+
+    `file` must be a file part, the known text fields text parts. Raises BodyError.
+    """
+    fields: dict[str, Any] = {}
+    for part in parts:
+        name = part.name
+        if (name == FILE_FIELD) != (part.filename is not None) and (
+            name == FILE_FIELD or name in FORM_FIELDS
+        ):
+            kind = "a file part (with a filename)" if name == FILE_FIELD else "a text field"
+            raise BodyError(f"'{name}' must be {kind}.", "invalid_type", name)
+        if part.filename is not None:
+            continue
+        try:
+            text = part.data.decode("utf-8")
+        except UnicodeDecodeError:
+            raise BodyError(
+                f"The field '{echo(name)}' is not valid UTF-8.", "invalid_encoding", echo(name)
+            ) from None
+        if name.endswith("[]"):
+            fields.setdefault(name, []).append(text)
+        else:
+            fields[name] = text
     try:
         _FORM_VALIDATOR.validate_python(fields)
     except ValidationError as error:
         raise _type_error(error) from None
+    return fields
