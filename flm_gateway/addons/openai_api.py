@@ -86,10 +86,11 @@ def parse_json_body(request: http.Request, kind: str) -> dict[str, Any] | http.R
     """The request's checked JSON object with a `model`, or the 400 response saying why."""
     try:
         body = read_object(_content(request))
+        changed = check_json(kind, body)  # first: "MODEL" alone is ambiguous, not missing
         model = body.get("model")
         if not isinstance(model, str) or not model:
             return _missing_model()
-        if check_json(kind, body):
+        if changed:
             request.content = json.dumps(body).encode()
     except BodyError as error:
         return _refusal(error)

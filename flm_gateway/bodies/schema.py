@@ -7,7 +7,7 @@ Both raise `BodyError` (400) with `param` naming the field (`max_tokens`,
 `messages[0].role`). The policy:
 - Only the known fields are checked; unknown ones pass (engines have extensions).
   Presence is the engine's business (a chat without `messages` reaches it), except
-  `model`, which `openai_api` requires.
+  `model`, which `openai_api` requires (a non-empty string, `missing_model`).
 - Strict: no coercion that changes meaning. `"stream": "yes"` is not true, `"5"` is
   not 5, `true` is not 1 (Python's bool is an int; pydantic's strict mode says no).
 - Ranges where the gateway acts on a value: token counts (`max_tokens`,
@@ -97,7 +97,7 @@ class ResponseFormat(TypedDict):
 class _Generation(TypedDict, total=False):
     """Fields every text-generating endpoint shares."""
 
-    model: Required[str]
+    model: Any  # openai_api requires a non-empty string (`missing_model`)
     max_tokens: TokenCount | None
     max_completion_tokens: TokenCount | None
     n_predict: TokenCount | None
@@ -136,7 +136,7 @@ class CompletionRequest(_Generation, total=False):
 
 @with_config(_OPEN)
 class EmbeddingRequest(TypedDict, total=False):
-    model: Required[str]
+    model: Any
     input: str | list[str] | TokenIds | None
     encoding_format: str | None
     dimensions: Annotated[int, Field(ge=1, le=1 << 20)] | None
