@@ -12,7 +12,6 @@ from __future__ import annotations
 import gzip
 import json
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -110,7 +109,7 @@ AMBIGUOUS_JSON = [
     ),
     # Nested objects fold too (Go decodes messages into structs).
     (
-        f'{{"model":"ok-1","messages":[{{"role":"user","content":"a","Content":"b"}}]}}'.encode(),
+        b'{"model":"ok-1","messages":[{"role":"user","content":"a","Content":"b"}]}',
         "duplicate_key",
         "Content",
     ),
@@ -202,8 +201,8 @@ def field(name: bytes, value: bytes, extra: bytes = b"") -> bytes:
 
 
 FILE = (
-    b'Content-Disposition: form-data; name="file"; filename="a.wav"\r\nContent-Type: audio/wav\r\n\r\n'
-    + WAV
+    b'Content-Disposition: form-data; name="file"; filename="a.wav"\r\n'
+    b"Content-Type: audio/wav\r\n\r\n" + WAV
 )
 MODEL = field(b"model", b"ok-audio")
 FORM_TYPE = "multipart/form-data; boundary=B0undary"
@@ -257,7 +256,8 @@ AMBIGUOUS_UPLOADS = [
         form(
             FILE,
             MODEL,
-            b'Content-Disposition: form-data; name="language"\r\nContent-Transfer-Encoding: base64\r\n\r\nZW4=',
+            b'Content-Disposition: form-data; name="language"\r\n'
+            b"Content-Transfer-Encoding: base64\r\n\r\nZW4=",
         ),
         FORM_TYPE,
         "invalid_multipart",
@@ -265,7 +265,8 @@ AMBIGUOUS_UPLOADS = [
     (
         form(
             FILE,
-            b'Content-Type: multipart/mixed; boundary=C\r\nContent-Disposition: form-data; name="model"\r\n\r\n--C\r\n\r\nsecret\r\n--C--',
+            b"Content-Type: multipart/mixed; boundary=C\r\n"
+            b'Content-Disposition: form-data; name="model"\r\n\r\n--C\r\n\r\nsecret\r\n--C--',
         ),
         FORM_TYPE,
         "invalid_multipart",
@@ -273,7 +274,8 @@ AMBIGUOUS_UPLOADS = [
     (
         form(
             FILE,
-            b'Content-Disposition: form-data; name="model"\r\nContent-Disposition: form-data; name="x"\r\n\r\nok-audio',
+            b'Content-Disposition: form-data; name="model"\r\n'
+            b'Content-Disposition: form-data; name="x"\r\n\r\nok-audio',
         ),
         FORM_TYPE,
         "invalid_multipart",
