@@ -431,3 +431,25 @@ def test_long_paths_and_model_ids_are_echoed_truncated(port: int) -> None:
     ):
         answer = exchange(port, request("GET", target, headers=headers), source=next(ADDRESSES))
         _assert_bounded_echo(assert_openai_error(answer, 404, code=code))
+
+
+def test_an_upload_is_reserialised_even_when_nothing_changes(
+    port: int, engine: RecordingEngine
+) -> None:
+    """Accepted spellings (quoted boundary, lowercase header, no space after ';') never
+    reach the engine: it gets the canonical form of the parts read."""
+    body = form(FILE, b'content-disposition: form-data;name="model"\r\n\r\nok-1')
+    engine.clear()
+    answer = send(
+        port, body, path=TRANSCRIBE, Content_Type='multipart/form-data; boundary="B0undary"'
+    )
+    assert answer.status == 200, answer.body
+    (seen,) = engine.calls()
+    content_type = seen.header("content-type") or ""
+    assert content_type.startswith("multipart/form-data; boundary=flm-")
+    assert b"B0undary" not in seen.body and b"content-disposition" not in seen.body
+    assert b'Content-Disposition: form-data; name="model"\r\n\r\nok-1\r\n' in seen.body
+    assert reference_parts(content_type, seen.body) == [
+        ("file", "a.wav", WAV),
+        ("model", None, b"ok-1"),
+    ]
