@@ -2,9 +2,11 @@
 
 The one shape of every error a client sees is OpenAI's error JSON.
 
-`{"error": {"message": ..., "type": ..., "param": null, "code": ...}}` with the
-matching HTTP status. Messages name what went wrong for the client; they never
-carry tracebacks, file paths, engine credentials or internal addresses.
+`{"error": {"message": ..., "type": ..., "param": ..., "code": ...}}` with the
+matching HTTP status; `param` names the request field at fault (`max_tokens`,
+`messages[0].role`), else null. Messages name what went wrong for the client; they
+never carry tracebacks, file paths, engine credentials or internal addresses, and
+quote client input only through `text.echo`.
 """
 
 from __future__ import annotations
@@ -30,14 +32,18 @@ _DEFAULT_TYPES = {
 
 
 def error_body(
-    status: int, message: str, type_: str | None = None, code: str | None = None
+    status: int,
+    message: str,
+    type_: str | None = None,
+    code: str | None = None,
+    param: str | None = None,
 ) -> bytes:
     """The JSON bytes of an OpenAI-shaped error."""
     error = {
         "message": message,
         "type": type_
         or _DEFAULT_TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error"),
-        "param": None,
+        "param": param,
         "code": code,
     }
     return json.dumps({"error": error}).encode()
@@ -49,11 +55,12 @@ def error_response(
     type_: str | None = None,
     code: str | None = None,
     headers: dict[str, str] | None = None,
+    param: str | None = None,
 ) -> http.Response:
     """A ready mitmproxy response carrying an OpenAI-shaped error."""
     all_headers = {"content-type": "application/json", "cache-control": "no-store"}
     all_headers.update(headers or {})
-    return http.Response.make(status, error_body(status, message, type_, code), all_headers)
+    return http.Response.make(status, error_body(status, message, type_, code, param), all_headers)
 
 
 def json_response(status: int, payload: object) -> http.Response:

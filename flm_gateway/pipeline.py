@@ -115,9 +115,11 @@ def build_addons(
         RateLimiter("key"),
         # Drop-in fronting: takes over whole listeners before the OpenAI API parses anything.
         Passthrough(),
-        # Classifies the path, validates the body, answers /v1/models and unknown paths.
+        # Classifies the path, reads the body once (strictly) and types its known fields,
+        # answers /v1/models and unknown paths: every addon below reads only checked fields.
         OpenAIApi(),
-        # Paths, body size, max_tokens: needs the parsed body, must run before routing.
+        # Paths, body size, the token budget: needs the checked body; before routing, so a
+        # refusal probes no engine (route defaults are counted here, not left to routing).
         RequestLimits(),
         # Model and route scopes of the key: needs the model, refuses before any engine is
         # probed; trims the /v1/models answer to what the key may use.

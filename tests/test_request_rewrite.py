@@ -1,7 +1,8 @@
 from __future__ import annotations
 
+from flm_gateway.bodies.multipart import Part, read_form
 from flm_gateway.config.routes import RouteConfig
-from flm_gateway.request_rewrite import replace_multipart_field, rewrite_json
+from flm_gateway.request_rewrite import rewrite_form, rewrite_json, with_defaults
 
 
 def test_unchanged_body_is_not_reserialised() -> None:
@@ -23,13 +24,25 @@ def test_defaults_do_not_override_and_prompt_is_chat_only() -> None:
     assert embeddings is not None and "messages" not in embeddings
 
 
-def test_multipart_model_field_replaced_file_untouched() -> None:
+def test_token_fields_are_one_setting_for_defaults() -> None:
+    defaults = {"max_completion_tokens": 900, "n_predict": 900, "temperature": 0.1}
+    # The client's max_tokens stands: no default for another token field is added (vLLM
+    # would read max_completion_tokens first, llama.cpp n_predict).
+    assert with_defaults({"max_tokens": 10}, defaults) == {"max_tokens": 10, "temperature": 0.1}
+    assert with_defaults({}, defaults) == defaults
+
+
+def test_upload_model_replaced_file_untouched_fresh_boundary() -> None:
     payload = bytes(range(256)) * 4
-    body = (
-        b'--B\r\nContent-Disposition: form-data; name="file"; filename="a.wav"\r\n\r\n'
-        + payload
-        + b'\r\n--B\r\nContent-Disposition: form-data; name="model"\r\n\r\nwhisper\r\n--B--\r\n'
-    )
-    out = replace_multipart_field(body, "multipart/form-data; boundary=B", "model", "large-v3")
-    assert b"large-v3" in out and b"whisper" not in out
-    assert payload in out
+    parts = [
+        Part("file", payload, "a.wav", "audio/wav"),
+        Part("model", b"whisper"),
+        Part("timestamp_granularities[]", b"word"),
+    ]
+    content_type, body = rewrite_form(parts, "large-v3")
+    assert read_form(content_type, body) == [
+        Part("file", payload, "a.wav", "audio/wav"),
+        Part("model", b"large-v3"),
+        Part("timestamp_granularities[]", b"word"),
+    ]
+    assert rewrite_form(parts, "large-v3")[0] != content_type  # a fresh boundary each time

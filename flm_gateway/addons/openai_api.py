@@ -11,13 +11,22 @@ Policy (on `request`, for listeners without `passthrough`):
   while one of their engines or fallbacks is reachable.
   `GET /v1/models/{id}` (the id percent-decoded) answers one of them or 404
   `model_not_found`.
-- `POST /v1/chat/completions`, `/v1/completions`, `/v1/embeddings`: the body must
-  be a JSON object with a non-empty string `model`, else 400. `POST
-  /v1/audio/transcriptions` and `/v1/audio/translations`: multipart with a `model`
-  field, else 400.
-- Known path, wrong method: 405. Anything else: 404 `unknown_url`.
+- `POST /v1/chat/completions`, `/v1/completions`, `/v1/embeddings`: the body is
+  read once, by `bodies.strict_json` (refuses anything two JSON parsers could read
+  differently: duplicate or case-folded keys, NaN, encodings, depth...), must name a
+  non-empty string `model` (`missing_model`), and its known fields must have their
+  types (`bodies.schema`); known fields that are null are removed (re-serialised).
+  `POST /v1/audio/transcriptions` and `/v1/audio/translations`: one
+  `multipart/form-data` content type, read by `bodies.multipart` (refuses duplicate
+  fields, odd parts and framing), with typed text fields and a `model`; the body is
+  then replaced by the canonical serialisation of the parts read (fresh boundary),
+  so the engine gets exactly what was checked. A body that its Content-Encoding
+  does not decode is refused too. All: 400 with `param` naming the field.
+- Known path, wrong method: 405. Anything else: 404 `unknown_url`. Client text in
+  messages is quoted through `text.echo` (bounded, controls escaped).
 Writes `flm.api.kind`, `flm.api.model`, `flm.api.stream` and, for JSON bodies,
-`flm.api.body` (the parsed object; routing re-serialises it when it changes it).
+`flm.api.body` (the parsed object; whoever changes it re-serialises it), for
+uploads `flm.api.form` (the parts read, in order).
 """
 
 from __future__ import annotations
@@ -29,9 +38,14 @@ from urllib.parse import unquote
 from mitmproxy import http
 
 from flm_gateway.addons.guard import fail_closed
+from flm_gateway.bodies import BodyError
+from flm_gateway.bodies.multipart import Part, read_form, write_form
+from flm_gateway.bodies.schema import check_form, check_json
+from flm_gateway.bodies.strict_json import read_object
 from flm_gateway.errors import error_response, json_response
 from flm_gateway.routing_table import is_pattern
 from flm_gateway.runtime import Runtime
+from flm_gateway.text import echo
 
 JSON_ENDPOINTS = {
     "/v1/chat/completions": "chat",
@@ -49,33 +63,61 @@ def _bad_request(message: str, code: str = "invalid_request") -> http.Response:
     return error_response(400, message, code=code)
 
 
-def parse_json_body(request: http.Request) -> dict[str, Any] | http.Response:
-    """The request's JSON object with a `model`, or the 400 response explaining what is wrong."""
+def _refusal(error: BodyError) -> http.Response:
+    return error_response(400, error.message, code=error.code, param=error.param)
+
+
+def _content(request: http.Request) -> bytes:
+    """The body as the engine will decode it (Content-Encoding applied), or BodyError."""
     try:
-        body = json.loads(request.get_content(strict=False) or b"")
-    except (ValueError, UnicodeDecodeError):
-        return _bad_request("The request body is not valid JSON.", "invalid_json")
-    if not isinstance(body, dict):
-        return _bad_request("The request body must be a JSON object.", "invalid_json")
-    model = body.get("model")
-    if not isinstance(model, str) or not model:
-        return _bad_request(
-            "The request must name a model (string field 'model').", "missing_model"
-        )
+        return request.get_content() or b""
+    except ValueError:
+        raise BodyError(
+            "The body does not decode per its Content-Encoding.", "invalid_encoding"
+        ) from None
+
+
+def _missing_model() -> http.Response:
+    return error_response(
+        400,
+        "The request must name a model (string field 'model').",
+        code="missing_model",
+        param="model",
+    )
+
+
+def parse_json_body(request: http.Request, kind: str) -> dict[str, Any] | http.Response:
+    """The request's checked JSON object with a `model`, or the 400 response saying why."""
+    try:
+        body = read_object(_content(request))
+        changed = check_json(kind, body)  # first: "MODEL" alone is ambiguous, not missing
+        model = body.get("model")
+        if not isinstance(model, str) or not model:
+            return _missing_model()
+        if changed:
+            request.content = json.dumps(body).encode()
+    except BodyError as error:
+        return _refusal(error)
     return body
 
 
-def parse_multipart_model(request: http.Request) -> str | http.Response:
-    """The `model` form field of a multipart upload, or a 400 response."""
-    if not request.headers.get("content-type", "").lower().startswith("multipart/form-data"):
-        return _bad_request("This endpoint takes multipart/form-data.", "invalid_content_type")
+def parse_form(request: http.Request) -> tuple[list[Part], dict[str, Any]] | http.Response:
+    """The parts and text fields of an upload (re-serialised canonically), or a 400."""
+    content_types = request.headers.get_all("content-type")
+    if len(content_types) != 1 or not content_types[0].lower().startswith("multipart/form-data"):
+        return _bad_request(
+            "This endpoint takes multipart/form-data (one Content-Type header).",
+            "invalid_content_type",
+        )
     try:
-        value = request.multipart_form.get(b"model")
-    except ValueError:
-        return _bad_request("The multipart body could not be parsed.", "invalid_multipart")
-    if not value:
-        return _bad_request("The upload must include a 'model' form field.", "missing_model")
-    return value.decode("utf-8", "replace")
+        parts = read_form(content_types[0], _content(request))
+        fields = check_form(parts)
+    except BodyError as error:
+        return _refusal(error)
+    if not fields.get("model"):
+        return _missing_model()
+    request.headers["content-type"], request.content = write_form(parts)
+    return parts, fields
 
 
 class OpenAIApi:
@@ -101,22 +143,24 @@ class OpenAIApi:
                     405, f"Use POST for {path}.", code="method_not_allowed"
                 )
                 return
-            parsed = (
-                parse_json_body(flow.request)
-                if path in JSON_ENDPOINTS
-                else parse_multipart_model(flow.request)
-            )
-            if isinstance(parsed, http.Response):
-                flow.response = parsed
-                return
             flow.metadata["flm.api.kind"] = kind
-            if isinstance(parsed, dict):
-                flow.metadata["flm.api.body"] = parsed
-                flow.metadata["flm.api.model"] = parsed["model"]
-                flow.metadata["flm.api.stream"] = bool(parsed.get("stream"))
+            if path in JSON_ENDPOINTS:
+                body = parse_json_body(flow.request, kind)
+                if isinstance(body, http.Response):
+                    flow.response = body
+                    return
+                flow.metadata["flm.api.body"] = body
+                flow.metadata["flm.api.model"] = body["model"]
+                flow.metadata["flm.api.stream"] = body.get("stream") is True
             else:
-                flow.metadata["flm.api.model"] = parsed
-                flow.metadata["flm.api.stream"] = False
+                form = parse_form(flow.request)
+                if isinstance(form, http.Response):
+                    flow.response = form
+                    return
+                parts, fields = form
+                flow.metadata["flm.api.form"] = parts
+                flow.metadata["flm.api.model"] = fields["model"]
+                flow.metadata["flm.api.stream"] = fields.get("stream") == "true"
         elif path == MODELS_PATH or path.startswith(MODELS_PATH + "/"):
             flow.metadata["flm.api.kind"] = "models"
             if method not in ("GET", "HEAD"):
@@ -131,7 +175,7 @@ class OpenAIApi:
             flow.metadata["flm.api.kind"] = "unknown"
             flow.response = error_response(
                 404,
-                f"Unknown path {path!r}; this gateway serves the OpenAI API under /v1.",
+                f"Unknown path '{echo(path)}'; this gateway serves the OpenAI API under /v1.",
                 code="unknown_url",
             )
 
@@ -168,7 +212,7 @@ class OpenAIApi:
             found = next((entry for entry in data if entry["id"] == model_id), None)
             if found is None:
                 return error_response(
-                    404, f"The model {model_id!r} does not exist.", code="model_not_found"
+                    404, f"The model '{echo(model_id)}' does not exist.", code="model_not_found"
                 )
             payload = found
         return json_response(200, payload)

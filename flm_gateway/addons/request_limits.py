@@ -9,12 +9,21 @@ Policy, per listener (`security.request_limits`):
   `request_too_large` on `requestheaders`, before the body is read; a chunked
   body is measured when complete (`request`). mitmproxy's `server.body_size_limit`
   caps every listener in any case.
-- `max_tokens` (on `request`, after `openai_api` parsed the body, before
-  routing): the cap is the smallest of the listener's `max_tokens`, the
-  matched route's `max_tokens_per_route` entry and the key's own `max_tokens`.
-  A request asking for more (`max_tokens` or `max_completion_tokens`) gets 400
-  `max_tokens_exceeded`; a chat or completion request asking for none is sent
-  with `max_tokens` set to the cap, so no request runs unbounded.
+- `max_tokens` (on `request` for chat and completions, after `openai_api` checked
+  the body's types, before routing): the cap is the smallest of the listener's
+  `max_tokens`, the matched route's `max_tokens_per_route` entry and the key's own
+  `max_tokens`, and it bounds the tokens of the whole request: tokens per choice
+  times the choices (`n`, `best_of`). The route's `defaults` count as if the client
+  sent them (routing fills them in later, and only where the body leaves a field
+  out). `budget_tokens` decides the one value the engine gets:
+  - the client's own value (`max_tokens`, `max_completion_tokens` or llama.cpp's
+    `n_predict`, which `openai_api` made agree): above the cap, or times the
+    choices above it, 400 `max_tokens_exceeded` with `param`;
+  - else min(the route default, cap // choices); a cap that leaves no token per
+    choice is 400 too.
+  The value is written to `max_tokens` (the one field every engine reads; Ollama
+  reads no other) and to each other token field the client or route used, so no
+  default can raise it later; the body is re-serialised if that changed it.
 Reads `flm.api.body`, `flm.api.kind`, `flm.api.model`, `flm.auth.key`.
 """
 
@@ -24,18 +33,23 @@ import fnmatch
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from mitmproxy import http
 
 from flm_gateway.addons.guard import fail_closed
+from flm_gateway.bodies import BodyError
+from flm_gateway.bodies.schema import CHOICE_FIELDS, TOKEN_FIELDS
 from flm_gateway.config import LoadedConfig
+from flm_gateway.config.routes import RouteConfig
 from flm_gateway.config.security import RequestLimitSettings
 from flm_gateway.errors import error_response
+from flm_gateway.request_rewrite import with_defaults
 from flm_gateway.routing_table import RoutingTable
 from flm_gateway.security.policies import is_health_check, listener_name, per_listener
 from flm_gateway.state.store import KeyRecord
+from flm_gateway.text import echo
 
-TOKEN_FIELDS = ("max_tokens", "max_completion_tokens")
 CAPPED_KINDS = frozenset({"chat", "completions"})
 
 
@@ -43,6 +57,41 @@ CAPPED_KINDS = frozenset({"chat", "completions"})
 class _Limits:
     settings: RequestLimitSettings
     max_body: int
+
+
+def budget_tokens(body: dict[str, Any], defaults: Mapping[str, Any], cap: int) -> bool:
+    """Set the token fields of `body` to the final value under `cap`; True if that
+    changed `body`. Raises BodyError (`max_tokens_exceeded`) when no value fits."""
+    effective = with_defaults(body, defaults)
+    choice_field = max(CHOICE_FIELDS, key=lambda field: effective.get(field) or 1)
+    choices: int = effective.get(choice_field) or 1
+    per_choice = cap // choices
+    asked = next((field for field in TOKEN_FIELDS if field in body), None)
+    if asked is not None:
+        final: int = body[asked]
+        if final > cap:
+            raise BodyError(f"{asked} must be at most {cap} here.", "max_tokens_exceeded", asked)
+        if final > per_choice:
+            raise BodyError(
+                f"{asked} ({final}) times {choice_field} ({choices}) must be at most {cap} "
+                f"here: at most {per_choice} tokens per choice.",
+                "max_tokens_exceeded",
+                choice_field,
+            )
+    else:
+        if per_choice < 1:
+            raise BodyError(
+                f"{choice_field} ({choices}) leaves no token per choice under the cap of {cap}.",
+                "max_tokens_exceeded",
+                choice_field,
+            )
+        default = next((effective[field] for field in TOKEN_FIELDS if field in effective), None)
+        final = per_choice if default is None else min(default, per_choice)
+    fields = ["max_tokens", *(field for field in TOKEN_FIELDS[1:] if field in effective)]
+    changed = any(body.get(field) != final for field in fields)
+    for field in fields:
+        body[field] = final
+    return changed
 
 
 def _too_large(limit: int) -> http.Response:
@@ -69,13 +118,11 @@ class RequestLimits:
         self._routes = RoutingTable(config.routes)
 
     def token_cap(
-        self, limits: RequestLimitSettings, model: str | None, key: KeyRecord | None
+        self, limits: RequestLimitSettings, route: RouteConfig | None, key: KeyRecord | None
     ) -> int | None:
         caps = [limits.max_tokens]
-        if model is not None and limits.max_tokens_per_route:
-            route = self._routes.match(model)
-            if route is not None:
-                caps.append(limits.max_tokens_per_route.get(route.model))
+        if route is not None:
+            caps.append(limits.max_tokens_per_route.get(route.model))
         if key is not None:
             caps.append(key.limits.max_tokens)
         present = [cap for cap in caps if cap is not None]
@@ -92,7 +139,7 @@ class RequestLimits:
         path = flow.request.path.split("?", 1)[0]
         if allowed is not None and not any(fnmatch.fnmatchcase(path, p) for p in allowed):
             flow.response = error_response(
-                404, f"Unknown path {path[:200]!r} on this listener.", code="unknown_url"
+                404, f"Unknown path '{echo(path)}' on this listener.", code="unknown_url"
             )
             return
         declared = flow.request.headers.get("content-length")
@@ -110,26 +157,16 @@ class RequestLimits:
             flow.response = _too_large(limits.max_body)
             return
         body = flow.metadata.get("flm.api.body")
-        if not isinstance(body, dict):
+        if not isinstance(body, dict) or flow.metadata.get("flm.api.kind") not in CAPPED_KINDS:
             return
-        cap = self.token_cap(
-            limits.settings, flow.metadata.get("flm.api.model"), flow.metadata.get("flm.auth.key")
-        )
+        route = self._routes.match(flow.metadata["flm.api.model"])
+        cap = self.token_cap(limits.settings, route, flow.metadata.get("flm.auth.key"))
         if cap is None:
             return
-        for field in TOKEN_FIELDS:
-            value = body.get(field)
-            if value is None:
-                continue
-            if not isinstance(value, int) or isinstance(value, bool) or value > cap:
-                flow.response = error_response(
-                    400,
-                    f"{field} must be an integer of at most {cap} here.",
-                    code="max_tokens_exceeded",
-                )
-                return
-        if flow.metadata.get("flm.api.kind") in CAPPED_KINDS and not any(
-            field in body for field in TOKEN_FIELDS
-        ):
-            body["max_tokens"] = cap
+        try:
+            changed = budget_tokens(body, route.defaults if route is not None else {}, cap)
+        except BodyError as error:
+            flow.response = error_response(400, error.message, code=error.code, param=error.param)
+            return
+        if changed:
             flow.request.content = json.dumps(body).encode()

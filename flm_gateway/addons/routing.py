@@ -39,9 +39,10 @@ from flm_gateway.config.routes import RouteConfig
 from flm_gateway.egress.failure import EgressFailure
 from flm_gateway.engines.directory import EngineState
 from flm_gateway.errors import error_response
-from flm_gateway.request_rewrite import replace_multipart_field, rewrite_json
+from flm_gateway.request_rewrite import rewrite_form, rewrite_json
 from flm_gateway.routing_table import RoutingTable
 from flm_gateway.runtime import Runtime
+from flm_gateway.text import echo
 from flm_gateway.upstream import EGRESS_FAILURES_KEY, ProbeResult, point_at, probe
 
 MISS_WAIT = 3.0
@@ -64,11 +65,8 @@ def apply_candidate(flow: http.HTTPFlow, candidate: Candidate, route: RouteConfi
         if new_body is not None:
             flow.request.content = json.dumps(new_body).encode()
     elif candidate.upstream_model != flow.metadata["flm.api.model"]:
-        flow.request.content = replace_multipart_field(
-            flow.request.get_content() or b"",
-            flow.request.headers.get("content-type", ""),
-            "model",
-            candidate.upstream_model,
+        flow.request.headers["content-type"], flow.request.content = rewrite_form(
+            flow.metadata["flm.api.form"], candidate.upstream_model
         )
     path = flow.request.path
     suffix = path[len("/v1") :]
@@ -133,7 +131,7 @@ class Routing:
         route, candidates = await self.candidates(model)
         if not candidates:
             flow.response = error_response(
-                404, f"The model {model!r} does not exist.", code="model_not_found"
+                404, f"The model '{echo(model)}' does not exist.", code="model_not_found"
             )
             return
         flow.metadata["flm.route.route"] = route
@@ -180,6 +178,7 @@ def unreachable_response(
     the message names each egress and why it failed.
     """
     egress = egress or {}
+    model = echo(model)
     reasons = "; ".join(
         f"engine {name!r}: {egress[name].client_message}"
         if name in egress
@@ -192,15 +191,15 @@ def unreachable_response(
         same = all(egress[name].reason is first.reason for name, _ in failures)
         return error_response(
             first.status if same else 502,
-            f"No engine is reachable for model {model!r}: {reasons}.",
+            f"No engine is reachable for model '{model}': {reasons}.",
             code=first.code if same else "egress_failed",
         )
     if all(result is ProbeResult.TIMEOUT for _, result in failures):
         return error_response(
             504,
-            f"No engine answered in time for model {model!r}: {reasons}.",
+            f"No engine answered in time for model '{model}': {reasons}.",
             code="engine_timeout",
         )
     return error_response(
-        502, f"No engine is reachable for model {model!r}: {reasons}.", code="engine_unavailable"
+        502, f"No engine is reachable for model '{model}': {reasons}.", code="engine_unavailable"
     )

@@ -27,6 +27,7 @@ from flm_gateway.errors import error_response
 from flm_gateway.routing_table import RoutingTable
 from flm_gateway.security.events import record
 from flm_gateway.state.store import KeyRecord, KeyScopes
+from flm_gateway.text import echo
 
 ROUTED_KINDS = frozenset({"chat", "completions", "embeddings", "transcriptions", "translations"})
 
@@ -65,7 +66,7 @@ class Scopes:
             record(flow, "auth.forbidden", Severity.LOW, None, reason="model_scope")
             flow.response = error_response(
                 403,
-                f"This API key may not use the model {model!r}."
+                f"This API key may not use the model '{echo(model)}'."
                 if model
                 else "This API key is limited to some models; this endpoint cannot be checked.",
                 code="model_not_allowed",
@@ -83,5 +84,7 @@ class Scopes:
             response.content = json.dumps(payload).encode()
         elif "id" in payload and not self.allows(scopes, str(payload["id"])):
             flow.response = error_response(
-                404, f"The model {payload['id']!r} does not exist.", code="model_not_found"
+                404,
+                f"The model '{echo(str(payload['id']))}' does not exist.",
+                code="model_not_found",
             )

@@ -36,6 +36,7 @@ from typing import Any
 from mitmproxy import http
 
 from flm_gateway.addons.guard import fail_closed
+from flm_gateway.bodies.strict_json import read_object
 from flm_gateway.runtime import Runtime
 from flm_gateway.stream_filters import find_filter
 from flm_gateway.usage import (
@@ -77,7 +78,7 @@ def request_body(flow: http.HTTPFlow) -> Any:
     if not raw.lstrip().startswith(b"{"):
         return None
     try:
-        return json.loads(raw)
+        return read_object(raw)  # bounded depth: a 100,000-deep body is no RecursionError
     except ValueError:
         return None
 

@@ -49,7 +49,10 @@ class RouteConfig(StrictModel):
         default_factory=dict,
         description=(
             "Request fields applied when the client omits them (a model profile), e.g. "
-            "{temperature: 0.2, max_tokens: 512}."
+            "{temperature: 0.2, max_tokens: 512}; checked like a client's fields (types, "
+            "exact spelling). max_tokens, max_completion_tokens and n_predict are one "
+            "setting: a default for one applies only if the client sent none. The "
+            "max_tokens caps (security.request_limits, key limits) bound these defaults."
         ),
     )
     system_prompt: str | None = Field(

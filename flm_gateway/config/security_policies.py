@@ -228,8 +228,9 @@ class RequestLimitSettings(StrictModel):
         None,
         ge=1,
         description=(
-            "Largest max_tokens (or max_completion_tokens) a request may ask for; larger: "
-            "400. A request that asks for none gets this value."
+            "Largest number of tokens a chat or completions request may generate, all "
+            "choices (n, best_of) together: asking for more is 400. A request that asks "
+            "for none gets the cap (or its route's smaller default) divided by its choices."
         ),
     )
     max_tokens_per_route: dict[str, int] = Field(

@@ -8,6 +8,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 
 from flm_gateway.config.binds import ANY_ADDRESS, ANY_IPV4, bind_host_problem, binds_overlap
+from flm_gateway.bodies import BodyError
+from flm_gateway.bodies.schema import check_defaults
 from flm_gateway.config.egress import check_egress
 from flm_gateway.config.engines import EngineKind
 from flm_gateway.config.model import GatewayConfig
@@ -26,6 +28,7 @@ def check_semantics(config: GatewayConfig, locate: Locate = lambda path: "") -> 
         *_unique_names(config),
         *_listener_binds(config, locate),
         *_engine_references(config),
+        *_route_defaults(config),
         *_listener_auth(config),
         *_admin_bind(config),
         *check_tls(config),
@@ -116,6 +119,17 @@ def _engine_references(config: GatewayConfig) -> Iterator[Problem]:
                 "only meaningful with passthrough to an ollama, vllm, lmstudio or llamacpp "
                 "engine (an openai engine has no admin routes)",
             )
+
+
+def _route_defaults(config: GatewayConfig) -> Iterator[Problem]:
+    """A route default is sent as if the client had: the client's types and spellings."""
+    for index, route in enumerate(config.routes):
+        try:
+            check_defaults(route.defaults)
+        except BodyError as error:
+            key = (error.param or "").split(".", 1)[0].split("[", 1)[0]
+            path: tuple[str | int, ...] = ("routes", index, "defaults")
+            yield (*path, key) if key in route.defaults else path, error.message
 
 
 def _listener_auth(config: GatewayConfig) -> Iterator[Problem]:

@@ -155,3 +155,52 @@ async def test_passthrough_listeners_are_left_alone(make_runtime: RuntimeFactory
     context.requestheaders(flow)
     api.request(flow)
     assert flow.response is None and "flm.api.kind" not in flow.metadata
+
+
+async def test_checked_body_refusals_carry_param(make_runtime: RuntimeFactory) -> None:
+    context, api = _prepare(make_runtime())
+    for raw, code, param in (
+        (b'{"model": "tiny-a", "Model": "x"}', "duplicate_key", "Model"),
+        (b'{"model": "tiny-a", "stream": "yes"}', "invalid_type", "stream"),
+        (b'{"MODEL": "tiny-a"}', "ambiguous_key", "MODEL"),
+    ):
+        flow = make_flow(raw=raw)
+        context.requestheaders(flow)
+        api.request(flow)
+        status, error = error_of(flow)
+        assert (status, error["code"], error["param"]) == (400, code, param)
+
+
+async def test_null_known_fields_are_removed_from_what_is_sent(
+    make_runtime: RuntimeFactory,
+) -> None:
+    context, api = _prepare(make_runtime())
+    flow = make_flow(raw=b'{"model": "tiny-a", "max_tokens": null, "stream": null, "x": null}')
+    context.requestheaders(flow)
+    api.request(flow)
+    assert flow.response is None
+    assert json.loads(flow.request.content or b"") == {"model": "tiny-a", "x": None}
+    assert flow.metadata["flm.api.stream"] is False
+
+
+async def test_uploads_are_sent_in_canonical_form(make_runtime: RuntimeFactory) -> None:
+    context, api = _prepare(make_runtime())
+    body = (
+        b'--q\r\ncontent-disposition: form-data;name="model"\r\n\r\nwhisper-1\r\n'
+        b'--q\r\nContent-Disposition: form-data; name="file"; filename="a.wav"\r\n\r\nRIFF\r\n'
+        b"--q--\r\n"
+    )
+    flow = make_flow(
+        "POST",
+        "/v1/audio/transcriptions",
+        raw=body,
+        headers={"content-type": 'multipart/form-data; boundary="q"'},
+    )
+    context.requestheaders(flow)
+    api.request(flow)
+    assert flow.response is None
+    assert flow.request.headers["content-type"].startswith("multipart/form-data; boundary=flm-")
+    assert b'Content-Disposition: form-data; name="model"\r\n\r\nwhisper-1' in (
+        flow.request.content or b""
+    )
+    assert [part.name for part in flow.metadata["flm.api.form"]] == ["model", "file"]

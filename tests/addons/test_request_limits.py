@@ -5,10 +5,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from flm_gateway.addons.request_limits import RequestLimits
+import pytest
+
+from flm_gateway.addons.request_limits import RequestLimits, budget_tokens
+from flm_gateway.bodies import BodyError
 from flm_gateway.state.store import KeyLimits, KeyRecord
 from tests.support.flows import error_of
-from tests.support.security import flow, loaded, run_hooks
+from tests.support.security import BASE, flow, loaded, run_hooks
 
 SECURITY = """
 request_limits:
@@ -73,6 +76,74 @@ async def test_max_tokens_caps(tmp_path: Path) -> None:
     assert unset.response is None
     assert json.loads(unset.request.content or b"{}")["max_tokens"] == 100
     assert unset.metadata["flm.api.body"]["max_tokens"] == 100
-    weird = _chat(config, {"model": "big", "messages": [], "max_tokens": "lots"})
-    await run_hooks([addon], weird, ("request",))
-    assert error_of(weird)[0] == 400
+    # Types (a string, -1, null) are openai_api's (tests/addons/test_openai_api.py).
+
+
+@pytest.mark.parametrize(
+    ("body", "defaults", "final"),
+    [
+        ({}, {}, {"max_tokens": 100}),
+        ({"max_tokens": 40}, {}, {"max_tokens": 40}),
+        # Ollama reads only max_tokens: it is set beside the client's other field.
+        ({"max_completion_tokens": 40}, {}, {"max_tokens": 40, "max_completion_tokens": 40}),
+        ({"n_predict": 40}, {}, {"max_tokens": 40, "n_predict": 40}),
+        # A route default below the cap stands; above it, the cap.
+        ({}, {"max_tokens": 30}, {"max_tokens": 30}),
+        ({}, {"max_tokens": 5000}, {"max_tokens": 100}),
+        # A default for another token field cannot raise the value later.
+        ({}, {"max_completion_tokens": 500}, {"max_tokens": 100, "max_completion_tokens": 100}),
+        ({"max_tokens": 10}, {"max_completion_tokens": 500}, {"max_tokens": 10}),
+        # Choices share the cap, whether the client or the route asks for them.
+        ({"n": 4}, {}, {"n": 4, "max_tokens": 25}),
+        ({"best_of": 3, "n": 2}, {}, {"best_of": 3, "n": 2, "max_tokens": 33}),
+        ({}, {"n": 4, "max_tokens": 60}, {"max_tokens": 25}),
+        ({"n": 2, "max_tokens": 50}, {}, {"n": 2, "max_tokens": 50}),
+    ],
+)
+def test_budget_is_decided_after_route_defaults(
+    body: dict[str, object], defaults: dict[str, object], final: dict[str, object]
+) -> None:
+    checked = dict(body)
+    changed = budget_tokens(checked, defaults, 100)
+    assert checked == final
+    assert changed == (body != final)
+
+
+@pytest.mark.parametrize(
+    ("body", "defaults", "param"),
+    [
+        ({"max_tokens": 101}, {}, "max_tokens"),
+        ({"max_completion_tokens": 101}, {}, "max_completion_tokens"),
+        ({"n_predict": 1000}, {}, "n_predict"),
+        ({"max_tokens": 60, "n": 2}, {}, "n"),
+        ({"max_tokens": 60}, {"n": 2}, "n"),
+        ({"max_tokens": 30, "best_of": 4}, {}, "best_of"),
+        ({"n": 128}, {}, "n"),
+    ],
+)
+def test_budget_refusals_name_the_field(
+    body: dict[str, object], defaults: dict[str, object], param: str
+) -> None:
+    with pytest.raises(BodyError) as refused:
+        budget_tokens(dict(body), defaults, 100)
+    assert (refused.value.code, refused.value.param) == ("max_tokens_exceeded", param)
+
+
+def test_unchanged_budget_keeps_the_client_bytes() -> None:
+    assert budget_tokens({"max_tokens": 40}, {}, 100) is False
+    assert budget_tokens({"max_tokens": 40, "max_completion_tokens": 40}, {}, 100) is False
+    assert budget_tokens({}, {}, 100) is True
+
+
+async def test_route_default_below_the_listener_cap_is_kept(tmp_path: Path) -> None:
+    base = BASE.replace(
+        "  - {model: chat, engine: alpha}",
+        "  - {model: chat, engine: alpha, defaults: {max_tokens: 64}}",
+    )
+    config = loaded("request_limits:\n  max_tokens: 512", tmp_path, base)
+    addon = RequestLimits()
+    addon.apply_config(config)
+    target = _chat(config, {"model": "chat", "messages": []})
+    await run_hooks([addon], target, ("request",))
+    assert target.response is None
+    assert json.loads(target.request.content or b"{}")["max_tokens"] == 64
