@@ -7,9 +7,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 
-from flm_gateway.config.binds import ANY_ADDRESS, ANY_IPV4, bind_host_problem, binds_overlap
 from flm_gateway.bodies import BodyError
 from flm_gateway.bodies.schema import check_defaults
+from flm_gateway.config.binds import ANY_ADDRESS, ANY_IPV4, bind_host_problem, binds_overlap
 from flm_gateway.config.egress import check_egress
 from flm_gateway.config.engines import EngineKind
 from flm_gateway.config.model import GatewayConfig
