@@ -162,7 +162,7 @@ def test_an_append_that_expects_a_vanished_record_appends_nothing(store: StateSt
     store.append_audit([AuditEvent("c")], expect=first[-1].head)  # still there: fine
     with pytest.raises(AuditTampered, match="record 2 was replaced"):
         store.append_audit([AuditEvent("d")], expect=AuditHead(2, "f" * 64))
-    with pytest.raises(AuditTampered, match="record 9 .* is gone: the log now ends at record 3"):
+    with pytest.raises(AuditTampered, match=r"record 9 .* is gone: the log now ends at record 3"):
         store.append_audit([AuditEvent("d")], expect=AuditHead(9, "f" * 64))
     assert [r.event.type for r in store.iter_audit()] == ["a", "b", "c"]
 
