@@ -288,8 +288,12 @@ def _print_verify(report: VerifyReport, store: StateStore, anchors: int) -> None
         for problem in report.problems:
             print(f"  - {problem.text}")
     if store.audit_key is not None:
-        keyed = f"from record {report.keyed_from}" if report.keyed_from else "no record"
-        print(f"  key {store.audit_key.fingerprint}: {keyed} on")
+        keyed = (
+            f"records {report.keyed_from}-{report.head.seq} keyed"
+            if report.keyed_from
+            else "no record keyed"
+        )
+        print(f"  key {store.audit_key.fingerprint}: {keyed}")
     anchored = f", newest held: record {report.anchored_to}" if report.anchored_to else ""
     print(f"  anchors checked: {anchors}{anchored}")
     for note in report.notes:

@@ -183,34 +183,43 @@ def verify(
 
 
 def _check_anchors(report: VerifyReport, anchors: Sequence[Anchor], found: dict[int, str]) -> None:
+    """One problem for the tail (the highest anchor the log lacks) and one for the first
+    anchor whose record differs, each saying how many other anchors agree."""
     head = report.head.seq
-    for anchor in anchors:
-        if anchor.seq > head:
-            said = f"says the log held {anchor.seq} record(s)"
-            if anchor.hash:
-                said += f", the last with hash {anchor.hash[:16]}..."
-            ends = f"the log ends at record {head}" if head else "the log is empty"
-            report.problems.append(
-                Problem(
-                    f"{_span(head + 1, anchor.seq)} missing at the tail: {anchor.source} "
-                    f"{said}; {ends}",
-                    head + 1,
-                    anchor.seq,
-                )
+    beyond = [anchor for anchor in anchors if anchor.seq > head]
+    differ = [
+        anchor
+        for anchor in anchors
+        if anchor.seq <= head and anchor.hash is not None and found.get(anchor.seq) != anchor.hash
+    ]
+    held = [anchor.seq for anchor in anchors if 0 < anchor.seq <= head and anchor not in differ]
+    report.anchored_to = max(held) if held else None
+    if beyond:
+        anchor = max(beyond, key=lambda a: a.seq)
+        said = f"says the log held {anchor.seq} record(s)"
+        if anchor.hash:
+            said += f", the last with hash {anchor.hash[:16]}..."
+        ends = f"the log ends at record {head}" if head else "the log is empty"
+        report.problems.append(
+            Problem(
+                f"{_span(head + 1, anchor.seq)} missing at the tail: {anchor.source} {said}; "
+                f"{ends}{_others(len(beyond) - 1)}",
+                head + 1,
+                anchor.seq,
             )
-        elif anchor.hash is not None and found.get(anchor.seq) != anchor.hash:
-            holds = found.get(anchor.seq)
-            now = f"hash {holds[:16]}..." if holds else "no such record"
-            report.problems.append(
-                Problem(
-                    f"record {anchor.seq} is not the one {anchor.source} recorded ({now} "
-                    f"instead of {anchor.hash[:16]}...): the log was rewritten or replaced "
-                    "after that anchor",
-                    anchor.seq,
-                )
+        )
+    if differ:
+        anchor = min(differ, key=lambda a: a.seq)
+        holds = found.get(anchor.seq)
+        now = f"hash {holds[:16]}..." if holds else "no such record"
+        report.problems.append(
+            Problem(
+                f"record {anchor.seq} is not the one {anchor.source} recorded ({now} instead "
+                f"of {(anchor.hash or '')[:16]}...): the log was rewritten or replaced after "
+                f"that anchor{_others(len(differ) - 1)}",
+                anchor.seq,
             )
-        elif anchor.seq > 0:
-            report.anchored_to = max(report.anchored_to or 0, anchor.seq)
+        )
     if report.anchored_to is not None and report.anchored_to < head:
         report.notes.append(
             f"{_span(report.anchored_to + 1, head, 'is', 'are')} newer than the newest anchor: "
@@ -220,3 +229,7 @@ def _check_anchors(report: VerifyReport, anchors: Sequence[Anchor], found: dict[
         report.notes.append(
             "no anchor: a log cut short or swapped for an older copy cannot be detected"
         )
+
+
+def _others(count: int) -> str:
+    return f" ({count} other anchor(s) disagree too)" if count else ""
