@@ -43,7 +43,7 @@ def test_a_configured_key_file_must_exist_and_be_long_enough(tmp_path: Path) -> 
     path.write_text("x" * 32 + "\n")
     assert load_audit_key(settings, path) == AuditKey.derive("x" * 32)
     path.write_bytes(b"\xff" * 40)
-    with pytest.raises(StateError, match="cannot read the audit key file .*: not text"):
+    with pytest.raises(StateError, match=r"cannot read the audit key file .*: not text"):
         load_audit_key(settings, path)
 
 
