@@ -189,22 +189,26 @@ class Audit:
         try:
             await self._state.commit_audit(events)
         except StateError as exc:
+            if flow.response is None:
+                action = "no answer to hold"  # `error`
+            elif not flow.response.stream:
+                action = "answering 503"
+                flow.response = error_response(
+                    503,
+                    "The gateway's security state is unavailable; retry shortly.",
+                    code="security_state_unavailable",
+                    headers={"retry-after": RETRY_AFTER_UNAVAILABLE},
+                )
+            elif hook == "responseheaders":
+                action = "the stream is cut before it starts"
+                flow.kill()
+            else:
+                action = "the stream was already sent"
             log.error(
-                "audit events of request %s are not durable yet (%s): answering 503",
+                "audit events of request %s are not durable yet (%s; they stay queued): %s",
                 flow.metadata.get("flm.request_id"),
                 exc,
-            )
-            if flow.response is None:
-                return  # `error`: nobody to answer
-            if flow.response.stream:
-                if hook == "responseheaders":
-                    flow.kill()  # nothing sent yet: the stream never starts
-                return
-            flow.response = error_response(
-                503,
-                "The gateway's security state is unavailable; retry shortly.",
-                code="security_state_unavailable",
-                headers={"retry-after": RETRY_AFTER_UNAVAILABLE},
+                action,
             )
 
     def _write(self, flow: http.HTTPFlow, hook: str) -> Awaitable[None] | None:

@@ -15,15 +15,12 @@
   committed together by the next one, so a burst costs one transaction per
   round trip, not one per event. A commit that fails, or takes longer than
   `COMMIT_TIMEOUT`, raises StateError (the events stay queued and are retried).
-- **Tamper checks**: every append passes the last record this process wrote
-  or saw (`AuditHead`); if the log no longer holds it (truncated, rolled back,
-  rewritten by someone else), the append records `audit.tamper_detected`
-  (critical) first and logs it. At `open` the newest line of the anchor file is
-  checked against the store the same way.
+- **Tamper checks** (`watch`, `flm_gateway.state.audit_watch`): at open against
+  the anchor file, at every append against the last record this process wrote
+  or saw.
 - **Anchors outside the store**: the store's anchor file is flushed every
-  refresh, and the head is logged at INFO (`audit head: seq=N hash=H`, logger
-  `flm_gateway.audit`, event `audit.head`) at start, every `HEAD_LOG_INTERVAL`
-  while it moves, and at stop, for log shipping to keep out of reach.
+  refresh, and the head is logged at INFO at start, every `HEAD_LOG_INTERVAL`
+  while it moves, and at stop.
 - **Fail closed**: `usable` is False when the last successful store round trip
   is older than `stale_after` (a blip shorter than that is ridden out: the
   view is at most that old), or the queue passed `max_pending`. Security
@@ -46,17 +43,14 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from flm_gateway.config import LoadedConfig
-from flm_gateway.config.security import Severity
 from flm_gateway.security.netset import NetworkMap
 from flm_gateway.state import describe_store, open_store
-from flm_gateway.state.anchor import Anchor, last_anchor
-from flm_gateway.state.chain import require_kept
+from flm_gateway.state.audit_watch import AuditWatch, tamper_event
 from flm_gateway.state.store import (
     AuditEvent,
     AuditHead,
     AuditRecord,
     AuditStatus,
-    AuditTampered,
     BlockRecord,
     KeyRecord,
     KeySecret,
@@ -65,7 +59,6 @@ from flm_gateway.state.store import (
 )
 
 log = logging.getLogger("flm_gateway.state")
-audit_log = logging.getLogger("flm_gateway.audit")
 
 T = TypeVar("T")
 OPEN_TIMEOUT = 30.0
@@ -74,7 +67,6 @@ COMMIT_TIMEOUT = 5.0
 """How long `commit_audit` waits for its group commit before failing (the store's own
 timeouts, SQLite's busy timeout and Redis's socket timeout, are 5s too)."""
 HEAD_LOG_INTERVAL = 60.0
-TAMPERED = "audit.tamper_detected"
 
 
 @dataclass(frozen=True)
@@ -141,10 +133,7 @@ class StateService:
         self._wake: asyncio.Event | None = None
         self._flush_lock: asyncio.Lock | None = None
         self._was_usable = True
-        self.audit_head: AuditHead | None = None
-        """The last audit record this process wrote or saw (the tamper check's reference)."""
-        self.tamper_detections = 0
-        self._logged_head: AuditHead | None = None
+        self.watch = AuditWatch()
 
     # -- lifecycle ----------------------------------------------------------
 
@@ -169,19 +158,19 @@ class StateService:
         try:
             self._store = self._executor.submit(open_store, loaded, writer).result(OPEN_TIMEOUT)
             self._apply_snapshot(self._executor.submit(self._read_snapshot).result(OPEN_TIMEOUT))
-            self.audit_head, problem = self._executor.submit(self._check_anchor).result(
-                OPEN_TIMEOUT
-            )
+            self.watch.head, problem = self._executor.submit(
+                AuditWatch.check_open, self._store
+            ).result(OPEN_TIMEOUT)
         except BaseException:
             self._executor.shutdown(wait=False)
             self._executor, self._store = None, None
             raise
         self.location = location
         log.info("state store: %s", location)
-        self._log_head("at start")
+        self.watch.log_head("at start")
         if problem is not None:
-            self._tampered(problem)
-            self._audit.insert(0, _tamper_event(problem, "anchor"))
+            self.watch.found(problem)
+            self._audit.insert(0, tamper_event(problem, "anchor"))
 
     def start(self) -> None:
         """Start the refresh and flush loops (call inside the running event loop)."""
@@ -217,7 +206,7 @@ class StateService:
                 await self.flush()
             except StateError as exc:
                 log.error("state store: %d write(s) lost at shutdown: %s", self.pending, exc)
-            self._log_head("at stop")
+            self.watch.log_head("at stop")
         self.close()
 
     def close(self) -> None:
@@ -367,7 +356,7 @@ class StateService:
                     await self.call(_flush_anchor)
                 if time.monotonic() - last_head_log >= HEAD_LOG_INTERVAL:
                     last_head_log = time.monotonic()
-                    self._log_head("now")
+                    self.watch.log_head("now")
                 if time.monotonic() - last_purge > PURGE_INTERVAL:
                     last_purge = time.monotonic()
                     await self.call(self._purge)
@@ -390,7 +379,7 @@ class StateService:
                 _settle(waiters)
                 return
             done = _Progress()
-            expect = self.audit_head
+            expect = self.watch.head
             work = self._submit(
                 lambda store: self._write_all(store, writes, events, counters, expect, done)
             )
@@ -412,10 +401,7 @@ class StateService:
                 _settle(waiters, None if done.records is not None else _state_error(exc))
                 raise
             finally:
-                if done.records:
-                    self.audit_head = done.records[-1].head
-                if done.tampered is not None:
-                    self._tampered(done.tampered)
+                self.watch.appended(done.records or [], done.tampered)
             self._last_ok = time.monotonic()
             _settle(waiters)
 
@@ -433,11 +419,7 @@ class StateService:
         for write in writes:
             write(store)
             done.writes += 1
-        try:
-            done.records = store.append_audit(events, expect)
-        except AuditTampered as exc:
-            done.tampered = f"since this gateway's last append, {exc}"
-            done.records = store.append_audit([_tamper_event(done.tampered, "append"), *events])
+        done.records, done.tampered = AuditWatch.append(store, events, expect)
         store.add_counters(counters)
         done.counters = True
 
@@ -446,60 +428,22 @@ class StateService:
         writes, events, counters = self._writes, self._audit, self._counters
         self._writes, self._audit, self._counters = [], [], {}
         done = _Progress()
-        expect = self.audit_head
+        expect = self.watch.head
         try:
             self.call_sync(
                 lambda store: self._write_all(store, writes, events, counters, expect, done)
             )
         finally:
-            if done.records:
-                self.audit_head = done.records[-1].head
-            if done.tampered is not None:
-                self._tampered(done.tampered)
-
-    # -- tamper evidence ---------------------------------------------------------
-
-    def _check_anchor(self) -> tuple[AuditHead | None, str | None]:
-        """In the store thread, at open: the log's head, and whether it still holds the
-        newest anchor's record."""
-        store = self._store
-        if store is None:
-            raise StateError("the state store is not open")
-        head = store.audit_head()
-        if store.anchor is None:
-            return head, None
-        anchor = last_anchor(store.anchor.path, store.audit_key)
-        if anchor is None or isinstance(anchor, str):
-            return head, anchor
-        return head, _anchor_problem(store, anchor, head)
+            self.watch.appended(done.records or [], done.tampered)
 
     def audit_status(self) -> AuditStatus:
-        """For the metrics: the head this process knows, and tamper detections since start."""
-        return AuditStatus(self.audit_head.seq if self.audit_head else 0, self.tamper_detections)
+        """For the metrics: the head this process knows, and tamper findings since start."""
+        return self.watch.status()
 
     @property
     def _anchor_pending(self) -> bool:
         anchor = self._store.anchor if self._store is not None else None
         return anchor is not None and anchor.pending
-
-    def _tampered(self, problem: str) -> None:
-        self.tamper_detections += 1
-        audit_log.critical("audit log tampered with: %s", problem, extra={"event": TAMPERED})
-
-    def _log_head(self, when: str) -> None:
-        head = self.audit_head
-        if head is None or head == self._logged_head:
-            return
-        self._logged_head = head
-        audit_log.info(
-            "audit head %s: seq=%d hash=%s (verify --anchor %d:%s)",
-            when,
-            head.seq,
-            head.hash,
-            head.seq,
-            head.hash,
-            extra={"event": "audit.head"},
-        )
 
     async def _flush_loop(self) -> None:
         assert self._wake is not None  # set by start()
@@ -548,22 +492,3 @@ def _state_error(exc: BaseException) -> StateError:
     if isinstance(exc, StateError):
         return exc
     return StateError(f"the audit log could not be written: {type(exc).__name__}")
-
-
-def _tamper_event(problem: str, found_by: str) -> AuditEvent:
-    return AuditEvent(
-        TAMPERED,
-        Severity.CRITICAL,
-        actor="gateway",
-        details={"problem": problem, "found_by": found_by},
-    )
-
-
-def _anchor_problem(store: StateStore, anchor: Anchor, head: AuditHead | None) -> str | None:
-    """What is wrong with the log against `anchor` (None: it still holds that record)."""
-    kept = store.get_audit(anchor.seq) if anchor.seq > 0 else None
-    try:
-        require_kept(AuditHead(anchor.seq, anchor.hash or ""), kept.hash if kept else None, head)
-    except AuditTampered as exc:
-        return f"{anchor.source}: {exc}"
-    return None

@@ -13,7 +13,8 @@ import pytest
 from flm_gateway.security.keys import hash_secret
 from flm_gateway.state import StateError
 from flm_gateway.state.anchor import read_anchor_file
-from flm_gateway.state.service import TAMPERED, StateService
+from flm_gateway.state.audit_watch import TAMPERED
+from flm_gateway.state.service import StateService
 from flm_gateway.state.sqlite import SqliteStore
 from flm_gateway.state.store import AuditEvent, BlockRecord, KeyRecord, KeySecret
 from tests.support.security import loaded
@@ -134,7 +135,7 @@ async def test_a_log_cut_under_the_running_gateway_is_recorded_at_the_next_appen
     service.open(config)
     try:
         await service.commit_audit([AuditEvent(f"e{n}") for n in range(5)])
-        assert service.audit_head is not None and service.audit_head.seq == 5
+        assert service.watch.head is not None and service.watch.head.seq == 5
         attacker = sqlite3.connect(config.state_dir / "state.db")
         attacker.execute("DELETE FROM audit WHERE seq > 2")
         attacker.commit()
@@ -142,14 +143,14 @@ async def test_a_log_cut_under_the_running_gateway_is_recorded_at_the_next_appen
         with caplog.at_level(logging.CRITICAL, "flm_gateway.audit"):
             await service.commit_audit([AuditEvent("after")])
         assert "audit log tampered with: since this gateway's last append, record 5" in caplog.text
-        assert service.tamper_detections == 1
+        assert service.watch.detections == 1
         assert service.audit_status().tamper_detections == 1
         records = service.call_sync(lambda store: list(store.iter_audit()))
         assert [r.event.type for r in records] == ["e0", "e1", TAMPERED, "after"]
         assert records[2].event.severity.value == "critical"
         assert "the log now ends at record 2" in records[2].event.details["problem"]
         await service.commit_audit([AuditEvent("next")])  # the new head is the reference now
-        assert service.tamper_detections == 1
+        assert service.watch.detections == 1
     finally:
         await service.stop()
 
@@ -163,7 +164,7 @@ async def test_a_log_cut_while_the_gateway_was_down_is_found_against_the_anchor(
         service.open(config)
         await service.commit_audit([AuditEvent(f"e{n}") for n in range(4)])
         await service.stop()  # flushes the anchor: head 4
-    head = service.audit_head
+    head = service.watch.head
     assert head is not None
     assert f"audit head at stop: seq=4 hash={head.hash} (verify --anchor 4:{head.hash})" in (
         caplog.text
@@ -177,7 +178,7 @@ async def test_a_log_cut_while_the_gateway_was_down_is_found_against_the_anchor(
         restarted.open(config)
     try:
         assert "audit.anchor (last line)" in caplog.text and "the log is now empty" in caplog.text
-        assert restarted.tamper_detections == 1
+        assert restarted.watch.detections == 1
         restarted.flush_sync()
         (tampered,) = restarted.call_sync(lambda store: list(store.iter_audit()))
         assert tampered.event.type == TAMPERED and tampered.event.details["found_by"] == "anchor"
