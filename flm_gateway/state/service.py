@@ -43,6 +43,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from flm_gateway.config import LoadedConfig
+from flm_gateway.config.state import AuditLogSettings
 from flm_gateway.security.netset import NetworkMap
 from flm_gateway.state import describe_store, open_store
 from flm_gateway.state.audit_watch import AuditWatch, tamper_event
@@ -134,20 +135,26 @@ class StateService:
         self._flush_lock: asyncio.Lock | None = None
         self._was_usable = True
         self.watch = AuditWatch()
+        self._sealing: AuditLogSettings | None = None
 
     # -- lifecycle ----------------------------------------------------------
 
     def open(self, loaded: LoadedConfig) -> None:
         """Open the store `loaded` names and load the view (blocking; before serving).
 
-        Raises StateError. Reopening at another location is refused: moving state
-        needs a restart.
+        Raises StateError. Reopening at another location, or with another audit key or
+        anchor file (`state.audit`), is refused: that needs a restart.
         """
         location = describe_store(loaded)
         if self._store is not None and location != self.location:
             raise StateError(
                 f"the state store moved from {self.location} to {location}; restart the "
                 "gateway to use the new location"
+            )
+        if self._store is not None and loaded.config.state.audit != self._sealing:
+            raise StateError(
+                "state.audit (the audit key or anchor file) changed; restart the gateway to "
+                "use it"
             )
         self.refresh_interval = loaded.config.state.refresh_interval
         self.stale_after = max(loaded.config.state.stale_after, 2 * self.refresh_interval)
@@ -166,6 +173,7 @@ class StateService:
             self._executor, self._store = None, None
             raise
         self.location = location
+        self._sealing = loaded.config.state.audit
         log.info("state store: %s", location)
         self.watch.log_head("at start")
         if problem is not None:

@@ -17,7 +17,7 @@ from flm_gateway.state.audit_watch import TAMPERED
 from flm_gateway.state.service import StateService
 from flm_gateway.state.sqlite import SqliteStore
 from flm_gateway.state.store import AuditEvent, BlockRecord, KeyRecord, KeySecret
-from tests.support.security import loaded
+from tests.support.security import BASE, loaded
 
 
 async def test_view_follows_another_process_within_a_second(tmp_path: Path) -> None:
@@ -231,3 +231,16 @@ async def test_waiters_that_arrive_during_a_failed_commit_fail_too(
     reopened = SqliteStore(config.state_dir / "state.db")
     assert [r.event.type for r in reopened.iter_audit()] == ["a", "b"]
     reopened.close()
+
+
+def test_a_reload_that_changes_the_audit_key_or_anchor_is_refused(tmp_path: Path) -> None:
+    service = StateService()
+    service.open(loaded("", tmp_path))
+    try:
+        service.open(loaded("", tmp_path))  # unchanged: fine
+        elsewhere = f"state: {{audit: {{anchor_file: {str(tmp_path / 'x')!r}}}}}\n"
+        changed = loaded("", tmp_path, base=BASE + elsewhere)
+        with pytest.raises(StateError, match=r"state.audit .* changed; restart"):
+            service.open(changed)
+    finally:
+        service.close()
