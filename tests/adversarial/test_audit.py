@@ -20,6 +20,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -62,6 +63,10 @@ server: {state_dir: "{state_dir}"}
 admin: {bind: "127.0.0.1:ADMIN_PORT"}
 listeners:
   - {name: main, bind: "127.0.0.1:{port}", auth: api-key}
+  - name: open
+    bind: "127.0.0.1:OPEN_PORT"
+    auth: none
+    security: {intrusion: {actions: {high: log}}}
 engines:
   - {name: alpha, kind: vllm, url: "ENGINE_URL"}
 routes:
@@ -114,6 +119,7 @@ def write_config(directory: Path, state_dir: Path, extra: str = "") -> Path:
     replaces the `state:` section."""
     text = CONFIG.replace("{state_dir}", str(state_dir)).replace("{port}", str(free_port()))
     text = text.replace("ADMIN_PORT", str(free_port())).replace("ENGINE_URL", "http://127.0.0.1:1")
+    text = text.replace("OPEN_PORT", str(free_port()))
     if extra:
         text = text.replace('state:\n  audit: {key: "${FLM_AUDIT_KEY}"}\n', extra)
     path = directory / "flm.yaml"
@@ -226,6 +232,34 @@ def logged_head(log: str) -> str:
     return heads[-1]
 
 
+def streamed_event_is_durable_at_headers(port: int, state: Path) -> bool:
+    """A streamed chat from a scanner User-Agent (logged, not refused, on the `open`
+    listener): is its intrusion event in the database the moment the headers arrive?"""
+    data = request(
+        "POST",
+        "/v1/chat/completions",
+        headers={"User-Agent": "sqlmap/1.7"},
+        json_body={
+            "model": "tiny-1",
+            "stream": True,
+            "messages": [{"role": "user", "content": "x"}],
+        },
+    )
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(data)
+        head = b""
+        while b"\r\n\r\n" not in head:
+            chunk = sock.recv(65536)
+            assert chunk, head
+            head += chunk
+        durable = "intrusion.detected" in {r.event.type for r in sqlite_records(state)}
+        assert head.startswith(b"HTTP/1.1 200"), head[:200]
+        assert b"text/event-stream" in head.lower(), head[:400]
+        while sock.recv(65536):
+            pass
+    return durable
+
+
 # -- one real gateway, its state after 401s from fresh addresses ---------------------------
 
 
@@ -237,6 +271,8 @@ class Run:
     """A consistent copy of the state directory taken half-way (rollback material)."""
     refused: list[str]
     durable_at_answer: dict[str, bool]
+    stream_event_at_headers: bool
+    """A streamed answer's event (logged, not refused) was durable when its headers came."""
     metric_head: int
     log: str
     engine_calls: int
@@ -255,7 +291,8 @@ def run(engine: RecordingEngine, tmp_path_factory: pytest.TempPathFactory) -> Ru
     addresses = sources(101)
     refused_from: list[str] = []
     durable: dict[str, bool] = {}
-    config = CONFIG.replace("ADMIN_PORT", str(admin))
+    open_port = free_port()
+    config = CONFIG.replace("ADMIN_PORT", str(admin)).replace("OPEN_PORT", str(open_port))
     with gateway_before(engine, tmp, config, env=ENV) as gateway:
         port = port_of(gateway)
         state = tmp / "state"
@@ -268,9 +305,17 @@ def run(engine: RecordingEngine, tmp_path_factory: pytest.TempPathFactory) -> Ru
                 durable[source] = source in events_by_ip(sqlite_records(state))
             if half == 0:
                 copy_sqlite_state(state, tmp / "older")
+        stream_event_at_headers = streamed_event_is_durable_at_headers(open_port, state)
         metric_head = scrape_head(admin)
     return Run(
-        state, tmp / "older", refused_from, durable, metric_head, gateway.log, len(engine.calls())
+        state,
+        tmp / "older",
+        refused_from,
+        durable,
+        stream_event_at_headers,
+        metric_head,
+        gateway.log,
+        len(engine.calls()),
     )
 
 
@@ -288,10 +333,14 @@ def state_of(config: Path) -> Path:
 def test_every_401_is_durable_before_it_is_sent_and_nothing_reaches_the_engine(run: Run) -> None:
     assert len(run.refused) == 12
     assert run.durable_at_answer == dict.fromkeys(run.refused, True)
-    assert run.engine_calls == 0
+    assert run.engine_calls == 1  # only the streamed chat of the open listener
     records = sqlite_records(run.state)
     assert events_by_ip(records) == set(run.refused)
     assert all(r.mac and r.mac.startswith(KEY.fingerprint + ":") for r in records)
+
+
+def test_a_streamed_answers_event_is_durable_before_its_headers(run: Run) -> None:
+    assert run.stream_event_at_headers
 
 
 def test_the_untouched_log_verifies_and_the_outside_anchors_agree(run: Run, copy: Path) -> None:
@@ -522,7 +571,7 @@ def test_replay_an_older_copy_and_restart_the_gateway(
     shutil.copytree(run.state, state)
     remove_database(state)
     shutil.copy2(run.older / "state.db", state / "state.db")
-    config = CONFIG.replace("ADMIN_PORT", str(free_port()))
+    config = CONFIG.replace("ADMIN_PORT", str(free_port())).replace("OPEN_PORT", str(free_port()))
     addresses = sources(102)
     with gateway_before(engine, tmp_path, config, env=ENV) as gateway:
         for _ in range(8):
@@ -586,8 +635,10 @@ def redis_run(
     tmp = tmp_path_factory.mktemp("audit-redis")
     with redis_server(tmp / "redis") as server:
         state_section = REDIS_STATE.replace("REDIS_URL", server.url)
-        config = CONFIG.replace("ADMIN_PORT", str(free_port())).replace(
-            'state:\n  audit: {key: "${FLM_AUDIT_KEY}"}\n', state_section
+        config = (
+            CONFIG.replace("ADMIN_PORT", str(free_port()))
+            .replace("OPEN_PORT", str(free_port()))
+            .replace('state:\n  audit: {key: "${FLM_AUDIT_KEY}"}\n', state_section)
         )
         addresses = sources(103)
         refused_from = []
@@ -721,7 +772,7 @@ def burst_then_kill(
 def test_kill_9_during_a_burst_loses_no_event_whose_401_was_sent(
     engine: RecordingEngine, tmp_path: Path
 ) -> None:
-    config = CONFIG.replace("ADMIN_PORT", str(free_port()))
+    config = CONFIG.replace("ADMIN_PORT", str(free_port())).replace("OPEN_PORT", str(free_port()))
     with gateway_before(engine, tmp_path, config, env=ENV) as gateway:
         answered = burst_then_kill(port_of(gateway), gateway.process.kill, 104)
         gateway.process.wait(10)
@@ -734,9 +785,13 @@ def test_kill_9_during_a_burst_loses_no_event_whose_401_was_sent(
 
 def test_kill_9_with_redis(engine: RecordingEngine, tmp_path: Path) -> None:
     with redis_server(tmp_path / "redis") as server:
-        config = CONFIG.replace("ADMIN_PORT", str(free_port())).replace(
-            'state:\n  audit: {key: "${FLM_AUDIT_KEY}"}\n',
-            REDIS_STATE.replace("REDIS_URL", server.url),
+        config = (
+            CONFIG.replace("ADMIN_PORT", str(free_port()))
+            .replace("OPEN_PORT", str(free_port()))
+            .replace(
+                'state:\n  audit: {key: "${FLM_AUDIT_KEY}"}\n',
+                REDIS_STATE.replace("REDIS_URL", server.url),
+            )
         )
         with gateway_before(engine, tmp_path, config, env=ENV) as gateway:
             answered = burst_then_kill(port_of(gateway), gateway.process.kill, 105)
