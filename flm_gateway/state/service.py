@@ -14,7 +14,10 @@
   first caller starts a commit at once; callers that arrive while it runs are
   committed together by the next one, so a burst costs one transaction per
   round trip, not one per event. A commit that fails, or takes longer than
-  `COMMIT_TIMEOUT`, raises StateError (the events stay queued and are retried).
+  `COMMIT_TIMEOUT`, raises StateError (the events stay queued and are retried);
+  after that, commits fail at once until a write succeeds again (the flush
+  loop retries every second), so an outage costs one slow answer, not one per
+  request.
 - **Tamper checks** (`watch`, `flm_gateway.state.audit_watch`): at open against
   the anchor file, at every append against the last record this process wrote
   or saw.
@@ -64,9 +67,11 @@ log = logging.getLogger("flm_gateway.state")
 T = TypeVar("T")
 OPEN_TIMEOUT = 30.0
 PURGE_INTERVAL = 3600.0
-COMMIT_TIMEOUT = 5.0
-"""How long `commit_audit` waits for its group commit before failing (the store's own
-timeouts, SQLite's busy timeout and Redis's socket timeout, are 5s too)."""
+COMMIT_TIMEOUT = 2.0
+"""How long `commit_audit` waits for its group commit before failing. A commit takes
+about a millisecond; this bounds how long a store that stopped answering holds the first
+answers (the store's own timeouts, SQLite's busy timeout and Redis's socket timeout, are
+5s: the write may still land later)."""
 HEAD_LOG_INTERVAL = 60.0
 
 
@@ -135,6 +140,7 @@ class StateService:
         self._flush_lock: asyncio.Lock | None = None
         self._was_usable = True
         self.watch = AuditWatch()
+        self._writes_failing = False
         self._sealing: AuditLogSettings | None = None
 
     # -- lifecycle ----------------------------------------------------------
@@ -285,8 +291,13 @@ class StateService:
     async def commit_audit(self, events: Sequence[AuditEvent]) -> None:
         """Queue `events` and return once they are durable (group commit; see the module
         docstring). Raises StateError if the commit fails or takes over `COMMIT_TIMEOUT`."""
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._audit.extend(events)
+        if self._writes_failing:
+            # The last write failed and none succeeded since: fail at once rather than make
+            # every answer wait for a store that is down (the flush loop keeps retrying).
+            self._poke()
+            raise StateError("the state store is failing writes; the events stay queued")
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiters.append(future)
         if self._committer is None or self._committer.done():
             self._committer = asyncio.create_task(self._commit_waiting(), name="flm-audit-commit")
@@ -294,6 +305,7 @@ class StateService:
             async with asyncio.timeout(COMMIT_TIMEOUT):
                 await future
         except TimeoutError:
+            self._writes_failing = True
             raise StateError(f"the audit log did not commit within {COMMIT_TIMEOUT:g}s") from None
 
     async def _commit_waiting(self) -> None:
@@ -407,10 +419,12 @@ class StateService:
                     for name, delta in counters.items():
                         self._counters[name] = self._counters.get(name, 0) + delta
                 _settle(waiters, None if done.records is not None else _state_error(exc))
+                self._writes_failing = True
                 raise
             finally:
                 self.watch.appended(done.records or [], done.tampered)
             self._last_ok = time.monotonic()
+            self._writes_failing = False
             _settle(waiters)
 
     def _write_all(

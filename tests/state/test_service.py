@@ -212,7 +212,10 @@ async def test_waiters_that_arrive_during_a_failed_commit_fail_too(
     service = StateService()
     service.open(config)
 
+    calls: list[int] = []
+
     def broken(store: object, events: object, expect: object = None) -> None:
+        calls.append(1)
         time.sleep(0.1)
         raise StateError("disk on fire")
 
@@ -225,11 +228,18 @@ async def test_waiters_that_arrive_during_a_failed_commit_fail_too(
         )
         assert all(isinstance(r, StateError) for r in results), results
         assert service.pending == 2  # kept for the retry
+        tried = len(calls)
+        with pytest.raises(StateError, match="failing writes"):
+            await service.commit_audit([AuditEvent("c")])  # at once: the store is down
+        assert len(calls) == tried and service.pending == 3
+        monkeypatch.undo()
+        await service.flush()  # the flush loop's retry succeeds
+        await service.commit_audit([AuditEvent("d")])  # commits wait for the store again
     finally:
         monkeypatch.undo()
         await service.stop()
     reopened = SqliteStore(config.state_dir / "state.db")
-    assert [r.event.type for r in reopened.iter_audit()] == ["a", "b"]
+    assert [r.event.type for r in reopened.iter_audit()] == ["a", "b", "c", "d"]
     reopened.close()
 
 
