@@ -13,7 +13,7 @@ that writes it awaits its group commit (`StateService.commit_audit`):
 - on `error`, for flows that end without an answer.
 Flows without events return at once: no await, no store call.
 
-Fail closed: if the commit fails or takes longer than `COMMIT_TIMEOUT` (2s),
+Fail closed: if the commit fails or takes longer than `COMMIT_TIMEOUT` (3s),
 the answer becomes 503 `security_state_unavailable` with Retry-After (what
 `ip_filter` answers while the store is unusable) and a stream is cut; the
 events stay queued and are written when the store answers again.

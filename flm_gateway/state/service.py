@@ -67,7 +67,7 @@ log = logging.getLogger("flm_gateway.state")
 T = TypeVar("T")
 OPEN_TIMEOUT = 30.0
 PURGE_INTERVAL = 3600.0
-COMMIT_TIMEOUT = 2.0
+COMMIT_TIMEOUT = 3.0
 """How long `commit_audit` waits for its group commit before failing. A commit takes
 about a millisecond; this bounds how long a store that stopped answering holds the first
 answers (the store's own timeouts, SQLite's busy timeout and Redis's socket timeout, are

@@ -96,7 +96,9 @@ def refused(port: int, source: str) -> bool:
     try:
         answer = exchange(port, data, source=source, timeout=10)
     except (OSError, AssertionError, ValueError, IndexError):
-        return False  # no complete answer: the client never learnt of a refusal
+        return False  # no answer: the client never learnt of a refusal
+    if len(answer.body) < int(answer.header("content-length") or 0):
+        return False  # cut short (kill -9): not received either
     assert_openai_error(answer, 401, code="invalid_api_key")
     return True
 
