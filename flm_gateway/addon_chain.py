@@ -14,14 +14,17 @@ awaitable is awaited before the next addon runs; an exception is logged and the 
 addon still runs (what `safecall` does per top-level addon); `AddonHalt` and
 `OptionsError` propagate, so mitmproxy stops the event or rejects the option change as
 before. A hook is sync unless one of the addons defines it as a coroutine function, so
-mitmproxy's sync-only calls (`load`) keep working.
+mitmproxy's sync-only calls (`load`) keep working. A sync dispatch whose hook returns an
+awaitable (a sync hook with async work for this flow only, see `guard.fail_closed`)
+returns a coroutine that awaits it and runs the remaining addons: mitmproxy awaits what
+a hook returns, so the order holds and the common path stays synchronous.
 """
 
 from __future__ import annotations
 
 import inspect
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import mitmproxy.proxy.layers  # noqa: F401  (registers every hook mitmproxy can call)
@@ -41,20 +44,40 @@ def _log_failure(addon: object, name: str, exc: Exception) -> None:
     log.error("Addon error in %s.%s: %s", type(addon).__name__, name, exc, exc_info=exc)
 
 
-def _sync_dispatcher(name: str, calls: Sequence[tuple[object, Callable[..., Any]]]) -> Any:
-    def dispatch(*args: Any) -> None:
-        for addon, func in calls:
+Calls = Sequence[tuple[object, Callable[..., Any]]]
+
+
+def _sync_dispatcher(name: str, calls: Calls) -> Any:
+    def dispatch(*args: Any) -> Awaitable[None] | None:
+        for index, (addon, func) in enumerate(calls):
             try:
-                func(*args)
+                result = func(*args)
             except _PROPAGATE:
                 raise
             except Exception as exc:
                 _log_failure(addon, name, exc)
+                continue
+            if result is not None and inspect.isawaitable(result):
+                return _finish_async(name, calls, index, result, args)
+        return None
 
     return dispatch
 
 
-def _async_dispatcher(name: str, calls: Sequence[tuple[object, Callable[..., Any]]]) -> Any:
+async def _finish_async(
+    name: str, calls: Calls, index: int, pending: Awaitable[Any], args: tuple[Any, ...]
+) -> None:
+    """Await the awaitable `calls[index]` returned, then run the addons after it."""
+    try:
+        await pending
+    except _PROPAGATE:
+        raise
+    except Exception as exc:
+        _log_failure(calls[index][0], name, exc)
+    await _async_dispatcher(name, calls[index + 1 :])(*args)
+
+
+def _async_dispatcher(name: str, calls: Calls) -> Any:
     async def dispatch(*args: Any) -> None:
         for addon, func in calls:
             try:

@@ -304,7 +304,7 @@ def check_state(loaded: LoadedConfig) -> Iterator[CheckResult]:
 
 def _redis_problem(loaded: LoadedConfig) -> str | None:
     try:
-        store = open_store(loaded)
+        store = open_store(loaded, "check")
         try:
             store.generation()
         finally:

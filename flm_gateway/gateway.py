@@ -101,6 +101,7 @@ class Gateway:
         self.metrics.runtime_source = lambda: self.runtime
         self.metrics.inflight_source = lambda: self.inflight.count
         self.metrics.certificate_source = lambda: certificate_statuses(self.loaded)
+        self.metrics.audit_source = self.state.audit_status
         self._task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
         self._retired: list[EngineDirectory] = []

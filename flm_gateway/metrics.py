@@ -26,6 +26,7 @@ from flm_gateway.engines.directory import EngineState
 from flm_gateway.flow_summary import FlowSummary
 from flm_gateway.prometheus import Counter, Family, Gauge, Histogram, Sample, ScrapedGauge, render
 from flm_gateway.runtime import Runtime
+from flm_gateway.state.store import AuditStatus
 
 LABEL_CAP = 200
 """Distinct values one client-influenced label may take before `other` is used."""
@@ -87,6 +88,21 @@ class _LiveState:
                 lambda: [((), float(self._metrics.inflight_source()))],
             ),
             ScrapedGauge(
+                "flm_audit_head_seq",
+                "The audit log's last record as this gateway last wrote or saw it. Keep this "
+                "series off the gateway's host: a lower value later means the log was cut "
+                "(check with `security audit verify --anchor SEQ`).",
+                [],
+                lambda: [((), float(self._metrics.audit_source().head_seq))],
+            ),
+            ScrapedGauge(
+                "flm_audit_tamper_detected",
+                "Times since start this gateway found the audit log changed under it (each "
+                "also logged and audited as audit.tamper_detected).",
+                [],
+                lambda: [((), float(self._metrics.audit_source().tamper_detections))],
+            ),
+            ScrapedGauge(
                 "flm_certificate_expiry_timestamp_seconds",
                 "When the certificate a TLS listener serves expires (Unix time).",
                 ["listener", "mode"],
@@ -140,6 +156,10 @@ def _no_certificates() -> Sequence[CertificateInfo]:
     return ()
 
 
+def _no_audit() -> AuditStatus:
+    return AuditStatus()
+
+
 class GatewayMetrics:
     """Every metric of one gateway process (no module globals)."""
 
@@ -147,6 +167,7 @@ class GatewayMetrics:
         self.runtime_source: Callable[[], Runtime | None] = _no_runtime
         self.inflight_source: Callable[[], int] = _no_inflight
         self.certificate_source: Callable[[], Sequence[CertificateInfo]] = _no_certificates
+        self.audit_source: Callable[[], AuditStatus] = _no_audit
         self.requests = Counter(
             "flm_requests",
             "Requests answered, by listener, route, model, engine and HTTP status "

@@ -159,6 +159,8 @@ def build_addons(
         Anomaly(),
         # Counts the offences among the flow's events and blocks repeat offenders.
         AutoBlock(state),
-        # Last: writes the flow's security events (including blocks) to the audit log.
+        # Last: writes the flow's security events (including blocks) to the audit log, and
+        # holds the answer until they are durable: every event is known only once every
+        # addon above ran, and nothing after it may change the answer it vouches for.
         Audit(state),
     ]

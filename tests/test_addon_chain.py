@@ -42,6 +42,23 @@ class Halting(Recorder):
         raise exceptions.AddonHalt()
 
 
+class Deferring(Recorder):
+    """A sync hook with async work for this flow: returns an awaitable."""
+
+    def __init__(self, name: str, calls: list[str], fail: bool = False) -> None:
+        super().__init__(name, calls)
+        self.fail = fail
+
+    def request(self, flow: object) -> object:
+        async def later() -> None:
+            await asyncio.sleep(0)
+            if self.fail:
+                raise RuntimeError("late boom")
+            self.calls.append(f"{self.name_}.request(deferred)")
+
+        return later()
+
+
 class Loading:
     def __init__(self) -> None:
         self.loaded = False
@@ -61,6 +78,23 @@ async def test_hooks_run_in_order_and_async_ones_are_awaited() -> None:
     addons = [Recorder("a", calls), AsyncRecorder("b", calls), Recorder("c", calls)]
     await trigger(addons, HttpRequestHook(tflow.tflow()))
     assert calls == ["a.request", "b.request(async)", "c.request"]
+
+
+async def test_an_awaitable_from_a_sync_hook_is_awaited_before_the_next_addon(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    calls: list[str] = []
+    addons = [Recorder("a", calls), Deferring("b", calls), Recorder("c", calls)]
+    chain = AddonChain(addons)
+    assert not asyncio.iscoroutinefunction(chain.request)  # all sync: a sync dispatch
+    await trigger(addons, HttpRequestHook(tflow.tflow()))
+    assert calls == ["a.request", "b.request(deferred)", "c.request"]
+    calls.clear()
+    addons = [Deferring("x", calls, fail=True), Deferring("y", calls), Recorder("z", calls)]
+    with caplog.at_level(logging.ERROR, "flm_gateway.addons"):
+        await trigger(addons, HttpRequestHook(tflow.tflow()))
+    assert calls == ["y.request(deferred)", "z.request"]
+    assert "Deferring.request: late boom" in caplog.text
 
 
 async def test_an_exception_is_logged_and_the_next_addon_still_runs(

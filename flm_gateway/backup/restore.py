@@ -13,10 +13,12 @@ Policy, in this order, nothing written until step 5:
    the current state directory is renamed to `<dir>.pre-restore-<time>` and
    the staged one renamed into place, an external database and its journals
    likewise, the current config is kept as `<file>.pre-restore-<time>` and the
-   staged config renamed over it. A failure
-   during the swap undoes the steps already taken, so the result is the old
-   state or the new one, never a mix. The previous files are kept for the
-   operator to delete.
+   staged config renamed over it. An audit anchor file kept outside the state
+   directory (`state.audit.anchor_file`) describes the log being replaced, so
+   it is moved aside too (`<file>.pre-restore-<time>`): the restored log starts
+   its own anchors. A failure during the swap undoes the steps already taken,
+   so the result is the old state or the new one, never a mix. The previous
+   files are kept for the operator to delete (or to keep, as evidence).
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ from flm_gateway.backup.crypto import is_sealed, unseal
 from flm_gateway.config import ConfigError, LoadedConfig, parse_config
 from flm_gateway.config.state import StateBackend
 from flm_gateway.process import running_pid
-from flm_gateway.state import sqlite_path
+from flm_gateway.state import anchor_path, sqlite_path
 
 
 class RestoreError(Exception):
@@ -58,6 +60,8 @@ class RestorePlan:
     warnings: list[str] = field(default_factory=list)
     store_path: Path | None = None
     """Where the backup's external state database goes (`state.sqlite_path`)."""
+    anchor_path: Path | None = None
+    """An audit anchor file outside the state directory, moved aside by the restore."""
 
 
 @dataclass
@@ -136,9 +140,12 @@ def plan_restore(contents: BackupContents, config_path: Path) -> RestorePlan:
             damage = _check_database(f"state/{name}", data)
             if damage:
                 problems.append(damage)
+    target = LoadedConfig(config, config_path, state_dir, contents.config)
+    anchor: Path | None = anchor_path(target)
+    if anchor is not None and anchor.resolve().is_relative_to(state_dir.resolve()):
+        anchor = None
     store_path: Path | None = None
     if contents.store is not None:
-        target = LoadedConfig(config, config_path, state_dir, contents.config)
         store_path = sqlite_path(target)
         if config.state.backend is not StateBackend.SQLITE or store_path.resolve().is_relative_to(
             state_dir.resolve()
@@ -155,7 +162,7 @@ def plan_restore(contents: BackupContents, config_path: Path) -> RestorePlan:
         problems.append(f"a gateway (pid {pid}) is running on {state_dir}; stop it first")
     if problems:
         raise RestoreError(problems)
-    return RestorePlan(contents, config_path, state_dir, warnings, store_path)
+    return RestorePlan(contents, config_path, state_dir, warnings, store_path, anchor)
 
 
 class _PlaceholderEnviron(dict[str, str]):
@@ -236,6 +243,8 @@ def apply_restore(plan: RestorePlan) -> RestoreResult:
             if plan.store_path.exists():
                 keep(plan.store_path)
             put(staged_store, plan.store_path)
+        if plan.anchor_path is not None and plan.anchor_path.exists():
+            keep(plan.anchor_path)
         if plan.config_path.exists():
             previous_config = plan.config_path.with_name(
                 f"{plan.config_path.name}.pre-restore-{stamp}"

@@ -42,7 +42,7 @@ def with_store(
         if loaded is None:
             return 1
         try:
-            store = open_store(loaded)
+            store = open_store(loaded, actor())
         except StateError as exc:
             print(f"cannot open the state store ({describe_store(loaded)}): {exc}", file=sys.stderr)
             return 1

@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from flm_gateway.cli.admin import audit
+from flm_gateway.cli.admin import actor, audit
 from flm_gateway.cli.common import DEFAULT_CONFIG_PATH, add_config_argument, resolve_config
 from flm_gateway.config import ConfigError, LoadedConfig, load_config
 from flm_gateway.config.security_policies import Severity
@@ -70,7 +70,7 @@ def _passphrase(variable: str | None) -> str | None:
 
 def _audit(loaded: LoadedConfig, type_: str, details: dict[str, str]) -> None:
     try:
-        store = open_store(loaded)
+        store = open_store(loaded, actor())
         try:
             audit(store, type_, Severity.INFO, **details)
         finally:

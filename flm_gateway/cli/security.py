@@ -5,15 +5,20 @@
   is listed, and changed in the file). A running gateway applies changes
   within about a second. Every change is audited.
 - `audit [--since] [--until] [--type] [--severity] [--ip] [--key] [--limit] [--json]`:
-  the audit log, oldest first; `audit verify` checks its hash chain (exit 1 if broken)
-  and prints the head hash to keep elsewhere.
+  the audit log, oldest first. `audit verify [--anchor SEQ[:HASH]] [--anchor-file PATH]`
+  checks its hash chain, its MACs (with the configured audit key) and its anchors (the
+  anchor file, plus heads kept elsewhere: a logged `audit head`, the
+  `flm_audit_head_seq` metric, a copy of the anchor file), prints every problem with the
+  records it concerns (exit 1), and the head to keep elsewhere.
 - `intrusion` and `anomaly`: the same query limited to those event types.
 """
 
 from __future__ import annotations
 
 import argparse
+import re
 import time
+from pathlib import Path
 from typing import Any
 
 from flm_gateway.cli.admin import (
@@ -29,8 +34,11 @@ from flm_gateway.cli.admin import (
 from flm_gateway.cli.common import add_config_argument
 from flm_gateway.config import LoadedConfig
 from flm_gateway.config.security import Severity, normalise_network
-from flm_gateway.state.chain import verify
+from flm_gateway.state.anchor import Anchor, read_anchor_file
 from flm_gateway.state.store import AuditQuery, AuditRecord, BlockRecord, StateStore
+from flm_gateway.state.verify import Problem, VerifyReport, verify
+
+_ANCHOR_ARG = re.compile(r"(\d+)(?::([0-9a-f]{64}))?")
 
 
 def register(subparsers: Any) -> None:
@@ -66,7 +74,23 @@ def register(subparsers: Any) -> None:
         parser = sub.add_parser(name, help=help_)
         add_config_argument(parser)
         if name == "audit":
-            parser.add_argument("action", nargs="?", choices=["verify"], help="verify the chain")
+            parser.add_argument("action", nargs="?", choices=["verify"], help="verify the log")
+            parser.add_argument(
+                "--anchor",
+                action="append",
+                default=[],
+                type=_anchor_arg,
+                metavar="SEQ[:HASH]",
+                help="verify: a head kept elsewhere (a logged `audit head`, the metric)",
+            )
+            parser.add_argument(
+                "--anchor-file",
+                action="append",
+                default=[],
+                type=Path,
+                metavar="PATH",
+                help="verify: also check a copy of an anchor file kept elsewhere",
+            )
         parser.add_argument("--since", help="a duration back (1h, 7d) or a date")
         parser.add_argument("--until", help="a duration back or a date")
         parser.add_argument("--type", action="append", default=[], help="event type; a.b. = prefix")
@@ -78,6 +102,17 @@ def register(subparsers: Any) -> None:
         parser.add_argument("--limit", type=int, default=200)
         parser.add_argument("--json", action="store_true")
         parser.set_defaults(func=with_store(run_audit), fixed_types=types)
+
+
+def _anchor_arg(text: str) -> Anchor:
+    match = _ANCHOR_ARG.fullmatch(text.strip().lower())
+    if match is None:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not SEQ or SEQ:HASH (a record number, and its 64-hex-digit hash)"
+        )
+    seq, hash_ = int(match[1]), match[2]
+    shown = f"{seq}:{hash_[:16]}..." if hash_ else str(seq)
+    return Anchor(seq, hash_, f"the anchor {shown} given on the command line")
 
 
 def _cidr(text: str) -> str:
@@ -177,28 +212,7 @@ def _record_row(record: AuditRecord) -> list[str]:
 
 def run_audit(args: argparse.Namespace, loaded: LoadedConfig, store: StateStore) -> int:
     if getattr(args, "action", None) == "verify":
-        report = verify(store.iter_audit())
-        result = {
-            "ok": report.ok,
-            "records": report.records,
-            "head_seq": report.head_seq,
-            "head_hash": report.head_hash,
-            "first_bad_seq": report.first_bad_seq,
-            "problem": report.problem,
-        }
-        if args.json:
-            print_json(result)
-        elif report.ok:
-            print(
-                f"audit log intact: {report.records} record(s), head {report.head_seq} "
-                f"{report.head_hash}"
-            )
-        else:
-            print(
-                f"audit log BROKEN at record {report.first_bad_seq}: {report.problem} "
-                f"({report.records} record(s) verified before it)"
-            )
-        return 0 if report.ok else 1
+        return run_verify(args, store)
     types = tuple(args.fixed_types) + tuple(args.type)
     query = AuditQuery(
         since=parse_when(args.since, future=False) if args.since else None,
@@ -221,3 +235,66 @@ def run_audit(args: argparse.Namespace, loaded: LoadedConfig, store: StateStore)
         [_record_row(record) for record in records],
     )
     return 0
+
+
+def run_verify(args: argparse.Namespace, store: StateStore) -> int:
+    files = [store.anchor.path] if store.anchor is not None else []
+    files += [path for path in args.anchor_file if path not in files]
+    anchors: list[Anchor] = list(args.anchor)
+    file_problems: list[Problem] = []
+    missing: list[Path] = []
+    for path in files:
+        reading = read_anchor_file(path, store.audit_key)
+        anchors += reading.anchors
+        file_problems += [Problem(text) for text in reading.problems]
+        if not reading.exists:
+            missing.append(path)
+    report = verify(store.iter_audit(), store.audit_key, anchors)
+    report.problems += file_problems
+    report.notes += [f"no anchor file at {path}" for path in missing]
+    if args.json:
+        print_json(_verify_json(report, store, len(anchors)))
+    else:
+        _print_verify(report, store, len(anchors))
+    return 0 if report.ok else 1
+
+
+def _verify_json(report: VerifyReport, store: StateStore, anchors: int) -> dict[str, Any]:
+    return {
+        "ok": report.ok,
+        "records": report.records,
+        "head_seq": report.head.seq,
+        "head_hash": report.head.hash,
+        "key_fingerprint": store.audit_key.fingerprint if store.audit_key else None,
+        "keyed_from": report.keyed_from,
+        "anchors_checked": anchors,
+        "anchored_to": report.anchored_to,
+        "first_bad_seq": report.first_bad_seq,
+        "problem": report.problems[0].text if report.problems else "",
+        "problems": [{"text": p.text, "first": p.first, "last": p.last} for p in report.problems],
+        "notes": report.notes,
+    }
+
+
+def _print_verify(report: VerifyReport, store: StateStore, anchors: int) -> None:
+    head = f"head {report.head.seq} {report.head.hash}"
+    if report.ok:
+        print(f"audit log intact: {report.records} record(s), {head}")
+    else:
+        print(
+            f"audit log BROKEN: {len(report.problems)} problem(s) in {report.records} "
+            f"record(s), {head}"
+        )
+        for problem in report.problems:
+            print(f"  - {problem.text}")
+    if store.audit_key is not None:
+        keyed = (
+            f"records {report.keyed_from}-{report.head.seq} keyed"
+            if report.keyed_from
+            else "no record keyed"
+        )
+        print(f"  key {store.audit_key.fingerprint}: {keyed}")
+    anchored = f", newest held: record {report.anchored_to}" if report.anchored_to else ""
+    print(f"  anchors checked: {anchors}{anchored}")
+    for note in report.notes:
+        print(f"  note: {note}")

@@ -5,14 +5,65 @@ from __future__ import annotations
 from enum import StrEnum
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr, field_validator, model_validator
 
 from flm_gateway.config.types import Duration, StrictModel
+
+MIN_AUDIT_KEY_LENGTH = 32
 
 
 class StateBackend(StrEnum):
     SQLITE = "sqlite"
     REDIS = "redis"
+
+
+class AuditLogSettings(StrictModel):
+    """What seals the audit log outside the state store: the MAC key and the anchor file."""
+
+    key: SecretStr | None = Field(
+        None,
+        description=(
+            "The secret the audit log's MACs are derived from (at least 32 characters); "
+            "write ${VAR} so it lives in the environment, not in the state directory. Then "
+            "someone who can write the state directory (or Redis) but cannot read the "
+            "gateway's environment cannot rewrite the log undetected. Unset: key_file."
+        ),
+    )
+    key_file: Path | None = Field(
+        None,
+        description=(
+            "A file holding that secret (e.g. a container secret). Default: audit.key in "
+            "server.state_dir, created with a random secret on first use; a file given here "
+            "must exist. ~ is expanded; a relative path is relative to flm.yaml."
+        ),
+    )
+    anchor_file: Path | None = Field(
+        None,
+        description=(
+            "Append-only file where every writer of the audit log records the log's head "
+            "(count and hash) after it appends, at most once a second; `security audit "
+            "verify` detects a truncated or replaced log against it. Default: audit.anchor "
+            "in server.state_dir; put it where the state directory's writers cannot reach, "
+            "or make it append-only (chattr +a)."
+        ),
+    )
+
+    @field_validator("key")
+    @classmethod
+    def _check_key(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < MIN_AUDIT_KEY_LENGTH:
+            # The key itself is never echoed.
+            raise ValueError(
+                f"the audit key is shorter than {MIN_AUDIT_KEY_LENGTH} characters "
+                "(generate one with: openssl rand -hex 32)"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _one_key_source(self) -> AuditLogSettings:
+        if self.key is not None and self.key_file is not None:
+            raise ValueError("set key or key_file, not both")
+        return self
 
 
 class StateSettings(StrictModel):
@@ -53,4 +104,8 @@ class StateSettings(StrictModel):
             "If the store has not answered for this long, security checks fail closed: "
             "requests get 503 until it answers again."
         ),
+    )
+    audit: AuditLogSettings = Field(
+        default_factory=AuditLogSettings,
+        description="The audit log's MAC key and anchor file (tamper evidence outside the store).",
     )

@@ -1,21 +1,39 @@
-"""The audit log's hash chain: each record commits to the one before it.
+"""The audit log's chain: each record commits to every record before it, and is keyed.
 
-`hash = SHA-256(prev_hash || "\\n" || canonical JSON of the record's fields)`,
-starting from `GENESIS`. Editing, inserting or deleting any record breaks the
-chain at that point (`verify`); recomputing every later hash to hide an edit
-changes the head hash, which `flm-gateway security audit verify` prints so an
-operator can anchor it elsewhere (a truncated tail is only detectable that way).
+- **Hash chain** (anyone can check it): `hash = SHA-256(prev_hash "\\n" canonical
+  JSON of seq and the event's fields)`, starting from `GENESIS`. Editing,
+  inserting or deleting a record breaks the chain at that point.
+- **MAC** (only a holder of the audit key can make or check one):
+  `mac = "<key fingerprint>:" + hex HMAC-SHA256(key, "flm-audit-record\\n" hash)`.
+  The hash commits to the record and to every record before it, so a record's
+  MAC vouches for the whole log up to it. Recomputing the hashes after an edit
+  or a deletion (re-chaining) is possible for anyone; making the MACs match is
+  not, without the key. The key never enters the store (`flm_gateway.state.audit_key`).
+
+What neither can show is a missing tail: a log cut after any record, or an
+older copy of it, is a valid chain with valid MACs. The anchor
+(`flm_gateway.state.anchor`), written outside the store, catches that.
+`flm_gateway.state.verify` checks all three.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
-from dataclasses import dataclass
+import hmac
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
 
-from flm_gateway.state.store import AuditEvent, AuditRecord, canonical_json
+from flm_gateway.state.store import (
+    AuditEvent,
+    AuditHead,
+    AuditRecord,
+    AuditTampered,
+    canonical_json,
+)
 
 GENESIS = "0" * 64
+_KEY_LABEL = b"flm-gateway audit log v1"
 
 
 def record_hash(prev_hash: str, seq: int, event: AuditEvent, details_json: str) -> str:
@@ -37,52 +55,73 @@ def record_hash(prev_hash: str, seq: int, event: AuditEvent, details_json: str) 
     return hashlib.sha256(f"{prev_hash}\n{body}".encode()).hexdigest()
 
 
+class MacCheck(StrEnum):
+    OK = "ok"
+    MISSING = "missing"
+    OTHER_KEY = "other_key"
+    BAD = "bad"
+
+
 @dataclass(frozen=True)
-class ChainReport:
-    """The outcome of `verify`."""
+class AuditKey:
+    """The secret the log's MACs are made with, and its public fingerprint."""
 
-    ok: bool
-    records: int
-    head_seq: int
-    head_hash: str
-    first_bad_seq: int | None = None
-    problem: str = ""
+    secret: bytes = field(repr=False)
+    fingerprint: str
+
+    @classmethod
+    def derive(cls, material: str | bytes) -> AuditKey:
+        """The key derived from a configured secret (any text of 32+ characters)."""
+        raw = material.encode() if isinstance(material, str) else material
+        secret = hmac.new(raw, _KEY_LABEL, hashlib.sha256).digest()
+        fingerprint = hashlib.sha256(b"fingerprint\n" + secret).hexdigest()[:16]
+        return cls(secret, fingerprint)
+
+    def mac(self, purpose: str, text: str) -> str:
+        """`<fingerprint>:<hex>`: the MAC of `text` for `purpose` (`record`, `anchor`)."""
+        digest = hmac.new(self.secret, f"flm-audit-{purpose}\n{text}".encode(), hashlib.sha256)
+        return f"{self.fingerprint}:{digest.hexdigest()}"
+
+    def check(self, purpose: str, text: str, mac: str | None) -> MacCheck:
+        if not mac:
+            return MacCheck.MISSING
+        if not mac.startswith(self.fingerprint + ":"):
+            return MacCheck.OTHER_KEY
+        good = hmac.compare_digest(mac, self.mac(purpose, text))
+        return MacCheck.OK if good else MacCheck.BAD
 
 
-def verify(records: Iterable[AuditRecord]) -> ChainReport:
-    """Check every link of the chain, in sequence order; stops at the first broken one."""
-    prev_hash = GENESIS
-    prev_seq = 0
-    count = 0
-    for record in records:
-        if record.seq != prev_seq + 1:
-            return ChainReport(
-                False,
-                count,
-                prev_seq,
-                prev_hash,
-                record.seq,
-                f"sequence jumps from {prev_seq} to {record.seq} (records deleted)",
-            )
-        if record.prev_hash != prev_hash:
-            return ChainReport(
-                False,
-                count,
-                prev_seq,
-                prev_hash,
-                record.seq,
-                "prev_hash does not match the previous record (records edited or removed)",
-            )
-        expected = record_hash(prev_hash, record.seq, record.event, record.event.details_json())
-        if record.hash != expected:
-            return ChainReport(
-                False,
-                count,
-                prev_seq,
-                prev_hash,
-                record.seq,
-                "hash does not match the record's content (record edited)",
-            )
-        prev_hash, prev_seq = record.hash, record.seq
-        count += 1
-    return ChainReport(True, count, prev_seq, prev_hash)
+def fingerprint_of(mac: str | None) -> str:
+    """The key fingerprint a MAC names (for messages)."""
+    return (mac or "").partition(":")[0] or "none"
+
+
+def link(
+    events: Sequence[AuditEvent], head: AuditHead | None, key: AuditKey | None
+) -> list[AuditRecord]:
+    """`events` chained after `head` (None: an empty log), each with its MAC when keyed."""
+    seq, prev_hash = (head.seq, head.hash) if head is not None else (0, GENESIS)
+    records = []
+    for event in events:
+        seq += 1
+        digest = record_hash(prev_hash, seq, event, event.details_json())
+        mac = key.mac("record", digest) if key is not None else None
+        records.append(AuditRecord(seq, event, prev_hash, digest, mac))
+        prev_hash = digest
+    return records
+
+
+def require_kept(expect: AuditHead, kept_hash: str | None, head: AuditHead | None) -> None:
+    """Raise AuditTampered unless record `expect.seq` still has `expect.hash`.
+
+    `kept_hash` is the hash the log holds at `expect.seq` (None: no such record) and
+    `head` its last record: both only for the message."""
+    if kept_hash == expect.hash:
+        return
+    if kept_hash is None:
+        ends = f"the log now ends at record {head.seq}" if head else "the log is now empty"
+        raise AuditTampered(f"record {expect.seq} (hash {expect.hash[:16]}...) is gone: {ends}")
+    raise AuditTampered(
+        f"record {expect.seq} was replaced: hash {kept_hash[:16]}... instead of "
+        f"{expect.hash[:16]}..."
+    )

@@ -7,7 +7,12 @@ Layout (every key starts with `state.redis_prefix`, default `flm:`):
 (list of record JSON, seq = position + 1) and `audit:head` ("seq hash").
 Multi-step writes are optimistic transactions (WATCH/MULTI/EXEC, retried), so
 the audit chain stays one chain when replicas and CLI commands append at once.
-Network errors become `StateError` (the gateway then fails closed).
+An append is durable once Redis acknowledged the EXEC: it survives a crash of
+the gateway; whether it survives a crash of Redis is Redis's persistence
+(`appendonly yes` with `appendfsync always`: yes; `everysec`: up to a second
+lost; none: everything lost on a restart). The audit key and the anchor file
+are on the gateway's host, never in Redis. Network errors become `StateError`
+(the gateway then fails closed).
 """
 
 from __future__ import annotations
@@ -22,9 +27,11 @@ from urllib.parse import urlsplit, urlunsplit
 import redis
 
 from flm_gateway.config.security import Severity
-from flm_gateway.state.chain import GENESIS, record_hash
+from flm_gateway.state.anchor import AnchorFile
+from flm_gateway.state.chain import AuditKey, link, require_kept
 from flm_gateway.state.store import (
     AuditEvent,
+    AuditHead,
     AuditQuery,
     AuditRecord,
     BlockRecord,
@@ -58,8 +65,16 @@ class RedisStore:
 
     backend = "redis"
 
-    def __init__(self, url: str, prefix: str = "flm:") -> None:
+    def __init__(
+        self,
+        url: str,
+        prefix: str = "flm:",
+        audit_key: AuditKey | None = None,
+        anchor: AnchorFile | None = None,
+    ) -> None:
         self._prefix = prefix
+        self.audit_key = audit_key
+        self.anchor = anchor
         try:
             # Any: redis-py types replies as bytes | str whatever decode_responses says.
             self._redis: Any = redis.Redis.from_url(
@@ -240,25 +255,48 @@ class RedisStore:
 
     # -- audit ------------------------------------------------------------
 
-    def append_audit(self, events: Sequence[AuditEvent]) -> list[AuditRecord]:
+    def append_audit(
+        self, events: Sequence[AuditEvent], expect: AuditHead | None = None
+    ) -> list[AuditRecord]:
         if not events:
             return []
 
         def action(pipe: Any) -> list[AuditRecord]:
-            head = pipe.get(self._k("audit:head"))
-            seq, prev_hash = (int(head.split()[0]), head.split()[1]) if head else (0, GENESIS)
-            records = []
-            for event in events:
-                seq += 1
-                digest = record_hash(prev_hash, seq, event, event.details_json())
-                records.append(AuditRecord(seq, event, prev_hash, digest))
-                prev_hash = digest
+            head = _parse_head(pipe.get(self._k("audit:head")))
+            if expect is not None:
+                # At its index, or tampered with: no search, an append stays O(1).
+                kept = self._record_at(pipe, expect.seq, search=False)
+                require_kept(expect, kept.hash if kept else None, head)
+            records = link(events, head, self.audit_key)
             pipe.multi()
             pipe.rpush(self._k("audit"), *[json.dumps(r.to_json()) for r in records])
-            pipe.set(self._k("audit:head"), f"{seq} {prev_hash}")
+            pipe.set(self._k("audit:head"), f"{records[-1].seq} {records[-1].hash}")
             return records
 
-        return self._transaction(["audit:head"], action)
+        records = self._transaction(["audit:head", "audit"], action)
+        if self.anchor is not None:
+            self.anchor.note(records[-1].head)
+        return records
+
+    def _record_at(self, client: Any, seq: int, search: bool = True) -> AuditRecord | None:
+        """Record `seq`: at index seq - 1, or (`search`) wherever removals moved it."""
+        if seq < 1:
+            return None
+        text = client.lindex(self._k("audit"), seq - 1)
+        if text is not None:
+            with contextlib.suppress(StateError):
+                record = _audit_from_text(text)
+                if record.seq == seq:
+                    return record
+        if not search:
+            return None
+        return next((r for r in self.iter_audit() if r.seq == seq), None)
+
+    def get_audit(self, seq: int) -> AuditRecord | None:
+        return self._call(lambda: self._record_at(self._redis, seq))
+
+    def audit_head(self) -> AuditHead | None:
+        return _parse_head(self._call(lambda: self._redis.get(self._k("audit:head"))))
 
     def query_audit(self, query: AuditQuery) -> list[AuditRecord]:
         found: list[AuditRecord] = []
@@ -267,7 +305,7 @@ class RedisStore:
             start = end - _SCAN_BATCH + 1
             raw: list[str] = self._call(partial(self._redis.lrange, self._k("audit"), start, end))
             for text in reversed(raw):
-                record = _audit_from_json(json.loads(text))
+                record = _audit_from_text(text)
                 if query.matches(record):
                     found.append(record)
                     if len(found) >= query.limit:
@@ -287,10 +325,12 @@ class RedisStore:
             if not raw:
                 return
             for text in raw:
-                yield _audit_from_json(json.loads(text))
+                yield _audit_from_text(text)
             index += len(raw)
 
     def close(self) -> None:
+        if self.anchor is not None:
+            self.anchor.flush()
         with contextlib.suppress(redis.RedisError):
             self._redis.close()
 
@@ -327,6 +367,14 @@ def _replace_secrets(record: KeyRecord, secrets: tuple[KeySecret, ...]) -> KeyRe
     return _key_from_json(data)
 
 
+def _audit_from_text(text: str) -> AuditRecord:
+    """The record stored as `text`; StateError if it is not one (edited by hand)."""
+    try:
+        return _audit_from_json(json.loads(text))
+    except (ValueError, KeyError, TypeError, AttributeError):
+        raise StateError(f"an audit entry is not a record (edited?): {text[:80]!r}") from None
+
+
 def _audit_from_json(data: Mapping[str, Any]) -> AuditRecord:
     event = AuditEvent(
         type=data["type"],
@@ -339,4 +387,11 @@ def _audit_from_json(data: Mapping[str, Any]) -> AuditRecord:
         actor=data["actor"],
         details=data["details"],
     )
-    return AuditRecord(data["seq"], event, data["prev_hash"], data["hash"])
+    return AuditRecord(data["seq"], event, data["prev_hash"], data["hash"], data.get("mac"))
+
+
+def _parse_head(text: str | None) -> AuditHead | None:
+    if not text:
+        return None
+    seq, _, hash_ = text.partition(" ")
+    return AuditHead(int(seq), hash_)

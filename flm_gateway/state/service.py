@@ -9,6 +9,21 @@
   writes (`block`, `unblock`).
 - **Background writes**: audit events, blocks and counters are queued and
   written in batches by a flusher task; a failed batch stays queued and is retried.
+- **Durable audit events (group commit)**: `commit_audit(events)` returns once
+  the events are durable (the store's append returned: see the backends). The
+  first caller starts a commit at once; callers that arrive while it runs are
+  committed together by the next one, so a burst costs one transaction per
+  round trip, not one per event. A commit that fails, or takes longer than
+  `COMMIT_TIMEOUT`, raises StateError (the events stay queued and are retried);
+  after that, commits fail at once until a write succeeds again (the flush
+  loop retries every second), so an outage costs one slow answer, not one per
+  request.
+- **Tamper checks** (`watch`, `flm_gateway.state.audit_watch`): at open against
+  the anchor file, at every append against the last record this process wrote
+  or saw.
+- **Anchors outside the store**: the store's anchor file is flushed every
+  refresh, and the head is logged at INFO at start, every `HEAD_LOG_INTERVAL`
+  while it moves, and at stop.
 - **Fail closed**: `usable` is False when the last successful store round trip
   is older than `stale_after` (a blip shorter than that is ridden out: the
   view is at most that old), or the queue passed `max_pending`. Security
@@ -23,17 +38,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TypeVar
 
 from flm_gateway.config import LoadedConfig
+from flm_gateway.config.state import AuditLogSettings
 from flm_gateway.security.netset import NetworkMap
 from flm_gateway.state import describe_store, open_store
+from flm_gateway.state.audit_watch import AuditWatch, tamper_event
 from flm_gateway.state.store import (
     AuditEvent,
+    AuditHead,
+    AuditRecord,
+    AuditStatus,
     BlockRecord,
     KeyRecord,
     KeySecret,
@@ -46,6 +67,12 @@ log = logging.getLogger("flm_gateway.state")
 T = TypeVar("T")
 OPEN_TIMEOUT = 30.0
 PURGE_INTERVAL = 3600.0
+COMMIT_TIMEOUT = 3.0
+"""How long `commit_audit` waits for its group commit before failing. A commit takes
+about a millisecond; this bounds how long a store that stopped answering holds the first
+answers (the store's own timeouts, SQLite's busy timeout and Redis's socket timeout, are
+5s: the write may still land later)."""
+HEAD_LOG_INTERVAL = 60.0
 
 
 @dataclass(frozen=True)
@@ -105,18 +132,24 @@ class StateService:
         self._writes: list[Write] = []
         self._audit: list[AuditEvent] = []
         self._counters: dict[str, int] = {}
+        self._waiters: list[asyncio.Future[None]] = []
+        self._committer: asyncio.Task[None] | None = None
+        self._before_stop: list[Callable[[], None]] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._wake: asyncio.Event | None = None
         self._flush_lock: asyncio.Lock | None = None
         self._was_usable = True
+        self.watch = AuditWatch()
+        self._writes_failing = False
+        self._sealing: AuditLogSettings | None = None
 
     # -- lifecycle ----------------------------------------------------------
 
     def open(self, loaded: LoadedConfig) -> None:
         """Open the store `loaded` names and load the view (blocking; before serving).
 
-        Raises StateError. Reopening at another location is refused: moving state
-        needs a restart.
+        Raises StateError. Reopening at another location, or with another audit key or
+        anchor file (`state.audit`), is refused: that needs a restart.
         """
         location = describe_store(loaded)
         if self._store is not None and location != self.location:
@@ -124,27 +157,40 @@ class StateService:
                 f"the state store moved from {self.location} to {location}; restart the "
                 "gateway to use the new location"
             )
+        if self._store is not None and loaded.config.state.audit != self._sealing:
+            raise StateError(
+                "state.audit (the audit key or anchor file) changed; restart the gateway to "
+                "use it"
+            )
         self.refresh_interval = loaded.config.state.refresh_interval
         self.stale_after = max(loaded.config.state.stale_after, 2 * self.refresh_interval)
         if self._store is not None:
             return
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="flm-state")
+        writer = f"gateway:{os.getpid()}"
         try:
-            self._store = self._executor.submit(open_store, loaded).result(OPEN_TIMEOUT)
+            self._store = self._executor.submit(open_store, loaded, writer).result(OPEN_TIMEOUT)
             self._apply_snapshot(self._executor.submit(self._read_snapshot).result(OPEN_TIMEOUT))
+            self.watch.head, problem = self._executor.submit(
+                AuditWatch.check_open, self._store
+            ).result(OPEN_TIMEOUT)
         except BaseException:
             self._executor.shutdown(wait=False)
             self._executor, self._store = None, None
             raise
         self.location = location
+        self._sealing = loaded.config.state.audit
         log.info("state store: %s", location)
+        self.watch.log_head("at start")
+        if problem is not None:
+            self.watch.found(problem)
+            self._audit.insert(0, tamper_event(problem, "anchor"))
 
     def start(self) -> None:
         """Start the refresh and flush loops (call inside the running event loop)."""
         if self._tasks or self._store is None:
             return
         self._wake = asyncio.Event()
-        self._flush_lock = asyncio.Lock()
         self._tasks = [
             asyncio.create_task(self._refresh_loop(), name="flm-state-refresh"),
             asyncio.create_task(self._flush_loop(), name="flm-state-flush"),
@@ -152,8 +198,17 @@ class StateService:
         if self.pending or self._counters:
             self._wake.set()  # e.g. config.loaded, queued before the loop ran
 
+    def before_stop(self, callback: Callable[[], None]) -> None:
+        """Call `callback` at `stop`, before the last flush (to queue final writes)."""
+        self._before_stop.append(callback)
+
     async def stop(self) -> None:
         """Flush what is queued, stop the loops and close the store."""
+        for callback in self._before_stop:
+            try:
+                callback()
+            except Exception:
+                log.exception("a final write failed")
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -165,6 +220,7 @@ class StateService:
                 await self.flush()
             except StateError as exc:
                 log.error("state store: %d write(s) lost at shutdown: %s", self.pending, exc)
+            self.watch.log_head("at stop")
         self.close()
 
     def close(self) -> None:
@@ -228,9 +284,40 @@ class StateService:
     # -- what addons call -----------------------------------------------------
 
     def audit(self, event: AuditEvent) -> None:
-        """Queue an audit event."""
+        """Queue an audit event (written in the background, within `flush_interval`)."""
         self._audit.append(event)
         self._poke()
+
+    async def commit_audit(self, events: Sequence[AuditEvent]) -> None:
+        """Queue `events` and return once they are durable (group commit; see the module
+        docstring). Raises StateError if the commit fails or takes over `COMMIT_TIMEOUT`."""
+        self._audit.extend(events)
+        if self._writes_failing:
+            # The last write failed and none succeeded since: fail at once rather than make
+            # every answer wait for a store that is down (the flush loop keeps retrying).
+            self._poke()
+            raise StateError("the state store is failing writes; the events stay queued")
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(future)
+        if self._committer is None or self._committer.done():
+            self._committer = asyncio.create_task(self._commit_waiting(), name="flm-audit-commit")
+        try:
+            async with asyncio.timeout(COMMIT_TIMEOUT):
+                await future
+        except TimeoutError:
+            self._writes_failing = True
+            raise StateError(f"the audit log did not commit within {COMMIT_TIMEOUT:g}s") from None
+
+    async def _commit_waiting(self) -> None:
+        while self._waiters:
+            try:
+                await self.flush()
+            except Exception as exc:
+                # flush failed the waiters of its batch; those that came since fail too
+                # (their events stay queued for the flush loop's retry).
+                _settle(self._waiters, exc)
+                self._waiters = []
+                return
 
     def count(self, deltas: Mapping[str, int]) -> None:
         """Add to named counters (written in batches)."""
@@ -278,13 +365,18 @@ class StateService:
         return store.purge_blocks(time.time() - self.block_memory)
 
     async def _refresh_loop(self) -> None:
-        last_purge = time.monotonic()
+        last_purge = last_head_log = time.monotonic()
         while True:
             await asyncio.sleep(self.refresh_interval)
             if self.pending or self._counters:
                 self._poke()
             try:
                 await self.refresh()
+                if self._anchor_pending:
+                    await self.call(_flush_anchor)
+                if time.monotonic() - last_head_log >= HEAD_LOG_INTERVAL:
+                    last_head_log = time.monotonic()
+                    self.watch.log_head("now")
                 if time.monotonic() - last_purge > PURGE_INTERVAL:
                     last_purge = time.monotonic()
                     await self.call(self._purge)
@@ -296,43 +388,84 @@ class StateService:
     # -- flush ------------------------------------------------------------------
 
     async def flush(self) -> None:
-        """Write everything queued now; raises StateError (the batch stays queued)."""
-        lock = self._flush_lock or asyncio.Lock()
-        async with lock:
+        """Write everything queued now; raises StateError (what was not written stays queued)."""
+        if self._flush_lock is None:
+            self._flush_lock = asyncio.Lock()
+        async with self._flush_lock:
             writes, events, counters = self._writes, self._audit, self._counters
+            waiters = self._waiters
+            self._writes, self._audit, self._counters, self._waiters = [], [], {}, []
             if not (writes or events or counters):
+                _settle(waiters)
                 return
-            self._writes, self._audit, self._counters = [], [], {}
-
-            def write_all(store: StateStore) -> None:
-                for write in writes:
-                    write(store)
-                store.append_audit(events)
-                store.add_counters(counters)
-
+            done = _Progress()
+            expect = self.watch.head
+            work = self._submit(
+                lambda store: self._write_all(store, writes, events, counters, expect, done)
+            )
             try:
-                await self.call(write_all)
-            except BaseException:
-                # Keep order: the failed batch goes back in front of anything newer.
-                self._writes = writes + self._writes
-                self._audit = events + self._audit
-                for name, delta in counters.items():
-                    self._counters[name] = self._counters.get(name, 0) + delta
+                await asyncio.shield(asyncio.wrap_future(work))
+            except BaseException as exc:
+                if not work.done():
+                    # Cancelled (stop) while the store thread writes: let it finish, so
+                    # `done` is exact and nothing is requeued that was written.
+                    with contextlib.suppress(BaseException):
+                        await asyncio.wrap_future(work)
+                # Keep order: what was not written goes back in front of anything newer.
+                self._writes = writes[done.writes :] + self._writes
+                if done.records is None:
+                    self._audit = events + self._audit
+                if not done.counters:
+                    for name, delta in counters.items():
+                        self._counters[name] = self._counters.get(name, 0) + delta
+                _settle(waiters, None if done.records is not None else _state_error(exc))
+                self._writes_failing = True
                 raise
+            finally:
+                self.watch.appended(done.records or [], done.tampered)
             self._last_ok = time.monotonic()
+            self._writes_failing = False
+            _settle(waiters)
+
+    def _write_all(
+        self,
+        store: StateStore,
+        writes: list[Write],
+        events: list[AuditEvent],
+        counters: dict[str, int],
+        expect: AuditHead | None,
+        done: _Progress,
+    ) -> None:
+        """In the store thread: queued writes, then the audit batch (one transaction, with
+        the tamper check), then counters; `done` says how far it got."""
+        for write in writes:
+            write(store)
+            done.writes += 1
+        done.records, done.tampered = AuditWatch.append(store, events, expect)
+        store.add_counters(counters)
+        done.counters = True
 
     def flush_sync(self) -> None:
         """`flush` for code outside the event loop (tests, shutdown paths)."""
         writes, events, counters = self._writes, self._audit, self._counters
         self._writes, self._audit, self._counters = [], [], {}
+        done = _Progress()
+        expect = self.watch.head
+        try:
+            self.call_sync(
+                lambda store: self._write_all(store, writes, events, counters, expect, done)
+            )
+        finally:
+            self.watch.appended(done.records or [], done.tampered)
 
-        def write_all(store: StateStore) -> None:
-            for write in writes:
-                write(store)
-            store.append_audit(events)
-            store.add_counters(counters)
+    def audit_status(self) -> AuditStatus:
+        """For the metrics: the head this process knows, and tamper findings since start."""
+        return self.watch.status()
 
-        self.call_sync(write_all)
+    @property
+    def _anchor_pending(self) -> bool:
+        anchor = self._store.anchor if self._store is not None else None
+        return anchor is not None and anchor.pending
 
     async def _flush_loop(self) -> None:
         assert self._wake is not None  # set by start()
@@ -350,3 +483,34 @@ class StateService:
                 log.exception("state store write failed (will retry)")
                 await asyncio.sleep(1.0)
                 self._wake.set()
+
+
+class _Progress:
+    """How far one `_write_all` got (read back on the event loop after it returns or fails)."""
+
+    def __init__(self) -> None:
+        self.writes = 0
+        self.records: list[AuditRecord] | None = None
+        self.counters = False
+        self.tampered: str | None = None
+
+
+def _settle(waiters: list[asyncio.Future[None]], error: BaseException | None = None) -> None:
+    for waiter in waiters:
+        if waiter.done():  # its caller timed out
+            continue
+        if error is None:
+            waiter.set_result(None)
+        else:
+            waiter.set_exception(error)
+
+
+def _flush_anchor(store: StateStore) -> None:
+    if store.anchor is not None:
+        store.anchor.flush()
+
+
+def _state_error(exc: BaseException) -> StateError:
+    if isinstance(exc, StateError):
+        return exc
+    return StateError(f"the audit log could not be written: {type(exc).__name__}")

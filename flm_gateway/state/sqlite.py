@@ -3,9 +3,14 @@
 Safe for the gateway and CLI commands at the same time: WAL mode (readers never
 block the writer), a busy timeout instead of "database is locked" errors, and
 `BEGIN IMMEDIATE` around every write so the audit chain's read-last-then-append
-is atomic across processes. The directory is created 0700 and the file 0600:
+is atomic across processes. `synchronous = FULL`: every commit fsyncs the WAL
+before it returns, so an appended audit record survives a crash of the process
+(kill -9) and of the machine. The directory is created 0700 and the file 0600:
 it holds key hashes and the audit log. A connection belongs to the thread that
 opened it; the gateway opens its store inside its one store worker thread.
+
+Schema 2 added the audit records' `mac` column (`flm_gateway.state.chain`);
+records written before it have none.
 """
 
 from __future__ import annotations
@@ -19,9 +24,11 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from flm_gateway.config.security import Severity
-from flm_gateway.state.chain import GENESIS, record_hash
+from flm_gateway.state.anchor import AnchorFile
+from flm_gateway.state.chain import AuditKey, link, require_kept
 from flm_gateway.state.store import (
     AuditEvent,
+    AuditHead,
     AuditQuery,
     AuditRecord,
     BlockRecord,
@@ -32,7 +39,7 @@ from flm_gateway.state.store import (
     StateError,
 )
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 BUSY_TIMEOUT_MS = 5000
 
 _SCHEMA = """
@@ -74,7 +81,8 @@ CREATE TABLE IF NOT EXISTS audit (
     actor TEXT,
     details TEXT NOT NULL,
     prev_hash TEXT NOT NULL,
-    hash TEXT NOT NULL
+    hash TEXT NOT NULL,
+    mac TEXT
 );
 CREATE INDEX IF NOT EXISTS audit_ts ON audit(ts);
 CREATE INDEX IF NOT EXISTS audit_ip ON audit(ip);
@@ -88,8 +96,12 @@ class SqliteStore:
 
     backend = "sqlite"
 
-    def __init__(self, path: Path) -> None:
+    def __init__(
+        self, path: Path, audit_key: AuditKey | None = None, anchor: AnchorFile | None = None
+    ) -> None:
         self.path = path
+        self.audit_key = audit_key
+        self.anchor = anchor
         try:
             path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             if not path.exists():
@@ -100,7 +112,7 @@ class SqliteStore:
             mode = self._db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
             if str(mode).lower() != "wal":
                 raise StateError(f"{path}: cannot switch the database to WAL mode ({mode})")
-            self._db.execute("PRAGMA synchronous = NORMAL")
+            self._db.execute("PRAGMA synchronous = FULL")
             self._db.execute("PRAGMA foreign_keys = ON")
             self._write(self._migrate)
         except sqlite3.Error as exc:
@@ -121,6 +133,11 @@ class SqliteStore:
             raise StateError(
                 f"{self.path} was written by a newer flm-gateway (schema {row[0]}); upgrade"
             )
+        elif int(row[0]) < SCHEMA_VERSION:
+            columns = {column[1] for column in db.execute("PRAGMA table_info(audit)")}
+            if "mac" not in columns:
+                db.execute("ALTER TABLE audit ADD COLUMN mac TEXT")
+            db.execute("UPDATE meta SET v = ? WHERE k = 'schema_version'", (str(SCHEMA_VERSION),))
 
     # -- plumbing ---------------------------------------------------------
 
@@ -314,40 +331,37 @@ class SqliteStore:
 
     # -- audit ------------------------------------------------------------
 
-    def append_audit(self, events: Sequence[AuditEvent]) -> list[AuditRecord]:
+    def append_audit(
+        self, events: Sequence[AuditEvent], expect: AuditHead | None = None
+    ) -> list[AuditRecord]:
         if not events:
             return []
 
         def action(db: sqlite3.Connection) -> list[AuditRecord]:
-            last = db.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
-            seq, prev_hash = (int(last[0]), str(last[1])) if last else (0, GENESIS)
-            records = []
-            for event in events:
-                seq += 1
-                details = event.details_json()
-                digest = record_hash(prev_hash, seq, event, details)
-                db.execute(
-                    "INSERT INTO audit VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        seq,
-                        float(event.ts),
-                        event.type,
-                        event.severity.value,
-                        event.ip,
-                        event.key_id,
-                        event.request_id,
-                        event.listener,
-                        event.actor,
-                        details,
-                        prev_hash,
-                        digest,
-                    ),
-                )
-                records.append(AuditRecord(seq, event, prev_hash, digest))
-                prev_hash = digest
+            last = db.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1")
+            head = _head_of(last.fetchone())
+            if expect is not None:
+                kept = db.execute("SELECT hash FROM audit WHERE seq = ?", (expect.seq,)).fetchone()
+                require_kept(expect, kept[0] if kept else None, head)
+            records = link(events, head, self.audit_key)
+            db.executemany(
+                "INSERT INTO audit VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [_audit_row(record) for record in records],
+            )
             return records
 
-        return self._write(action)
+        records = self._write(action)
+        if self.anchor is not None:
+            self.anchor.note(records[-1].head)
+        return records
+
+    def get_audit(self, seq: int) -> AuditRecord | None:
+        rows = self._read("SELECT * FROM audit WHERE seq = ?", (seq,))
+        return _audit_from_row(rows[0]) if rows else None
+
+    def audit_head(self) -> AuditHead | None:
+        rows = self._read("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1")
+        return _head_of(rows[0] if rows else None)
 
     def query_audit(self, query: AuditQuery) -> list[AuditRecord]:
         where: list[str] = []
@@ -398,6 +412,8 @@ class SqliteStore:
                 yield record
 
     def close(self) -> None:
+        if self.anchor is not None:
+            self.anchor.flush()
         with suppress(sqlite3.Error):
             self._db.close()
 
@@ -425,8 +441,42 @@ def _key_from_row(row: Sequence[Any], secrets: list[KeySecret]) -> KeyRecord:
     )
 
 
+def _audit_row(record: AuditRecord) -> tuple[Any, ...]:
+    event = record.event
+    return (
+        record.seq,
+        float(event.ts),
+        event.type,
+        event.severity.value,
+        event.ip,
+        event.key_id,
+        event.request_id,
+        event.listener,
+        event.actor,
+        event.details_json(),
+        record.prev_hash,
+        record.hash,
+        record.mac,
+    )
+
+
+def _head_of(row: Sequence[Any] | None) -> AuditHead | None:
+    """The head from a `(seq, hash)` row."""
+    return AuditHead(int(row[0]), str(row[1])) if row is not None else None
+
+
 def _audit_from_row(row: Sequence[Any]) -> AuditRecord:
-    (seq, ts, type_, severity, ip, key_id, request_id, listener, actor, details, prev, digest) = row
+    try:
+        return _parse_audit_row(row)
+    except (ValueError, TypeError):
+        raise StateError(f"audit record {row[0]} cannot be read (edited?)") from None
+
+
+def _parse_audit_row(row: Sequence[Any]) -> AuditRecord:
+    # Schema 2 appended `mac` (ALTER TABLE on older files), so `SELECT *` has it last.
+    (seq, ts, type_, severity, ip, key_id, request_id, listener, actor, details, prev, digest) = (
+        row[:12]
+    )
     event = AuditEvent(
         type=type_,
         severity=Severity(severity),
@@ -438,4 +488,4 @@ def _audit_from_row(row: Sequence[Any]) -> AuditRecord:
         actor=actor,
         details=json.loads(details),
     )
-    return AuditRecord(int(seq), event, prev, digest)
+    return AuditRecord(int(seq), event, prev, digest, row[12])

@@ -7,7 +7,10 @@ Four kinds of state, each with a handful of operations:
   strike count (auto-block escalates with it). Expired rows are kept until
   `purge_blocks` so repeat offenders are remembered.
 - **Counters**: named integers with an optional expiry (key usage totals).
-- **Audit log** (`AuditRecord`): append-only, hash-chained (`flm_gateway.state.chain`).
+- **Audit log** (`AuditRecord`): append-only, hash-chained and keyed
+  (`flm_gateway.state.chain`), its head anchored outside the store
+  (`flm_gateway.state.anchor`). Appends are durable when they return (SQLite:
+  committed and fsync'd; Redis: acknowledged by the server).
 
 The interface is synchronous: the CLI calls it directly, the gateway calls it
 from one worker thread (`flm_gateway.state.service`), never on the event loop.
@@ -22,13 +25,37 @@ import json
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from flm_gateway.config.security import Severity
+
+if TYPE_CHECKING:
+    from flm_gateway.state.anchor import AnchorFile
+    from flm_gateway.state.chain import AuditKey
 
 
 class StateError(Exception):
     """The state store cannot be opened or used."""
+
+
+@dataclass(frozen=True)
+class AuditHead:
+    """The last record of the audit log: how many records it holds, and that one's hash."""
+
+    seq: int
+    hash: str
+
+
+@dataclass(frozen=True)
+class AuditStatus:
+    """What a gateway process knows of the audit log, for its metrics."""
+
+    head_seq: int = 0
+    tamper_detections: int = 0
+
+
+class AuditTampered(StateError):
+    """The audit log no longer holds a record this writer appended or saw (nothing appended)."""
 
 
 @dataclass(frozen=True)
@@ -163,6 +190,12 @@ class AuditRecord:
     event: AuditEvent
     prev_hash: str
     hash: str
+    mac: str | None = None
+    """`<key fingerprint>:<HMAC>` of `hash` (`flm_gateway.state.chain`); None before keying."""
+
+    @property
+    def head(self) -> AuditHead:
+        return AuditHead(self.seq, self.hash)
 
     def to_json(self) -> dict[str, Any]:
         event = self.event
@@ -179,6 +212,7 @@ class AuditRecord:
             "details": dict(event.details),
             "prev_hash": self.prev_hash,
             "hash": self.hash,
+            "mac": self.mac,
         }
 
 
@@ -221,6 +255,10 @@ class StateStore(Protocol):
     """The operations every backend provides. All methods may raise `StateError`."""
 
     backend: str
+    audit_key: AuditKey | None
+    """The key the audit log's MACs are made with (never stored in the store itself)."""
+    anchor: AnchorFile | None
+    """Where this store's writer anchors the audit log's head after each append."""
 
     def generation(self) -> int:
         """A number that changes whenever keys or blocks change (in any process)."""
@@ -270,8 +308,23 @@ class StateStore(Protocol):
     def get_counters(self, prefix: str) -> dict[str, int]: ...
 
     # audit
-    def append_audit(self, events: Sequence[AuditEvent]) -> list[AuditRecord]:
-        """Chain and store `events` in order, atomically with respect to other writers."""
+    def append_audit(
+        self, events: Sequence[AuditEvent], expect: AuditHead | None = None
+    ) -> list[AuditRecord]:
+        """Chain, key and store `events` in order, atomically with respect to other writers,
+        durably, then note the new head in the anchor.
+
+        With `expect` (a record this writer appended or saw before), raise `AuditTampered`
+        and append nothing if the log no longer holds that record with that hash.
+        """
+        ...
+
+    def get_audit(self, seq: int) -> AuditRecord | None:
+        """Record `seq`, if the log holds it."""
+        ...
+
+    def audit_head(self) -> AuditHead | None:
+        """The last record of the log (None when it is empty)."""
         ...
 
     def query_audit(self, query: AuditQuery) -> list[AuditRecord]:

@@ -261,3 +261,23 @@ def test_a_state_database_outside_the_state_dir_travels_too(tmp_path: Path) -> N
     assert not (target / "db" / "keys.db-wal").exists()
     kept = sorted(p.name.split(".pre-restore-")[0] for p in (target / "db").iterdir())
     assert kept == ["keys.db", "keys.db", "keys.db-wal"]  # restored, old file, old journal
+
+
+def test_an_anchor_file_outside_the_state_dir_is_moved_aside(tmp_path: Path) -> None:
+    """It describes the log the restore replaces: left in place, it would accuse the restored
+    (older) log of being cut short."""
+    text = CONFIG + "state: {audit: {anchor_file: ./anchors/audit.anchor}}\n"
+    make_state(tmp_path / "source" / "state")
+    contents = open_backup(create_backup(source(tmp_path / "source", text), None), None)
+    target = tmp_path / "target"
+    (target / "anchors").mkdir(parents=True)
+    (target / "anchors" / "audit.anchor").write_text('{"seq": 99}\n')
+    plan = plan_restore(contents, target / "flm.yaml")
+    assert plan.anchor_path == target / "anchors" / "audit.anchor"
+    apply_restore(plan)
+    (kept,) = (target / "anchors").iterdir()
+    assert kept.name.startswith("audit.anchor.pre-restore-") and "99" in kept.read_text()
+    inside = plan_restore(
+        open_backup(create_backup(source(tmp_path / "s2"), None), None), target / "b.yaml"
+    )
+    assert inside.anchor_path is None  # in the state directory: restored with it

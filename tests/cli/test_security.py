@@ -95,6 +95,7 @@ def test_audit_queries_and_verify(
     assert json.loads(out) == []
     code, out, _ = run(capsys, "security", "audit", "verify", *c)
     assert code == 0 and "intact: 2 record(s)" in out
+    assert "records 1-2 keyed" in out and "anchors checked: 2, newest held: record 2" in out
 
     database = sqlite3.connect(tmp_path / "state" / "state.db")
     database.execute("UPDATE audit SET ip = '10.0.0.1' WHERE seq = 1")
@@ -103,3 +104,34 @@ def test_audit_queries_and_verify(
     code, out, _ = run(capsys, "security", "audit", "verify", *c, "--json")
     report = json.loads(out)
     assert code == 1 and not report["ok"] and report["first_bad_seq"] == 1
+
+
+def test_verify_takes_anchors_kept_elsewhere(
+    c: tuple[str, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for n in range(1, 5):
+        run(capsys, "security", "blocklist", "add", f"192.0.2.{n}", *c)
+    code, out, _ = run(capsys, "security", "audit", "verify", *c, "--json")
+    report = json.loads(out)
+    head = f"{report['head_seq']}:{report['head_hash']}"
+    assert code == 0 and report["anchored_to"] == 4
+    shipped = tmp_path / "shipped.anchor"
+    shipped.write_bytes((tmp_path / "state" / "audit.anchor").read_bytes())
+    # Roll the log and its anchor file back together, to two records.
+    database = sqlite3.connect(tmp_path / "state" / "state.db")
+    database.execute("DELETE FROM audit WHERE seq > 2")
+    database.commit()
+    database.close()
+    anchor = tmp_path / "state" / "audit.anchor"
+    anchor.write_text("".join(anchor.read_text().splitlines(keepends=True)[:2]))
+    code, out, _ = run(capsys, "security", "audit", "verify", *c)
+    assert code == 0  # the state directory alone agrees with itself
+    assert "records 3-4" not in out
+    for extra in (["--anchor", head], ["--anchor", "4"], ["--anchor-file", str(shipped)]):
+        code, out, _ = run(capsys, "security", "audit", "verify", *c, *extra)
+        assert code == 1 and "records 3-4 missing at the tail" in out, (extra, out)
+        assert "the log ends at record 2" in out
+    with pytest.raises(SystemExit) as exited:
+        main(["security", "audit", "verify", *c, "--anchor", "4:nothex"])
+    assert exited.value.code == 2
+    assert "is not SEQ or SEQ:HASH" in capsys.readouterr().err

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import sqlite3
 import time
 from pathlib import Path
 
@@ -10,10 +12,12 @@ import pytest
 
 from flm_gateway.security.keys import hash_secret
 from flm_gateway.state import StateError
+from flm_gateway.state.anchor import read_anchor_file
+from flm_gateway.state.audit_watch import TAMPERED
 from flm_gateway.state.service import StateService
 from flm_gateway.state.sqlite import SqliteStore
 from flm_gateway.state.store import AuditEvent, BlockRecord, KeyRecord, KeySecret
-from tests.support.security import loaded
+from tests.support.security import BASE, loaded
 
 
 async def test_view_follows_another_process_within_a_second(tmp_path: Path) -> None:
@@ -121,3 +125,132 @@ async def test_events_queued_before_start_are_written_soon(tmp_path: Path) -> No
         assert service.pending == 0
     finally:
         await service.stop()
+
+
+async def test_a_log_cut_under_the_running_gateway_is_recorded_at_the_next_append(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    config = loaded("", tmp_path)
+    service = StateService()
+    service.open(config)
+    try:
+        await service.commit_audit([AuditEvent(f"e{n}") for n in range(5)])
+        assert service.watch.head is not None and service.watch.head.seq == 5
+        attacker = sqlite3.connect(config.state_dir / "state.db")
+        attacker.execute("DELETE FROM audit WHERE seq > 2")
+        attacker.commit()
+        attacker.close()
+        with caplog.at_level(logging.CRITICAL, "flm_gateway.audit"):
+            await service.commit_audit([AuditEvent("after")])
+        assert "audit log tampered with: since this gateway's last append, record 5" in caplog.text
+        assert service.watch.detections == 1
+        assert service.audit_status().tamper_detections == 1
+        records = service.call_sync(lambda store: list(store.iter_audit()))
+        assert [r.event.type for r in records] == ["e0", "e1", TAMPERED, "after"]
+        assert records[2].event.severity.value == "critical"
+        assert "the log now ends at record 2" in records[2].event.details["problem"]
+        await service.commit_audit([AuditEvent("next")])  # the new head is the reference now
+        assert service.watch.detections == 1
+    finally:
+        await service.stop()
+
+
+async def test_a_log_cut_while_the_gateway_was_down_is_found_against_the_anchor(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    config = loaded("", tmp_path)
+    service = StateService()
+    with caplog.at_level(logging.INFO, "flm_gateway.audit"):
+        service.open(config)
+        await service.commit_audit([AuditEvent(f"e{n}") for n in range(4)])
+        await service.stop()  # flushes the anchor: head 4
+    head = service.watch.head
+    assert head is not None
+    assert f"audit head at stop: seq=4 hash={head.hash} (verify --anchor 4:{head.hash})" in (
+        caplog.text
+    )
+    attacker = sqlite3.connect(config.state_dir / "state.db")
+    attacker.execute("DELETE FROM audit")
+    attacker.commit()
+    attacker.close()
+    restarted = StateService()
+    with caplog.at_level(logging.CRITICAL, "flm_gateway.audit"):
+        restarted.open(config)
+    try:
+        assert "audit.anchor (last line)" in caplog.text and "the log is now empty" in caplog.text
+        assert restarted.watch.detections == 1
+        restarted.flush_sync()
+        (tampered,) = restarted.call_sync(lambda store: list(store.iter_audit()))
+        assert tampered.event.type == TAMPERED and tampered.event.details["found_by"] == "anchor"
+    finally:
+        restarted.close()
+
+
+async def test_the_refresh_loop_writes_a_pending_anchor_within_a_refresh(tmp_path: Path) -> None:
+    config = loaded("", tmp_path)
+    service = StateService()
+    service.open(config)
+    service.refresh_interval = 0.05
+    service.start()
+    try:
+        await service.commit_audit([AuditEvent("a")])  # anchored at once: the first line
+        await service.commit_audit([AuditEvent("b")])  # within the second: pending
+        path = config.state_dir / "audit.anchor"
+        assert [a.seq for a in read_anchor_file(path, None).anchors] == [1]
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline and len(path.read_text().splitlines()) < 2:
+            await asyncio.sleep(0.05)
+        assert [a.seq for a in read_anchor_file(path, None).anchors] == [1, 2]
+    finally:
+        await service.stop()
+
+
+async def test_waiters_that_arrive_during_a_failed_commit_fail_too(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = loaded("", tmp_path)
+    service = StateService()
+    service.open(config)
+
+    calls: list[int] = []
+
+    def broken(store: object, events: object, expect: object = None) -> None:
+        calls.append(1)
+        time.sleep(0.1)
+        raise StateError("disk on fire")
+
+    monkeypatch.setattr(SqliteStore, "append_audit", broken)
+    try:
+        results = await asyncio.gather(
+            service.commit_audit([AuditEvent("a")]),
+            service.commit_audit([AuditEvent("b")]),
+            return_exceptions=True,
+        )
+        assert all(isinstance(r, StateError) for r in results), results
+        assert service.pending == 2  # kept for the retry
+        tried = len(calls)
+        with pytest.raises(StateError, match="failing writes"):
+            await service.commit_audit([AuditEvent("c")])  # at once: the store is down
+        assert len(calls) == tried and service.pending == 3
+        monkeypatch.undo()
+        await service.flush()  # the flush loop's retry succeeds
+        await service.commit_audit([AuditEvent("d")])  # commits wait for the store again
+    finally:
+        monkeypatch.undo()
+        await service.stop()
+    reopened = SqliteStore(config.state_dir / "state.db")
+    assert [r.event.type for r in reopened.iter_audit()] == ["a", "b", "c", "d"]
+    reopened.close()
+
+
+def test_a_reload_that_changes_the_audit_key_or_anchor_is_refused(tmp_path: Path) -> None:
+    service = StateService()
+    service.open(loaded("", tmp_path))
+    try:
+        service.open(loaded("", tmp_path))  # unchanged: fine
+        elsewhere = f"state: {{audit: {{anchor_file: {str(tmp_path / 'x')!r}}}}}\n"
+        changed = loaded("", tmp_path, base=BASE + elsewhere)
+        with pytest.raises(StateError, match=r"state.audit .* changed; restart"):
+            service.open(changed)
+    finally:
+        service.close()

@@ -12,12 +12,15 @@ import pytest
 import redis
 
 from flm_gateway.config.security import Severity
-from flm_gateway.state.chain import GENESIS, verify
+from flm_gateway.state.anchor import AnchorFile, read_anchor_file
+from flm_gateway.state.chain import GENESIS, AuditKey
 from flm_gateway.state.redis import RedisStore, redacted_url
 from flm_gateway.state.sqlite import SqliteStore
 from flm_gateway.state.store import (
     AuditEvent,
+    AuditHead,
     AuditQuery,
+    AuditTampered,
     BlockRecord,
     KeyLimits,
     KeyRecord,
@@ -26,7 +29,10 @@ from flm_gateway.state.store import (
     StateError,
     StateStore,
 )
+from flm_gateway.state.verify import verify
 from tests.support.redis_server import redis_server
+
+KEY = AuditKey.derive("k" * 32)
 
 
 @pytest.fixture(scope="module")
@@ -38,11 +44,12 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 @pytest.fixture(params=["sqlite", "redis"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StateStore]:
     opened: StateStore
+    anchor = AnchorFile(tmp_path / "audit.anchor", KEY, "test", interval=0.0)
     if request.param == "redis":
         url = request.getfixturevalue("redis_url")
-        opened = RedisStore(url, prefix=f"t{tmp_path.name}:")
+        opened = RedisStore(url, f"t{tmp_path.name}:", KEY, anchor)
     else:
-        opened = SqliteStore(tmp_path / "state" / "state.db")
+        opened = SqliteStore(tmp_path / "state" / "state.db", KEY, anchor)
     yield opened
     opened.close()
 
@@ -111,8 +118,18 @@ def test_audit_chain_and_queries(store: StateStore) -> None:
     records = store.append_audit(events[:2]) + store.append_audit(events[2:])
     assert [r.seq for r in records] == [1, 2, 3, 4]
     assert records[0].prev_hash == GENESIS and records[1].prev_hash == records[0].hash
-    report = verify(store.iter_audit())
-    assert report.ok and report.records == 4 and report.head_hash == records[-1].hash
+    assert all(KEY.check("record", r.hash, r.mac) == "ok" for r in store.iter_audit())
+    assert store.audit_head() == records[-1].head == AuditHead(4, records[-1].hash)
+    assert store.get_audit(2) == records[1] and store.get_audit(5) is None
+    assert store.anchor is not None
+    reading = read_anchor_file(store.anchor.path, KEY)
+    assert reading.problems == [] and [(a.seq, a.hash) for a in reading.anchors] == [
+        (2, records[1].hash),
+        (4, records[3].hash),
+    ]
+    report = verify(store.iter_audit(), KEY, reading.anchors)
+    assert report.ok and report.records == 4 and report.head == records[-1].head
+    assert report.keyed_from == 1 and report.anchored_to == 4
     q = store.query_audit
     assert [r.seq for r in q(AuditQuery(types=("anomaly.",)))] == [3]
     assert [r.seq for r in q(AuditQuery(min_severity=Severity.MEDIUM))] == [2, 3]
@@ -135,7 +152,39 @@ def test_sqlite_tampering_is_detected(tmp_path: Path) -> None:
     db.commit()
     db.close()
     report = verify(store.iter_audit())
-    assert not report.ok and report.first_bad_seq == 3
+    assert not report.ok and report.first_bad_seq == 2
+    assert report.problems[0].text == "record 2: missing (deleted)"
+    store.close()
+
+
+def test_an_append_that_expects_a_vanished_record_appends_nothing(store: StateStore) -> None:
+    first = store.append_audit([AuditEvent("a"), AuditEvent("b")])
+    store.append_audit([AuditEvent("c")], expect=first[-1].head)  # still there: fine
+    with pytest.raises(AuditTampered, match="record 2 was replaced"):
+        store.append_audit([AuditEvent("d")], expect=AuditHead(2, "f" * 64))
+    with pytest.raises(AuditTampered, match=r"record 9 .* is gone: the log now ends at record 3"):
+        store.append_audit([AuditEvent("d")], expect=AuditHead(9, "f" * 64))
+    assert [r.event.type for r in store.iter_audit()] == ["a", "b", "c"]
+
+
+def test_sqlite_schema_1_files_gain_the_mac_column(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    old = SqliteStore(path)
+    old.append_audit([AuditEvent("before")])
+    old.close()
+    db = sqlite3.connect(path)
+    db.execute("ALTER TABLE audit DROP COLUMN mac")
+    db.execute("UPDATE meta SET v = '1' WHERE k = 'schema_version'")
+    db.commit()
+    db.close()
+    store = SqliteStore(path, KEY)
+    store.append_audit([AuditEvent("after")])
+    records = list(store.iter_audit())
+    assert [r.mac is None for r in records] == [True, False]
+    report = verify(records, KEY)
+    assert report.ok and report.keyed_from == 2
+    assert report.notes[0].startswith("record 1 predates the audit key")
+    assert store._db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
     store.close()
 
 
