@@ -9,6 +9,9 @@ from pathlib import Path
 import pytest
 
 from flm_gateway.cli import main
+from flm_gateway.config import load_config
+from flm_gateway.state import open_store
+from flm_gateway.state.store import AuditEvent
 
 CONFIG = """\
 server: {state_dir: ./state}
@@ -103,3 +106,18 @@ def test_audit_queries_and_verify(
     code, out, _ = run(capsys, "security", "audit", "verify", *c, "--json")
     report = json.loads(out)
     assert code == 1 and not report["ok"] and report["first_bad_seq"] == 1
+
+
+def test_audit_shows_client_text_escaped(
+    c: tuple[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    store = open_store(load_config(Path(c[1])))
+    details = {"path": "/.env\x1b[2J\u202e\r\nforged", "method": "G\x9bET"}
+    store.append_audit([AuditEvent("honeypot.hit", request_id="r\x1b1", details=details)])
+    store.close()
+    code, out, _ = run(capsys, "security", "audit", *c)
+    assert code == 0 and len(out.splitlines()) == 2
+    assert "path=/.env\\x1b[2J\\u202e\\x0d\\x0aforged" in out and "G\\x9bET" in out
+    assert not any(char in out.replace("\n", "") for char in "\x1b\u202e\r\x9b")
+    code, out, _ = run(capsys, "security", "audit", *c, "--json")
+    assert out.isascii() and json.loads(out)[0]["details"] == details
