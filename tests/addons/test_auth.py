@@ -163,6 +163,7 @@ async def test_key_usage_is_counted(tmp_path: Path) -> None:
         auth = Auth(service)
         auth.apply_config(config)
         target = await _check(auth, config, {"x-api-key": SECRET})
+        target.metadata["flm.route.engine"] = "alpha"  # forwarded to an engine
         target.metadata["flm.usage"] = {
             "prompt_tokens": 3,
             "completion_tokens": 4,
