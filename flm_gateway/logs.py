@@ -149,16 +149,17 @@ def _message(record: logging.LogRecord) -> str:
         return str(record.msg)
 
 
-def _first_line(record: logging.LogRecord) -> str:
-    return clip(_message(record).split("\n", 1)[0], 200)
+def _one_line(record: logging.LogRecord) -> str:
+    """The message's first line, and the exception (type and message) if there is one."""
+    line = clip(_message(record).split("\n", 1)[0], 200)
+    exc = record.exc_info[1] if record.exc_info else None
+    return f"{line} [{type(exc).__qualname__}: {clip(str(exc), 200)}]" if exc else line
 
 
 def _shortened(record: logging.LogRecord) -> logging.LogRecord:
-    """`record` on one line: its message's first line, the exception (if any) after it."""
-    exc = record.exc_info[1] if record.exc_info else None
-    note = f"{type(exc).__qualname__}: {clip(str(exc), 200)}; " if exc is not None else ""
+    """`record` on one line (`_one_line`), marked as a repeat."""
     short = logging.makeLogRecord(record.__dict__)
-    short.msg = f"{_first_line(record)} [{note}repeated, shown in full once per window]"
+    short.msg = f"{_one_line(record)} (repeated; shown in full once per window)"
     short.args = None
     short.exc_info = short.exc_text = short.stack_info = None
     return short
@@ -230,7 +231,7 @@ class RepeatLimiter:
                         "pathname": record.pathname,
                         "lineno": record.lineno,
                         "msg": "%d similar message(s) suppressed in the last %ds: %s",
-                        "sample": _first_line(record),
+                        "sample": _one_line(record),
                     }
                 return out
             for window in windows:

@@ -178,7 +178,7 @@ def test_identical_errors_are_limited_and_summarised() -> None:
     after = limiter.admit(_failure())
     assert _messages(after[:1]) == [
         f"990 similar message(s) suppressed in the last {int(REPEAT_WINDOW)}s: "
-        "Unhandled error in task."
+        "Unhandled error in task. [OSError: [Errno 24] Too many open files]"
     ]
     assert after[0].levelno == logging.ERROR and after[0].name == "mitmproxy.master"
     assert after[1].exc_info is not None  # a new window: in full again
@@ -242,5 +242,8 @@ def test_handler_bounds_a_flood_and_summarises_at_close() -> None:
     lines = stream.getvalue().splitlines()
     records = [line for line in lines if not line.startswith(" ")]
     assert len(records) == REPEAT_BURST + 1
-    assert records[-1].endswith("4990 similar message(s) suppressed in the last 1s: accept failed")
+    assert records[-1].endswith(
+        "4990 similar message(s) suppressed in the last 1s: accept failed [OSError: "
+        "[Errno 24] Too many open files]"
+    )
     assert len(stream.getvalue()) < 4000
