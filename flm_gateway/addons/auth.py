@@ -18,8 +18,9 @@ detection and CORS preflights, before rate limits and everything that reads a bo
   of the store made after it arrived (`StateService.check_new_keys`: shared,
   paced, at most 2 s) and is then judged on that. If the store does not answer:
   503 `security_state_unavailable`, never a 401 that would count against a
-  client whose key may be valid. (The same check runs for such a secret on an
-  unset listener while no key is known, so a first key's scopes apply at once.)
+  client whose key may be valid. (On a listener without `auth:`, the very first
+  key closes the listener with the next refresh of the view, within
+  `state.refresh_interval`: until then it was open anyway.)
 - Refusals, all 401 with `WWW-Authenticate: Bearer` (`REFUSALS`):
   `invalid_api_key` for a missing, malformed, ambiguous or unknown key;
   `expired_api_key` for an expired key or a rotated-out secret past its
@@ -165,29 +166,29 @@ class Auth:
     def requestheaders(self, flow: http.HTTPFlow) -> Awaitable[None] | None:
         if flow.response is not None or is_health_check(flow):
             return None
-        presented = presented_secret(flow.request.headers)
-        if self._decide(flow, presented, final=False):
+        listener = listener_name(flow)
+        if not self.requires_key(listener):
             return None
-        return self._decide_after_key_check(flow, presented)
+        presented = presented_secret(flow.request.headers)
+        if self._decide(flow, presented, listener, final=False):
+            return None
+        return self._decide_after_key_check(flow, presented, listener)
 
-    def _decide(self, flow: http.HTTPFlow, presented: Presented, *, final: bool) -> bool:
+    def _decide(
+        self, flow: http.HTTPFlow, presented: Presented, listener: str | None, *, final: bool
+    ) -> bool:
         """Let `flow` through (with its key) or refuse it, on the current view.
 
         Unless `final`, returns False without deciding when a check of the store for
         new keys could change the answer (see the module docstring).
         """
-        listener = listener_name(flow)
         secret = presented.secret
-        may_be_new = not final and secret is not None and may_be_stored(secret)
-        if not self.requires_key(listener):
-            unset = self._modes.get(listener or "") is None
-            return not (may_be_new and unset)
         if secret is None:
             self._refuse(flow, (presented.problem or CredentialProblem.MISSING).value)
             return True
         verdict = self.verify(secret, time.time())
         if verdict.key is None:
-            if verdict.failure == "unknown" and may_be_new:
+            if verdict.failure == "unknown" and not final and may_be_stored(secret):
                 return False
             self._refuse(flow, verdict.failure or "unknown")
             return True
@@ -201,9 +202,11 @@ class Auth:
             )
         return True
 
-    async def _decide_after_key_check(self, flow: http.HTTPFlow, presented: Presented) -> None:
+    async def _decide_after_key_check(
+        self, flow: http.HTTPFlow, presented: Presented, listener: str | None
+    ) -> None:
         if await self._state.check_new_keys():
-            self._decide(flow, presented, final=True)
+            self._decide(flow, presented, listener, final=True)
             return
         # The key may be valid: refusing it as unknown would count it as a guess.
         flow.metadata["flm.auth.failure"] = "unavailable"

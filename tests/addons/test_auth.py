@@ -204,19 +204,6 @@ async def test_a_new_key_works_at_once_and_is_no_auth_failure(tmp_path: Path) ->
         assert events_of(first) == [] and "flm.auth.failure" not in first.metadata
 
 
-async def test_a_new_key_on_an_unset_listener_is_known_at_once(tmp_path: Path) -> None:
-    base = 'listeners:\n  - {name: main, bind: "127.0.0.1:8088"}\n'
-    config = loaded("", tmp_path, base=base)
-    with opened_service(config) as service:
-        auth = Auth(service)
-        auth.apply_config(config)
-        secret = _new_key_in_store(config, scopes=KeyScopes(models=("tiny-*",)))
-        target = await _check(auth, config, {"x-api-key": secret})
-        assert target.metadata["flm.auth.key"].scopes.models == ("tiny-*",)
-        without = await _check(auth, config, {})  # the listener needs a key from now on
-        assert error_of(without)[0] == 401
-
-
 async def test_unknown_keys_share_paced_store_checks(tmp_path: Path) -> None:
     config = loaded("", tmp_path)
     with opened_service(config) as service:
