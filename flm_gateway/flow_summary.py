@@ -93,6 +93,19 @@ class FlowSummary:
     """The security or rate-limit reason the request was refused for, if any."""
 
 
+def reached_engine(flow: http.HTTPFlow) -> bool:
+    """Whether the flow was sent to an engine: routed, and a connection to it was made.
+
+    False for everything the gateway answered itself (refusals, `/v1/models`, errors
+    before forwarding) and for a connect that failed, directly or at a proxied egress.
+    """
+    return (
+        flow.metadata.get("flm.route.engine") is not None
+        and flow.server_conn.timestamp_tcp_setup is not None
+        and flow.metadata.get("flm.egress.failure") is None
+    )
+
+
 def _clip(value: Any) -> str | None:
     if value is None:
         return None

@@ -13,23 +13,39 @@ detection and CORS preflights, before rate limits and everything that reads a bo
   (`security.keys.presented_secret`): repeated or conflicting headers are
   rejected. It is hashed and looked up among declared keys, then stored ones;
   hashes are compared in constant time.
-- 401 `invalid_api_key` (with `WWW-Authenticate: Bearer`) when the key is
-  missing, malformed, unknown, expired, revoked or a rotated-out secret past its
-  overlap; 403 `key_not_allowed_here` when the key's `listeners` scope excludes
-  this listener. Model and route scopes are checked by `scopes`, once the model
+- **A new key works at once.** A secret the in-memory view does not know, but
+  shaped like a generated one (`security.keys.may_be_stored`), waits for a check
+  of the store made after it arrived (`StateService.check_new_keys`: shared,
+  paced, at most 2 s) and is then judged on that. If the store does not answer:
+  503 `security_state_unavailable`, never a 401 that would count against a
+  client whose key may be valid. (On a listener without `auth:`, the very first
+  key closes the listener with the next refresh of the view, within
+  `state.refresh_interval`: until then it was open anyway.)
+- Refusals, all 401 with `WWW-Authenticate: Bearer` (`REFUSALS`):
+  `invalid_api_key` for a missing, malformed, ambiguous or unknown key;
+  `expired_api_key` for an expired key or a rotated-out secret past its
+  overlap; `revoked_api_key` for a revoked key. Telling these apart reveals
+  nothing to a guesser: only a holder of a once-valid 256-bit secret sees them.
+  403 `key_not_allowed_here` when the key's `listeners` scope excludes this
+  listener. Model and route scopes are checked by `scopes`, once the model
   is known.
-- Every failure but a missing key is recorded (`auth.failed`, offence `auth`);
-  a missing key too when `auto_block.count_missing_keys` is on.
+- Every failure but a missing key is recorded (`auth.failed` with the reason;
+  a revoked key at severity medium: it is often revoked because it leaked).
+  Only unknown, malformed and ambiguous keys are auto-block offences (`auth`),
+  and a missing key when `auto_block.count_missing_keys` is on: guessing never
+  produces an expired or revoked key, and blocking the address of a client with
+  a lapsed key would block everyone behind its NAT.
 Never logs or records a secret or a header value. Writes `flm.auth.key` (the
-`KeyRecord`) and `flm.auth.key_id`. Fails closed: 503 if the state is unusable
-(the IP filter already answered that), 500 on an internal error.
+`KeyRecord`), `flm.auth.key_id` and, when refused, `flm.auth.failure`. Fails
+closed: 503 if the state is unusable (the IP filter already answered that),
+500 on an internal error.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass
 
 from mitmproxy import http
@@ -42,12 +58,14 @@ from flm_gateway.errors import error_response
 from flm_gateway.security.events import Offence, record
 from flm_gateway.security.keys import (
     CredentialProblem,
+    Presented,
     declared_record,
     hash_secret,
     hashes_match,
+    may_be_stored,
     presented_secret,
 )
-from flm_gateway.security.policies import is_health_check
+from flm_gateway.security.policies import is_health_check, listener_name
 from flm_gateway.state.service import KeyEntry, StateService
 from flm_gateway.state.store import KeyRecord
 
@@ -58,6 +76,35 @@ log = logging.getLogger("flm_gateway.security")
 class Verdict:
     key: KeyRecord | None
     failure: str | None = None
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """How one kind of authentication failure is answered and recorded."""
+
+    message: str
+    code: str = "invalid_api_key"
+    offence: bool = True
+    """Counts towards auto-block (`missing` follows `auto_block.count_missing_keys`)."""
+    severity: Severity = Severity.LOW
+
+
+_INVALID = Refusal("Invalid API key.")
+_EXPIRED = Refusal("This API key has expired.", "expired_api_key", offence=False)
+REFUSALS: Mapping[str, Refusal] = {
+    "missing": Refusal(
+        "Missing API key: send Authorization: Bearer <key> or x-api-key.", offence=False
+    ),
+    "ambiguous": Refusal("Send exactly one API key (one Authorization or x-api-key header)."),
+    "malformed": _INVALID,
+    "unknown": _INVALID,
+    "expired": _EXPIRED,
+    "rotated": _EXPIRED,  # a rotated-out secret expires when its overlap ends
+    "revoked": Refusal(
+        "This API key has been revoked.", "revoked_api_key", offence=False, severity=Severity.MEDIUM
+    ),
+}
+CHALLENGE = {"www-authenticate": 'Bearer realm="flm-gateway"'}
 
 
 class Auth:
@@ -116,42 +163,65 @@ class Auth:
         return Verdict(entry.key)
 
     @fail_closed(503)
-    def requestheaders(self, flow: http.HTTPFlow) -> None:
+    def requestheaders(self, flow: http.HTTPFlow) -> Awaitable[None] | None:
         if flow.response is not None or is_health_check(flow):
-            return
-        listener = flow.metadata.get("flm.listener")
-        name = None if listener is None else listener.name
-        if not self.requires_key(name):
-            return
+            return None
+        listener = listener_name(flow)
+        if not self.requires_key(listener):
+            return None
         presented = presented_secret(flow.request.headers)
-        if presented.secret is None:
-            failure = (presented.problem or CredentialProblem.MISSING).value
-            self._refuse(flow, failure, count=failure != "missing" or self._count_missing)
-            return
-        verdict = self.verify(presented.secret, time.time())
+        if self._decide(flow, presented, listener, final=False):
+            return None
+        return self._decide_after_key_check(flow, presented, listener)
+
+    def _decide(
+        self, flow: http.HTTPFlow, presented: Presented, listener: str | None, *, final: bool
+    ) -> bool:
+        """Let `flow` through (with its key) or refuse it, on the current view.
+
+        Unless `final`, returns False without deciding when a check of the store for
+        new keys could change the answer (see the module docstring).
+        """
+        secret = presented.secret
+        if secret is None:
+            self._refuse(flow, (presented.problem or CredentialProblem.MISSING).value)
+            return True
+        verdict = self.verify(secret, time.time())
         if verdict.key is None:
-            self._refuse(flow, verdict.failure or "unknown", count=True)
-            return
+            if verdict.failure == "unknown" and not final and may_be_stored(secret):
+                return False
+            self._refuse(flow, verdict.failure or "unknown")
+            return True
         key = verdict.key
         flow.metadata["flm.auth.key"] = key
         flow.metadata["flm.auth.key_id"] = key.id
-        if key.scopes.listeners and name not in key.scopes.listeners:
+        if key.scopes.listeners and listener not in key.scopes.listeners:
             record(flow, "auth.forbidden", Severity.LOW, None, reason="listener_scope")
             flow.response = error_response(
                 403, "This API key may not be used on this listener.", code="key_not_allowed_here"
             )
+        return True
 
-    def _refuse(self, flow: http.HTTPFlow, failure: str, *, count: bool) -> None:
-        flow.metadata["flm.auth.failure"] = failure
-        if count:
-            record(flow, "auth.failed", Severity.LOW, Offence.AUTH, reason=failure)
-        messages = {
-            "missing": "Missing API key: send Authorization: Bearer <key> or x-api-key.",
-            "ambiguous": "Send exactly one API key (one Authorization or x-api-key header).",
-        }
+    async def _decide_after_key_check(
+        self, flow: http.HTTPFlow, presented: Presented, listener: str | None
+    ) -> None:
+        if await self._state.check_new_keys():
+            self._decide(flow, presented, listener, final=True)
+            return
+        # The key may be valid: refusing it as unknown would count it as a guess.
+        flow.metadata["flm.auth.failure"] = "unavailable"
         flow.response = error_response(
-            401,
-            messages.get(failure, "Invalid API key."),
-            code="invalid_api_key",
-            headers={"www-authenticate": 'Bearer realm="flm-gateway"'},
+            503,
+            "The gateway's security state is unavailable; retry shortly.",
+            code="security_state_unavailable",
+            headers={"retry-after": "5"},
         )
+
+    def _refuse(self, flow: http.HTTPFlow, failure: str) -> None:
+        refusal = REFUSALS.get(failure, _INVALID)
+        flow.metadata["flm.auth.failure"] = failure
+        counts = refusal.offence or (failure == "missing" and self._count_missing)
+        if failure != "missing" or counts:
+            offence = Offence.AUTH if counts else None
+            record(flow, "auth.failed", refusal.severity, offence, reason=failure)
+        flow.response = error_response(401, refusal.message, code=refusal.code, headers=CHALLENGE)

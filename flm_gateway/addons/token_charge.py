@@ -8,10 +8,15 @@ waits until they refill. Shared buckets (`state.backend: redis`) are charged in
 Redis by one script, awaited before the response goes on (so the client's next
 request sees the charge); while Redis is away, this process's buckets instead.
 A request made with a key adds to that key's `usage:<id>:requests` and
-`usage:<id>:tokens` counters in the state store (written in batches). Each
-flow is charged once. A flow without `flm.usage` (answered by the gateway
-itself, or accounting not available) is charged nothing. Never rejects: the
-answer has been produced already.
+`usage:<id>:tokens` counters in the state store (written in batches).
+
+What counts as usage: a request that reached an engine (`flow_summary.
+reached_engine`: routed and connected), whatever the engine answered. Nothing
+the gateway refused or answered itself counts (401, 403, 404, 413, 429, 400
+`max_tokens_exceeded`, `/v1/models`, 502/503/504 produced before an engine
+was reached): those spent no engine time. Each flow is charged once. A flow
+without `flm.usage` (accounting not available) adds a request but no tokens.
+Never rejects: the answer has been produced already.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from typing import TYPE_CHECKING
 from mitmproxy import http
 
 from flm_gateway.addons.guard import fail_closed
+from flm_gateway.flow_summary import reached_engine
 from flm_gateway.security.ratelimit import Bucket
 from flm_gateway.state.service import StateService
 
@@ -49,6 +55,8 @@ class TokenCharge:
         if flow.metadata.get("flm.token_charge.done"):
             return None
         flow.metadata["flm.token_charge.done"] = True
+        if not reached_engine(flow):
+            return None
         used = used_tokens(flow)
         shared: list[SharedTokenBucket] = []
         now = self._clock()

@@ -1,5 +1,10 @@
 """What the admin commands (`keys`, `security`) share: opening the state store,
-auditing the action, time and duration arguments, tables."""
+auditing the action, time and duration arguments, tables.
+
+Tables and JSON show stored text (audit details carry client paths, key names
+are whatever an operator typed) without raw control characters: table cells
+through `text.printable`, JSON with every non-ASCII character escaped.
+"""
 
 from __future__ import annotations
 
@@ -18,6 +23,7 @@ from flm_gateway.config.security import Severity
 from flm_gateway.config.types import parse_duration
 from flm_gateway.state import StateError, StateStore, describe_store, open_store
 from flm_gateway.state.store import AuditEvent
+from flm_gateway.text import printable
 
 
 class CommandError(Exception):
@@ -105,6 +111,7 @@ def iso(ts: float | None) -> str:
 
 
 def print_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+    rows = [[printable(cell) for cell in row] for row in rows]
     widths = [len(h) for h in headers]
     for row in rows:
         widths = [max(w, len(cell)) for w, cell in zip(widths, row, strict=True)]
@@ -113,4 +120,4 @@ def print_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
 
 
 def print_json(value: Any) -> None:
-    print(json.dumps(value, indent=2, ensure_ascii=False))
+    print(json.dumps(value, indent=2))

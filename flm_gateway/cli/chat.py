@@ -9,6 +9,9 @@ The URL defaults to the config's first listener; the model to the first one
 `/v1/models` lists; the API key is read from the variable named by `--key-env`
 (default `FLM_API_KEY`, if set) and is never printed. `--ca-file` trusts a CA
 (e.g. the packaged CA's root), `--insecure` skips certificate checks.
+What a model writes is shown through `text.printable_lines`: a reply can be
+steered by the documents it quotes, and must not drive the terminal (ESC
+sequences, bidi overrides); line breaks and tabs stay.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from typing import Any, TextIO
 from flm_gateway.cli.common import add_config_argument, resolve_config
 from flm_gateway.config.tls import TlsMode
 from flm_gateway.config.types import format_host_port
+from flm_gateway.text import printable, printable_lines
 
 DEFAULT_KEY_ENV = "FLM_API_KEY"
 TIMEOUT = 600.0
@@ -169,11 +173,11 @@ def chat_loop(
         try:
             for piece in client.stream(model, history):
                 reply.append(piece)
-                out.write(piece)
+                out.write(printable_lines(piece))
                 out.flush()
         except ChatError as exc:
             history.pop()
-            out.write(f"\n[error] {exc}\n")
+            out.write(f"\n[error] {printable(str(exc))}\n")
             out.flush()
             continue
         out.write("\n")

@@ -18,6 +18,7 @@ from flm_gateway.checks import CheckResult, Level, run_checks
 from flm_gateway.cli.common import DEFAULT_CONFIG_PATH, add_config_argument
 from flm_gateway.config import ConfigError, LoadedConfig, load_config
 from flm_gateway.config.default import default_config
+from flm_gateway.text import printable
 
 
 def register(subparsers: Any) -> None:
@@ -84,7 +85,7 @@ def run_check(args: argparse.Namespace) -> int:
         sys.stdout.write("\n")
     else:
         for result in results:
-            print(result.line())
+            print(printable(result.line()))  # messages may quote what an engine answered
         warned = sum(1 for r in results if r.level is Level.WARN)
         summary = f"{len(failed)} problem(s), {warned} warning(s)"
         print(summary if failed or warned else "everything is in order")

@@ -17,6 +17,7 @@ from typing import Any
 
 from flm_gateway.cli.common import add_config_argument, engine_sessions, resolve_config
 from flm_gateway.config.engines import EngineKind
+from flm_gateway.text import printable
 
 
 def register(subparsers: Any) -> None:
@@ -121,7 +122,9 @@ def run_detect(args: argparse.Namespace) -> int:
 
 
 def print_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
-    """Columns padded to their widest cell; the last column is not padded."""
+    """Columns padded to their widest cell; the last column is not padded. Cells show what
+    engines report (model names, versions, errors): control characters are escaped."""
+    rows = [[printable(str(cell)) for cell in row] for row in rows]
     widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
     for row in [header, *rows]:
         cells = [str(cell).ljust(width) for cell, width in zip(row, widths, strict=True)]

@@ -7,8 +7,10 @@ the old one keeps working for `--overlap` (default 24h), then stops. `revoke`
 stops every secret of a key at once. Keys declared in flm.yaml are listed but
 are changed in the file. `hash` prints the hash of a secret read from stdin,
 for declaring keys in flm.yaml (`create --no-store` prints both). Every change
-is written to the audit log. A running gateway applies changes within about a
-second.
+is written to the audit log. A running gateway accepts a new (or rotated) key
+at once: it looks an unknown key up in the store before refusing it. A
+revocation reaches running gateways within `state.refresh_interval` (1 s by
+default), which `revoke` says. A name is printable text (no control characters).
 """
 
 from __future__ import annotations
@@ -37,6 +39,9 @@ from flm_gateway.security.keys import (
     hash_secret,
 )
 from flm_gateway.state.store import KeyLimits, KeyRecord, KeyScopes, KeySecret, StateStore
+from flm_gateway.text import printable
+
+MAX_NAME = 100
 
 SCOPE_KINDS = {"model": "models", "route": "routes", "listener": "listeners"}
 
@@ -138,6 +143,10 @@ def _describe(key: KeyRecord, now: float) -> dict[str, Any]:
 
 def run_create(args: argparse.Namespace, loaded: LoadedConfig, store: StateStore) -> int:
     now = time.time()
+    if not args.name or len(args.name) > MAX_NAME or printable(args.name) != args.name:
+        raise CommandError(
+            f"--name must be 1 to {MAX_NAME} printable characters (no control characters)"
+        )
     scopes = parse_scopes(args.scopes, loaded)
     expires_at = parse_when(args.expires, future=True) if args.expires else None
     if expires_at is not None and expires_at <= now:
@@ -166,7 +175,7 @@ def run_create(args: argparse.Namespace, loaded: LoadedConfig, store: StateStore
     if args.json:
         print_json({**_describe(key, now), "key": secret})
     else:
-        print(f"created key {key.id} ({key.name})")
+        print(f"created key {key.id} ({printable(key.name)})")
         print(f"secret (shown once, store it now): {secret}")
     return 0
 
@@ -245,7 +254,10 @@ def run_revoke(args: argparse.Namespace, loaded: LoadedConfig, store: StateStore
         return 0
     store.revoke_key(key.id, time.time())
     audit(store, "key.revoked", key_id=key.id, name=key.name)
-    print(f"revoked {key.id} ({key.name})")
+    print(
+        f"revoked {key.id} ({printable(key.name)}); running gateways refuse it within "
+        f"{loaded.config.state.refresh_interval:g}s (state.refresh_interval)"
+    )
     return 0
 
 
@@ -261,7 +273,8 @@ def run_rotate(args: argparse.Namespace, loaded: LoadedConfig, store: StateStore
         print_json({"id": key.id, "key": secret, "old_secrets_end_at": iso(now + args.overlap)})
     else:
         print(
-            f"rotated {key.id} ({key.name}); the old secret works until {iso(now + args.overlap)}"
+            f"rotated {key.id} ({printable(key.name)}); "
+            f"the old secret works until {iso(now + args.overlap)}"
         )
         print(f"new secret (shown once, store it now): {secret}")
     return 0

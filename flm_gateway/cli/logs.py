@@ -19,6 +19,7 @@ from typing import Any
 from flm_gateway.cli.common import add_config_argument, resolve_config
 from flm_gateway.requestlog.query import GROUPS, FilterError, LogFilter, parse_time, search, stats
 from flm_gateway.requestlog.store import RequestLogStore, request_log_path
+from flm_gateway.text import printable
 
 SEARCH_COLUMNS = (
     ("time", "ts"),
@@ -97,7 +98,7 @@ def _cell(value: Any) -> str:
         return "-"
     if isinstance(value, float):
         return f"{value:.1f}" if value >= 0.1 or value == 0 else f"{value:.3f}"
-    return str(value)
+    return printable(str(value))  # stored escaped already; older rows may not be
 
 
 def format_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:

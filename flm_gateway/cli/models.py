@@ -20,6 +20,7 @@ from flm_gateway.cli.common import add_config_argument, engine_sessions, resolve
 from flm_gateway.cli.engines import print_table
 from flm_gateway.config import LoadedConfig
 from flm_gateway.routing_table import RoutingTable
+from flm_gateway.text import printable
 
 
 def register(subparsers: Any) -> None:
@@ -99,7 +100,7 @@ def run_list(args: argparse.Namespace) -> int:
         if engine["state"] != "running-healthy":
             print(
                 f"engine {engine['name']} ({engine['kind']}): {engine['state']}: "
-                f"{engine.get('detail', '')}",
+                f"{printable(str(engine.get('detail', '')))}",
                 file=sys.stderr,
             )
     return 0

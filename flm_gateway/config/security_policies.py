@@ -107,8 +107,9 @@ class AutoBlockSettings(StrictModel):
     count_missing_keys: bool = Field(
         False,
         description=(
-            "Count requests without any key as auth failures too (by default only wrong, "
-            "expired or revoked keys count: a client missing its key is not an attack)."
+            "Count requests without any key as auth failures too (by default only wrong "
+            "keys count: a client missing its key, or holding an expired or revoked one, "
+            "is not guessing)."
         ),
     )
     never_block: list[Cidr] = Field(

@@ -8,6 +8,14 @@ in batches by `RequestLogWriter` from its own thread and read by
 `flm-gateway logs`; WAL lets the CLI read while the gateway writes. This module
 is the only one that knows the table. Times are Unix seconds (UTC); latencies
 are stored in milliseconds.
+
+Records are stored safely: every text column is cut at `MAX_TEXT` characters and
+shown through `text.printable` (control characters, bidi overrides and bytes that
+were not UTF-8, as a client may put in a path, become escapes such as `\\x1b`), so
+whatever reads the table later (`flm-gateway logs`, the sqlite3 shell) shows no
+raw control character and every row is valid UTF-8; an integer outside SQLite's
+range is stored as NULL. `insert` writes a batch in one transaction; if a row is
+still refused, the batch is written row by row and only the bad rows are lost.
 """
 
 from __future__ import annotations
@@ -22,10 +30,14 @@ from flm_gateway.config import LoadedConfig
 from flm_gateway.config.state import StateBackend
 from flm_gateway.flow_summary import FlowSummary
 from flm_gateway.state import sqlite_path
+from flm_gateway.text import printable
 
 REQUESTS_DB = "requests.db"
 PURGE_CHUNK = 5000
 """Rows deleted per statement while purging, so a purge never holds the lock for long."""
+MAX_TEXT = 200
+"""Characters of a text column kept (before escaping); the summary already cuts most."""
+_SQLITE_INT = range(-(2**63), 2**63)
 
 COLUMNS = (
     "ts",
@@ -108,31 +120,45 @@ def _ms(seconds: float | None) -> float | None:
     return None if seconds is None else round(seconds * 1000.0, 3)
 
 
+def _text(value: str | None) -> str | None:
+    return None if value is None else printable(value[:MAX_TEXT])
+
+
+def _integer(value: int | None) -> int | None:
+    return value if value is None or value in _SQLITE_INT else None
+
+
 def row_of(summary: FlowSummary) -> tuple[Any, ...]:
-    """The table row of one summary, in `COLUMNS` order."""
+    """The table row of one summary, in `COLUMNS` order, safe to store (module docstring)."""
     return (
         summary.started,
-        summary.request_id,
-        summary.listener,
-        summary.client_ip,
-        summary.key_id,
-        summary.method,
-        summary.path,
-        summary.kind,
-        summary.model,
-        summary.route,
-        summary.engine,
+        _text(summary.request_id),
+        _text(summary.listener),
+        _text(summary.client_ip),
+        _text(summary.key_id),
+        _text(summary.method),
+        _text(summary.path),
+        _text(summary.kind),
+        _text(summary.model),
+        _text(summary.route),
+        _text(summary.engine),
         summary.status,
         _ms(summary.latency),
         _ms(summary.ttft),
-        summary.prompt_tokens,
-        summary.completion_tokens,
+        _integer(summary.prompt_tokens),
+        _integer(summary.completion_tokens),
         int(summary.tokens_estimated),
-        summary.bytes_in,
-        summary.bytes_out,
+        _integer(summary.bytes_in),
+        _integer(summary.bytes_out),
         int(summary.streamed),
-        summary.error_kind,
+        _text(summary.error_kind),
     )
+
+
+_INSERT = (
+    f"INSERT INTO request_log ({', '.join(COLUMNS)}) "  # noqa: S608 - fixed columns
+    f"VALUES ({', '.join('?' for _ in COLUMNS)})"
+)
 
 
 class RequestLogStore:
@@ -155,12 +181,41 @@ class RequestLogStore:
         ).fetchone()
         return row is not None
 
-    def insert(self, summaries: Sequence[FlowSummary]) -> None:
-        placeholders = ", ".join("?" for _ in COLUMNS)
-        sql = f"INSERT INTO request_log ({', '.join(COLUMNS)}) VALUES ({placeholders})"  # noqa: S608 - fixed columns
+    def insert(self, summaries: Sequence[FlowSummary]) -> int:
+        """Store `summaries`; the number that could not be stored (the others are).
+
+        An error of the database itself (locked, full, no table) is raised: retrying row
+        by row could not help. Any other error is a bad row, so the batch is written
+        again row by row, each bad row skipped.
+        """
+        rows: list[tuple[Any, ...]] = []
+        bad = 0
+        for summary in summaries:
+            try:
+                rows.append(row_of(summary))
+            except Exception:
+                bad += 1
+        try:
+            self._insert(rows)
+            return bad
+        except sqlite3.OperationalError:
+            raise
+        except Exception:  # a bad row: find it below
+            if len(rows) == 1:
+                return bad + 1
+        for row in rows:
+            try:
+                self._insert([row])
+            except sqlite3.OperationalError:
+                raise
+            except Exception:
+                bad += 1
+        return bad
+
+    def _insert(self, rows: list[tuple[Any, ...]]) -> None:
         with self.connection:
             self.connection.execute("BEGIN")
-            self.connection.executemany(sql, [row_of(s) for s in summaries])
+            self.connection.executemany(_INSERT, rows)
 
     def purge(self, before: float) -> int:
         """Delete records older than `before` (Unix time); the number deleted."""

@@ -5,8 +5,10 @@ queue, or is dropped (and counted) when the queue is full. One asyncio task
 takes whatever is queued (up to `BATCH` records) and inserts it in one
 transaction on a dedicated thread that owns the SQLite connection. Records
 older than the retention are deleted at start and every `PURGE_EVERY` seconds.
-A failed write is logged (at most once a minute) and its records dropped;
-serving is never affected. `stop` writes what is queued (bounded by a timeout).
+A record the database refuses costs only itself (`RequestLogStore.insert` falls
+back to row by row); a write the database itself fails (locked, disk full)
+drops its batch. Drops are counted and logged (at most once a minute); serving
+is never affected. `stop` writes what is queued (bounded by a timeout).
 """
 
 from __future__ import annotations
@@ -78,12 +80,14 @@ class RequestLogWriter:
     def _open(self) -> None:
         self._store = RequestLogStore.open(self.path)
 
-    def _write(self, batch: list[FlowSummary]) -> None:
+    def _write(self, batch: list[FlowSummary]) -> int:
+        """Insert `batch` (and purge when due); the number of records refused."""
         assert self._store is not None
-        self._store.insert(batch)
+        refused = self._store.insert(batch)
         now = time.time()
         if time.monotonic() - self._last_purge >= PURGE_EVERY:
             self._purge(now)
+        return refused
 
     def _purge(self, now: float) -> None:
         assert self._store is not None
@@ -110,10 +114,13 @@ class RequestLogWriter:
 
     async def _flush(self, batch: list[FlowSummary]) -> None:
         try:
-            await self._in_thread(lambda: self._write(batch))
-            self.written += len(batch)
+            refused = await self._in_thread(lambda: self._write(batch))
         except Exception as exc:
             self._drop(len(batch), f"request log write failed: {exc}")
+            return
+        self.written += len(batch) - refused
+        if refused:
+            self._drop(refused, f"request log: {refused} record(s) could not be stored")
 
     async def flush(self) -> None:
         """Write everything queued now (used by stop and by tests)."""

@@ -5,6 +5,9 @@ An addon that notices something calls `record(flow, ...)`; the event lands in
 `error`), `auto_block` counts the events that carry an `offence` and `audit`
 writes every event with the flow's client address, key id, request id and
 listener filled in. So each addon reports what it saw, once, in one shape.
+Text details (a path, a method: what the client sent) are kept through
+`text.printable`, so the audit log can store them (a path that is not UTF-8
+would otherwise make the whole write fail) and shows no control character.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from typing import Any
 from mitmproxy import http
 
 from flm_gateway.config.security import Severity
+from flm_gateway.text import printable
 
 EVENTS_KEY = "flm.security.events"
 
@@ -45,8 +49,9 @@ def record(
     offence: Offence | None = None,
     **details: Any,
 ) -> SecurityEvent:
-    """Attach an event to `flow`."""
-    event = SecurityEvent(type_, severity, offence, details)
+    """Attach an event to `flow` (text details made printable, see the module docstring)."""
+    safe = {name: printable(v) if isinstance(v, str) else v for name, v in details.items()}
+    event = SecurityEvent(type_, severity, offence, safe)
     flow.metadata.setdefault(EVENTS_KEY, []).append(event)
     return event
 

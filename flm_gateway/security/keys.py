@@ -16,6 +16,9 @@
   compared with `hmac.compare_digest`. The lookup's timing can at most reveal
   how a hash of the attacker's own guess compares with a stored hash, which
   says nothing about a random 256-bit preimage.
+- Only a secret shaped like the ones `generate_secret` makes (`may_be_stored`)
+  can be a stored key the gateway has not seen yet; anything else is refused
+  without asking the store.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from flm_gateway.state.store import KeyLimits, KeyRecord, KeyScopes, KeySecret
 SECRET_PREFIX = "flm-"
 _BEARER_RE = re.compile(r"^\s*bearer[ \t]+(\S+)\s*$", re.IGNORECASE)
 _TOKEN_RE = re.compile(r"^[\x21-\x7e]{1,512}$")
+_GENERATED_RE = re.compile(r"^flm-[A-Za-z0-9_-]{43}$")
 
 
 def generate_secret() -> str:
@@ -45,6 +49,11 @@ def generate_secret() -> str:
 def generate_key_id() -> str:
     """A new public key id."""
     return "key_" + secrets.token_hex(6)
+
+
+def may_be_stored(secret: str) -> bool:
+    """Whether `secret` has the shape of a generated one (`keys create`, `keys rotate`)."""
+    return _GENERATED_RE.match(secret) is not None
 
 
 def hash_secret(secret: str) -> str:

@@ -7,6 +7,14 @@
   `refresh_interval`, so a `keys revoke` or `security blocklist add` from the
   CLI applies within about a second) and updated at once by this process's own
   writes (`block`, `unblock`).
+- **New keys at once** (`check_new_keys`): before `auth` refuses a key the view
+  does not know, it asks for a check of the store made after it asked: the
+  store's `generation()` is read and, if it moved, the keys (only) are reloaded.
+  Checks are shared and paced (`state.rounds.PacedRounds`): one at a time, at
+  least `KEY_CHECK_INTERVAL` (50 ms) apart, so however many unknown keys arrive
+  the store sees at most 20 generation reads a second from them; a caller waits
+  at most `KEY_CHECK_TIMEOUT` (2 s). Works the same with SQLite and Redis and
+  with any number of gateway processes: the store itself is the only channel.
 - **Background writes**: audit events, blocks and counters are queued and
   written in batches by a flusher task; a failed batch stays queued and is retried.
 - **Durable audit events (group commit)**: `commit_audit(events)` returns once
@@ -37,6 +45,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import os
 import time
@@ -50,6 +59,7 @@ from flm_gateway.config.state import AuditLogSettings
 from flm_gateway.security.netset import NetworkMap
 from flm_gateway.state import describe_store, open_store
 from flm_gateway.state.audit_watch import AuditWatch, tamper_event
+from flm_gateway.state.rounds import PacedRounds
 from flm_gateway.state.store import (
     AuditEvent,
     AuditHead,
@@ -73,6 +83,8 @@ about a millisecond; this bounds how long a store that stopped answering holds t
 answers (the store's own timeouts, SQLite's busy timeout and Redis's socket timeout, are
 5s: the write may still land later)."""
 HEAD_LOG_INTERVAL = 60.0
+KEY_CHECK_INTERVAL = 0.05
+KEY_CHECK_TIMEOUT = 2.0
 
 
 @dataclass(frozen=True)
@@ -97,11 +109,18 @@ class StoreView:
 
     @classmethod
     def build(cls, keys: list[KeyRecord], blocks: list[BlockRecord]) -> StoreView:
-        by_hash = {secret.hash: KeyEntry(key, secret) for key in keys for secret in key.secrets}
         network_map: NetworkMap[BlockRecord] = NetworkMap()
         for block in blocks:
             network_map.add(block.cidr, block)
-        return cls(tuple(keys), by_hash, network_map)
+        return cls(tuple(keys), index_keys(keys), network_map)
+
+    def with_keys_of(self, other: StoreView) -> StoreView:
+        """This view's blocks with `other`'s keys."""
+        return StoreView(other.keys, other.by_hash, self.blocks)
+
+
+def index_keys(keys: list[KeyRecord]) -> dict[str, KeyEntry]:
+    return {secret.hash: KeyEntry(key, secret) for key in keys for secret in key.secrets}
 
 
 Write = Callable[[StateStore], object]
@@ -127,6 +146,12 @@ class StateService:
         self._store: StateStore | None = None
         self._executor: ThreadPoolExecutor | None = None
         self._generation: int | None = None
+        self._keys_generation: int | None = None
+        """The generation the keys of `view` were read at."""
+        self._reads = itertools.count(1)
+        self._keys_read = 0
+        """Which read the keys of `view` come from: a slower, older read never replaces them."""
+        self._key_checks = PacedRounds(self._check_keys, KEY_CHECK_INTERVAL, KEY_CHECK_TIMEOUT)
         self._last_ok = 0.0
         self._local_changes = 0
         self._writes: list[Write] = []
@@ -170,7 +195,9 @@ class StateService:
         writer = f"gateway:{os.getpid()}"
         try:
             self._store = self._executor.submit(open_store, loaded, writer).result(OPEN_TIMEOUT)
-            self._apply_snapshot(self._executor.submit(self._read_snapshot).result(OPEN_TIMEOUT))
+            read = next(self._reads)
+            snapshot = self._executor.submit(self._read_snapshot).result(OPEN_TIMEOUT)
+            self._apply_snapshot(snapshot, read)
             self.watch.head, problem = self._executor.submit(
                 AuditWatch.check_open, self._store
             ).result(OPEN_TIMEOUT)
@@ -215,6 +242,7 @@ class StateService:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks = []
+        await self._key_checks.stop()
         if self._store is not None:
             try:
                 await self.flush()
@@ -342,8 +370,13 @@ class StateService:
         generation = store.generation()
         return generation, StoreView.build(store.list_keys(), store.list_blocks())
 
-    def _apply_snapshot(self, snapshot: tuple[int, StoreView]) -> None:
-        self._generation, self.view = snapshot
+    def _apply_snapshot(self, snapshot: tuple[int, StoreView], read: int) -> None:
+        self._generation, view = snapshot
+        if read > self._keys_read:
+            self._keys_read, self._keys_generation = read, self._generation
+            self.view = view
+        else:  # a key check read the keys after this snapshot did: keep those
+            self.view = view.with_keys_of(self.view)
         self._last_ok = time.monotonic()
 
     async def refresh(self, force: bool = False) -> bool:
@@ -353,12 +386,49 @@ class StateService:
         self._last_ok = time.monotonic()
         if generation == self._generation and not force:
             return False
+        read = next(self._reads)
         snapshot = await self.call(self._read_snapshot)
         if self._local_changes != local_changes or self._writes:
             # Our own write raced the read: keep the memory view, reread next round.
             self._generation = None
             return False
-        self._apply_snapshot(snapshot)
+        self._apply_snapshot(snapshot, read)
+        return True
+
+    @property
+    def key_checks(self) -> int:
+        """Store checks made for unknown keys so far (each shared by every caller that waited)."""
+        return self._key_checks.rounds
+
+    async def check_new_keys(self) -> bool:
+        """Bring the keys of `view` up to date with a store read begun after this call.
+
+        False when the store did not answer in time (see the module docstring).
+        """
+        if self._store is None:
+            return False
+        return await self._key_checks.join()
+
+    async def _check_keys(self) -> bool:
+        known = self._keys_generation
+
+        def read(store: StateStore) -> tuple[int, StoreView | None]:
+            generation = store.generation()  # first: keys read after it are at least as new
+            if generation == known:
+                return generation, None
+            keys = store.list_keys()
+            return generation, StoreView(tuple(keys), index_keys(keys), NetworkMap())
+
+        read_number = next(self._reads)
+        try:
+            generation, keys = await self.call(read)
+        except StateError as exc:
+            log.warning("state store: looking for new keys failed: %s", exc)
+            return False
+        self._last_ok = time.monotonic()
+        if keys is not None and read_number > self._keys_read:
+            self._keys_read, self._keys_generation = read_number, generation
+            self.view = self.view.with_keys_of(keys)
         return True
 
     def _purge(self, store: StateStore) -> int:

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import time
 from pathlib import Path
 
+import pytest
 from mitmproxy import http
 
 from flm_gateway.addons.auth import Auth
 from flm_gateway.addons.token_charge import TokenCharge
 from flm_gateway.config import LoadedConfig
 from flm_gateway.security.events import events_of
-from flm_gateway.security.keys import hash_secret
+from flm_gateway.security.keys import generate_secret, hash_secret
+from flm_gateway.state import open_store
 from flm_gateway.state.service import StateService
 from flm_gateway.state.store import KeyRecord, KeyScopes, KeySecret
 from tests.support.flows import error_of
@@ -160,6 +163,7 @@ async def test_key_usage_is_counted(tmp_path: Path) -> None:
         auth = Auth(service)
         auth.apply_config(config)
         target = await _check(auth, config, {"x-api-key": SECRET})
+        target.metadata["flm.route.engine"] = "alpha"  # forwarded to an engine
         target.metadata["flm.usage"] = {
             "prompt_tokens": 3,
             "completion_tokens": 4,
@@ -169,3 +173,111 @@ async def test_key_usage_is_counted(tmp_path: Path) -> None:
         service.flush_sync()
         counters = service.call_sync(lambda store: store.get_counters("usage:key_a:"))
         assert counters == {"usage:key_a:requests": 1, "usage:key_a:tokens": 7}
+
+
+# -- key lifecycle: a new key at once, its own answer per failure ---------------
+
+
+def _new_key_in_store(config: LoadedConfig, key_id: str = "key_new", **changes: object) -> str:
+    """Create a key as `keys create` does, from another connection: the view has not seen it."""
+    secret = generate_secret()
+    now = time.time()
+    record = KeyRecord(key_id, "new", now, (KeySecret(hash_secret(secret), now),))
+    record = dataclasses.replace(record, **changes)  # type: ignore[arg-type]
+    store = open_store(config)
+    try:
+        store.create_key(record)
+    finally:
+        store.close()
+    return secret
+
+
+async def test_a_new_key_works_at_once_and_is_no_auth_failure(tmp_path: Path) -> None:
+    config = loaded("", tmp_path)
+    with opened_service(config) as service:
+        auth = Auth(service)
+        auth.apply_config(config)
+        secret = _new_key_in_store(config)
+        assert hash_secret(secret) not in service.view.by_hash  # the view has not seen it
+        first = await _check(auth, config, {"authorization": f"Bearer {secret}"})
+        assert first.response is None and first.metadata["flm.auth.key_id"] == "key_new"
+        assert events_of(first) == [] and "flm.auth.failure" not in first.metadata
+
+
+async def test_unknown_keys_share_paced_store_checks(tmp_path: Path) -> None:
+    config = loaded("", tmp_path)
+    with opened_service(config) as service:
+        auth = Auth(service)
+        auth.apply_config(config)
+        guesses = [generate_secret() for _ in range(300)]
+        flows = await asyncio.gather(
+            *(_check(auth, config, {"x-api-key": guess}) for guess in guesses)
+        )
+        for target in flows:
+            status, error = error_of(target)
+            assert (status, error["code"]) == (401, "invalid_api_key")
+            assert [e.offence for e in events_of(target)] == ["auth"]  # guesses still count
+        assert service.key_checks <= 2  # not one store read per guess
+        checks = service.key_checks
+        for garbage in ("flm-short", "sk-" + "a" * 48, "x" * 47):
+            await _check(auth, config, {"x-api-key": garbage})
+        assert service.key_checks == checks  # never shaped like ours: no store read
+
+
+async def test_store_not_answering_is_503_not_an_auth_failure(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = loaded("", tmp_path)
+    with opened_service(config) as service:
+        auth = Auth(service)
+        auth.apply_config(config)
+
+        async def no_answer() -> bool:
+            return False
+
+        monkeypatch.setattr(service, "check_new_keys", no_answer)
+        target = await _check(auth, config, {"x-api-key": generate_secret()})
+        status, error = error_of(target)
+        assert (status, error["code"]) == (503, "security_state_unavailable")
+        assert events_of(target) == [] and target.response is not None
+        assert target.response.headers["retry-after"] == "5"
+
+
+@pytest.mark.parametrize(
+    ("state", "code", "message", "severity"),
+    [
+        ("expired", "expired_api_key", "This API key has expired.", "low"),
+        ("rotated", "expired_api_key", "This API key has expired.", "low"),
+        ("revoked", "revoked_api_key", "This API key has been revoked.", "medium"),
+    ],
+)
+async def test_expired_revoked_and_rotated_get_their_own_answer(
+    tmp_path: Path, state: str, code: str, message: str, severity: str
+) -> None:
+    config = loaded("", tmp_path)
+    now = time.time()
+    with opened_service(config) as service:
+        changes: dict[str, object] = {
+            "expired": {"expires_at": now - 1},
+            "revoked": {"revoked_at": now - 1},
+            "rotated": {},
+        }[state]
+        secret = _new_key_in_store(config, **changes)
+        if state == "rotated":
+            rotated = KeySecret(hash_secret(generate_secret()), now)
+            service.call_sync(lambda store: store.add_key_secret("key_new", rotated, now - 1))
+        await service.refresh(force=True)
+        auth = Auth(service)
+        auth.apply_config(config)
+        target = await _check(auth, config, {"authorization": f"Bearer {secret}"})
+        status, error = error_of(target)
+        assert (status, error["code"], error["message"]) == (401, code, message)
+        assert target.response is not None and "www-authenticate" in target.response.headers
+        (event,) = events_of(target)
+        assert (event.type, event.details["reason"], event.severity) == (
+            "auth.failed",
+            state,
+            severity,
+        )
+        assert event.offence is None  # a lapsed key is not a guess: no auto-block
+        assert target.metadata["flm.auth.failure"] == state

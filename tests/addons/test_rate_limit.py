@@ -131,6 +131,7 @@ async def test_tokens_are_charged_after_the_fact(tmp_path: Path) -> None:
         await run_hooks([limiter], target, ("requestheaders",))
         if target.response is not None:
             return target.response.status_code
+        target.metadata["flm.route.engine"] = "alpha"  # forwarded
         if used is not None:
             target.metadata["flm.usage"] = {
                 "prompt_tokens": used,
@@ -244,6 +245,7 @@ async def test_shared_tokens_are_charged_in_redis(tmp_path: Path, redis_url: str
         await run_hooks([limiter], target, ("requestheaders",))
         if target.response is not None:
             return target.response.status_code
+        target.metadata["flm.route.engine"] = "alpha"  # forwarded
         target.metadata["flm.usage"] = {"prompt_tokens": used, "completion_tokens": 0}
         pending = charge.response(target)
         assert pending is not None  # shared buckets: charged in Redis, awaited

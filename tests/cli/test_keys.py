@@ -10,7 +10,10 @@ from pathlib import Path
 import pytest
 
 from flm_gateway.cli import main
+from flm_gateway.config import load_config
 from flm_gateway.security.keys import hash_secret
+from flm_gateway.state import open_store
+from flm_gateway.state.store import KeyRecord, KeySecret
 
 CONFIG = """\
 server: {state_dir: ./state}
@@ -141,3 +144,26 @@ def test_broken_config_or_store_is_a_clean_error(
     blocked.write_text(CONFIG.replace("./state", str(tmp_path / "afile")))
     code, _, err = run(capsys, "keys", "list", "--config", str(blocked))
     assert code == 1 and "cannot open the state store" in err and "Traceback" not in err
+
+
+HOSTILE = "ci\x1b]0;owned\x07\u202eevil\r\n"
+
+
+def test_names_are_printable_and_shown_escaped(
+    config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    c = ("--config", str(config))
+    code, _, err = run(capsys, "keys", "create", "--name", HOSTILE, *c)
+    assert code == 1 and "printable" in err
+    # a key stored with such a name by other means (an older version, the store itself)
+    store = open_store(load_config(config))
+    store.create_key(KeyRecord("key_hostile", HOSTILE, 1.0, (KeySecret("sha256:00", 1.0),)))
+    store.close()
+    code, out, _ = run(capsys, "keys", "list", *c)
+    assert code == 0 and "ci\\x1b]0;owned\\x07\\u202eevil\\x0d\\x0a" in out
+    assert not any(char in out.replace("\n", "") for char in "\x1b\x07\u202e\r")
+    assert len(out.splitlines()) == 3  # header, gitops, key_hostile
+    code, out, _ = run(capsys, "keys", "list", *c, "--json")
+    assert out.isascii() and {row["name"] for row in json.loads(out)} >= {HOSTILE}
+    code, out, _ = run(capsys, "keys", "revoke", "key_hostile", *c)
+    assert code == 0 and "\x1b" not in out and "within 1s" in out

@@ -9,6 +9,9 @@ from pathlib import Path
 import pytest
 
 from flm_gateway.cli import main
+from flm_gateway.config import load_config
+from flm_gateway.state import open_store
+from flm_gateway.state.store import AuditEvent
 
 CONFIG = """\
 server: {state_dir: ./state}
@@ -135,3 +138,16 @@ def test_verify_takes_anchors_kept_elsewhere(
         main(["security", "audit", "verify", *c, "--anchor", "4:nothex"])
     assert exited.value.code == 2
     assert "is not SEQ or SEQ:HASH" in capsys.readouterr().err
+def test_audit_shows_client_text_escaped(
+    c: tuple[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    store = open_store(load_config(Path(c[1])))
+    details = {"path": "/.env\x1b[2J\u202e\r\nforged", "method": "G\x9bET"}
+    store.append_audit([AuditEvent("honeypot.hit", request_id="r\x1b1", details=details)])
+    store.close()
+    code, out, _ = run(capsys, "security", "audit", *c)
+    assert code == 0 and len(out.splitlines()) == 2
+    assert "path=/.env\\x1b[2J\\u202e\\x0d\\x0aforged" in out and "G\\x9bET" in out
+    assert not any(char in out.replace("\n", "") for char in "\x1b\u202e\r\x9b")
+    code, out, _ = run(capsys, "security", "audit", *c, "--json")
+    assert out.isascii() and json.loads(out)[0]["details"] == details

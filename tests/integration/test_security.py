@@ -306,4 +306,4 @@ async def test_tokens_per_minute_from_the_engines_usage(stack: SecurityStack) ->
     stack.settle()
     _, out = stack.cli("keys", "list", "--json")
     row = next(r for r in json.loads(out) if r["name"] == "tokens")
-    assert row["requests"] == 3 and row["tokens"] >= 18
+    assert row["requests"] == 2 and row["tokens"] >= 18  # the refused third is not usage

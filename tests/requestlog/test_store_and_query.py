@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import sqlite3
 import stat
 from pathlib import Path
 
@@ -113,3 +114,45 @@ def test_time_and_status_parsing() -> None:
         parse_time("yesterday")
     with pytest.raises(FilterError):
         LogFilter(status="6xx").where()
+
+
+NON_UTF8_PATH = b"/v1/\xff\xfe\x1b[2J".decode("utf-8", "surrogateescape")  # as mitmproxy decodes it
+
+
+def test_hostile_fields_are_stored_escaped_and_bounded(tmp_path: Path) -> None:
+    store = RequestLogStore.open(tmp_path / "state.db")
+    hostile = record(
+        path=NON_UTF8_PATH,
+        model="m\x1b]0;owned\x07\u202e" + "x" * 100_000,
+        request_id="r\r\n1",
+        prompt_tokens=10**30,  # an engine's absurd usage report
+    )
+    assert store.insert([hostile]) == 0
+    (row,) = search(store, LogFilter(), 10)
+    assert row["path"] == "/v1/\\xff\\xfe\\x1b[2J"
+    assert row["model"].startswith("m\\x1b]0;owned\\x07\\u202exxx") and len(row["model"]) < 300
+    assert row["request_id"] == "r\\x0d\\x0a1"
+    assert row["prompt_tokens"] is None
+    assert all(v.isprintable() for v in row.values() if isinstance(v, str))
+    assert search(store, LogFilter(path="/v1/\\xff"), 10) == [row]  # found by what `logs` shows
+
+
+def test_a_bad_record_costs_only_itself(tmp_path: Path) -> None:
+    store = RequestLogStore.open(tmp_path / "state.db")
+    batch = [
+        record(started=NOW + 1, request_id="before"),
+        record(started=NOW + 2, request_id=None),  # type: ignore[arg-type] # NOT NULL refuses it
+        record(started=NOW + 3, request_id="hostile", path=NON_UTF8_PATH),
+        record(started=NOW + 4, model=object()),  # type: ignore[arg-type] # cannot even be a row
+        record(started=NOW + 5, request_id="after"),
+    ]
+    assert store.insert(batch) == 2
+    ids = [r["request_id"] for r in search(store, LogFilter(), 10)]
+    assert ids == ["after", "hostile", "before"]
+
+
+def test_a_database_error_is_raised_not_retried_row_by_row(tmp_path: Path) -> None:
+    store = RequestLogStore.open(tmp_path / "state.db")
+    store.connection.execute("DROP TABLE request_log")
+    with pytest.raises(sqlite3.OperationalError):
+        store.insert([record(), record()])

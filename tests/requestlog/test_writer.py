@@ -76,3 +76,20 @@ async def test_a_failing_database_never_raises(tmp_path: Path) -> None:
     await writer.flush()
     assert writer.dropped == 1
     await writer.stop()
+
+
+async def test_a_record_the_database_refuses_costs_only_itself(tmp_path: Path) -> None:
+    dropped: list[int] = []
+    writer = RequestLogWriter(
+        tmp_path / "state.db", retention=3600, max_queue=100, on_drop=dropped.append
+    )
+    await writer.start()
+    summary = summarize(routed_flow(started=time.time()))
+    writer.submit(summary)
+    writer.submit(dataclasses.replace(summary, request_id=None))  # type: ignore[arg-type]
+    writer.submit(dataclasses.replace(summary, path="/v1/\udcff"))  # a non-UTF-8 path
+    writer.submit(summary)
+    await writer.flush()
+    assert (writer.written, writer.dropped, dropped) == (3, 1, [1])
+    await writer.stop()
+    assert rows(tmp_path) == 3

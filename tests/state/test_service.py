@@ -6,17 +6,19 @@ import asyncio
 import logging
 import sqlite3
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from flm_gateway.security.keys import hash_secret
-from flm_gateway.state import StateError
+from flm_gateway.state import StateError, open_store
 from flm_gateway.state.anchor import read_anchor_file
 from flm_gateway.state.audit_watch import TAMPERED
 from flm_gateway.state.service import StateService
 from flm_gateway.state.sqlite import SqliteStore
 from flm_gateway.state.store import AuditEvent, BlockRecord, KeyRecord, KeySecret
+from tests.support.redis_server import redis_server
 from tests.support.security import BASE, loaded
 
 
@@ -254,3 +256,49 @@ def test_a_reload_that_changes_the_audit_key_or_anchor_is_refused(tmp_path: Path
             service.open(changed)
     finally:
         service.close()
+
+
+@pytest.fixture(scope="module")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with redis_server(tmp_path_factory.mktemp("redis")) as server:
+        yield server.url
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "redis"])
+async def test_new_keys_are_found_by_one_shared_check(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    base = BASE
+    if backend == "redis":
+        url = request.getfixturevalue("redis_url")
+        base += (
+            f'state: {{backend: redis, redis_url: "{url}", redis_prefix: "t{tmp_path.name}:"}}\n'
+        )
+    config = loaded("", tmp_path, base=base)
+    service = StateService()
+    service.open(config)
+    other = open_store(config)  # another process: the CLI, another replica
+    try:
+        assert await service.check_new_keys()  # nothing changed: one generation read
+        service.block(BlockRecord("192.0.2.0/24", "auth", "auto", time.time(), None))
+        stale = next(service._reads), service.call_sync(service._read_snapshot)
+        now = time.time()
+        other.create_key(KeyRecord("key_cli", "cli", now, (KeySecret(hash_secret("s"), now),)))
+        assert hash_secret("s") not in service.view.by_hash
+        checks = service.key_checks
+        results = await asyncio.gather(*(service.check_new_keys() for _ in range(100)))
+        assert all(results) and service.key_checks == checks + 1
+        assert hash_secret("s") in service.view.by_hash
+        assert len(service.view.blocks) == 1  # keys reloaded, our own block kept
+        # a slower full refresh that read before the check must not bring the old keys back
+        read, snapshot = stale
+        service._apply_snapshot(snapshot, read)
+        assert hash_secret("s") in service.view.by_hash
+    finally:
+        other.close()
+        await service.stop()
+
+
+async def test_a_key_check_without_a_store_answers_false(tmp_path: Path) -> None:
+    service = StateService()
+    assert await service.check_new_keys() is False  # never opened
