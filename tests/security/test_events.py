@@ -9,7 +9,7 @@ from mitmproxy import http
 from flm_gateway.addons.audit import Audit
 from flm_gateway.config.security import Severity
 from flm_gateway.security.events import Offence, events_of, record
-from flm_gateway.state.chain import verify
+from flm_gateway.state.verify import verify
 from flm_gateway.state.store import AuditQuery
 from tests.support.security import flow, loaded, opened_service
 
@@ -33,8 +33,8 @@ async def test_a_non_utf8_path_never_blocks_the_audit_log(tmp_path: Path) -> Non
             target = flow(config, ip=f"192.0.2.{n + 1}")
             record(target, "honeypot.hit", Severity.HIGH, Offence.HONEYPOT, path=path)
             target.response = http.Response.make(200)
-            audit.response(target)
-        service.flush_sync()  # raised UnicodeEncodeError, and stayed queued forever, before
+            await audit.response(target)  # a durable commit: raised UnicodeEncodeError before
+        service.flush_sync()
         records = service.call_sync(lambda store: store.query_audit(AuditQuery()))
         assert [r.event.details["path"] for r in records] == [
             "/.env/\\xff\\x1b[2J\\u202e",
