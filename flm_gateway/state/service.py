@@ -348,7 +348,9 @@ class StateService:
                 return
 
     def count(self, deltas: Mapping[str, int]) -> None:
-        """Add to named counters (written in batches)."""
+        """Add to named counters (written in batches, within `flush_interval`)."""
+        if not self._counters:
+            self._poke()
         for name, delta in deltas.items():
             self._counters[name] = self._counters.get(name, 0) + delta
 

@@ -43,7 +43,7 @@ engines:
 routes:
   - {{model: tiny, engine: alpha}}
 security:
-  auto_block: {{auth_failures: 3, window: 10m}}
+  auto_block: {{auth_failures: 3, window: 10m, never_block: []}}
   keys:
     - {{id: lapsed, hash: "{hash_secret(LAPSED)}", expires: "2020-01-01T00:00:00Z"}}
 """

@@ -89,7 +89,7 @@ class Logged:
     def raw(
         self, method: bytes, target: bytes, request_id: str, *extra: bytes, body: bytes = b""
     ) -> Answer:
-        head = b"%s %s HTTP/1.1\r\nHost: x\r\nX-Request-ID: %s\r\n" % (
+        head = b"%s %s HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Request-ID: %s\r\n" % (
             method,
             target,
             request_id.encode(),
@@ -303,7 +303,7 @@ def test_repeated_errors_are_rate_limited_in_json_lines(tmp_path: Path) -> None:
                 )
             for answer in timed_out:
                 assert_openai_error(answer, 504)
-            hostile = exchange(port, b"GET /v1/\x1b[2J\xff HTTP/1.1\r\nHost: x\r\n\r\n")
+            hostile = exchange(port, b"GET /v1/\x1b[2J\xff HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
             assert hostile.status == 404
             # the example: more connections than file descriptors
             pid = gateway.process.pid
