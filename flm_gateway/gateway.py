@@ -40,7 +40,7 @@ from mitmproxy.addons import core, next_layer, proxyserver, tlsconfig
 from mitmproxy.master import Master
 from mitmproxy.options import Options
 
-from flm_gateway import __version__, mitm_errors
+from flm_gateway import __version__, mitm_errors, mitm_http1
 from flm_gateway.addon_chain import AddonChain
 from flm_gateway.addons.egress import Egress
 from flm_gateway.addons.inflight import Inflight
@@ -57,7 +57,7 @@ from flm_gateway.listeners import ListenerError, mode_spec, set_servers, wait_se
 from flm_gateway.logs import set_level, setup_logging
 from flm_gateway.metrics import GatewayMetrics
 from flm_gateway.pipeline import build_addons
-from flm_gateway.process import remove_pid_file, write_pid_file
+from flm_gateway.process import raise_fd_limit, remove_pid_file, write_pid_file
 from flm_gateway.reload import Reloader, ReloadError, carry_over_health
 from flm_gateway.runtime import Runtime
 from flm_gateway.state import StateError
@@ -139,7 +139,9 @@ class Gateway:
         """Start serving; returns once every listener is bound. Raises StartupError."""
         config = self.loaded.config
         mitm_errors.install()
+        mitm_http1.install()
         options = Options(mode=[mode_spec(listener) for listener in config.listeners])
+        mitm_http1.register(options)
         master = Master(options)
         master.addons.add(
             core.Core(),
@@ -161,6 +163,7 @@ class Gateway:
             ssl_insecure=False,
             keep_host_header=False,
             validate_inbound_headers=True,
+            **mitm_http1.option_values(config.server.limits),
         )
         self.master = master
         self.runtime = self._build_runtime(self.loaded)
@@ -252,6 +255,8 @@ class Gateway:
         server = loaded.config.server
         if server.body_size_limit != old.loaded.config.server.body_size_limit:
             self.master.options.update(body_size_limit=str(server.body_size_limit))
+        if server.limits != old.loaded.config.server.limits:
+            self.master.options.update(**mitm_http1.option_values(server.limits))
         set_level(server.log_level.value)
         self.runtime, self.loaded = runtime, loaded
         runtime.directory.start()
@@ -306,6 +311,9 @@ class Gateway:
 
 async def run_gateway(loaded: LoadedConfig) -> int:
     """Serve until SIGINT/SIGTERM (SIGHUP reloads); the exit code."""
+    before, after = raise_fd_limit()
+    if after != before:
+        log.info("open-file limit raised from %d to %d", before, after)
     gateway = Gateway(loaded)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -18,6 +18,7 @@ from flm_gateway.addons.audit import Audit
 from flm_gateway.addons.auth import Auth
 from flm_gateway.addons.auto_block import AutoBlock
 from flm_gateway.addons.client_ip import ClientIp
+from flm_gateway.addons.connection_limits import ConnectionLimits
 from flm_gateway.addons.cors import Cors
 from flm_gateway.addons.egress import Egress
 from flm_gateway.addons.engine_concurrency import EngineConcurrency
@@ -63,6 +64,9 @@ def build_addons(
     state = state if state is not None else StateService()
     metrics = metrics if metrics is not None else GatewayMetrics()
     return [
+        # Connection-level (client_connected): caps connections per client and in all
+        # before a byte is read; no flow hooks, so its place among the flow addons is moot.
+        ConnectionLimits(metrics),
         # Counts every flow from its first byte, so drain waits for all of them.
         inflight,
         # Tags the flow with listener, request id and peer address: everything below reads them.
