@@ -55,6 +55,7 @@ from flm_gateway.egress.service import EgressService
 from flm_gateway.engines.directory import EngineDirectory
 from flm_gateway.listeners import ListenerError, mode_spec, set_servers, wait_servers
 from flm_gateway.logs import set_level, setup_logging
+from flm_gateway.memory import freeze_startup_objects
 from flm_gateway.metrics import GatewayMetrics
 from flm_gateway.pipeline import build_addons
 from flm_gateway.process import raise_fd_limit, remove_pid_file, write_pid_file
@@ -315,6 +316,9 @@ async def run_gateway(loaded: LoadedConfig) -> int:
     if after != before:
         log.info("open-file limit raised from %d to %d", before, after)
     gateway = Gateway(loaded)
+    # Before any connection exists: what is loaded by now (modules, config, addons) leaves
+    # the collector's reach, so the memory reclaimer scans only what requests make.
+    freeze_startup_objects()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, gateway.request_stop)
