@@ -64,13 +64,14 @@ def build_addons(
     state = state if state is not None else StateService()
     metrics = metrics if metrics is not None else GatewayMetrics()
     return [
-        # Connection-level (client_connected): caps connections per client and in all
-        # before a byte is read; no flow hooks, so its place among the flow addons is moot.
-        ConnectionLimits(metrics),
         # Counts every flow from its first byte, so drain waits for all of them.
         inflight,
         # Tags the flow with listener, request id and peer address: everything below reads them.
         ListenerContext(),
+        # Connection level: caps connections per client and in all before a byte is read,
+        # and closes connections without a first request in time; its one flow hook only
+        # ends that wait, so it never decides on a flow.
+        ConnectionLimits(metrics),
         # Opens the state store (apply_config) before the security addons below read it;
         # no flow hooks.
         StateSync(state),

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 
 from mitmproxy import connection, ctx, http
 
+from flm_gateway.addons.guard import fail_closed
 from flm_gateway.config import LoadedConfig
 from flm_gateway.metrics import GatewayMetrics
 from flm_gateway.security.netset import IPAddress, NetworkMap, parse_ip
@@ -121,6 +122,7 @@ class ConnectionLimits:
         loop = asyncio.get_running_loop()
         self._waiting[client.id] = loop.call_later(caps.first_request, self._expire, client.id)
 
+    @fail_closed()
     def requestheaders(self, flow: http.HTTPFlow) -> None:
         timer = self._waiting.pop(flow.client_conn.id, None)
         if timer is not None:
