@@ -40,7 +40,7 @@ from mitmproxy.addons import core, next_layer, proxyserver, tlsconfig
 from mitmproxy.master import Master
 from mitmproxy.options import Options
 
-from flm_gateway import __version__, mitm_errors
+from flm_gateway import __version__, mitm_errors, mitm_http1
 from flm_gateway.addon_chain import AddonChain
 from flm_gateway.addons.egress import Egress
 from flm_gateway.addons.inflight import Inflight
@@ -55,9 +55,10 @@ from flm_gateway.egress.service import EgressService
 from flm_gateway.engines.directory import EngineDirectory
 from flm_gateway.listeners import ListenerError, mode_spec, set_servers, wait_servers
 from flm_gateway.logs import set_level, setup_logging
+from flm_gateway.memory import freeze_startup_objects
 from flm_gateway.metrics import GatewayMetrics
 from flm_gateway.pipeline import build_addons
-from flm_gateway.process import remove_pid_file, write_pid_file
+from flm_gateway.process import raise_fd_limit, remove_pid_file, write_pid_file
 from flm_gateway.reload import Reloader, ReloadError, carry_over_health
 from flm_gateway.runtime import Runtime
 from flm_gateway.state import StateError
@@ -140,7 +141,9 @@ class Gateway:
         """Start serving; returns once every listener is bound. Raises StartupError."""
         config = self.loaded.config
         mitm_errors.install()
+        mitm_http1.install()
         options = Options(mode=[mode_spec(listener) for listener in config.listeners])
+        mitm_http1.register(options)
         master = Master(options)
         master.addons.add(
             core.Core(),
@@ -164,6 +167,7 @@ class Gateway:
             # the engine's own on everything that is forwarded.
             keep_host_header=True,
             validate_inbound_headers=True,
+            **mitm_http1.option_values(config.server.limits),
         )
         self.master = master
         self.runtime = self._build_runtime(self.loaded)
@@ -255,6 +259,8 @@ class Gateway:
         server = loaded.config.server
         if server.body_size_limit != old.loaded.config.server.body_size_limit:
             self.master.options.update(body_size_limit=str(server.body_size_limit))
+        if server.limits != old.loaded.config.server.limits:
+            self.master.options.update(**mitm_http1.option_values(server.limits))
         set_level(server.log_level.value)
         self.runtime, self.loaded = runtime, loaded
         runtime.directory.start()
@@ -309,7 +315,13 @@ class Gateway:
 
 async def run_gateway(loaded: LoadedConfig) -> int:
     """Serve until SIGINT/SIGTERM (SIGHUP reloads); the exit code."""
+    before, after = raise_fd_limit()
+    if after != before:
+        log.info("open-file limit raised from %d to %d", before, after)
     gateway = Gateway(loaded)
+    # Before any connection exists: what is loaded by now (modules, config, addons) leaves
+    # the collector's reach, so the memory reclaimer scans only what requests make.
+    freeze_startup_objects()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, gateway.request_stop)

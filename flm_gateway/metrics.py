@@ -217,6 +217,13 @@ class GatewayMetrics:
             "flm_config_generation",
             "Config generation served now: 1 at start, +1 per successful reload.",
         )
+        self.protocol_refusals = Counter(
+            "flm_protocol_refusals",
+            "Connections and requests refused before any policy ran (server.limits): by status "
+            "(400, 408, 413, 414, 431, 505, or 'closed' for a connection closed unread) and "
+            "reason.",
+            ["status", "reason"],
+        )
         self.request_log_dropped = Counter(
             "flm_request_log_dropped",
             "Request log records dropped because the writer could not keep up or failed.",
@@ -237,6 +244,7 @@ class GatewayMetrics:
             self.tokens,
             self.upstream_errors,
             self.rejections,
+            self.protocol_refusals,
             self.reloads,
             self.last_reload,
             self.generation,

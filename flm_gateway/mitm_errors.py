@@ -1,7 +1,8 @@
 """mitmproxy's own protocol errors, rendered in OpenAI's error shape.
 
 mitmproxy answers some failures itself, without calling an addon first: a
-request it cannot parse (400), a body over `body_size_limit` (413), an upstream
+request it cannot parse (400), a body over `body_size_limit` (413), the limits
+of `mitm_http1` (400, 408, 413, 414, 431, 505), an upstream
 connect that fails after our probe succeeded, or a broken upstream response
 (502). It renders them as HTML naming hosts and ports. `install()` replaces that
 renderer (`mitmproxy.proxy.layers.http._http1.make_error_response`, the only
@@ -20,7 +21,11 @@ from flm_gateway.errors import error_body
 
 _MESSAGES = {
     400: ("The request is not valid HTTP.", "invalid_http"),
+    408: ("The request was not received in time.", "request_timeout"),
     413: ("The request body is larger than this gateway accepts.", "request_too_large"),
+    414: ("The request URL is longer than this gateway accepts.", "uri_too_long"),
+    431: ("The request headers are larger than this gateway accepts.", "headers_too_large"),
+    505: ("This gateway speaks HTTP/1.0 and HTTP/1.1 only.", "http_version_not_supported"),
     502: ("The engine could not be reached or sent an invalid response.", "engine_unavailable"),
 }
 

@@ -20,6 +20,7 @@ from flm_gateway.addons.auto_block import AutoBlock
 from flm_gateway.addons.canonical_target import CanonicalTarget
 from flm_gateway.addons.client_ip import ClientIp
 from flm_gateway.addons.content_type import ContentType
+from flm_gateway.addons.connection_limits import ConnectionLimits
 from flm_gateway.addons.cors import Cors
 from flm_gateway.addons.egress import Egress
 from flm_gateway.addons.engine_concurrency import EngineConcurrency
@@ -70,6 +71,10 @@ def build_addons(
         inflight,
         # Tags the flow with listener, request id and peer address: everything below reads them.
         ListenerContext(),
+        # Connection level: caps connections per client and in all before a byte is read,
+        # and closes connections without a first request in time; its one flow hook only
+        # ends that wait, so it never decides on a flow.
+        ConnectionLimits(metrics),
         # Opens the state store (apply_config) before the security addons below read it;
         # no flow hooks.
         StateSync(state),

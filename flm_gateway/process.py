@@ -6,6 +6,7 @@ sends SIGHUP, after checking that the pid still belongs to a gateway (a stale
 file after a crash must not make us signal an unrelated process).
 `last-reload.json` holds the outcome of the latest reload attempt, so the
 command can tell its user whether the reload it asked for worked.
+`raise_fd_limit` lifts the open-file limit at start.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import resource
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -89,3 +91,18 @@ def read_reload_status(state_dir: Path) -> dict[str, Any] | None:
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) else None
+
+
+def raise_fd_limit() -> tuple[int, int]:
+    """Raise the soft open-file limit to the hard one (as nginx's worker_rlimit_nofile);
+    (before, after). A client connection costs a file descriptor, an engine connection
+    another: the usual soft limit of 1024 would cap the gateway at a few hundred clients."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = hard if hard != resource.RLIM_INFINITY else 1 << 20
+    if soft == target:
+        return soft, soft
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    except (ValueError, OSError):
+        return soft, soft
+    return soft, target

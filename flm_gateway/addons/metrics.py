@@ -1,6 +1,8 @@
 """Record every finished request in the Prometheus metrics.
 
-Policy: never answers or changes a request. On `responseheaders` (after
+Policy: never answers or changes a request. Requests the HTTP layer refused before
+any flow existed (`flm_http_refused`, see `mitm_http1`) are counted by status and
+reason. On `responseheaders` (after
 `streaming` and any addon that set a chunk callable) a streamed response gets a
 `StreamTap` in its chunk path, composed with whatever callable was there, to
 time the first byte and count bytes. On `response` or `error`, whichever ends
@@ -21,6 +23,7 @@ from mitmproxy import http
 from flm_gateway.addons.guard import fail_closed
 from flm_gateway.flow_summary import StreamTap, summary_of
 from flm_gateway.metrics import GatewayMetrics
+from flm_gateway.mitm_http1 import HttpRefusal
 
 log = logging.getLogger("flm_gateway.metrics")
 
@@ -45,6 +48,10 @@ class Metrics:
 
     def error(self, flow: http.HTTPFlow) -> None:
         self._finish(flow)
+
+    def flm_http_refused(self, refusal: HttpRefusal) -> None:
+        """A request refused by the HTTP layer before any flow existed (`mitm_http1`)."""
+        self.metrics.protocol_refusals.labels(str(refusal.status), refusal.reason).inc()
 
     def _finish(self, flow: http.HTTPFlow) -> None:
         if flow.metadata.get("flm.metrics.done"):

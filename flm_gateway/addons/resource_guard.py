@@ -12,6 +12,11 @@ each shed request. Hooks only read the last sample; no system call per request.
 If sampling fails, the last sample ages out after three intervals and the
 guard stops shedding (it protects capacity, not access: failing open here
 cannot let anyone in who would otherwise be refused).
+The process memory it compares is what is really in use: every interval, whether
+or not a threshold is set, the sampler runs `flm_gateway.memory.Reclaimer`, which
+collects finished requests' cyclic garbage and returns freed pages to the system
+once the resident size has grown, so RSS falls back after a burst of large
+requests and a memory threshold stops shedding when the attacker leaves.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from flm_gateway.background import BackgroundTask
 from flm_gateway.config import LoadedConfig
 from flm_gateway.config.security import ResourceSettings, Severity
 from flm_gateway.errors import error_response
+from flm_gateway.memory import Reclaimer
 from flm_gateway.security.policies import is_health_check
 from flm_gateway.state.service import StateService
 from flm_gateway.state.store import AuditEvent
@@ -65,6 +71,7 @@ class ResourceGuard:
         self._state = state
         self._settings = ResourceSettings()
         self._process = psutil.Process()
+        self._reclaimer = Reclaimer(lambda: int(self._process.memory_info().rss))
         self._usage: Usage | None = None
         self._overloaded: str | None = None
         self._background = BackgroundTask("flm-resource-sampler", self._sampler)
@@ -122,6 +129,10 @@ class ResourceGuard:
         self.sample()  # primes psutil's CPU counters
         while True:
             await asyncio.sleep(self._settings.sample_interval)
+            try:
+                self._reclaimer.tick()
+            except (psutil.Error, OSError) as exc:
+                log.warning("memory reclaim failed: %s", exc)
             if not self.enabled:
                 self._overloaded, self._usage = None, None
                 continue

@@ -14,6 +14,7 @@ from flm_gateway.config.admin import AdminConfig
 from flm_gateway.config.detection import DetectionSettings
 from flm_gateway.config.egress import EgressSettings
 from flm_gateway.config.engines import EngineConfig
+from flm_gateway.config.limits import ConnectionLimits
 from flm_gateway.config.listeners import ListenerConfig
 from flm_gateway.config.reload import ReloadSettings
 from flm_gateway.config.request_log import RequestLogConfig
@@ -52,6 +53,13 @@ class ServerSettings(StrictModel):
         description="Largest request or buffered response body; larger requests get 413.",
     )
     log_level: LogLevel = Field(LogLevel.INFO, description="debug, info, warning or error.")
+    limits: ConnectionLimits = Field(
+        default_factory=ConnectionLimits,
+        description=(
+            "Bounds on request heads, timeouts and connections per client: the work a client "
+            "can cause before it is authenticated."
+        ),
+    )
 
 
 class GatewayConfig(StrictModel):
