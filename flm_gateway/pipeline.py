@@ -19,8 +19,8 @@ from flm_gateway.addons.auth import Auth
 from flm_gateway.addons.auto_block import AutoBlock
 from flm_gateway.addons.canonical_target import CanonicalTarget
 from flm_gateway.addons.client_ip import ClientIp
-from flm_gateway.addons.content_type import ContentType
 from flm_gateway.addons.connection_limits import ConnectionLimits
+from flm_gateway.addons.content_type import ContentType
 from flm_gateway.addons.cors import Cors
 from flm_gateway.addons.egress import Egress
 from flm_gateway.addons.engine_concurrency import EngineConcurrency

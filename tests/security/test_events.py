@@ -9,8 +9,8 @@ from mitmproxy import http
 from flm_gateway.addons.audit import Audit
 from flm_gateway.config.security import Severity
 from flm_gateway.security.events import Offence, events_of, record
-from flm_gateway.state.verify import verify
 from flm_gateway.state.store import AuditQuery
+from flm_gateway.state.verify import verify
 from tests.support.security import flow, loaded, opened_service
 
 NON_UTF8 = b"/.env/\xff\x1b[2J\xe2\x80\xae".decode("utf-8", "surrogateescape")
