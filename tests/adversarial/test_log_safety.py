@@ -7,7 +7,10 @@ controls, DEL, NUL, bidi overrides, huge paths, headers and model names) sent to
 real gateway; what comes out is read through the real CLI (`flm-gateway logs`,
 `security audit`, `keys list`, each its own process) and the gateway's own log file.
 A terminal-safe output is valid UTF-8 whose only non-printable characters are line
-feeds (and tabs in the process log).
+feeds (and tabs in the process log). Raw ASCII control characters in a request line or
+header never reach an output at all: the HTTP layer refuses them before any flow exists
+(`mitm_http1`); what still reaches the logs is bytes >= 0x80 (C1 controls, bidi
+overrides, non-UTF-8) in paths and headers, and anything JSON can escape in a body.
 """
 
 from __future__ import annotations
@@ -53,17 +56,23 @@ security:
 """
 _sources = sources(19)
 
-# Request targets as raw bytes, each with the X-Request-ID its record is found by.
+# Request targets as raw bytes, each with the X-Request-ID its record is found by. These
+# pass the HTTP layer (bytes >= 0x80 are not control characters to HTTP) and reach the
+# addons, which refuse them (canonical_target) and log them.
 HOSTILE_TARGETS = {
     "bytes": b"/v1/\xff\xfe/models",  # not UTF-8: the record that used to sink its batch
     "overlong": b"/v1/chat/completions\xc0\xaf",
-    "esc": b"/v1/\x1b[2J\x1b]0;owned\x07/models",
     "c1": b"/v1/\xc2\x9b31m\xc2\x85/models",  # CSI and NEL as UTF-8 C1 controls
     "raw-c1": b"/v1/\x9b31m",  # a raw 0x9b byte (8-bit CSI)
     "bidi": b"/v1/\xe2\x80\xaesledom\xe2\x81\xa6",
-    "del-nul": b"/v1/mo\x7fde\x00ls",
     "separators": b"/v1/a\xe2\x80\xa8b\xe2\x80\xa9c",
-    "huge": b"/v1/" + b"a" * 100_000,
+}
+# These never get that far: the HTTP layer refuses a request line with a control
+# character (400) or too long (414) before any flow exists, so they reach no log at all.
+REFUSED_BY_HTTP = {
+    "esc": (b"/v1/\x1b[2J\x1b]0;owned\x07/models", 400),
+    "del-nul": (b"/v1/mo\x7fde\x00ls", 400),
+    "huge": (b"/v1/" + b"a" * 100_000, 414),
 }
 UNSAFE = ("\x1b", "\x07", "\x9b", "\x85", "\u202e", "\u2066", "\x7f", "\x00", "\u2028", "\r")
 
@@ -129,14 +138,13 @@ def logged(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Logged]:
 
 def test_one_bad_record_never_costs_its_neighbours(logged: Logged) -> None:
     huge_model = {"model": "tiny\x1b[31m\u202e" + "m" * 100_000, "messages": []}
-    big_header = b"X-Pad: " + b"A" * 200_000 + b"\r\nUser-Agent: \x1b[2J\xff\r\n"
+    big_header = b"X-Pad: " + b"A" * 7_000 + b"\r\nUser-Agent: \xc2\x9b2J\xff\r\n"
     jobs: list[tuple[str, bytes, bytes, tuple[bytes, ...]]] = []
     for n in range(3):  # the hostile ones among neighbours, sent at once: one batch
         jobs.append((f"before-{n}", b"GET", b"/v1/models", ()))
         for name, target in HOSTILE_TARGETS.items():
             jobs.append((f"{name}-{n}", b"GET", target, ()))
         jobs.append((f"header-{n}", b"GET", b"/v1/models", (big_header,)))
-        jobs.append((f"method-{n}", b"G\x1bET", b"/v1/models", ()))
         jobs.append((f"after-{n}", b"GET", b"/v1/models", ()))
     with concurrent.futures.ThreadPoolExecutor(16) as pool:
         answers = list(pool.map(lambda job: logged.raw(job[1], job[2], job[0], *job[3]), jobs))
@@ -149,7 +157,7 @@ def test_one_bad_record_never_costs_its_neighbours(logged: Logged) -> None:
             b"Content-Length: %d\r\n" % len(body),
             body=body,
         )
-    assert all(a.status in (200, 404, 405) for a in answers), [a.status for a in answers]
+    assert all(a.status in (200, 400, 404) for a in answers), [a.status for a in answers]
     assert model_answer.status == 404
     records = logged.wait_for_record("model", *(job[0] for job in jobs))
     for row in records.values():
@@ -157,15 +165,15 @@ def test_one_bad_record_never_costs_its_neighbours(logged: Logged) -> None:
             if isinstance(value, str):
                 assert value.isprintable() and len(value) <= 6 * 200, value[:80]
     assert records["bytes-0"]["path"] == "/v1/\\xff\\xfe/models"
-    assert records["esc-0"]["path"] == "/v1/\\x1b[2J\\x1b]0;owned\\x07/models"
+    assert records["c1-0"]["path"] == "/v1/\\x9b31m\\x85/models"
+    assert not any(name.startswith("esc") for name in records)
     assert records["bidi-0"]["path"] == "/v1/\\u202esledom\\u2066"
-    assert records["method-0"]["method"] == "G\\x1bET"
     assert records["header-0"]["status"] == 200
     assert records["model"]["model"].startswith("tiny\\x1b[31m\\u202emmm")
 
 
 def test_logs_table_and_json_are_terminal_safe(logged: Logged) -> None:
-    logged.raw(b"GET", HOSTILE_TARGETS["esc"], "table-esc")
+    logged.raw(b"GET", HOSTILE_TARGETS["c1"], "table-c1")
     logged.raw(b"GET", HOSTILE_TARGETS["bytes"], "table-bytes")
     logged.wait_for_record("table-bytes")
     table = logged.cli("logs", "--limit", "1000")
@@ -173,7 +181,7 @@ def test_logs_table_and_json_are_terminal_safe(logged: Logged) -> None:
     lines = text.splitlines()
     rows = [line for line in lines[1:] if line.split()]
     assert len(rows) == len(logged.records())  # one line per record: nothing broke a line
-    assert any("/v1/\\x1b[2J\\x1b]0;owned\\x07/models" in line for line in lines)
+    assert any("/v1/\\x9b31m\\x85/models" in line for line in lines)
     assert any("/v1/\\xff\\xfe/models" in line for line in lines)
     as_json = logged.cli("logs", "--json", "--limit", "1000")
     assert as_json.stdout.isascii()
@@ -190,23 +198,26 @@ _RECORD_START = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d [A-Z]+ +[\w.]+: ")
 def test_the_process_log_shows_client_text_escaped(logged: Logged) -> None:
     for name, target in HOSTILE_TARGETS.items():
         logged.raw(b"GET", target, f"plog-{name}")
-    logged.raw(b"G\x1b]0;x\x07ET", b"/v1/models", "plog-method")
-    logged.wait_for_record("plog-method")
+    for name, (target, status) in REFUSED_BY_HTTP.items():
+        assert_openai_error(logged.raw(b"GET", target, f"plog-{name}"), status)
+    refused = logged.raw(b"G\x1b]0;x\x07ET", b"/v1/models", "plog-method")
+    assert_openai_error(refused, 400, code="invalid_http")
+    logged.raw(b"GET", b"/v1/models", "plog-last")
+    logged.wait_for_record("plog-last")
     raw = logged.gateway.log_path.read_bytes()
     text = terminal_safe(raw, tabs=True)
     for line in text.splitlines():  # a client cannot start a line: records or indented
         assert _RECORD_START.match(line) or line.startswith("    "), line[:120]
-    assert "plog-esc GET /v1/\\x1b[2J\\x1b]0;owned\\x07/models" in text  # the access log
-    assert (
-        "/v1/\\xff\\xfe/models" in text and "G\\x1b]0;X\\x07ET" in text
-    )  # mitmproxy upper-cases methods
+    assert "plog-c1 GET /v1/\\x9b31m\\x85/models" in text  # the access log
+    assert "/v1/\\xff\\xfe/models" in text
+    assert "plog-esc" not in text and "plog-method" not in text  # never a flow
 
 
 # -- the audit log and the admin commands ---------------------------------------------
 
 
 def test_audit_and_keys_show_client_text_escaped(logged: Logged, tmp_path: Path) -> None:
-    decoys = [b"/.env/\x1b[2J\xff", b"/.env/\xe2\x80\xae\r", b"/.env/../../etc/passwd\x1b]0;x\x07"]
+    decoys = [b"/.env/\xc2\x9b2J\xff", b"/.env/\xe2\x80\xae", b"/.env/../../etc/passwd\xc2\x85"]
     for n, target in enumerate(decoys):
         logged.raw(b"GET", target, f"audit-{n}")
     logged.raw(b"GET", b"/.env", "audit-clean")  # written after them: nothing stuck
@@ -218,7 +229,7 @@ def test_audit_and_keys_show_client_text_escaped(logged: Logged, tmp_path: Path)
             break
         assert time.monotonic() < deadline, paths
         time.sleep(0.2)
-    assert {"/.env/\\x1b[2J\\xff", "/.env/../../etc/passwd\\x1b]0;x\\x07"} <= paths
+    assert {"/.env/\\x9b2J\\xff", "/.env/../../etc/passwd\\x85"} <= paths
     assert any(p and p.startswith("/.env/\\u202e") for p in paths)
     table = logged.cli("security", "audit", "--limit", "1000")
     text = terminal_safe(table.stdout)
@@ -303,8 +314,8 @@ def test_repeated_errors_are_rate_limited_in_json_lines(tmp_path: Path) -> None:
                 )
             for answer in timed_out:
                 assert_openai_error(answer, 504)
-            hostile = exchange(port, b"GET /v1/\x1b[2J\xff HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
-            assert hostile.status == 404
+            hostile = exchange(port, b"GET /v1/\xc2\x9b2J\xff HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            assert hostile.status == 400
             # the issue's example: more connections than file descriptors
             pid = gateway.process.pid
             soft, hard = resource.prlimit(pid, resource.RLIMIT_NOFILE)
@@ -330,7 +341,7 @@ def test_repeated_errors_are_rate_limited_in_json_lines(tmp_path: Path) -> None:
     assert raw.isascii()
     for line in lines:
         assert all(c.isprintable() for c in line["msg"]), line["msg"]
-    assert any("/v1/\\x1b[2J\\xff" in line["msg"] for line in lines)
+    assert any("/v1/\\x9b2J\\xff" in line["msg"] for line in lines)
     summaries = [line for line in lines if "similar message(s) suppressed" in line["msg"]]
     shown = [line for line in lines if line not in summaries]
     no_headers = [line for line in shown if "sent no response headers" in line["msg"]]
