@@ -23,10 +23,12 @@ the connection starts, so a reload applies to new connections):
   `body_timeout` between reads, else 408; an idle keep-alive connection is closed after
   `idle_timeout`. One wakeup timer per connection, re-armed only when it fires or a
   shorter deadline begins: no timer per request.
-- body: a chunk declared larger than `body_size_limit` gets 413 at once; a chunk-size
+- body: a chunk that would take the body past `body_size_limit` gets 413 as soon as
+  its size line arrives; a chunk-size
   or trailer line longer than `max_head_size` 400; request trailers 400 (mitmproxy
   cannot forward them over HTTP/1); bytes pipelined behind a request in progress are
-  capped at `max_head_size`, then the connection is closed.
+  buffered up to `max_head_size`; past that they are dropped, the request in progress
+  is answered, and the connection is closed.
 - answers: a HEAD answer never carries a body. An answer sent before the request's
   body was read (see below) closes the connection: the write side at once, then the
   rest of the body is read and dropped for at most `LINGER` seconds, so the client
@@ -59,6 +61,7 @@ from mitmproxy.proxy.layers.http import _http1
 from mitmproxy.proxy.layers.http._base import ReceiveHttp
 from mitmproxy.proxy.layers.http._events import (
     ErrorCode,
+    RequestData,
     RequestHeaders,
     RequestProtocolError,
     ResponseData,
@@ -192,6 +195,8 @@ class GuardedHttp1Server(_http1.Http1Server):
         self._linger_since: float | None = None
         self._wakeups: dict[commands.RequestWakeup, float] = {}
         self._head_scanned = 0  # bytes of the buffer already searched for the head's end
+        self._body_bytes = 0  # body bytes of the current request read so far
+        self._pipelined_over = False  # more was pipelined than a head may hold: close soon
 
     def _enter(self, state: Any) -> None:
         """Switch the connection's state (mitmproxy types `state` as a method)."""
@@ -260,10 +265,13 @@ class GuardedHttp1Server(_http1.Http1Server):
                 self._head_since = time.monotonic()
             elif self.state == self.read_body:
                 self._last_read = time.monotonic()
-            elif self.state == self.wait and len(self.buf) + len(event.data) > (
-                self.limits.max_head_size
+            elif self.state == self.wait and (
+                self._pipelined_over
+                or len(self.buf) + len(event.data) > self.limits.max_head_size
             ):
-                yield from self.refuse(Refusal(400, "too much data pipelined behind a request"))
+                # Dropped, never buffered: the request in progress still gets its answer,
+                # then the connection closes (see mark_done).
+                self._pipelined_over = True
                 return
         yield from super()._handle_event(event)
 
@@ -299,6 +307,7 @@ class GuardedHttp1Server(_http1.Http1Server):
             if refusal is not None:
                 yield from self.refuse(refusal)
                 return
+        self._body_bytes = 0
         yield from super().read_headers(event)
         if self.state == self.read_body:
             self._last_read = time.monotonic()
@@ -319,14 +328,21 @@ class GuardedHttp1Server(_http1.Http1Server):
 
     def read_body(self, event: events.Event) -> layer.CommandGenerator[None]:
         try:
-            yield from super().read_body(event)
+            # mitmproxy's read_body yields only commands that need no reply.
+            for command in super().read_body(event):
+                if isinstance(command, ReceiveHttp) and isinstance(command.event, RequestData):
+                    self._body_bytes += len(command.event.data)
+                yield command
         except NotImplementedError:  # mitmproxy: "HTTP trailers are not implemented yet."
             yield from self.refuse(Refusal(400, "request trailers are not supported"))
             return
         if self.state != self.read_body:
             return
         reader = self.body_reader
-        if isinstance(reader, ChunkedReader) and reader._bytes_in_chunk > self.body_limit:
+        if (
+            isinstance(reader, ChunkedReader)
+            and self._body_bytes + reader._bytes_in_chunk > self.body_limit
+        ):
             yield from self.refuse(Refusal(413, "chunk larger than the body size limit"))
         elif len(self.buf) > self.limits.max_head_size:
             yield from self.refuse(Refusal(400, "chunk-size or trailer line too long"))
@@ -334,6 +350,10 @@ class GuardedHttp1Server(_http1.Http1Server):
     def mark_done(
         self, *, request: bool = False, response: bool = False
     ) -> layer.CommandGenerator[None]:
+        if response and self._pipelined_over and self.request_done:
+            self.response_done = True
+            yield from self.refuse(Refusal(400, "too much data pipelined behind a request"))
+            return
         yield from super().mark_done(request=request, response=response)
         if self.state == self.read_headers and response:
             self._idle_since = self._head_since = time.monotonic()

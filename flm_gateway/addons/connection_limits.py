@@ -14,9 +14,12 @@ Policy, on mitmproxy's connection hooks, before any request is parsed:
   limit (see `flm_gateway.process.raise_fd_limit`) less `FD_RESERVE`, since a
   client connection may need an engine connection too.
 - a connection must deliver its first complete request head (its TLS handshake
-  included) within `server.limits.header_timeout` of being accepted, else it is
-  closed without an answer; the first `requestheaders` of the connection ends
-  that wait. Later requests and bodies are timed by the HTTP layer (`mitm_http1`).
+  included) within `server.limits.header_timeout` of being accepted, plus
+  `FIRST_REQUEST_GRACE`, else it is closed without an answer; the first
+  `requestheaders` of the connection ends that wait. The grace lets the HTTP layer
+  (`mitm_http1`), which times every head from its first byte, answer a head that
+  started but stalled with 408 first; this timer catches connections that never
+  reach the HTTP layer: no byte at all, or a TLS handshake that stalls.
 
 Each refusal is counted (`flm_protocol_refusals`) and logged at most once a
 minute per reason. Reads and writes no `flow.metadata`.
@@ -45,6 +48,8 @@ log = logging.getLogger("flm_gateway.security")
 FD_RESERVE = 64
 """File descriptors kept for engines, the state store, logs and the admin listener."""
 LOG_EVERY = 60.0
+FIRST_REQUEST_GRACE = 1.0
+"""Seconds past header_timeout before a connection without a first request is closed."""
 
 
 def default_max_connections() -> int:
@@ -93,7 +98,7 @@ class ConnectionLimits:
             limits.max_connections_per_client,
             limits.max_connections or default_max_connections(),
             exempt,
-            limits.header_timeout,
+            limits.header_timeout + FIRST_REQUEST_GRACE,
         )
 
     @property

@@ -9,6 +9,7 @@ SIGTERM, waits, then kills. The process's log is kept for assertions.
 from __future__ import annotations
 
 import os
+import resource
 import signal
 import socket
 import subprocess
@@ -81,8 +82,10 @@ def run_gateway(
     env: Mapping[str, str] | None = None,
     args: tuple[str, ...] = (),
     health_url: str | None = None,
+    open_files: tuple[int, int] | None = None,
 ) -> Iterator[GatewayProcess]:
-    """Start the gateway with `config_text` ({port} and {state_dir} are filled in)."""
+    """Start the gateway with `config_text` ({port} and {state_dir} are filled in);
+    `open_files` = (soft, hard) open-file limit the process starts with."""
     port = port or free_port()
     state_dir = tmp_path / "state"
     config_path = tmp_path / "flm.yaml"
@@ -104,6 +107,11 @@ def run_gateway(
             stderr=subprocess.STDOUT,
             env=environment,
             cwd=tmp_path,
+            preexec_fn=(
+                (lambda: resource.setrlimit(resource.RLIMIT_NOFILE, open_files))
+                if open_files is not None
+                else None
+            ),
         )
     gateway = GatewayProcess(process, f"http://127.0.0.1:{port}", config_path, log_path)
     try:
