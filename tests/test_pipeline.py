@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from flm_gateway.addons.inflight import Inflight
 from flm_gateway.pipeline import build_addons
 
@@ -37,3 +39,20 @@ async def test_architecture_doc_lists_every_addon_in_order() -> None:
     documented = [row.split("`")[1].split(" ")[0] for row in rows]
     modules = [type(addon).__module__.rsplit(".", 1)[-1] for addon in build_addons(Inflight())]
     assert documented == modules
+
+
+async def test_inflight_ends_the_flows_of_a_client_that_is_gone() -> None:
+    """A flow mitmproxy never ended (a crashed layer calls no hook) is uncounted when its
+    client connection goes, so drain and the in-flight gauge cannot wait forever."""
+    from mitmproxy.test import tflow
+
+    inflight = Inflight()
+    orphan, other = tflow.tflow(), tflow.tflow()
+    inflight.requestheaders(orphan)
+    inflight.requestheaders(other)
+    waiting = asyncio.ensure_future(inflight.wait_finished(inflight.snapshot()))
+    inflight.client_disconnected(orphan.client_conn)
+    assert inflight.count == 1 and not waiting.done()
+    inflight.response(other)
+    await asyncio.wait_for(waiting, 1)
+    assert inflight.count == 0 and await inflight.wait_idle(0.1)

@@ -33,7 +33,9 @@ import logging
 import resource
 import time
 from collections import Counter
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from mitmproxy import connection, ctx, http
 
@@ -78,9 +80,20 @@ class _Caps:
     first_request: float
 
 
+def _mitmproxy_handlers() -> Mapping[str, Any]:
+    """mitmproxy's live connection handlers by client id (its proxyserver addon's)."""
+    handlers: Mapping[str, Any] = ctx.master.addons.get("proxyserver").connections
+    return handlers
+
+
 class ConnectionLimits:
-    def __init__(self, metrics: GatewayMetrics | None = None) -> None:
+    def __init__(
+        self,
+        metrics: GatewayMetrics | None = None,
+        handlers: Callable[[], Mapping[str, Any]] = _mitmproxy_handlers,
+    ) -> None:
         self._metrics = metrics
+        self._handlers = handlers
         self._caps = _Caps(0, default_max_connections(), NetworkMap(), 20.0)
         self._open: Counter[str] = Counter()
         self._total = 0
@@ -136,7 +149,7 @@ class ConnectionLimits:
     def _expire(self, client_id: str) -> None:
         """No first request head in time: close the connection (mitmproxy's handler)."""
         self._waiting.pop(client_id, None)
-        handler = ctx.master.addons.get("proxyserver").connections.get(client_id)
+        handler = self._handlers().get(client_id)
         if handler is None:
             return
         handler.close_connection(handler.client)
