@@ -10,10 +10,10 @@ admin routes, `allowed_paths`, routing) and the engine itself then read the same
 path, the one the engine decodes. A target that cannot be canonicalised without
 guessing (encoded `/`, `\\`, `%` or dot segment, NUL and other controls, `;`,
 malformed escapes, invalid UTF-8, a fragment, `*`) is answered 400
-`invalid_path`; one longer than `MAX_TARGET_LENGTH` characters 414
-`target_too_long`. Refusals record `path.refused` (severity low, no offence: the
+`invalid_path`. Refusals record `path.refused` (severity low, no offence: the
 intrusion rules already count traversal spellings as offences) and set
-`flm.security.rejected` = `invalid_path`.
+`flm.security.rejected` = `invalid_path`. The target's length is not checked here:
+the HTTP layer bounds it before any addon runs (`server.limits.max_url_length`).
 
 It stands after `honeypot` and `intrusion`: they see the target exactly as the client
 sent it (they decode it their own, more aggressive way), so a scanner's traversal is
@@ -32,17 +32,9 @@ from flm_gateway.security.events import record
 from flm_gateway.security.target import (
     EXPLANATIONS,
     ORIGINAL_TARGET_KEY,
-    Refusal,
     TargetRefused,
     canonical_target,
 )
-
-
-def refusal_response(reason: Refusal) -> http.Response:
-    """The answer to a target refused for `reason`: 414 when too long, else 400."""
-    if reason is Refusal.TOO_LONG:
-        return error_response(414, EXPLANATIONS[reason], code="target_too_long")
-    return error_response(400, EXPLANATIONS[reason], code="invalid_path")
 
 
 class CanonicalTarget:
@@ -64,7 +56,7 @@ class CanonicalTarget:
                 method=request.method,
                 path=target.partition("?")[0][:200],
             )
-            flow.response = refusal_response(refused.reason)
+            flow.response = error_response(400, EXPLANATIONS[refused.reason], code="invalid_path")
             return
         if request.data.authority and not (request.is_http2 or request.is_http3):
             request.authority = ""  # absolute-form: forward origin-form

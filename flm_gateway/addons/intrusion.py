@@ -15,13 +15,13 @@ inspected. Writes `flm.intrusion.rules` (ids hit).
 
 Bounded, linear work: every pattern is RE2 (`security.linear_re`), and each
 input kind is one pass of one combined pattern (all header values in one pass);
-rules are asked one by one only when that pass found something. What is
-inspected is bounded, and inspected in full: a request target or a header value
-over `MAX_VALUE` bytes (8 KiB, nginx's default line limit), or inspected header
-values over `MAX_HEADERS` bytes in all, is refused (414 `request_target_too_long`,
-431 `request_header_too_large`; event `intrusion.too_long`, no offence; writes
-`flm.security.rejected` = `intrusion_too_long`) rather than forwarded with an
-uninspected tail, which would let a payload hide behind padding. Fails closed
+rules are asked one by one only when that pass found something. Everything the HTTP
+layer admitted is inspected in full, never truncated, so no payload can hide behind
+padding in an uninspected tail. The size is bounded once, before any addon runs, by
+`server.limits` (`mitm_http1`: a request line over `max_url_length` gets 414, a
+header line over `max_header_line`, a head over `max_head_size` or more than
+`max_headers` header lines 431): RE2 being linear, these limits bound the work here
+too (docs/security.md, class 3, gives the worst case). Fails closed
 (`guard.fail_closed`: 500).
 """
 
@@ -34,7 +34,7 @@ from mitmproxy import http
 
 from flm_gateway.addons.guard import fail_closed
 from flm_gateway.config import LoadedConfig
-from flm_gateway.config.security import IntrusionAction, IntrusionSettings, Severity
+from flm_gateway.config.security import IntrusionAction, IntrusionSettings
 from flm_gateway.errors import error_response
 from flm_gateway.security.events import Offence, record
 from flm_gateway.security.intrusion_rules import (
@@ -51,10 +51,6 @@ from flm_gateway.security.policies import is_health_check, listener_name, per_li
 from flm_gateway.text import echo
 
 CREDENTIAL_HEADERS = frozenset({b"authorization", b"x-api-key", b"cookie", b"proxy-authorization"})
-MAX_VALUE = 8192
-"""Bytes of the request target, and of each inspected header value; more is refused."""
-MAX_HEADERS = 65536
-"""Bytes of all inspected header values together; more is refused."""
 _ACTION_RANK = {IntrusionAction.LOG: 0, IntrusionAction.REJECT: 1, IntrusionAction.BLOCK: 2}
 
 
@@ -62,14 +58,6 @@ _ACTION_RANK = {IntrusionAction.LOG: 0, IntrusionAction.REJECT: 1, IntrusionActi
 class Hit:
     rule: Rule
     location: str
-
-
-@dataclass(frozen=True)
-class TooLong:
-    """A part of the request too long to inspect in full: refused with `status`."""
-
-    location: str
-    status: int
 
 
 @dataclass(frozen=True)
@@ -82,20 +70,10 @@ def _header_location(name: bytes) -> str:
     return "header:" + echo(name.decode("latin-1").lower(), 64)
 
 
-def inspect(request: http.Request, rules: RuleSet) -> list[Hit] | TooLong:
+def inspect(request: http.Request, rules: RuleSet) -> list[Hit]:
     """Every rule that matches `request`'s target or headers (one hit per rule)."""
     target = request.data.path
-    if len(target) > MAX_VALUE:
-        return TooLong("target", 414)
     headers = [(n, v) for n, v in request.headers.fields if n.lower() not in CREDENTIAL_HEADERS]
-    total = 0
-    for name, value in headers:
-        if len(value) > MAX_VALUE:
-            return TooLong(_header_location(name), 431)
-        total += len(value)
-    if total > MAX_HEADERS:
-        return TooLong("headers", 431)
-
     hits: dict[str, Hit] = {}
 
     def look(kind: str, location: str, data: bytes) -> None:
@@ -160,9 +138,6 @@ class Intrusion:
         if policy is None or not policy.rules.rules:
             return
         found = inspect(flow.request, policy.rules)
-        if isinstance(found, TooLong):
-            self._refuse_too_long(flow, found)
-            return
         if not found:
             return
         action = action_for(found, policy.settings)
@@ -189,26 +164,3 @@ class Intrusion:
             "The request was rejected by the gateway's intrusion detection.",
             code="request_rejected",
         )
-
-    @staticmethod
-    def _refuse_too_long(flow: http.HTTPFlow, too_long: TooLong) -> None:
-        flow.metadata["flm.security.rejected"] = "intrusion_too_long"
-        record(
-            flow,
-            "intrusion.too_long",
-            Severity.LOW,
-            None,
-            location=too_long.location,
-            method=flow.request.method,
-            path=flow.request.path.split("?", 1)[0][:200],
-        )
-        if too_long.status == 414:
-            message = f"The request target is longer than {MAX_VALUE} bytes."
-            code = "request_target_too_long"
-        else:
-            message = (
-                f"A request header is longer than {MAX_VALUE} bytes, or the headers "
-                f"together are longer than {MAX_HEADERS} bytes."
-            )
-            code = "request_header_too_large"
-        flow.response = error_response(too_long.status, message, code=code)

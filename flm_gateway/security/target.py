@@ -25,8 +25,9 @@ into the form it forwards, in which every decision is taken:
 - **Query.** Forwarded byte for byte (engines parse their own parameters; re-encoding
   would change what they read). It may hold any visible ASCII character but `#`;
   its escapes must be well formed and never `%00`.
-- **Bounded.** A target longer than `MAX_TARGET_LENGTH` characters is refused (414);
-  every step is a single pass over the target.
+- **Linear.** Every step is a single pass over the target. Its length is bounded
+  once, by the HTTP layer (`server.limits.max_url_length`, 8 KiB by default: a longer
+  request line is answered 414 before any addon runs, `mitm_http1`).
 
 The matching form in `security.paths` (decoded repeatedly, case-folded) is a
 different thing: a lossy view for decoys and attack signatures, never forwarded.
@@ -37,8 +38,6 @@ from __future__ import annotations
 import re
 from enum import StrEnum
 
-MAX_TARGET_LENGTH = 8192
-"""Characters of a request target (path and query); longer ones are refused with 414."""
 ORIGINAL_TARGET_KEY = "flm.target.original"
 """flow.metadata: the target as the client sent it, when the canonical form differs."""
 
@@ -59,7 +58,6 @@ _ESCAPE_RUN = re.compile(r"(?:%[0-9A-F]{2})++")
 class Refusal(StrEnum):
     """Why a target cannot be canonicalised (the reason recorded for the audit log)."""
 
-    TOO_LONG = "too_long"
     NOT_A_PATH = "not_a_path"
     ENCODED_SLASH = "encoded_slash"
     BACKSLASH = "backslash"
@@ -74,7 +72,6 @@ class Refusal(StrEnum):
 
 
 EXPLANATIONS: dict[Refusal, str] = {
-    Refusal.TOO_LONG: f"The request target is longer than {MAX_TARGET_LENGTH} characters.",
     Refusal.NOT_A_PATH: "The request target must be a path starting with '/'.",
     Refusal.ENCODED_SLASH: "The path contains an encoded '/' (%2F); send '/' unencoded.",
     Refusal.BACKSLASH: "The path contains a backslash (raw or %5C).",
@@ -108,8 +105,6 @@ def canonical_target(target: str) -> str:
 
     Returns `target` itself when it is already canonical; raises `TargetRefused`.
     """
-    if len(target) > MAX_TARGET_LENGTH:
-        raise TargetRefused(Refusal.TOO_LONG)
     path, question, query = target.partition("?")
     if question and _QUERY.fullmatch(query) is None:
         raise TargetRefused(Refusal.INVALID_QUERY)

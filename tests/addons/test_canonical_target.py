@@ -5,7 +5,6 @@ from mitmproxy import http
 
 from flm_gateway.addons.canonical_target import CanonicalTarget
 from flm_gateway.security.events import events_of
-from flm_gateway.security.target import MAX_TARGET_LENGTH
 from tests.support.flows import error_of, make_flow
 
 
@@ -54,14 +53,6 @@ def test_refusals_are_400_in_openai_shape_and_recorded(target: str, reason: str)
     assert flow.metadata["flm.security.rejected"] == "invalid_path"
     [event] = events_of(flow)
     assert (event.type, event.offence, event.details["reason"]) == ("path.refused", None, reason)
-
-
-def test_too_long_is_414() -> None:
-    flow = make_flow("GET", "/v1/models?q=" + "a" * MAX_TARGET_LENGTH)
-    CanonicalTarget().requestheaders(flow)
-    status, error = error_of(flow)
-    assert (status, error["code"]) == (414, "target_too_long")
-    assert len(events_of(flow)[0].details["path"]) <= 200
 
 
 def test_absolute_form_becomes_origin_form() -> None:

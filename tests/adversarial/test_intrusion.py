@@ -6,15 +6,17 @@ select", two backticks or `$(` in a header were refused.
 
 - Linearity, in process: every rule, every input kind's combined pattern and the whole
   `inspect()` get pathological inputs built from their own pieces
-  (`bench.intrusion.pathological_inputs`) at 1/64, 1/8 of the maximum inspected size
-  and at the maximum (8 KiB); from each size to the next the CPU work may grow about 8
-  times, never the 64 times of a quadratic match (CPU time of this thread, best of
-  several rounds, no wall clock).
-- The real gateway: the issue's header and other pathological ones at the maximum size
-  are answered while another client on another connection is served.
+  (`bench.intrusion.pathological_inputs`) at 1/64, 1/8 of the largest size the HTTP
+  layer admits and at that size (an 8 KiB line; for `inspect()`, a whole 32 KiB head);
+  from each size to the next the CPU work may grow about 8 times, never the 64 times
+  of a quadratic match (CPU time of this thread, best of several rounds, no wall clock).
+- The real gateway: the issue's header and other pathological ones at the largest
+  sizes admitted are answered while another client on another connection is served.
 - Attacks in the path, query and the headers they work through are refused (403) and
   never reach the engine; look-alikes in headers reach it byte for byte.
-- Too long to inspect in full: refused (414/431), never forwarded.
+- Sizes are bounded once, by the HTTP layer (`server.limits`): one byte more than it
+  admits is refused there (414/431) before any addon runs; a request at the largest
+  sizes admitted is inspected in full (a payload at the very end is still caught).
 """
 
 from __future__ import annotations
@@ -25,9 +27,19 @@ import time
 from collections.abc import Callable, Iterator
 
 import pytest
+from mitmproxy.net.http import http1
 
-from bench.intrusion import PIECES, cpu_ns, limit_request, pathological_inputs
-from flm_gateway.addons.intrusion import MAX_HEADERS, MAX_VALUE, inspect
+from bench.intrusion import (
+    LIMITS,
+    LONGEST_VALUE,
+    MAX_FILL,
+    PIECES,
+    cpu_ns,
+    limit_request,
+    pathological_inputs,
+)
+from flm_gateway.addons.intrusion import inspect
+from flm_gateway.mitm_http1 import check_head, limits_of
 from flm_gateway.security.intrusion_rules import KINDS, RULES, Rule, RuleSet
 from flm_gateway.security.linear_re import LinearPattern
 from tests.adversarial.harness import (
@@ -53,9 +65,11 @@ routes:
 """
 CHAT = {"model": "tiny", "messages": [{"role": "user", "content": "hi"}]}
 
-SIZES = (MAX_VALUE // 64, MAX_VALUE // 8, MAX_VALUE)
-"""Each 8 times the one before, up to the maximum inspected size; a blow-up shows at the
-first step, before a super-linear match on 8 KiB could stall the test."""
+SIZES = (LONGEST_VALUE // 64, LONGEST_VALUE // 8, LONGEST_VALUE)
+"""Each 8 times the one before, up to the longest line the HTTP layer admits; a blow-up
+shows at the first step, before a super-linear match on 8 KiB could stall the test."""
+FILLS = (MAX_FILL // 64, MAX_FILL // 8, MAX_FILL)
+"""The same for `limit_request`, up to the largest head the HTTP layer admits."""
 LINEAR_BOUND = 3 * 8
 """Work may grow 3 times faster than the input (24x for 8x the size); quadratic is 64x."""
 
@@ -111,16 +125,41 @@ def test_every_combined_pass_is_linear_in_its_input(kind: str) -> None:
     assert super_linear(lambda data: rules.scan(kind, data), list(RULES)) == {}
 
 
+def admitted(request: bytes) -> bool:
+    """Whether the HTTP layer admits the request head `request` (server.limits' defaults)."""
+    head = request[: request.index(b"\r\n\r\n") + 4]
+    return len(head) <= LIMITS.max_head_size and check_head(head, limits_of(LIMITS)) is None
+
+
+def at_a_limit(request: bytes) -> bool:
+    """Whether the HTTP layer admits `request`, with its request line, a header line, its
+    whole head or its number of header lines exactly at a limit."""
+    head = request[: request.index(b"\r\n\r\n") + 4]
+    lines = head.split(b"\r\n")  # the request line, the header lines, "", ""
+    return admitted(request) and (
+        len(head) == LIMITS.max_head_size
+        or len(lines[0]) == LIMITS.max_url_length
+        or max(map(len, lines[1:])) == LIMITS.max_header_line
+        or len(lines) - 3 == LIMITS.max_headers
+    )
+
+
+def test_the_largest_fill_is_the_largest_request_admitted() -> None:
+    largest = http1.assemble_request_head(limit_request(b"a" * MAX_FILL))
+    assert admitted(largest) and len(largest) == LIMITS.max_head_size
+    assert not admitted(http1.assemble_request_head(limit_request(b"a" * (MAX_FILL + 1))))
+
+
 def test_inspecting_a_whole_request_is_linear_in_its_size() -> None:
-    # Target and 8 header values of the same fill: 8 KiB each is every limit at once
-    # (64 KiB of headers); the hits found are listed rule by rule, in the time measured.
+    # The target and three header values of the same fill: at MAX_FILL the request line
+    # and the head are as long as the HTTP layer admits; the hits found are listed rule
+    # by rule, in the time measured.
     rules = RuleSet(RULES)
     generic = {f"run {piece!r}" for piece in PIECES} | {f"{p!r} then 'a'" for p in PIECES}
     by_size = [
         {k: limit_request(v) for k, v in pathological_inputs(RULES[0], size).items()}
-        for size in SIZES
+        for size in FILLS
     ]
-    assert len(by_size[-1]["run ' '"].headers.fields) * MAX_VALUE == MAX_HEADERS
     slow = {}
     for name in sorted(generic):
         keyed = {str(n).encode(): at_size[name] for n, at_size in enumerate(by_size)}
@@ -158,21 +197,56 @@ def chat(headers: dict[str, str] | list[tuple[str, str]] | None = None, target: 
     return request("POST", target or "/v1/chat/completions", headers=headers, json_body=CHAT)
 
 
+LONGEST_TARGET = LIMITS.max_url_length - len("POST  HTTP/1.1")
+"""Characters of the longest target of a POST the HTTP layer admits (8 KiB request line)."""
+QUERY = "/v1/chat/completions?q="
+
+
+def longest(name: str) -> int:
+    """Characters of the longest value of header `name` the HTTP layer admits."""
+    return LIMITS.max_header_line - len(name) - len(": ")
+
+
+def padded(prefix: str, run: str, size: int, suffix: str = "") -> str:
+    """`prefix`, `run` repeated, then `suffix`: `size` characters, or a few less when
+    `run` does not divide what is left."""
+    return prefix + run * ((size - len(prefix) - len(suffix)) // len(run)) + suffix
+
+
+def head_filled(headers: list[tuple[str, str]], name: str, payload: str, extra: int = 0) -> bytes:
+    """A chat request with `headers`, then header `name`: padding and `payload` at its
+    end, so long that the head is exactly as large as the HTTP layer admits (plus
+    `extra` bytes)."""
+    head = chat([*headers, (name, "")])
+    room = LIMITS.max_head_size - (head.index(b"\r\n\r\n") + 4) + extra
+    return chat([*headers, (name, "a" * (room - len(payload)) + payload)])
+
+
 def test_the_issue_header_and_other_pathological_ones_do_not_freeze_the_loop(
     gateway: GatewayProcess, engine: RecordingEngine
 ) -> None:
     attacks = [  # (request, its answer): refused where a rule matches, else forwarded
         # The issue's header (a last byte so HTTP's trailing-space trim keeps the spaces).
         (chat({"x-api-version": "() {" + " " * 4000 + "x"}), 403),
-        (chat({"x-api-version": "() {" + " " * (MAX_VALUE - 5) + "x"}), 403),
-        (chat({"referer": "${" * (MAX_VALUE // 2)}), 403),
-        (chat({"x-note": "'" + " " * (MAX_VALUE - 2) + "x"}), 200),
-        (chat({"user-agent": "union " * (MAX_VALUE // 6)}), 200),
-        (chat(target="/v1/chat/completions?q=" + "union%20" * ((MAX_VALUE - 30) // 8)), 200),
-        (chat(target="/v1/chat/completions?q='" + "+" * (MAX_VALUE - 30)), 200),
+        # The longest lines the HTTP layer admits (server.limits: 8 KiB each).
+        (chat({"x-api-version": padded("() {", " ", longest("x-api-version"), "x")}), 403),
+        (chat({"referer": padded("", "${", longest("referer"))}), 403),
+        (chat({"x-note": padded("'", " ", longest("x-note"), "x")}), 200),
+        (chat({"user-agent": padded("", "union ", longest("user-agent"))}), 200),
+        (chat(target=padded(QUERY, "union%20", LONGEST_TARGET)), 200),
+        (chat(target=padded(QUERY + "'", "+", LONGEST_TARGET)), 200),
         # Malformed escapes: canonical_target refuses the query (class 1).
-        (chat(target="/v1/chat/completions?q=" + "%" * (MAX_VALUE - 30)), 400),
-        (chat(target="/v1/chat/completions?q=" + "$(" * ((MAX_VALUE - 30) // 2) + ")"), 403),
+        (chat(target=padded(QUERY, "%", LONGEST_TARGET)), 400),
+        (chat(target=padded(QUERY, "$(", LONGEST_TARGET, ")")), 403),
+        # The whole head as large as admitted: three such lines and the rest.
+        (
+            head_filled(
+                [(f"x-pad-{n}", padded("() {", " ", longest("x-pad-0"), "x")) for n in range(3)],
+                "x-last",
+                "x",
+            ),
+            403,
+        ),
     ]
     # A baseline: the same number of ordinary requests, one after another.
     started = time.monotonic()
@@ -272,7 +346,7 @@ LOOK_ALIKES: list[tuple[str, str]] = [
     ("Accept", "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"),
     ("User-Agent", "python-httpx/0.27.0"),
     ("User-Agent", "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 Chrome/120.0"),
-    ("Baggage", "userId=alice,serverNode=DF%2028," + "k=v," * ((MAX_VALUE - 40) // 4)),
+    ("Baggage", padded("userId=alice,serverNode=DF%2028,", "k=v,", longest("Baggage"))),
 ]
 
 
@@ -299,40 +373,74 @@ def test_legitimate_queries_and_model_paths_pass(
     assert len(engine.calls()) == before + 2
 
 
+MAX_LINES = [(f"X-Pad-{n}", "a" * longest("X-Pad-0")) for n in range(3)]
+"""Three header lines as long as admitted: with the rest of a chat request, about 25 KiB."""
+MANY_LINES = [(f"X-{n}", "1") for n in range(LIMITS.max_headers - 5)]
+"""With the 4 header lines of `chat` and one more: as many as the HTTP layer admits."""
+
+
 @pytest.mark.parametrize(
-    ("target", "headers", "status", "code"),
+    ("data", "status", "code"),
     [
-        ("/v1/chat/completions?q=" + "a" * MAX_VALUE, [], 414, "request_target_too_long"),
-        ("", [("X-Pad", "a" * (MAX_VALUE + 1))], 431, "request_header_too_large"),
-        # The payload past the limit would have passed uninspected: refused instead.
-        ("", [("X-Pad", "a" * MAX_VALUE + "${jndi:ldap://e}")], 431, "request_header_too_large"),
-        ("", [("Referer", "a" * (MAX_VALUE - 1) + "() { :; };")], 431, "request_header_too_large"),
+        # One byte more than admitted, a payload in the part past the limit.
+        (chat(target=padded(QUERY, "a", LONGEST_TARGET + 1)), 414, "uri_too_long"),
+        (chat(target=padded(QUERY, "a", LONGEST_TARGET) + "$(id)"), 414, "uri_too_long"),
+        (chat({"X-Pad": "a" * (longest("X-Pad") + 1)}), 431, "headers_too_large"),
+        (chat({"X-Pad": "a" * longest("X-Pad") + "${jndi:ldap://e}"}), 431, "headers_too_large"),
         (
-            "",
-            [(f"X-Pad-{n}", "a" * MAX_VALUE) for n in range(MAX_HEADERS // MAX_VALUE)]
-            + [("X-Last", "${jndi:ldap://e}")],
+            chat({"Referer": "a" * (longest("Referer") - 1) + "() { :; };"}),
             431,
-            "request_header_too_large",
+            "headers_too_large",
         ),
+        (head_filled(MAX_LINES, "X-Last", "${jndi:ldap://e}", extra=1), 431, "headers_too_large"),
+        (chat([*MANY_LINES, ("X-Last", "1"), ("X-More", "1")]), 431, "headers_too_large"),
     ],
 )
-def test_what_cannot_be_inspected_in_full_is_refused(
-    gateway: GatewayProcess,
-    engine: RecordingEngine,
-    target: str,
-    headers: list[tuple[str, str]],
-    status: int,
-    code: str,
+def test_what_the_http_layer_does_not_admit_is_refused_before_any_addon(
+    gateway: GatewayProcess, engine: RecordingEngine, data: bytes, status: int, code: str
 ) -> None:
     before = len(engine.calls())
-    assert_openai_error(send(gateway, chat(headers, target)), status, code=code)
+    assert not admitted(data)
+    # The HTTP layer's codes (mitm_errors), not intrusion's request_rejected.
+    assert_openai_error(send(gateway, data), status, code=code)
     assert len(engine.calls()) == before
 
 
-def test_credentials_are_not_inspected_nor_counted(
-    gateway: GatewayProcess, engine: RecordingEngine
+@pytest.mark.parametrize(
+    "data",
+    [
+        # A payload at the very end of the largest target, header line or head admitted,
+        # or in the last of as many header lines as admitted.
+        pytest.param(chat(target=padded(QUERY, "a", LONGEST_TARGET, "$(id)")), id="target"),
+        pytest.param(
+            chat(target=padded(QUERY, "a", LONGEST_TARGET, "%24%7Bjndi:ldap://e%7D")),
+            id="target-encoded",
+        ),
+        pytest.param(
+            chat({"X-Pad": padded("", "a", longest("X-Pad"), "${jndi:ldap://e}")}), id="header"
+        ),
+        pytest.param(
+            chat({"User-Agent": padded("Mozilla/5.0 ", "a", longest("User-Agent"), " sqlmap/1")}),
+            id="user-agent",
+        ),
+        pytest.param(head_filled(MAX_LINES, "X-Last", "${jndi:ldap://e}"), id="head"),
+        pytest.param(chat([*MANY_LINES, ("X-Last", "${jndi:x}")]), id="header-lines"),
+    ],
+)
+def test_a_request_at_the_largest_sizes_admitted_is_inspected_in_full(
+    gateway: GatewayProcess, engine: RecordingEngine, data: bytes
 ) -> None:
     before = len(engine.calls())
-    headers = {"Cookie": "s=" + "a" * (MAX_VALUE * 2), "X-Api-Key": "() { :; }; ' or 1=1 --"}
+    assert at_a_limit(data)
+    assert_openai_error(send(gateway, data), 403, code="request_rejected")
+    assert len(engine.calls()) == before
+
+
+def test_credentials_are_not_inspected(gateway: GatewayProcess, engine: RecordingEngine) -> None:
+    before = len(engine.calls())
+    headers = {
+        "Cookie": padded("s=() { :; }; ${jndi:ldap://e};", "a", longest("Cookie")),
+        "X-Api-Key": "() { :; }; ' or 1=1 --",
+    }
     assert send(gateway, chat(headers)).status == 200
     assert len(engine.calls()) == before + 1
