@@ -6,8 +6,9 @@ An addon that notices something calls `record(flow, ...)`; the event lands in
 writes every event with the flow's client address, key id, request id and
 listener filled in. So each addon reports what it saw, once, in one shape.
 Text details (a path, a method: what the client sent) are kept through
-`text.printable`, so the audit log can store them (a path that is not UTF-8
-would otherwise make the whole write fail) and shows no control character.
+`text.printable`, so the audit log shows no control character and a byte that
+was not UTF-8 as `\xff` (the state store would take any detail anyway, in its
+stored form: `flm_gateway.state.stored`).
 """
 
 from __future__ import annotations

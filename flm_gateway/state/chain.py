@@ -29,8 +29,10 @@ from flm_gateway.state.store import (
     AuditHead,
     AuditRecord,
     AuditTampered,
+    RecordRefused,
     canonical_json,
 )
+from flm_gateway.state.stored import stored_event
 
 GENESIS = "0" * 64
 _KEY_LABEL = b"flm-gateway audit log v1"
@@ -99,10 +101,16 @@ def fingerprint_of(mac: str | None) -> str:
 def link(
     events: Sequence[AuditEvent], head: AuditHead | None, key: AuditKey | None
 ) -> list[AuditRecord]:
-    """`events` chained after `head` (None: an empty log), each with its MAC when keyed."""
+    """`events` in their stored form (`flm_gateway.state.stored`), chained after `head`
+    (None: an empty log), each with its MAC when keyed. What is hashed is what is stored.
+    Raises RecordRefused for an event that has no stored form."""
     seq, prev_hash = (head.seq, head.hash) if head is not None else (0, GENESIS)
     records = []
-    for event in events:
+    for original in events:
+        try:
+            event = stored_event(original)
+        except Exception as exc:
+            raise RecordRefused.of(exc) from None
         seq += 1
         digest = record_hash(prev_hash, seq, event, event.details_json())
         mac = key.mac("record", digest) if key is not None else None

@@ -11,8 +11,14 @@ An append is durable once Redis acknowledged the EXEC: it survives a crash of
 the gateway; whether it survives a crash of Redis is Redis's persistence
 (`appendonly yes` with `appendfsync always`: yes; `everysec`: up to a second
 lost; none: everything lost on a restart). The audit key and the anchor file
-are on the gateway's host, never in Redis. Network errors become `StateError`
-(the gateway then fails closed).
+are on the gateway's host, never in Redis. Network errors, and replies that
+say Redis cannot write now (out of memory, read-only replica, a key of the wrong
+type), become `StateError` (the gateway then fails closed and retries). A record
+Redis refuses itself (an increment that would overflow, a value the client cannot
+encode) is `RecordRefused`: retrying cannot help. Records are written in their
+stored form (`flm_gateway.state.stored`), which also keeps each one under the
+1 MB Redis's `proto-max-bulk-len` can be set to at least: over it, Redis drops
+the connection, which would look like an outage.
 """
 
 from __future__ import annotations
@@ -39,13 +45,34 @@ from flm_gateway.state.store import (
     KeyRecord,
     KeyScopes,
     KeySecret,
+    RecordRefused,
     StateError,
 )
+from flm_gateway.state.stored import stored_block, stored_counter
 
 T = TypeVar("T")
 TIMEOUT = 5.0
 RETRIES = 50
 _SCAN_BATCH = 500
+_REFUSED_REPLIES = (
+    "not an integer or out of range",
+    "would overflow",
+    "exceeds maximum allowed size",
+    "too big",
+)
+"""Error replies about the value sent, not about the server's state."""
+
+
+def _refused(exc: BaseException) -> bool:
+    """Whether Redis (or redis-py's encoding) refuses this record itself."""
+    if isinstance(exc, redis.DataError):  # redis-py: a value of a type it cannot send
+        return True
+    if isinstance(exc, redis.ResponseError):
+        # Not the subclasses (out of memory, read-only, no permission): the server's state.
+        # A pipeline's error quotes the command (our values) before the server's reply.
+        reply = str(exc).rpartition("of pipeline caused error: ")[2]
+        return type(exc) is redis.ResponseError and any(r in reply for r in _REFUSED_REPLIES)
+    return isinstance(exc, ValueError | TypeError | OverflowError)  # UnicodeEncodeError...
 
 
 def redacted_url(url: str) -> str:
@@ -93,8 +120,12 @@ class RedisStore:
     def _call(self, action: Callable[[], T]) -> T:
         try:
             return action()
-        except redis.RedisError as exc:
-            raise StateError(f"redis: {exc}") from None
+        except (redis.RedisError, ValueError, TypeError, OverflowError) as exc:
+            if _refused(exc):
+                raise RecordRefused.of(exc) from None
+            if isinstance(exc, redis.RedisError):
+                raise StateError(f"redis: {exc}") from None
+            raise
 
     def _transaction(self, watch: Sequence[str], action: Callable[[Any], T]) -> T:
         """Run `action(pipe)` under WATCH of `watch`; it reads, then calls pipe.multi()."""
@@ -189,6 +220,8 @@ class RedisStore:
         return sorted(blocks, key=lambda block: (block.created_at, block.cidr))
 
     def put_block(self, block: BlockRecord) -> None:
+        block = stored_block(block)
+
         def action() -> None:
             pipe = self._redis.pipeline(transaction=True)
             pipe.hset(self._k("blocks"), block.cidr, json.dumps(block.__dict__))
@@ -237,17 +270,28 @@ class RedisStore:
 
     # -- counters ---------------------------------------------------------
 
-    def add_counters(self, deltas: Mapping[str, int]) -> None:
+    def add_counters(self, deltas: Mapping[str, int]) -> dict[str, str]:
         if not deltas:
-            return
+            return {}
 
-        def action() -> None:
+        def action() -> dict[str, str]:
             pipe = self._redis.pipeline(transaction=True)
             for name, delta in deltas.items():
-                pipe.hincrby(self._k("counters"), name, delta)
-            pipe.execute()
+                pipe.hincrby(self._k("counters"), *stored_counter(name, delta))
+            # EXEC runs every increment: one Redis refuses (an overflow) fails alone, so
+            # the others must not be reported as failed (a retry would count them twice).
+            # They all hit one hash: a failure of the server's (wrong type, out of
+            # memory) fails them all, and nothing was added.
+            results = pipe.execute(raise_on_error=False)
+            refused: dict[str, str] = {}
+            for name, result in zip(deltas, results, strict=True):
+                if isinstance(result, Exception):
+                    if not _refused(result):
+                        raise result
+                    refused[name] = type(result).__name__
+            return refused
 
-        self._call(action)
+        return self._call(action)
 
     def get_counters(self, prefix: str) -> dict[str, int]:
         raw: dict[str, str] = self._call(lambda: self._redis.hgetall(self._k("counters")))

@@ -16,7 +16,11 @@
   at most `KEY_CHECK_TIMEOUT` (2 s). Works the same with SQLite and Redis and
   with any number of gateway processes: the store itself is the only channel.
 - **Background writes**: audit events, blocks and counters are queued and
-  written in batches by a flusher task; a failed batch stays queued and is retried.
+  written in batches by a flusher task; a batch the store fails (down, full,
+  locked: a `StateError`) stays queued, in order, and is retried. A record the
+  store refuses (`RecordRefused`: retrying cannot help) costs only itself
+  (`flm_gateway.state.refusals`): a refused audit event is replaced in the chain
+  by `audit.unwritable`, a refused counter or write is dropped and recorded so.
 - **Durable audit events (group commit)**: `commit_audit(events)` returns once
   the events are durable (the store's append returned: see the backends). The
   first caller starts a commit at once; callers that arrive while it runs are
@@ -59,11 +63,17 @@ from flm_gateway.config.state import AuditLogSettings
 from flm_gateway.security.netset import NetworkMap
 from flm_gateway.state import describe_store, open_store
 from flm_gateway.state.audit_watch import AuditWatch, tamper_event
+from flm_gateway.state.refusals import (
+    Appended,
+    append_audit,
+    is_refusal,
+    refused_counters,
+    refused_write,
+)
 from flm_gateway.state.rounds import PacedRounds
 from flm_gateway.state.store import (
     AuditEvent,
     AuditHead,
-    AuditRecord,
     AuditStatus,
     BlockRecord,
     KeyRecord,
@@ -357,11 +367,19 @@ class StateService:
     def block(self, record: BlockRecord) -> None:
         """Block `record.cidr` now (in memory) and persist it in the background."""
         self.view.blocks.add(record.cidr, record)
-        self.submit(lambda store: store.put_block(record))
+
+        def put_block(store: StateStore) -> None:
+            store.put_block(record)
+
+        self.submit(put_block)
 
     def unblock(self, cidr: str) -> None:
         self.view.blocks.remove(cidr)
-        self.submit(lambda store: store.remove_block(cidr))
+
+        def remove_block(store: StateStore) -> None:
+            store.remove_block(cidr)
+
+        self.submit(remove_block)
 
     # -- refresh ----------------------------------------------------------------
 
@@ -470,10 +488,9 @@ class StateService:
             if not (writes or events or counters):
                 _settle(waiters)
                 return
-            done = _Progress()
-            expect = self.watch.head
+            done = _Progress(self.watch.head)
             work = self._submit(
-                lambda store: self._write_all(store, writes, events, counters, expect, done)
+                lambda store: self._write_all(store, writes, events, counters, done)
             )
             try:
                 await asyncio.shield(asyncio.wrap_future(work))
@@ -485,16 +502,17 @@ class StateService:
                         await asyncio.wrap_future(work)
                 # Keep order: what was not written goes back in front of anything newer.
                 self._writes = writes[done.writes :] + self._writes
-                if done.records is None:
-                    self._audit = events + self._audit
+                batch = events + done.lost
+                self._audit = batch[done.audit.events :] + self._audit
                 if not done.counters:
                     for name, delta in counters.items():
                         self._counters[name] = self._counters.get(name, 0) + delta
-                _settle(waiters, None if done.records is not None else _state_error(exc))
+                written = done.audit.events == len(batch)
+                _settle(waiters, None if written else _state_error(exc))
                 self._writes_failing = True
                 raise
             finally:
-                self.watch.appended(done.records or [], done.tampered)
+                self.watch.appended(done.audit.records, done.audit.tampered)
             self._last_ok = time.monotonic()
             self._writes_failing = False
             _settle(waiters)
@@ -505,30 +523,33 @@ class StateService:
         writes: list[Write],
         events: list[AuditEvent],
         counters: dict[str, int],
-        expect: AuditHead | None,
         done: _Progress,
     ) -> None:
-        """In the store thread: queued writes, then the audit batch (one transaction, with
-        the tamper check), then counters; `done` says how far it got."""
+        """In the store thread: queued writes, then counters, then the audit batch (one
+        transaction, with the tamper check), with the `audit.unwritable` events of what
+        the store refused on the way (`flm_gateway.state.refusals`); `done` says how far
+        it got. Raises StateError when the store is down."""
         for write in writes:
-            write(store)
+            try:
+                write(store)
+            except Exception as exc:
+                if not is_refusal(exc):
+                    raise
+                done.lost.append(refused_write(getattr(write, "__name__", "write"), exc))
             done.writes += 1
-        done.records, done.tampered = AuditWatch.append(store, events, expect)
-        store.add_counters(counters)
+        done.lost += refused_counters(store.add_counters(counters), counters)
         done.counters = True
+        append_audit(store, [*events, *done.lost], done.audit)
 
     def flush_sync(self) -> None:
         """`flush` for code outside the event loop (tests, shutdown paths)."""
         writes, events, counters = self._writes, self._audit, self._counters
         self._writes, self._audit, self._counters = [], [], {}
-        done = _Progress()
-        expect = self.watch.head
+        done = _Progress(self.watch.head)
         try:
-            self.call_sync(
-                lambda store: self._write_all(store, writes, events, counters, expect, done)
-            )
+            self.call_sync(lambda store: self._write_all(store, writes, events, counters, done))
         finally:
-            self.watch.appended(done.records or [], done.tampered)
+            self.watch.appended(done.audit.records, done.audit.tampered)
 
     def audit_status(self) -> AuditStatus:
         """For the metrics: the head this process knows, and tamper findings since start."""
@@ -560,11 +581,12 @@ class StateService:
 class _Progress:
     """How far one `_write_all` got (read back on the event loop after it returns or fails)."""
 
-    def __init__(self) -> None:
+    def __init__(self, expect: AuditHead | None) -> None:
         self.writes = 0
-        self.records: list[AuditRecord] | None = None
         self.counters = False
-        self.tampered: str | None = None
+        self.lost: list[AuditEvent] = []
+        """`audit.unwritable` events of refused writes and counters, appended after the batch."""
+        self.audit = Appended(expect)
 
 
 def _settle(waiters: list[asyncio.Future[None]], error: BaseException | None = None) -> None:

@@ -9,6 +9,13 @@ before it returns, so an appended audit record survives a crash of the process
 it holds key hashes and the audit log. A connection belongs to the thread that
 opened it; the gateway opens its store inside its one store worker thread.
 
+Errors: a record SQLite refuses itself (a constraint, a value too big, a
+parameter it cannot bind; or text UTF-8 cannot encode, an integer out of range)
+is `RecordRefused`: retrying cannot help. Any other SQLite error (locked, disk
+full, I/O error, a damaged file) is `StateError`: the store is failing, retry.
+Records are written in their stored form (`flm_gateway.state.stored`), so the
+first kind should not happen; `flm_gateway.state.refusals` handles it if it does.
+
 Schema 2 added the audit records' `mac` column (`flm_gateway.state.chain`);
 records written before it have none.
 """
@@ -36,8 +43,10 @@ from flm_gateway.state.store import (
     KeyRecord,
     KeyScopes,
     KeySecret,
+    RecordRefused,
     StateError,
 )
+from flm_gateway.state.stored import stored_block, stored_counter
 
 SCHEMA_VERSION = 2
 BUSY_TIMEOUT_MS = 5000
@@ -89,6 +98,21 @@ CREATE INDEX IF NOT EXISTS audit_ip ON audit(ip);
 """
 
 T = TypeVar("T")
+
+_REFUSALS = (
+    sqlite3.IntegrityError,  # a constraint, a trigger's RAISE(ABORT)
+    sqlite3.DataError,  # string or blob too big
+    ValueError,  # UnicodeEncodeError: text UTF-8 cannot encode
+    OverflowError,  # an integer out of SQLite's range
+    TypeError,
+)
+
+
+def _refused(exc: BaseException) -> bool:
+    """Whether SQLite (or the binding of its parameters) refuses this record itself."""
+    if isinstance(exc, sqlite3.ProgrammingError):
+        return str(exc).startswith("Error binding parameter")  # not: a closed database
+    return isinstance(exc, _REFUSALS)
 
 
 class SqliteStore:
@@ -148,12 +172,17 @@ class SqliteStore:
             try:
                 result = action(self._db)
             except BaseException:
-                self._db.execute("ROLLBACK")
+                if self._db.in_transaction:  # SQLite ends it itself on some errors (full)
+                    self._db.execute("ROLLBACK")
                 raise
             self._db.execute("COMMIT")
             return result
-        except sqlite3.Error as exc:
-            raise StateError(f"state database write failed: {exc}") from None
+        except Exception as exc:
+            if _refused(exc):
+                raise RecordRefused.of(exc) from None
+            if isinstance(exc, sqlite3.Error):
+                raise StateError(f"state database write failed: {exc}") from None
+            raise
 
     def _read(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         try:
@@ -262,6 +291,8 @@ class SqliteStore:
         return [BlockRecord(*row) for row in rows]
 
     def put_block(self, block: BlockRecord) -> None:
+        block = stored_block(block)
+
         def action(db: sqlite3.Connection) -> None:
             db.execute(
                 "INSERT OR REPLACE INTO blocks VALUES (?, ?, ?, ?, ?, ?)",
@@ -309,18 +340,27 @@ class SqliteStore:
 
     # -- counters ---------------------------------------------------------
 
-    def add_counters(self, deltas: Mapping[str, int]) -> None:
+    def add_counters(self, deltas: Mapping[str, int]) -> dict[str, str]:
         if not deltas:
-            return
+            return {}
 
-        def action(db: sqlite3.Connection) -> None:
-            db.executemany(
-                "INSERT INTO counters VALUES (?, ?) "
-                "ON CONFLICT(name) DO UPDATE SET value = value + excluded.value",
-                list(deltas.items()),
-            )
+        def action(db: sqlite3.Connection) -> dict[str, str]:
+            refused: dict[str, str] = {}
+            for name, delta in deltas.items():
+                # One statement each: a refused one is undone alone, the transaction goes on.
+                try:
+                    db.execute(
+                        "INSERT INTO counters VALUES (?, ?) "
+                        "ON CONFLICT(name) DO UPDATE SET value = value + excluded.value",
+                        stored_counter(name, delta),
+                    )
+                except Exception as exc:
+                    if not _refused(exc):
+                        raise
+                    refused[name] = type(exc).__name__
+            return refused
 
-        self._write(action)
+        return self._write(action)
 
     def get_counters(self, prefix: str) -> dict[str, int]:
         escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")

@@ -54,6 +54,23 @@ class AuditStatus:
     tamper_detections: int = 0
 
 
+class RecordRefused(StateError):
+    """The store refuses this record itself (its encoding, a value out of range, its size):
+    retrying cannot help, unlike a plain `StateError` (the store is down, full or locked).
+    `cause` names the error the store or its client raised."""
+
+    def __init__(self, message: str, cause: str) -> None:
+        super().__init__(message)
+        self.cause = cause
+
+    @classmethod
+    def of(cls, exc: BaseException) -> RecordRefused:
+        cause = type(exc).__name__
+        told = str(exc)  # may quote the record (Redis quotes the command): keep it short
+        told = told if len(told) <= 300 else told[:299] + "…"
+        return cls(f"the state store refuses the record ({cause}: {told})", cause)
+
+
 class AuditTampered(StateError):
     """The audit log no longer holds a record this writer appended or saw (nothing appended)."""
 
@@ -287,7 +304,8 @@ class StateStore(Protocol):
         ...
 
     def put_block(self, block: BlockRecord) -> None:
-        """Insert or replace the block of `block.cidr`."""
+        """Insert or replace the block of `block.cidr` (in its stored form,
+        `flm_gateway.state.stored`)."""
         ...
 
     def remove_block(self, cidr: str) -> bool: ...
@@ -301,8 +319,12 @@ class StateStore(Protocol):
         ...
 
     # counters
-    def add_counters(self, deltas: Mapping[str, int]) -> None:
-        """Add each delta to its named counter (creating it at 0)."""
+    def add_counters(self, deltas: Mapping[str, int]) -> dict[str, str]:
+        """Add each delta to its named counter (creating it at 0), all at once.
+
+        A counter the store refuses (`RecordRefused`: its name, an overflow) costs only
+        itself: the others are added, and the refused ones returned (name -> the error's
+        class). Raises StateError, with nothing added, when the store fails."""
         ...
 
     def get_counters(self, prefix: str) -> dict[str, int]: ...
@@ -312,7 +334,9 @@ class StateStore(Protocol):
         self, events: Sequence[AuditEvent], expect: AuditHead | None = None
     ) -> list[AuditRecord]:
         """Chain, key and store `events` in order, atomically with respect to other writers,
-        durably, then note the new head in the anchor.
+        durably, then note the new head in the anchor. Each event is chained and stored in
+        its stored form (`flm_gateway.state.stored`, applied by `chain.link`); raises
+        `RecordRefused`, appending nothing, if the store still refuses one.
 
         With `expect` (a record this writer appended or saw before), raise `AuditTampered`
         and append nothing if the log no longer holds that record with that hash.

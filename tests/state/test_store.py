@@ -108,6 +108,15 @@ def test_counters(store: StateStore) -> None:
     assert store.get_counters("other%") == {}
 
 
+def test_counters_and_blocks_no_store_could_take_are_stored(store: StateStore) -> None:
+    """Text UTF-8 cannot encode and integers past 64 bits, in their stored form."""
+    assert store.add_counters({"usage:\udcff": 2**70, "plain": 1}) == {}
+    assert store.get_counters("") == {"usage:\\xff": 2**63 - 1, "plain": 1}
+    store.put_block(BlockRecord("10.0.0.0/8", "reason \udcff", "auto", 1.0, strikes=2**70))
+    (block,) = store.list_blocks()
+    assert block.reason == "reason \\xff" and block.strikes == 2**63 - 1
+
+
 def test_audit_chain_and_queries(store: StateStore) -> None:
     events = [
         AuditEvent("auth.failed", Severity.LOW, ts=10.0, ip="192.0.2.1", details={"why": "x"}),
