@@ -65,6 +65,8 @@ ATTEMPT_KEY = "flm.failover.attempt"
 """flow.metadata: 1 for the first send, +1 for each re-send (timers of older ones ignore it)."""
 IN_FLIGHT_KEY = "flm.failover.in_flight"
 SENT_AT_KEY = "flm.failover.sent_at"
+STALE = "stale"
+"""Failure reason recorded for a reused keep-alive connection closed before answering."""
 _STALE_RETRIED_KEY = "flm.failover.stale_retried"
 _AGAIN_KEY = "flm.failover.again"
 _TRANSIENT = (HTTP_5XX, TIMEOUT, DISCONNECTED)
@@ -144,7 +146,9 @@ class Failover:
         metadata.pop(ANSWERED_KEY, None)  # counted here, not again on responseheaders
         following = self._next(flow, engine, reason, stale)
         failures: list[tuple[str, str, str | None]] = metadata.setdefault(FAILURES_KEY, [])
-        failures.append((engine.name, reason, following.engine.name if following else None))
+        failures.append(
+            (engine.name, STALE if stale else reason, following.engine.name if following else None)
+        )
         if following is None:
             self._give_up(flow, reason)
             return
@@ -228,6 +232,7 @@ class Failover:
         else:
             engine.record_success(time.monotonic() - metadata.get(SENT_AT_KEY, time.monotonic()))
 
+    @fail_closed()
     def response(self, flow: http.HTTPFlow) -> None:
         self._finish(flow)
 
