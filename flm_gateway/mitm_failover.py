@@ -28,6 +28,10 @@ flow alive through these, as long as nothing of an answer reached the client yet
     streams it;
   - else the held 5xx (or timeout) is released as the answer, or mitmproxy's own
     error (rendered by `mitm_errors`) is sent.
+- **The first byte** of a streamed answer is its first body event: the head of a
+  stream is held until then (a client waits for the first token anyway), so an engine
+  that dies between its head and its first token is failed over like one that died
+  before answering (`disconnected`).
 - **After the first byte** nothing is retried. A Server-Sent Events answer of an
   API call cut mid-way gets one last event, `data: {"error": {...,"code":
   "stream_interrupted"}}`, when what was sent ended on an event boundary (a partial
@@ -121,6 +125,7 @@ class FailoverHttpStream(http_layers.HttpStream):
     _held: bytearray | None = None
     _hold_wakeup: commands.RequestWakeup | None = None
     _sent_tail: bytes = b"\r\n\r\n"  # the last bytes of a streamed answer sent to the client
+    _head_pending = False  # a streamed answer's head, held until its first body event
 
     def _handle_event(self, event: events.Event) -> layer.CommandGenerator[None]:
         if isinstance(event, events.Wakeup):
@@ -169,6 +174,14 @@ class FailoverHttpStream(http_layers.HttpStream):
                 if self._held is not None:
                     self._held = None
                     self.flow.response = None
+            elif self.server_state == self.state_stream_response_body and self._head_pending:
+                # Nothing reached the client yet: as good as a failure before the head.
+                self._head_pending = False
+                self.flow.response = None
+                if self._allows(DISCONNECTED):
+                    yield from self._fail_over(DISCONNECTED, event.message)
+                    return
+                self.server_state = self.state_wait_for_response_headers
             elif self.server_state == self.state_stream_response_body:
                 yield from self._end_cut_stream()
         yield from super().handle_protocol_error(event)
@@ -327,7 +340,22 @@ class FailoverHttpStream(http_layers.HttpStream):
 
     # ---- cut streams --------------------------------------------------------------
 
+    def start_response_stream(self) -> layer.CommandGenerator[None]:
+        """Stream the answer, but hold its head until the first body event: an engine that
+        dies between its head and its first token is still failed over."""
+        if not self._allows(DISCONNECTED):
+            yield from super().start_response_stream()
+            return
+        self._head_pending = True
+        self.server_state = self.state_stream_response_body
+
     def state_stream_response_body(self, event: events.Event) -> layer.CommandGenerator[None]:
+        if self._head_pending and self.flow.response is not None:
+            self._head_pending = False
+            yield http_layers.SendHttp(
+                ResponseHeaders(self.stream_id, self.flow.response, end_stream=False),
+                self.context.client,
+            )
         for command in super().state_stream_response_body(event):
             if (
                 isinstance(command, http_layers.SendHttp)
