@@ -73,10 +73,12 @@ from mitmproxy.proxy.layers.http._hooks import HttpResponseHeadersHook
 HOLD_LIMIT = 64 * 1024
 """Bytes of a 5xx body held while deciding on a retry; a larger one is the answer."""
 HOLD_TIMEOUT = 10.0
-"""Seconds a held 5xx body may take to arrive; a stalled one counts as a timeout."""
+"""Seconds a held 5xx body may take to arrive (at most; `flm.failover.hold_timeout` may
+say less): a stalled one counts as a timeout."""
 
 POSSIBLE_KEY = "flm.failover.possible"
 """flow.metadata: frozenset of the reasons this flow may fail over on (the addon sets it)."""
+HOLD_TIMEOUT_KEY = "flm.failover.hold_timeout"
 REASON_KEY = "flm.failover.reason"
 RESEND_KEY = "flm.failover.resend"
 REUSED_KEY = "flm.failover.reused"
@@ -203,7 +205,8 @@ class FailoverHttpStream(http_layers.HttpStream):
         self.flow.metadata[REASON_KEY] = reason
         self._held = bytearray()
         self.server_state = self.state_hold_error
-        self._hold_wakeup = commands.RequestWakeup(HOLD_TIMEOUT)
+        hold = min(HOLD_TIMEOUT, self.flow.metadata.get(HOLD_TIMEOUT_KEY, HOLD_TIMEOUT))
+        self._hold_wakeup = commands.RequestWakeup(hold)
         yield self._hold_wakeup
 
     def state_hold_error(self, event: events.Event) -> layer.CommandGenerator[None]:
@@ -389,6 +392,7 @@ __all__ = [
     "ERROR_KEY",
     "HOLD_LIMIT",
     "HOLD_TIMEOUT",
+    "HOLD_TIMEOUT_KEY",
     "HTTP_5XX",
     "POSSIBLE_KEY",
     "REASONS",

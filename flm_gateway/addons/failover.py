@@ -47,6 +47,7 @@ from flm_gateway.mitm_failover import (
     CONNECT,
     DISCONNECTED,
     ERROR_KEY,
+    HOLD_TIMEOUT_KEY,
     HTTP_5XX,
     POSSIBLE_KEY,
     REASON_KEY,
@@ -105,6 +106,7 @@ class Failover:
         engine.in_flight += 1
         flow.metadata[IN_FLIGHT_KEY] = engine
         flow.metadata[SENT_AT_KEY] = time.monotonic()
+        flow.metadata[HOLD_TIMEOUT_KEY] = engine.config.timeouts.response
 
     def _finish(self, flow: http.HTTPFlow) -> None:
         engine: EngineState | None = flow.metadata.pop(IN_FLIGHT_KEY, None)

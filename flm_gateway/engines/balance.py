@@ -64,16 +64,18 @@ class Balancer:
         if len(replicas) < 2:
             return list(replicas)
         turn = next(self._turn)
-        rotated = [*replicas[turn % len(replicas) :], *replicas[: turn % len(replicas)]]
         if self.strategy is Balance.LEAST_BUSY:
-            return sorted(rotated, key=lambda r: r.in_flight)
+            return _first_of_ties(sorted(replicas, key=lambda r: r.in_flight), turn)
         if self.strategy is Balance.LATENCY:
-            if turn % EXPLORE_EVERY == EXPLORE_EVERY - 1:
-                return rotated
-            return sorted(rotated, key=lambda r: -1.0 if r.latency is None else r.latency)
+            ranked = sorted(replicas, key=lambda r: -1.0 if r.latency is None else r.latency)
+            if turn % EXPLORE_EVERY == EXPLORE_EVERY - 1:  # measure the others again
+                skip = 1 + (turn // EXPLORE_EVERY) % (len(ranked) - 1)
+                return [*ranked[skip:], *ranked[:skip]]
+            return ranked
         if self.strategy is Balance.WEIGHTED:
             return self._smooth_weighted(replicas)
-        return rotated
+        start = turn % len(replicas)
+        return [*replicas[start:], *replicas[:start]]
 
     def _smooth_weighted[R: Replica](self, replicas: Sequence[R]) -> list[R]:
         total = 0
@@ -85,6 +87,14 @@ class Balancer:
             self._current[replica.name] = current
             if best is None or current > self._current[best.name]:
                 best = replica
-        assert best is not None
+        if best is None:
+            return []
         self._current[best.name] -= total
         return [best, *(r for r in replicas if r is not best)]
+
+
+def _first_of_ties[R: Replica](ranked: list[R], turn: int) -> list[R]:
+    """`ranked` (by in-flight count) with the tied least busy ones taking turns in front."""
+    ties = [r for r in ranked if r.in_flight == ranked[0].in_flight]
+    first = ties[turn % len(ties)]
+    return [first, *(r for r in ranked if r is not first)]
