@@ -29,6 +29,14 @@ from typing import Any
 from mitmproxy import http
 
 MAX_FIELD = 200
+FAILOVER_KINDS = {
+    "connect": "connect",
+    "disconnected": "disconnected",
+    "5xx": "http_5xx",
+    "timeout": "timeout",
+}
+"""`flm_upstream_errors_total` kind of each failover reason (`mitm_failover`); `stale` (a
+kept-alive connection the engine had closed, retried on the same engine) is no engine error."""
 """Longest client-supplied string (model name, path) kept in a summary."""
 
 ChunkFilter = Callable[[bytes], bytes | Iterable[bytes]]
@@ -89,6 +97,8 @@ class FlowSummary:
     error_kind: str | None
     upstream_errors: tuple[tuple[str, str], ...]
     """(engine, kind) for each engine failure seen while serving this request."""
+    retries: tuple[tuple[str, str, str], ...]
+    """(failed engine, failover reason, engine re-sent to) for each re-send."""
     rejected: str | None
     """The security or rate-limit reason the request was refused for, if any."""
 
@@ -257,11 +267,17 @@ def summarize(flow: http.HTTPFlow) -> FlowSummary:
         (name, _egress_kind(egress_failures.get(name)) or f"probe_{result}")
         for name, result in metadata.get("flm.route.failures") or ()
     ]
+    failed_over: list[tuple[str, str, str | None]] = metadata.get("flm.failover.failures") or []
+    upstream_errors.extend(
+        (name, FAILOVER_KINDS[why]) for name, why, _ in failed_over if why in FAILOVER_KINDS
+    )
+    gave_up = bool(failed_over) and failed_over[-1][2] is None  # the last failure is counted
     egress_kind = _egress_kind(metadata.get("flm.egress.failure"))
     if egress_kind is not None and engine is not None:
         upstream_errors.append((engine, egress_kind))
-    elif upstream_kind is not None and engine is not None:
+    elif upstream_kind is not None and engine is not None and not gave_up:
         upstream_errors.append((engine, upstream_kind))
+    retries = tuple((name, why, following) for name, why, following in failed_over if following)
     rejected = rejection_reason(flow, engine)
     return FlowSummary(
         request_id=str(metadata.get("flm.request_id", "")),
@@ -286,6 +302,7 @@ def summarize(flow: http.HTTPFlow) -> FlowSummary:
         streamed=tap is not None,
         error_kind=error_kind or (f"rejected_{rejected}" if rejected else None),
         upstream_errors=tuple(upstream_errors),
+        retries=retries,
         rejected=_clip(rejected),
     )
 

@@ -198,6 +198,18 @@ class GatewayMetrics:
             "disconnected, invalid_response, http_5xx, egress_<reason>).",
             ["engine", "kind"],
         )
+        self.retries = Counter(
+            "flm_retries",
+            "Requests sent again after an engine failed before the first byte, by the engine "
+            "that failed and the reason (connect, disconnected, 5xx, timeout).",
+            ["engine", "reason"],
+        )
+        self.failovers = Counter(
+            "flm_failovers",
+            "Retries that went to another engine than the one that failed, by the engine "
+            "that failed and the reason.",
+            ["engine", "reason"],
+        )
         self.rejections = Counter(
             "flm_rejections",
             "Requests refused by a security or rate-limit policy, by listener and reason.",
@@ -243,6 +255,8 @@ class GatewayMetrics:
             self.ttft,
             self.tokens,
             self.upstream_errors,
+            self.retries,
+            self.failovers,
             self.rejections,
             self.protocol_refusals,
             self.reloads,
@@ -273,6 +287,10 @@ class GatewayMetrics:
                 self.tokens.labels(model, key, "completion").inc(summary.completion_tokens)
         for failed_engine, kind in summary.upstream_errors:
             self.upstream_errors.labels(failed_engine, kind).inc()
+        for failed_engine, reason, next_engine in summary.retries:
+            self.retries.labels(failed_engine, reason).inc()
+            if next_engine != failed_engine:
+                self.failovers.labels(failed_engine, reason).inc()
         if summary.rejected:
             self.rejections.labels(summary.listener, self._reason(summary.rejected)).inc()
 

@@ -37,9 +37,9 @@ Every refusal here happens before any flow exists: no addon runs. Each is report
 once through the `flm_http_refused` hook (`HttpRefusedHook`: the client, status and
 reason) for metrics, and answered in OpenAI's error shape (`mitm_errors`).
 
-`GuardedHttpStream`: when an addon answered a request on its headers
-(`flow.response` set in `requestheaders`) and a body is still to come, the answer is
-sent at once with `Connection: close` and the body is never read; `Expect:
+`GuardedHttpStream` (a `mitm_failover.FailoverHttpStream`): when an addon answered a
+request on its headers (`flow.response` set in `requestheaders`) and a body is still
+to come, the answer is sent at once with `Connection: close` and the body is never read; `Expect:
 100-continue` is answered with `100 Continue` only when no addon answered.
 A test pins the mitmproxy internals used here (`tests/test_mitm_http1.py`).
 """
@@ -72,6 +72,7 @@ from mitmproxy.proxy.layers.http._hooks import HttpResponseHeadersHook
 from mitmproxy.utils import human
 
 from flm_gateway.config.limits import ConnectionLimits
+from flm_gateway.mitm_failover import FailoverHttpStream
 
 LINGER = 5.0
 """Seconds a connection answered before its body was read keeps draining that body."""
@@ -266,8 +267,7 @@ class GuardedHttp1Server(_http1.Http1Server):
             elif self.state == self.read_body:
                 self._last_read = time.monotonic()
             elif self.state == self.wait and (
-                self._pipelined_over
-                or len(self.buf) + len(event.data) > self.limits.max_head_size
+                self._pipelined_over or len(self.buf) + len(event.data) > self.limits.max_head_size
             ):
                 # Dropped, never buffered: the request in progress still gets its answer,
                 # then the connection closes (see mark_done).
@@ -401,8 +401,9 @@ def _is_continue(command: commands.Command) -> bool:
     )
 
 
-class GuardedHttpStream(http_layers.HttpStream):
-    """mitmproxy's HTTP stream that answers a request refused on its headers at once."""
+class GuardedHttpStream(FailoverHttpStream):
+    """mitmproxy's HTTP stream that answers a request refused on its headers at once
+    (and fails over, see `mitm_failover`)."""
 
     def state_wait_for_request_headers(self, event: RequestHeaders) -> layer.CommandGenerator[None]:
         inner = super().state_wait_for_request_headers(event)

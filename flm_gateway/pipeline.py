@@ -24,7 +24,7 @@ from flm_gateway.addons.content_type import ContentType
 from flm_gateway.addons.cors import Cors
 from flm_gateway.addons.egress import Egress
 from flm_gateway.addons.engine_concurrency import EngineConcurrency
-from flm_gateway.addons.fallback import Fallback
+from flm_gateway.addons.failover import Failover
 from flm_gateway.addons.health import Health
 from flm_gateway.addons.honeypot import Honeypot
 from flm_gateway.addons.host_check import HostCheck
@@ -131,6 +131,10 @@ def build_addons(
         Scopes(),
         # Picks the engine (probe, fallbacks) and rewrites the request for it.
         Routing(),
+        # Right after routing: the failover plan of the flow (attempts, conditions) and the
+        # engine's in-flight count. On `flm_failover` it picks the next candidate first, so
+        # the per-engine addons below (egress, slot, timer, usage) redo their work for it.
+        Failover(),
         # After routing chose the engine: its egress (SOCKS/Tor via the CONNECT bridge);
         # on server_connect, refuses direct dials to engines of fail-closed proxies.
         egress if egress is not None else Egress(),
@@ -140,13 +144,10 @@ def build_addons(
         UpstreamGuard(),
         # Starts the response-header timer only for flows that really leave.
         ResponseTimeout(),
-        # On `responseheaders`: marks a 5xx for fallback before streaming decides.
-        Fallback(),
         # On `responseheaders`: streams SSE/NDJSON through unbuffered.
         Streaming(),
         # After `streaming` (it replaces the `stream = True` set there by its counting
-        # callable) and after `fallback` (whose `response` may replace the answer it counts);
-        # its `request` hook runs after routing chose the engine (it asks that engine for
+        # callable); its `request` hook runs after routing chose the engine (it asks that engine for
         # stream usage). Writes `flm.usage`: addons that read it (rate limits on tokens,
         # metrics, request log) go below.
         TokenAccounting(),

@@ -24,7 +24,7 @@ async def test_order_puts_routing_after_the_api_and_guard_last_on_request() -> N
     names = [type(addon).__name__ for addon in build_addons(Inflight())]
     assert names.index("OpenAIApi") < names.index("Routing") < names.index("UpstreamGuard")
     assert names[0] == "Inflight" and names[1] == "ListenerContext"
-    assert names.index("Fallback") < names.index("Streaming")
+    assert names.index("Routing") + 1 == names.index("Failover") < names.index("Egress")
 
 
 async def test_architecture_doc_lists_every_addon_in_order() -> None:

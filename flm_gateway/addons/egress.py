@@ -24,6 +24,9 @@ profile's name) and, when the connection through the egress failed,
 - `http_connect_upstream` adds the bridge's Proxy-Authorization token to
   CONNECTs addressed to the bridge.
 
+On `flm_failover` (a retry on another engine) the next engine's profile is applied
+the same way.
+
 A hook that raises answers the flow 502 (`guard.fail_closed`) or refuses the dial:
 never direct.
 """
@@ -72,6 +75,11 @@ class Egress:
     @fail_closed(502)
     async def request(self, flow: http.HTTPFlow) -> None:
         await self._apply(flow)
+
+    @fail_closed(502)
+    async def flm_failover(self, flow: http.HTTPFlow) -> None:
+        if flow.metadata.get("flm.failover.resend"):
+            await self._apply(flow)
 
     async def _apply(self, flow: http.HTTPFlow) -> None:
         engine = flow.metadata.get(ENGINE_KEY)

@@ -8,8 +8,9 @@ the cap proceeds; over it, it waits in a first-in-first-out queue of at most
 a timeout answers 503 `engine_busy` with `Retry-After`. The slot is held until
 the response ends (after the last streamed chunk) or the flow errors. Writes
 `flm.concurrency.engine` (the engine whose slot the flow holds).
-Limitation: a fallback retry to another engine (`fallback`) runs on the first
-engine's slot.
+On `flm_failover` (a retry on another engine) the slot moves: the failed engine's
+is freed and one of the next engine's is taken, with the same queue and limits
+(a full queue or a timeout answers 503 and ends the retries).
 """
 
 from __future__ import annotations
@@ -125,6 +126,16 @@ class EngineConcurrency:
             self._give_up(waiter, slots)
             raise
         flow.metadata[SLOT_KEY] = engine
+
+    @fail_closed(503)
+    async def flm_failover(self, flow: http.HTTPFlow) -> None:
+        if not flow.metadata.get("flm.failover.resend"):
+            return
+        engine = flow.metadata.get("flm.route.engine")
+        if flow.metadata.get(SLOT_KEY) == engine:
+            return
+        self._finish(flow)
+        await self.request(flow)
 
     @staticmethod
     def _give_up(waiter: asyncio.Future[None], slots: EngineSlots) -> None:

@@ -7,7 +7,10 @@ OpenAI's error shape and the upstream connection is closed. mitmproxy has no
 per-request upstream timeout, so the answer is handed to its HTTP layer as if
 the engine had sent it (`Connection: close` makes mitmproxy drop that upstream
 connection): the flow then ends through the normal response hooks, so logs and
-metrics see it like any other 504. Writes `flm.upstream.timed_out`.
+metrics see it like any other 504, or `failover` retries it (reason `timeout`).
+On `flm_failover` the timer starts again for the engine the request goes to next;
+a timer of an earlier attempt that fires late is ignored (`flm.failover.attempt`).
+Writes `flm.upstream.timed_out`.
 """
 
 from __future__ import annotations
@@ -49,6 +52,15 @@ class ResponseTimeout:
 
     @fail_closed()
     def request(self, flow: http.HTTPFlow) -> None:
+        self._start(flow)
+
+    @fail_closed()
+    def flm_failover(self, flow: http.HTTPFlow) -> None:
+        self._stop(flow)
+        if flow.metadata.get("flm.failover.resend"):
+            self._start(flow)
+
+    def _start(self, flow: http.HTTPFlow) -> None:
         engine_name = flow.metadata.get("flm.route.engine")
         if flow.response is not None or engine_name is None or self._runtime is None:
             return
@@ -56,8 +68,11 @@ class ResponseTimeout:
         if engine is None:
             return
         seconds = engine.config.timeouts.response
-        loop = asyncio.get_running_loop()
-        self._timers[flow.id] = loop.call_later(seconds, self._expire, flow, engine_name, seconds)
+        attempt = flow.metadata.get("flm.failover.attempt")
+        self._stop(flow)
+        self._timers[flow.id] = asyncio.get_running_loop().call_later(
+            seconds, self._expire, flow, engine_name, seconds, attempt
+        )
 
     def _stop(self, flow: http.HTTPFlow) -> None:
         timer = self._timers.pop(flow.id, None)
@@ -71,10 +86,17 @@ class ResponseTimeout:
     def error(self, flow: http.HTTPFlow) -> None:
         self._stop(flow)
 
-    def _expire(self, flow: http.HTTPFlow, engine: str, seconds: float) -> None:
+    def _expire(
+        self, flow: http.HTTPFlow, engine: str, seconds: float, attempt: int | None
+    ) -> None:
         self._timers.pop(flow.id, None)
         handler = ctx.master.addons.get("proxyserver").connections.get(flow.client_conn.id)
-        if handler is None or flow.response is not None or not flow.server_conn.connected:
+        if (
+            handler is None
+            or flow.response is not None
+            or not flow.server_conn.connected
+            or flow.metadata.get("flm.failover.attempt") != attempt
+        ):
             return
         log.warning("engine %s sent no response headers within %gs", engine, seconds)
         flow.metadata["flm.upstream.timed_out"] = True

@@ -2,7 +2,7 @@
 
 Policy (on `request`, for flows `openai_api` classified with a model):
 - Candidates come from `RoutingTable`: the first matching route's engines
-  (round robin among the healthy ones), then its fallbacks in order (a fallback
+  (the healthy ones in the route's `balance` order), then its fallbacks in order (a fallback
   given by bare name is asked for the route's upstream model if it serves it,
   else for the first model it lists; `{engine, upstream_model}` names it), the
   whole list ordered by health (healthy, degraded, unreachable), so a route
@@ -17,7 +17,7 @@ Policy (on `request`, for flows `openai_api` classified with a model):
   502 `engine_unavailable`, naming the engines tried and why, never their URLs
   or keys.
 Writes `flm.route.engine`, `flm.route.route`, `flm.route.upstream_model`,
-`flm.route.pending` (the untried candidates, for a 5xx fallback) and
+`flm.route.pending` (the untried candidates, for `failover`) and
 `flm.route.failures` (engine name and probe result of each candidate that
 could not be reached, for metrics).
 """
@@ -98,7 +98,10 @@ class Routing:
         route = self._table.match(model)
         if route is not None:
             upstream = route.upstream_model or model
-            primary = [Candidate(e, upstream) for e in directory.ordered(route.engines, model)]
+            replicas = directory.ordered(
+                route.engines, model, route.balance, dict(route.weighted_engines)
+            )
+            primary = [Candidate(e, upstream) for e in replicas]
             fallbacks = [
                 Candidate(
                     directory.get(t.engine),

@@ -4,8 +4,9 @@ Policy: on `responseheaders`, a response whose content type is
 `text/event-stream` (OpenAI SSE) or `application/x-ndjson` (Ollama's native
 streams) is streamed: each chunk goes to the client as it arrives. Other
 responses are buffered (they are single JSON documents, capped by
-`body_size_limit`). A response marked for fallback stays buffered.
-Reads `flm.fallback.retry`; writes `flm.streamed`.
+`body_size_limit`). A 5xx a retry may replace never gets here: `mitm_failover`
+holds it before the response hooks run, so a retried answer streams too.
+Writes `flm.streamed`.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ class Streaming:
     @fail_closed()
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         response = flow.response
-        if response is None or flow.metadata.get("flm.fallback.retry"):
+        if response is None:
             return
         content_type = response.headers.get("content-type", "").lower()
         if content_type.startswith(STREAM_TYPES) and not response.stream:

@@ -17,7 +17,7 @@ Policy (for flows with `flm.route.engine`: routed API calls and passthrough):
   `tokens_predicted`) in the stream or the JSON body, else estimated from the
   text (~4 characters per token) and marked estimated. Embeddings have no
   completion tokens. An engine error answer (status >= 400) counts zero.
-  A buffered event stream (a fallback's answer) is metered, and stripped, whole.
+  A buffered event stream (one that arrived whole) is metered, and stripped, whole.
 - `error` (a stream cut short): the counts of what passed, estimated where no
   report came.
 Writes `flow.metadata["flm.usage"] = {"prompt_tokens", "completion_tokens",
@@ -124,6 +124,13 @@ class TokenAccounting:
         flow.metadata["flm.usage.strip"] = True
 
     @fail_closed()
+    def flm_failover(self, flow: http.HTTPFlow) -> None:
+        """A retry on another engine: routing rewrote the body for it; ask that one again."""
+        if flow.metadata.get("flm.failover.resend"):
+            flow.metadata.pop("flm.usage.strip", None)
+            self.request(flow)
+
+    @fail_closed()
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         response = flow.response
         if (
@@ -179,7 +186,7 @@ class TokenAccounting:
             return Usage(0, 0, estimated=False)
         content = response.get_content(strict=False) or b""
         framing = framing_of(response)
-        if framing is not None:  # an event stream that arrived whole (a fallback's answer)
+        if framing is not None:  # an event stream that arrived whole
             meter = StreamMeter(framing, bool(flow.metadata.get("flm.usage.strip")))
             kept = b"".join([*meter(content), *meter(b"")]) if content else b""
             if meter.strip:

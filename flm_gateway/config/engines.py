@@ -31,6 +31,22 @@ class HealthCheckSettings(StrictModel):
     models_refresh: Duration = Field(
         30.0, description="Time between refreshes of the engine's model list."
     )
+    max_fails: int = Field(
+        3,
+        ge=0,
+        le=1000,
+        description=(
+            "Passive health: this many failed requests in a row (connect, disconnected, 5xx, "
+            "timeout) take the engine out of rotation for fail_timeout (0: never)."
+        ),
+    )
+    fail_timeout: Duration = Field(
+        10.0,
+        description=(
+            "How long an engine stays out after max_fails; then a health check (the half-open "
+            "probe) must pass before it gets requests again."
+        ),
+    )
 
 
 class TimeoutSettings(StrictModel):

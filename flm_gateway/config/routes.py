@@ -2,11 +2,77 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import Any
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
-from flm_gateway.config.types import StrictModel
+from flm_gateway.config.types import Duration, StrictModel
+
+
+class Balance(StrEnum):
+    """How a route spreads requests over its engines (replicas)."""
+
+    ROUND_ROBIN = "round_robin"
+    LEAST_BUSY = "least_busy"
+    LATENCY = "latency"
+    WEIGHTED = "weighted"
+
+
+class RetryCondition(StrEnum):
+    """A failure a request may be retried on (before any byte reached the client)."""
+
+    CONNECT = "connect"
+    DISCONNECTED = "disconnected"
+    HTTP_5XX = "5xx"
+    TIMEOUT = "timeout"
+
+
+class WeightedEngine(StrictModel):
+    """A replica with its share of the traffic under `balance: weighted`."""
+
+    engine: str = Field(description="Engine name.")
+    weight: int = Field(
+        1, ge=1, le=1000, description="Relative share of requests (balance: weighted)."
+    )
+
+
+class RetrySettings(StrictModel):
+    """When and how often a failed request is sent again, to the next candidate engine."""
+
+    attempts: int = Field(
+        3,
+        ge=1,
+        le=10,
+        description=(
+            "Tries in all, the first included (1: never retry). Each retry goes to the next "
+            "candidate: another replica, then the fallbacks."
+        ),
+    )
+    when: list[RetryCondition] = Field(
+        default_factory=lambda: list(RetryCondition),
+        description=(
+            "Failures that are retried: connect (refused, reset, timed out, egress failed), "
+            "disconnected (closed before the response head), 5xx (a 5xx response head), "
+            "timeout (no response head within the engine's timeouts.response). Only before "
+            "the first byte reaches the client."
+        ),
+    )
+    backoff: Duration = Field(
+        0.0,
+        description=(
+            "Wait before each retry, doubling each time (0: at once). With a backoff, engines "
+            "that answered 5xx, timed out or disconnected are tried again once every candidate "
+            "was tried, until attempts run out."
+        ),
+    )
+
+    @field_validator("when")
+    @classmethod
+    def _no_duplicates(cls, value: list[RetryCondition]) -> list[RetryCondition]:
+        if len(set(value)) != len(value):
+            raise ValueError("a condition is listed twice")
+        return value
 
 
 class FallbackTarget(StrictModel):
@@ -28,11 +94,23 @@ class RouteConfig(StrictModel):
             "tried in file order and the first match wins."
         )
     )
-    engine: str | list[str] = Field(
+    engine: str | list[str | WeightedEngine] = Field(
         description=(
-            "Engine name, or a list of engines serving the same model (replicas, round robin "
-            "among the healthy ones)."
+            "Engine name, or a list of engines serving the same model (replicas, spread by "
+            "`balance`); an item may be {engine, weight}."
         )
+    )
+    balance: Balance = Field(
+        Balance.ROUND_ROBIN,
+        description=(
+            "How requests are spread over the healthy replicas: round_robin, least_busy (fewest "
+            "requests in flight), latency (fastest recent response heads, trying the others now "
+            "and then) or weighted (by each item's weight, smoothly interleaved)."
+        ),
+    )
+    retries: RetrySettings = Field(
+        default_factory=RetrySettings,
+        description="Retries on the next candidate when an engine fails before answering.",
     )
     upstream_model: str | None = Field(
         None, description="The model name sent to the engine; default: the name the client sent."
@@ -62,7 +140,17 @@ class RouteConfig(StrictModel):
 
     @property
     def engines(self) -> list[str]:
-        return [self.engine] if isinstance(self.engine, str) else list(self.engine)
+        return [name for name, _ in self.weighted_engines]
+
+    @property
+    def weighted_engines(self) -> list[tuple[str, int]]:
+        """(engine name, weight) of each replica, in file order."""
+        if isinstance(self.engine, str):
+            return [(self.engine, 1)]
+        return [
+            (item, 1) if isinstance(item, str) else (item.engine, item.weight)
+            for item in self.engine
+        ]
 
     @property
     def fallback_targets(self) -> list[FallbackTarget]:

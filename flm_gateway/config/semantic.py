@@ -13,6 +13,7 @@ from flm_gateway.config.binds import ANY_ADDRESS, ANY_IPV4, bind_host_problem, b
 from flm_gateway.config.egress import check_egress
 from flm_gateway.config.engines import EngineKind
 from flm_gateway.config.model import GatewayConfig
+from flm_gateway.config.routes import Balance, WeightedEngine
 from flm_gateway.config.security_checks import check_security
 from flm_gateway.config.tls_checks import check_tls
 from flm_gateway.config.types import format_host_port, is_loopback_host
@@ -28,6 +29,7 @@ def check_semantics(config: GatewayConfig, locate: Locate = lambda path: "") -> 
         *_unique_names(config),
         *_listener_binds(config, locate),
         *_engine_references(config),
+        *_route_weights(config),
         *_route_defaults(config),
         *_listener_auth(config),
         *_admin_bind(config),
@@ -98,6 +100,8 @@ def _engine_references(config: GatewayConfig) -> Iterator[Problem]:
                 path: tuple[str | int, ...] = ("routes", index, "engine")
                 if isinstance(route.engine, list):
                     path = (*path, position)
+                    if not isinstance(route.engine[position], str):
+                        path = (*path, "engine")
                 yield path, f"unknown engine {name!r}; defined engines: {choices}"
         for position, target in enumerate(route.fallback_targets):
             if target.engine not in kinds:
@@ -119,6 +123,20 @@ def _engine_references(config: GatewayConfig) -> Iterator[Problem]:
                 "only meaningful with passthrough to an ollama, vllm, lmstudio or llamacpp "
                 "engine (an openai engine has no admin routes)",
             )
+
+
+def _route_weights(config: GatewayConfig) -> Iterator[Problem]:
+    """A weight only `balance: weighted` reads would be silently ignored: refuse it."""
+    for index, route in enumerate(config.routes):
+        if route.balance is Balance.WEIGHTED or isinstance(route.engine, str):
+            continue
+        for position, item in enumerate(route.engine):
+            if isinstance(item, WeightedEngine) and item.weight != 1:
+                yield (
+                    ("routes", index, "engine", position, "weight"),
+                    f"weight {item.weight} is used only with balance: weighted "
+                    f"(this route balances {route.balance.value})",
+                )
 
 
 def _route_defaults(config: GatewayConfig) -> Iterator[Problem]:

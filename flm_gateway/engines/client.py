@@ -1,11 +1,9 @@
-"""HTTP access to one engine for the gateway's own calls: health checks, model lists,
-fallback requests.
+"""HTTP access to one engine for the gateway's own calls: health checks and model lists.
 
 Every call goes through the engine's `HttpSession`, which its egress profile
 provides (so nothing here opens sockets around the egress), sends the engine's
-`api_key` as `Authorization: Bearer`, and is bounded by `health.timeout` (fallback
-requests: by the timeout they are given). Failures become `EngineUnavailable`
-with a short reason that names the path, never the URL or the key.
+`api_key` as `Authorization: Bearer`, and is bounded by `health.timeout`. Failures
+become `EngineUnavailable` with a short reason that names the path, never the URL or the key.
 """
 
 from __future__ import annotations
@@ -48,22 +46,6 @@ class HttpEngineClient:
         if reply.body is None:
             raise EngineUnavailable(f"GET {path}: the answer is not JSON")
         return reply.body
-
-    async def send(
-        self, method: str, url: str, headers: list[tuple[str, str]], body: bytes, timeout: float
-    ) -> tuple[int, list[tuple[str, str]], bytes]:
-        """Send one request to the engine and read the whole response.
-
-        Used where mitmproxy cannot forward (a fallback after a 5xx). Raises
-        EngineUnavailable when the engine cannot be reached or times out.
-        """
-        try:
-            response = await self._session.request(
-                method, url, headers=headers, body=body, timeout=timeout
-            )
-        except HttpClientError as exc:
-            raise EngineUnavailable(_describe(exc)) from None
-        return response.status, response.headers, response.body
 
 
 def _describe(exc: HttpClientError) -> str:

@@ -13,9 +13,16 @@ Policy:
   check). A request that would want an unhealthy engine (`nudge`), or a later
   successful connect to it, wakes its checker early (at most every `NUDGE_GAP`),
   so a returning engine is back in the rotation within moments.
-- `ordered` returns, for a model, the healthy engines first (rotated for round
-  robin), then the degraded ones, then the unreachable ones, which a caller may
-  still try last since a health mark can be stale.
+- Passive health: requests report their outcome (`record_failure`,
+  `record_success`). `health.max_fails` failures in a row (connect, disconnected,
+  5xx, timeout) take an engine out for `health.fail_timeout`: it is marked
+  unreachable and no health check revives it meanwhile; then its checker runs at
+  once, and that check is the half-open probe: it must pass before requests go
+  there again. A success resets the count.
+- `ordered` returns, for a model, the healthy engines first (in the route's
+  `balance` order, `engines.balance`), then the degraded ones, then the
+  unreachable ones, which a caller may still try last since a health mark can be
+  stale.
 - Logs state changes (never URLs with credentials, never keys).
 """
 
@@ -23,7 +30,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -31,6 +37,8 @@ from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from flm_gateway.config.engines import EngineConfig
+from flm_gateway.config.routes import Balance
+from flm_gateway.engines.balance import Balancer, record_latency
 from flm_gateway.engines.base import (
     EngineAdapter,
     HealthReport,
@@ -105,6 +113,14 @@ class EngineState:
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     connect_timeout: float | None = None
     """Bound of a connect probe; None: `config.timeouts.connect`."""
+    in_flight: int = 0
+    """Requests this gateway has sent to the engine and not finished (balance: least_busy)."""
+    latency: float | None = None
+    """Recent time to response head, seconds (balance: latency); None: not measured yet."""
+    failures: int = 0
+    """Failed requests in a row (passive health)."""
+    down_until: float = 0.0
+    """Monotonic time before which passive health keeps the engine out."""
 
     @property
     def name(self) -> str:
@@ -122,8 +138,8 @@ class EngineState:
 
     @property
     def tier(self) -> int:
-        """Routing order: healthy (0), degraded (1), unreachable (2)."""
-        return _TIER[self.state]
+        """Routing order: healthy (0), degraded (1), unreachable or resting (2)."""
+        return 2 if self.resting else _TIER[self.state]
 
     def serves(self, model: str) -> bool:
         return model in self.models or model in self.aliases or model in self.config.models
@@ -143,9 +159,36 @@ class EngineState:
             log.warning("engine %s marked down: %s", self.name, reason)
         self.state, self.detail = HealthState.UNREACHABLE, reason
 
+    @property
+    def resting(self) -> bool:
+        """Passive health took it out and its `fail_timeout` has not passed yet."""
+        return self.down_until > time.monotonic()
+
+    def record_failure(self, reason: str, penalty: float) -> None:
+        """A request failed here (`reason`); `penalty` seconds count as its latency."""
+        record_latency(self, penalty)
+        self.failures += 1
+        health = self.config.health
+        if health.max_fails and self.failures >= health.max_fails and not self.resting:
+            self.down_until = time.monotonic() + health.fail_timeout
+            log.warning(
+                "engine %s failed %d requests in a row (last: %s); out for %gs",
+                self.name,
+                self.failures,
+                reason,
+                health.fail_timeout,
+            )
+            self.state, self.detail = HealthState.UNREACHABLE, f"{self.failures} failed requests"
+            asyncio.get_running_loop().call_later(health.fail_timeout, self.wake.set)
+
+    def record_success(self, latency: float) -> None:
+        """A request got its response head from here after `latency` seconds."""
+        record_latency(self, latency)
+        self.failures = 0
+
     def mark_connect_ok(self) -> None:
         self.last_connect_ok = time.monotonic()
-        if not self.reachable:
+        if not self.reachable and not self.resting:
             self.wake.set()  # it accepts connections again: check it now, not at the next tick
 
 
@@ -172,7 +215,7 @@ class EngineDirectory:
                 dial=dialer_factory(config),
                 connect_timeout=connect_timeout(config) if connect_timeout else None,
             )
-        self._round_robin: dict[str, itertools.count[int]] = {}
+        self._balancers: dict[tuple[str, Balance], Balancer] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._last_miss_refresh = 0.0
         self._miss_refresh: asyncio.Task[None] | None = None
@@ -183,15 +226,23 @@ class EngineDirectory:
     def get(self, name: str) -> EngineState:
         return self.engines[name]
 
-    def ordered(self, names: Iterable[str], key: str) -> list[EngineState]:
-        """Engines by name: healthy ones first in round-robin order, then degraded, then
-        unreachable ones (a caller may still try those last: a health mark can be stale)."""
+    def ordered(
+        self,
+        names: Iterable[str],
+        key: str,
+        balance: Balance = Balance.ROUND_ROBIN,
+        weights: dict[str, int] | None = None,
+    ) -> list[EngineState]:
+        """Engines by name: healthy ones first in `balance` order (turns kept per `key`),
+        then degraded, then unreachable ones (a caller may still try those last: a health
+        mark can be stale)."""
         states = sorted((self.engines[name] for name in names), key=lambda s: s.tier)
-        healthy = [s for s in states if s.healthy]
+        healthy = [s for s in states if s.tier == 0]
         if len(healthy) > 1:
-            counter = self._round_robin.setdefault(key, itertools.count())
-            start = next(counter) % len(healthy)
-            healthy = healthy[start:] + healthy[:start]
+            balancer = self._balancers.get((key, balance))
+            if balancer is None:
+                balancer = self._balancers[(key, balance)] = Balancer(balance, weights or {})
+            healthy = balancer.order(healthy)
         return healthy + states[len(healthy) :]
 
     def nudge(self, state: EngineState) -> None:
@@ -226,6 +277,8 @@ class EngineDirectory:
         when the engine was down, or when `refresh_models` asks for it.
         """
         now = time.monotonic()
+        if state.resting:  # passive health keeps it out until fail_timeout has passed
+            return HealthReport(state.state, state.detail)
         fresh = (
             not refresh_models
             and state.reachable
@@ -272,6 +325,8 @@ class EngineDirectory:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(state.wake.wait(), delay)
             state.wake.clear()
+            if state.resting:
+                continue
             try:
                 await self.check(state)
             except Exception:  # a checker bug must not stop the other checks

@@ -21,11 +21,3 @@ def test_event_streams_are_streamed(content_type: str, streamed: bool) -> None:
     flow.response = http.Response.make(200, b"", {"content-type": content_type})
     Streaming().responseheaders(flow)
     assert bool(flow.response.stream) is streamed
-
-
-def test_fallback_candidates_stay_buffered() -> None:
-    flow = make_flow()
-    flow.response = http.Response.make(503, b"", {"content-type": "text/event-stream"})
-    flow.metadata["flm.fallback.retry"] = True
-    Streaming().responseheaders(flow)
-    assert not flow.response.stream

@@ -174,3 +174,43 @@ async def test_degraded_when_model_list_is_empty_unless_declared(
     state.config = EngineConfig(name="a", kind=EngineKind.LLAMACPP, url="http://x", models=["m"])
     await directory.check(state, refresh_models=True)
     assert state.healthy and state.serves("m")
+
+
+async def test_passive_health_rests_an_engine_then_a_check_lets_it_back() -> None:
+    """max_fails failures in a row take an engine out for fail_timeout: no check revives it
+    meanwhile; then its checker runs at once (the half-open probe) and brings it back."""
+    configs = [engine("a", interval=30, max_fails=2, fail_timeout=0.3), engine("b", interval=30)]
+    directory = EngineDirectory(configs, lambda config: direct_session())
+    for state in directory.engines.values():
+        state.client = ScriptedClient(dict(LLAMA_OK))  # type: ignore[assignment]
+    directory.start()
+    try:
+        await directory.settled(2)
+        a = directory.get("a")
+        a.record_failure("5xx", 5.0)
+        assert a.healthy and not a.resting  # one failure is not enough
+        a.record_success(0.01)
+        a.record_failure("5xx", 5.0)
+        a.record_failure("connect", 5.0)
+        assert a.resting and a.tier == 2 and not a.reachable
+        assert [s.name for s in directory.ordered(["a", "b"], "m")] == ["b", "a"]
+        await directory.check(a)
+        assert not a.reachable  # a check during the rest changes nothing
+        for _ in range(40):
+            await asyncio.sleep(0.05)
+            if a.healthy:
+                break
+        assert a.healthy and not a.resting and a.tier == 0
+    finally:
+        await directory.close()
+
+
+async def test_max_fails_zero_never_rests() -> None:
+    directory = EngineDirectory([engine("a", max_fails=0)], lambda config: direct_session())
+    try:
+        a = directory.get("a")
+        for _ in range(10):
+            a.record_failure("5xx", 5.0)
+        assert not a.resting
+    finally:
+        await directory.close()

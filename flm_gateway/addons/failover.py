@@ -1,0 +1,248 @@
+"""Send a request that failed before its answer began to the next candidate engine.
+
+Policy (routed API calls; the stream side is `mitm_failover`):
+- On `request` (right after routing chose the first engine): the flow may fail over
+  on `connect` and `disconnected` always (so a dead engine gets a clear answer), and
+  on the route's `retries.when` conditions when `retries.attempts` > 1
+  (`flm.failover.possible`). The engine's in-flight count (balance: least_busy) and
+  the time the request left start here.
+- On `flm_failover` (an engine failed before the first byte reached the client):
+  - the failure counts against the engine (passive health, latency), except a
+    reused keep-alive connection that closed before answering: that is a stale
+    connection, retried once on the same engine without counting;
+  - the next candidate is the next of the route's engines and fallbacks not tried
+    yet, healthiest first (`flm.route.pending`); with a `retries.backoff`, once all
+    were tried, those that answered 5xx, timed out or disconnected are tried again;
+    at most `retries.attempts` tries in all, each after `backoff * 2**n` seconds;
+  - a retry rewrites the request for that engine (`routing.apply_candidate`) and
+    sets `flm.failover.resend`; the addons after this one redo their per-engine work
+    in their own `flm_failover` hooks;
+  - when no retry is left: a held 5xx or timeout answer stands as the engine sent
+    it; a connect or disconnect failure is answered 502 `engine_unavailable` naming
+    each engine tried and how it failed (an egress failure keeps its own answer),
+    never a URL.
+- On `responseheaders`: an engine's answer head below 500 resets its failure count
+  and is a latency sample; a 5xx that was not retried counts as a failure.
+Writes `flm.failover.failures`: (engine, reason, next engine or None) per failure,
+for metrics (retries and failovers by reason) and the request log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from mitmproxy import http
+
+from flm_gateway.addons.guard import fail_closed
+from flm_gateway.addons.routing import ROUTED_KINDS, Candidate, apply_candidate
+from flm_gateway.config.routes import RetrySettings
+from flm_gateway.egress.failure import failure_from_message
+from flm_gateway.engines.balance import FAILURE_PENALTY
+from flm_gateway.engines.directory import EngineState
+from flm_gateway.errors import error_response
+from flm_gateway.mitm_failover import (
+    ANSWERED_KEY,
+    CONNECT,
+    DISCONNECTED,
+    ERROR_KEY,
+    HOLD_TIMEOUT_KEY,
+    HTTP_5XX,
+    POSSIBLE_KEY,
+    REASON_KEY,
+    RESEND_KEY,
+    REUSED_KEY,
+    TIMEOUT,
+)
+from flm_gateway.runtime import Runtime
+from flm_gateway.text import echo
+
+FAILURES_KEY = "flm.failover.failures"
+"""flow.metadata: [(engine, reason, next engine or None)] of each failed attempt."""
+TRIED_KEY = "flm.failover.tried"
+"""flow.metadata: the candidates sent the request, in order (a stale retry not counted)."""
+ATTEMPT_KEY = "flm.failover.attempt"
+"""flow.metadata: 1 for the first send, +1 for each re-send (timers of older ones ignore it)."""
+IN_FLIGHT_KEY = "flm.failover.in_flight"
+SENT_AT_KEY = "flm.failover.sent_at"
+STALE = "stale"
+"""Failure reason recorded for a reused keep-alive connection closed before answering."""
+_STALE_RETRIED_KEY = "flm.failover.stale_retried"
+_AGAIN_KEY = "flm.failover.again"
+_TRANSIENT = (HTTP_5XX, TIMEOUT, DISCONNECTED)
+MAX_BACKOFF = 30.0
+"""Longest wait before one retry, whatever the doubling reaches."""
+
+_HOW = {
+    CONNECT: "could not be connected to",
+    DISCONNECTED: "closed the connection before answering",
+    HTTP_5XX: "answered with a server error",
+    TIMEOUT: "did not answer in time",
+}
+
+
+def retries_of(flow: http.HTTPFlow) -> RetrySettings:
+    route = flow.metadata.get("flm.route.route")
+    return route.retries if route is not None else RetrySettings()
+
+
+class Failover:
+    def __init__(self) -> None:
+        self._runtime: Runtime | None = None
+
+    def apply_runtime(self, runtime: Runtime) -> None:
+        self._runtime = runtime
+
+    def _engine(self, name: str | None) -> EngineState | None:
+        if self._runtime is None or name is None:
+            return None
+        return self._runtime.directory.engines.get(name)
+
+    # ---- in flight ---------------------------------------------------------------
+
+    def _start(self, flow: http.HTTPFlow, engine: EngineState) -> None:
+        self._finish(flow)
+        engine.in_flight += 1
+        flow.metadata[IN_FLIGHT_KEY] = engine
+        flow.metadata[SENT_AT_KEY] = time.monotonic()
+        flow.metadata[HOLD_TIMEOUT_KEY] = engine.config.timeouts.response
+
+    def _finish(self, flow: http.HTTPFlow) -> None:
+        engine: EngineState | None = flow.metadata.pop(IN_FLIGHT_KEY, None)
+        if engine is not None:
+            engine.in_flight = max(0, engine.in_flight - 1)
+
+    # ---- hooks -------------------------------------------------------------------
+
+    @fail_closed()
+    def request(self, flow: http.HTTPFlow) -> None:
+        engine = self._engine(flow.metadata.get("flm.route.engine"))
+        if (
+            flow.response is not None
+            or engine is None
+            or flow.metadata.get("flm.api.kind") not in ROUTED_KINDS
+        ):
+            return
+        retries = retries_of(flow)
+        possible = {CONNECT, DISCONNECTED}
+        if retries.attempts > 1:
+            possible.update(condition.value for condition in retries.when)
+        metadata = flow.metadata
+        metadata[POSSIBLE_KEY] = frozenset(possible)
+        metadata[TRIED_KEY] = [Candidate(engine, metadata["flm.route.upstream_model"])]
+        metadata[ATTEMPT_KEY] = 1
+        self._start(flow, engine)
+
+    @fail_closed()
+    async def flm_failover(self, flow: http.HTTPFlow) -> None:
+        metadata = flow.metadata
+        reason: str = metadata[REASON_KEY]
+        engine = self._engine(metadata.get("flm.route.engine"))
+        if engine is None:
+            return
+        stale = reason == DISCONNECTED and bool(metadata.get(REUSED_KEY))
+        self._finish(flow)
+        if not stale:
+            engine.record_failure(reason, FAILURE_PENALTY)
+        metadata.pop(ANSWERED_KEY, None)  # counted here, not again on responseheaders
+        following = self._next(flow, engine, reason, stale)
+        failures: list[tuple[str, str, str | None]] = metadata.setdefault(FAILURES_KEY, [])
+        failures.append(
+            (engine.name, STALE if stale else reason, following.engine.name if following else None)
+        )
+        if following is None:
+            self._give_up(flow, reason)
+            return
+        retry = len(metadata[TRIED_KEY]) - 1
+        backoff = retries_of(flow).backoff
+        if backoff and not stale:
+            await asyncio.sleep(min(MAX_BACKOFF, backoff * 2**retry))
+        if following.engine is not engine:
+            apply_candidate(flow, following, metadata.get("flm.route.route"))
+        if not stale:
+            metadata[TRIED_KEY].append(following)
+        metadata[ATTEMPT_KEY] = metadata.get(ATTEMPT_KEY, 1) + 1
+        metadata[RESEND_KEY] = True
+        self._start(flow, following.engine)
+
+    def _next(
+        self, flow: http.HTTPFlow, engine: EngineState, reason: str, stale: bool
+    ) -> Candidate | None:
+        """The candidate to send the request to now, or None to give up."""
+        metadata = flow.metadata
+        if stale and not metadata.get(_STALE_RETRIED_KEY):
+            metadata[_STALE_RETRIED_KEY] = True
+            return Candidate(engine, metadata["flm.route.upstream_model"])
+        retries = retries_of(flow)
+        tried: list[Candidate] = metadata[TRIED_KEY]
+        if reason not in retries.when or len(tried) >= retries.attempts:
+            return None
+        pending: list[Candidate] = metadata.get("flm.route.pending") or []
+        if pending:
+            pending.sort(key=lambda candidate: candidate.engine.tier)  # stable: route order
+            metadata["flm.route.pending"] = pending[1:]
+            return pending[0]
+        if not retries.backoff:
+            return None
+        again: list[Candidate] | None = metadata.get(_AGAIN_KEY)
+        if again is None:
+            failed = metadata.get(FAILURES_KEY, ())
+            transient = {name for name, why, _ in failed if why in _TRANSIENT}
+            if reason in _TRANSIENT:
+                transient.add(engine.name)
+            seen: set[str] = set()
+            again = []
+            for candidate in tried:
+                if candidate.engine.name in transient and candidate.engine.name not in seen:
+                    seen.add(candidate.engine.name)
+                    again.append(candidate)
+        if not again:
+            return None
+        metadata[_AGAIN_KEY] = again[1:] + again[:1]  # round after round
+        return again[0]
+
+    def _give_up(self, flow: http.HTTPFlow, reason: str) -> None:
+        """No retry left: a held 5xx or timeout stands; else a clear 502 (or the egress's)."""
+        if reason in (HTTP_5XX, TIMEOUT):
+            return
+        egress = failure_from_message(flow.metadata.get(ERROR_KEY) or "")
+        if egress is not None:
+            flow.response = egress.response()
+            return
+        model = echo(str(flow.metadata.get("flm.api.model", "")))
+        how = "; ".join(
+            f"engine {name!r} {_HOW.get(why, why)}"
+            for name, why, _ in flow.metadata.get(FAILURES_KEY, ())
+        )
+        flow.response = error_response(
+            502,
+            f"No engine could answer for model '{model}': {how}.",
+            code="engine_unavailable",
+        )
+
+    @fail_closed()
+    def responseheaders(self, flow: http.HTTPFlow) -> None:
+        metadata = flow.metadata
+        if flow.response is None or not metadata.pop(ANSWERED_KEY, False):
+            return
+        engine: EngineState | None = metadata.get(IN_FLIGHT_KEY)
+        if engine is None:
+            return
+        if flow.response.status_code >= 500:
+            engine.record_failure(HTTP_5XX, FAILURE_PENALTY)
+        else:
+            engine.record_success(time.monotonic() - metadata.get(SENT_AT_KEY, time.monotonic()))
+
+    @fail_closed()
+    def response(self, flow: http.HTTPFlow) -> None:
+        self._finish(flow)
+
+    def error(self, flow: http.HTTPFlow) -> None:
+        self._finish(flow)
+
+
+def failures_of(flow: http.HTTPFlow) -> list[tuple[str, str, str | None]]:
+    """(engine, reason, next engine or None) of each failed attempt of `flow`."""
+    failures: Any = flow.metadata.get(FAILURES_KEY)
+    return list(failures) if failures else []
