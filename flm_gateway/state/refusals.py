@@ -176,7 +176,5 @@ def refused_counters(refused: dict[str, str], deltas: dict[str, int]) -> list[Au
             deltas.get(name, 0),
             extra={"event": UNWRITABLE},
         )
-        events.append(
-            unwritable_event(time.time(), {"counter": stored_text(name), "error": cause})
-        )
+        events.append(unwritable_event(time.time(), {"counter": stored_text(name), "error": cause}))
     return events

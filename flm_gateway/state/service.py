@@ -194,8 +194,7 @@ class StateService:
             )
         if self._store is not None and loaded.config.state.audit != self._sealing:
             raise StateError(
-                "state.audit (the audit key or anchor file) changed; restart the gateway to "
-                "use it"
+                "state.audit (the audit key or anchor file) changed; restart the gateway to use it"
             )
         self.refresh_interval = loaded.config.state.refresh_interval
         self.stale_after = max(loaded.config.state.stale_after, 2 * self.refresh_interval)
