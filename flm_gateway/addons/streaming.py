@@ -4,7 +4,9 @@ Policy: on `responseheaders`, a response whose content type is
 `text/event-stream` (OpenAI SSE) or `application/x-ndjson` (Ollama's native
 streams) is streamed: each chunk goes to the client as it arrives. Other
 responses are buffered (they are single JSON documents, capped by
-`body_size_limit`). A response marked for fallback stays buffered.
+`body_size_limit`). A response marked for fallback stays buffered, and so does an
+error answer (status >= 400, even as an event stream): it is small, and
+`engine_errors` rewrites it whole into OpenAI's error shape.
 Reads `flm.fallback.retry`; writes `flm.streamed`.
 """
 
@@ -21,7 +23,11 @@ class Streaming:
     @fail_closed()
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         response = flow.response
-        if response is None or flow.metadata.get("flm.fallback.retry"):
+        if (
+            response is None
+            or response.status_code >= 400
+            or flow.metadata.get("flm.fallback.retry")
+        ):
             return
         content_type = response.headers.get("content-type", "").lower()
         if content_type.startswith(STREAM_TYPES) and not response.stream:

@@ -29,3 +29,10 @@ def test_fallback_candidates_stay_buffered() -> None:
     flow.metadata["flm.fallback.retry"] = True
     Streaming().responseheaders(flow)
     assert not flow.response.stream
+
+
+def test_error_answers_stay_buffered_even_as_event_streams() -> None:
+    flow = make_flow()
+    flow.response = http.Response.make(400, b"", {"content-type": "text/event-stream"})
+    Streaming().responseheaders(flow)
+    assert not flow.response.stream
