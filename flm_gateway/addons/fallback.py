@@ -8,7 +8,9 @@ candidate is probed and, if reachable, sent the request (rewritten for it by
 answer below 500 replaces the response. If all fail, the last 5xx stands.
 Limitation: mitmproxy cannot restart a forwarded request, so this second
 attempt is sent by the gateway and its answer arrives whole, not streamed.
-Writes `flm.fallback.used` (names of the engines tried after the first).
+Writes `flm.fallback.used` (names of the engines tried after the first); when a
+fallback's answer replaces the 5xx, each engine that failed is recorded
+(`outcomes.record_retried_failure`) and counted in `flm_upstream_errors_total`.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from mitmproxy import http
 from flm_gateway.addons.guard import fail_closed
 from flm_gateway.addons.routing import Candidate, apply_candidate
 from flm_gateway.engines.base import EngineUnavailable
+from flm_gateway.outcomes import record_retried_failure
 from flm_gateway.upstream import ProbeResult, probe
 
 log = logging.getLogger("flm_gateway.fallback")
@@ -47,6 +50,9 @@ class Fallback:
         pending: list[Candidate] = flow.metadata.get("flm.route.pending") or []
         route = flow.metadata.get("flm.route.route")
         tried: list[str] = []
+        failed: list[tuple[str, str | int]] = [
+            (flow.metadata.get("flm.route.engine") or "", flow.response.status_code)
+        ]
         for candidate in pending:
             if await probe(flow, candidate.engine) is not ProbeResult.OK:
                 continue
@@ -67,13 +73,18 @@ class Fallback:
                 )
             except EngineUnavailable as exc:
                 log.warning("fallback to engine %s failed: %s", candidate.engine.name, exc)
+                failed.append((candidate.engine.name, "connect"))
                 continue
-            if status < 500:
+            if status >= 500:
+                failed.append((candidate.engine.name, status))
+            else:
                 kept = [
                     (k.encode(), v.encode())
                     for k, v in response_headers
                     if k.lower() not in _HOP_HEADERS
                 ]
                 flow.response = http.Response.make(status, body, kept)
+                for engine, reason in failed:
+                    record_retried_failure(flow, engine, reason)
                 break
         flow.metadata["flm.fallback.used"] = tried

@@ -39,10 +39,12 @@ listeners:
   - {{name: dropin, bind: "127.0.0.1:{dropin}", passthrough: llama}}
 engines:
   - {{name: llama, kind: llamacpp, url: "{llama}"}}
+  - {{name: flaky, kind: llamacpp, url: "{flaky}"}}
   - {{name: raw, kind: openai, url: "http://127.0.0.1:{raw}", models: [plain]}}
   - {{name: down, kind: openai, url: "http://127.0.0.1:{down}", models: [ghost]}}
 routes:
   - {{model: chat, engine: llama, upstream_model: tiny}}
+  - {{model: sturdy, engine: flaky, upstream_model: tiny, fallback: [llama]}}
 """
 
 
@@ -101,7 +103,12 @@ class Stack:
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     tmp_path = tmp_path_factory.mktemp("answers")
-    with threaded_engine("llamacpp", ["tiny"]) as llama, RawEngine(UVICORN_400) as raw:
+    with (
+        threaded_engine("llamacpp", ["tiny"]) as llama,
+        threaded_engine("llamacpp", ["tiny"]) as flaky,
+        RawEngine(UVICORN_400) as raw,
+    ):
+        flaky.set_fault(status=503, paths=("/v1/chat",))  # its health checks pass
         port, dropin, admin = free_port(), free_port(), free_port()
         config = CONFIG.format(
             state_dir=tmp_path / "state",
@@ -109,6 +116,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             port=port,
             dropin=dropin,
             llama=llama.url,
+            flaky=flaky.url,
             raw=raw.port,
             down=free_port(),
         )
@@ -248,3 +256,14 @@ def test_a_cut_stream_is_counted_as_disconnected(stack: Stack) -> None:
         before + 1
     )
     assert metric(stack, "flm_upstream_errors_total", kind="invalid_response") == 0
+
+
+def test_a_5xx_that_triggered_a_fallback_is_counted(stack: Stack) -> None:
+    before = metric(stack, "flm_upstream_errors_total", engine="flaky", kind="http_5xx")
+    reply = stack.client().chat.completions.create(
+        model="sturdy", messages=[{"role": "user", "content": "hi"}]
+    )
+    assert reply.model == "sturdy"
+    assert metric(stack, "flm_upstream_errors_total", engine="flaky", kind="http_5xx") == (
+        before + 1
+    )
