@@ -31,6 +31,11 @@ _DEFAULT_TYPES = {
 }
 
 
+def default_type(status: int) -> str:
+    """OpenAI's error `type` for an HTTP status."""
+    return _DEFAULT_TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
+
+
 def error_body(
     status: int,
     message: str,
@@ -41,8 +46,7 @@ def error_body(
     """The JSON bytes of an OpenAI-shaped error."""
     error = {
         "message": message,
-        "type": type_
-        or _DEFAULT_TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error"),
+        "type": type_ or default_type(status),
         "param": param,
         "code": code,
     }

@@ -2,7 +2,8 @@
 
 Both the metrics and the request log describe a finished flow the same way, so
 the description is made here, once per flow, by `summarize`, and kept in
-`flow.metadata["flm.summary"]` for whoever runs later on the same hook.
+`flow.metadata["flm.summary"]` for whoever runs later on the same hook. The names
+of statuses and reasons, and the rules choosing them, are `outcomes`'.
 
 `StreamTap` sits in a streamed response's chunk path (`response.stream`) and
 records when the first body byte left for the client (time to first token)
@@ -11,7 +12,8 @@ and how many bytes did; it wraps a callable another addon already set (kept as
 
 Reads `flm.request_id`, `flm.listener`, `flm.client_ip`, `flm.auth.key_id`,
 `flm.api.kind`, `flm.api.model`, `flm.route.engine`, `flm.route.route`,
-`flm.route.failures`, `flm.egress.failures`, `flm.egress.failure`, `flm.usage`,
+`flm.route.failures`, `flm.failover.failures`, `flm.upstream.timed_out`,
+`flm.egress.failures`, `flm.egress.failure`, `flm.usage`,
 `flm.security.rejected`, `flm.security.events`, `flm.ip_filter.denied`,
 `flm.resource.shed`, `flm.auth.failure`, `flm.streamed`, `flm.guard.failed` and `flm.metrics.tap`.
 Nothing here reads a header value or a body other than the small JSON error
@@ -28,15 +30,11 @@ from typing import Any
 
 from mitmproxy import http
 
+from flm_gateway.flow_outcome import engine_error_kind, error_kind_of, sent_status
+from flm_gateway.outcomes import STALE, ErrorKind, UpstreamError, upstream_error
+
 MAX_FIELD = 200
-FAILOVER_KINDS = {
-    "connect": "connect",
-    "disconnected": "disconnected",
-    "5xx": "http_5xx",
-    "timeout": "timeout",
-}
-"""`flm_upstream_errors_total` kind of each failover reason (`mitm_failover`); `stale` (a
-kept-alive connection the engine had closed, retried on the same engine) is no engine error."""
+
 """Longest client-supplied string (model name, path) kept in a summary."""
 
 ChunkFilter = Callable[[bytes], bytes | Iterable[bytes]]
@@ -142,40 +140,17 @@ def _engine_error_code(response: http.Response) -> str | None:
     return None
 
 
-def _classify_error(flow: http.HTTPFlow, engine: str | None) -> tuple[str, str | None]:
-    """(error kind, upstream error kind or None) for a flow that ended with `flow.error`."""
-    assert flow.error is not None
-    message = flow.error.msg.lower()
-    if "client disconnected" in message:
-        return "client_disconnected", None
-    if "killed" in message:
-        return "killed", None
-    if "body_size_limit" in message:
-        return "too_large", None
-    if engine is None:
-        return "protocol_error", None
-    if "timed out" in message or "timeout" in message:
-        return "upstream_timeout", "timeout"
-    if "smuggling" in message or "cannot parse" in message or "protocol error" in message:
-        return "upstream_invalid_response", "invalid_response"
-    if flow.response is None:
-        return "upstream_connect_failed", "connect"
-    return "upstream_disconnected", "disconnected"
-
-
-def _error_kind(flow: http.HTTPFlow, engine: str | None) -> tuple[str | None, str | None]:
+def _error_kind(flow: http.HTTPFlow, engine: str | None) -> tuple[str | None, UpstreamError | None]:
     if flow.error is not None:
-        return _classify_error(flow, engine)
+        return error_kind_of(flow, engine)
     response = flow.response
     if response is None or response.status_code < 400:
         return None, None
     if "flm.guard.failed" in flow.metadata:
-        return "internal_error", None
+        return ErrorKind.INTERNAL_ERROR, None
     code = _engine_error_code(response) if not flow.metadata.get("flm.streamed") else None
-    from_engine = engine is not None and flow.server_conn.timestamp_start is not None
-    if from_engine:
-        kind = "http_5xx" if response.status_code >= 500 else None
-        return code or f"upstream_{response.status_code}", kind
+    if engine is not None and flow.server_conn.timestamp_start is not None:
+        return engine_error_kind(flow, code)
     return code or f"http_{response.status_code}", None
 
 
@@ -194,6 +169,12 @@ _REJECTING_EVENTS = {
     "honeypot.hit": ("honeypot", None),
     "intrusion.detected": ("intrusion", None),
 }
+
+
+def _error_kind_label(error_kind: str | None, rejected: str | None) -> str | None:
+    if error_kind:
+        return str(error_kind)
+    return f"rejected_{rejected}" if rejected else None
 
 
 def rejection_reason(flow: http.HTTPFlow, engine: str | None) -> str | None:
@@ -242,10 +223,7 @@ def summarize(flow: http.HTTPFlow) -> FlowSummary:
     engine: str | None = metadata.get("flm.route.engine")
     usage = metadata.get("flm.usage") or {}
     started = request.timestamp_start
-    status: int | None = response.status_code if response is not None else None
-    if flow.error is not None and tap is None:
-        # Without a started stream, the client never saw the engine's status line.
-        status = None
+    status = sent_status(flow)
     ended = (
         response.timestamp_end
         if response is not None and response.timestamp_end is not None
@@ -269,14 +247,14 @@ def summarize(flow: http.HTTPFlow) -> FlowSummary:
     ]
     failed_over: list[tuple[str, str, str | None]] = metadata.get("flm.failover.failures") or []
     upstream_errors.extend(
-        (name, FAILOVER_KINDS[why]) for name, why, _ in failed_over if why in FAILOVER_KINDS
+        (name, str(upstream_error(why))) for name, why, _ in failed_over if why != STALE
     )
     gave_up = bool(failed_over) and failed_over[-1][2] is None  # the last failure is counted
     egress_kind = _egress_kind(metadata.get("flm.egress.failure"))
     if egress_kind is not None and engine is not None:
         upstream_errors.append((engine, egress_kind))
     elif upstream_kind is not None and engine is not None and not gave_up:
-        upstream_errors.append((engine, upstream_kind))
+        upstream_errors.append((engine, str(upstream_kind)))
     retries = tuple((name, why, following) for name, why, following in failed_over if following)
     rejected = rejection_reason(flow, engine)
     return FlowSummary(
@@ -300,7 +278,9 @@ def summarize(flow: http.HTTPFlow) -> FlowSummary:
         bytes_in=bytes_in,
         bytes_out=bytes_out,
         streamed=tap is not None,
-        error_kind=error_kind or (f"rejected_{rejected}" if rejected else None),
+        error_kind=str(error_kind)
+        if error_kind
+        else (f"rejected_{rejected}" if rejected else None),
         upstream_errors=tuple(upstream_errors),
         retries=retries,
         rejected=_clip(rejected),

@@ -24,6 +24,7 @@ from flm_gateway.certificates import CertificateInfo
 from flm_gateway.engines.base import HealthState
 from flm_gateway.engines.directory import EngineState
 from flm_gateway.flow_summary import FlowSummary
+from flm_gateway.outcomes import UpstreamError, status_label
 from flm_gateway.prometheus import Counter, Family, Gauge, Histogram, Sample, ScrapedGauge, render
 from flm_gateway.runtime import Runtime
 from flm_gateway.state.store import AuditStatus
@@ -194,8 +195,9 @@ class GatewayMetrics:
         )
         self.upstream_errors = Counter(
             "flm_upstream_errors",
-            "Engine failures by engine and kind (probe_refused, probe_timeout, connect, timeout, "
-            "disconnected, invalid_response, http_5xx, egress_<reason>).",
+            "Engine failures by engine and kind ("
+            + ", ".join(UpstreamError)
+            + ", egress_<reason>).",
             ["engine", "kind"],
         )
         self.retries = Counter(
@@ -271,7 +273,7 @@ class GatewayMetrics:
         """Record one finished request (hot path: a few counter updates)."""
         engine = summary.engine or ""
         model = self._model(summary.model) if engine else ""
-        status = str(summary.status) if summary.status is not None else "aborted"
+        status = status_label(summary.status)
         self.requests.labels(
             summary.listener, self._route(summary.route), model, engine, status
         ).inc()

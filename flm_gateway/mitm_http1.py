@@ -108,6 +108,18 @@ class Refusal:
     reason: str
 
 
+BODY_TIMEOUT = Refusal(408, "request body not received in time")
+TRAILERS = Refusal(400, "request trailers are not supported")
+CHUNK_TOO_LARGE = Refusal(413, "chunk larger than the body size limit")
+CHUNK_LINE_TOO_LONG = Refusal(400, "chunk-size or trailer line too long")
+FLOW_REFUSALS: dict[str, int] = {
+    refusal.reason: refusal.status
+    for refusal in (BODY_TIMEOUT, TRAILERS, CHUNK_TOO_LARGE, CHUNK_LINE_TOO_LONG)
+}
+"""Reason -> status of the refusals made while a request's body is read: a flow exists
+then, and ends with the reason as its error after the answer was sent (`outcomes`)."""
+
+
 @dataclass(frozen=True)
 class HttpRefusal:
     """A refusal and the client it went to (the argument of `HttpRefusedHook`)."""
@@ -243,8 +255,10 @@ class GuardedHttp1Server(_http1.Http1Server):
             self._enter(self.done)
             self._linger_since = None
             return
-        waited = "request head" if self.state == self.read_headers else "request body"
-        yield from self.refuse(Refusal(status, f"{waited} not received in time"))
+        if self.state == self.read_headers:
+            yield from self.refuse(Refusal(status, "request head not received in time"))
+        else:
+            yield from self.refuse(BODY_TIMEOUT)
 
     # ---- events -----------------------------------------------------------------
 
@@ -334,7 +348,7 @@ class GuardedHttp1Server(_http1.Http1Server):
                     self._body_bytes += len(command.event.data)
                 yield command
         except NotImplementedError:  # mitmproxy: "HTTP trailers are not implemented yet."
-            yield from self.refuse(Refusal(400, "request trailers are not supported"))
+            yield from self.refuse(TRAILERS)
             return
         if self.state != self.read_body:
             return
@@ -343,9 +357,9 @@ class GuardedHttp1Server(_http1.Http1Server):
             isinstance(reader, ChunkedReader)
             and self._body_bytes + reader._bytes_in_chunk > self.body_limit
         ):
-            yield from self.refuse(Refusal(413, "chunk larger than the body size limit"))
+            yield from self.refuse(CHUNK_TOO_LARGE)
         elif len(self.buf) > self.limits.max_head_size:
-            yield from self.refuse(Refusal(400, "chunk-size or trailer line too long"))
+            yield from self.refuse(CHUNK_LINE_TOO_LONG)
 
     def mark_done(
         self, *, request: bool = False, response: bool = False
@@ -445,6 +459,7 @@ def install() -> None:
 
 
 __all__ = [
+    "FLOW_REFUSALS",
     "LINGER",
     "GuardedHttp1Server",
     "GuardedHttpStream",

@@ -24,6 +24,7 @@ from flm_gateway.addons.content_type import ContentType
 from flm_gateway.addons.cors import Cors
 from flm_gateway.addons.egress import Egress
 from flm_gateway.addons.engine_concurrency import EngineConcurrency
+from flm_gateway.addons.engine_errors import EngineErrors
 from flm_gateway.addons.failover import Failover
 from flm_gateway.addons.health import Health
 from flm_gateway.addons.honeypot import Honeypot
@@ -33,12 +34,14 @@ from flm_gateway.addons.intrusion import Intrusion
 from flm_gateway.addons.ip_filter import IpFilter
 from flm_gateway.addons.listener_context import ListenerContext
 from flm_gateway.addons.metrics import Metrics
+from flm_gateway.addons.model_alias import ModelAlias
 from flm_gateway.addons.openai_api import OpenAIApi
 from flm_gateway.addons.passthrough import Passthrough
 from flm_gateway.addons.rate_limit import RateLimiter
 from flm_gateway.addons.request_limits import RequestLimits
 from flm_gateway.addons.request_log import RequestLog
 from flm_gateway.addons.resource_guard import ResourceGuard
+from flm_gateway.addons.response_headers import ResponseHeaders
 from flm_gateway.addons.response_timeout import ResponseTimeout
 from flm_gateway.addons.routing import Routing
 from flm_gateway.addons.scopes import Scopes
@@ -154,6 +157,17 @@ def build_addons(
         # After token accounting wrote `flm.usage`: charges it to the token rate limits and
         # the key's usage counters.
         TokenCharge(state),
+        # What the client sees of the engine's answer, after every addon that may replace
+        # it and before the observers below, which read the final answer.
+        # Engine errors into OpenAI's shape on API listeners: after `streaming` (which
+        # keeps error answers buffered); before `metrics`, which reads the error code.
+        EngineErrors(),
+        # Removes hop-by-hop and (API listeners) identity headers of engine answers.
+        ResponseHeaders(),
+        # The client's model name in the answer, streams included: wraps the chunk filter
+        # `token_accounting` set, and is wrapped by the metrics tap, which then counts the
+        # bytes really sent. After `response_headers`, so its own headers stand.
+        ModelAlias(),
         # Observers of the finished flow: after every addon that changes the response or
         # writes `flm.usage`, and they tap a stream only once `streaming` and token
         # accounting set it up. They never change a flow (the security observers below

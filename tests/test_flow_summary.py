@@ -63,11 +63,12 @@ def test_probe_failures_before_the_chosen_engine_are_reported() -> None:
     assert summarize(flow).upstream_errors == (("e0", "probe_refused"), ("e9", "probe_timeout"))
 
 
-def test_connect_failure_has_no_status() -> None:
+def test_connect_failure_is_recorded_with_the_502_mitmproxy_sends() -> None:
     flow = routed_flow(status=None)
+    flow.server_conn.timestamp_tcp_setup = None
     flow.error = mflow.Error("Connect call failed ('127.0.0.1', 1)")
     summary = summarize(flow)
-    assert summary.status is None
+    assert summary.status == 502
     assert summary.error_kind == "upstream_connect_failed"
     assert summary.upstream_errors == (("e1", "connect"),)
 

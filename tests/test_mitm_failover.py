@@ -178,7 +178,9 @@ async def test_a_5xx_too_large_to_hold_is_the_answer(
 ) -> None:
     result, spare_chats = await ask(engines, tmp_path, big_5xx, stream=False)
     assert isinstance(result, openai.APIStatusError) and result.status_code == 503
-    assert len(result.response.content) == HOLD_LIMIT + 1000 and spare_chats == 0
+    assert spare_chats == 0 and engines[0].chats == 1
+    error = result.response.json()["error"]  # the engine's own answer, in OpenAI's shape
+    assert error["code"] == "upstream_503" and error["message"].startswith("xxxx")
 
 
 @pytest.mark.parametrize(

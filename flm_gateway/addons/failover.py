@@ -55,6 +55,7 @@ from flm_gateway.mitm_failover import (
     REUSED_KEY,
     TIMEOUT,
 )
+from flm_gateway.outcomes import STALE
 from flm_gateway.runtime import Runtime
 from flm_gateway.text import echo
 
@@ -66,8 +67,6 @@ ATTEMPT_KEY = "flm.failover.attempt"
 """flow.metadata: 1 for the first send, +1 for each re-send (timers of older ones ignore it)."""
 IN_FLIGHT_KEY = "flm.failover.in_flight"
 SENT_AT_KEY = "flm.failover.sent_at"
-STALE = "stale"
-"""Failure reason recorded for a reused keep-alive connection closed before answering."""
 _STALE_RETRIED_KEY = "flm.failover.stale_retried"
 _AGAIN_KEY = "flm.failover.again"
 _TRANSIENT = (HTTP_5XX, TIMEOUT, DISCONNECTED)

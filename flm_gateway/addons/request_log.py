@@ -20,6 +20,7 @@ from flm_gateway.addons.guard import fail_closed
 from flm_gateway.config import LoadedConfig
 from flm_gateway.flow_summary import summary_of
 from flm_gateway.metrics import GatewayMetrics
+from flm_gateway.outcomes import status_label
 from flm_gateway.requestlog.store import request_log_path
 from flm_gateway.requestlog.writer import RequestLogWriter
 
@@ -79,7 +80,7 @@ class RequestLog:
                     summary.request_id,
                     summary.method,
                     summary.path,
-                    summary.status if summary.status is not None else "aborted",
+                    status_label(summary.status),
                     (summary.latency or 0.0) * 1000,
                     extra={
                         "request_id": summary.request_id,

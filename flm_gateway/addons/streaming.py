@@ -4,9 +4,10 @@ Policy: on `responseheaders`, a response whose content type is
 `text/event-stream` (OpenAI SSE) or `application/x-ndjson` (Ollama's native
 streams) is streamed: each chunk goes to the client as it arrives. Other
 responses are buffered (they are single JSON documents, capped by
-`body_size_limit`). A 5xx a retry may replace never gets here: `mitm_failover`
-holds it before the response hooks run, so a retried answer streams too.
-Writes `flm.streamed`.
+`body_size_limit`). An error answer (status >= 400, even as an event stream) stays
+buffered: it is small, and `engine_errors` rewrites it whole into OpenAI's error shape.
+A 5xx a retry may replace never gets here: `mitm_failover` holds it before the response
+hooks run, so a retried answer streams too. Writes `flm.streamed`.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ class Streaming:
     @fail_closed()
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         response = flow.response
-        if response is None:
+        if response is None or response.status_code >= 400:
             return
         content_type = response.headers.get("content-type", "").lower()
         if content_type.startswith(STREAM_TYPES) and not response.stream:

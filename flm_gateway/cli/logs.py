@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from flm_gateway.cli.common import add_config_argument, resolve_config
+from flm_gateway.outcomes import status_label
 from flm_gateway.requestlog.query import GROUPS, FilterError, LogFilter, parse_time, search, stats
 from flm_gateway.requestlog.store import RequestLogStore, request_log_path
 from flm_gateway.text import printable
@@ -124,7 +125,7 @@ def _search_row(record: dict[str, Any]) -> list[Any]:
         **record,
         "ts": moment.strftime("%Y-%m-%d %H:%M:%S"),
         "tokens": tokens,
-        "status": record["status"] if record["status"] is not None else "aborted",
+        "status": status_label(record["status"]),
     }
     return [values[key] for _, key in SEARCH_COLUMNS]
 

@@ -24,13 +24,15 @@ import os
 import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flm_gateway.config import LoadedConfig
 from flm_gateway.config.state import StateBackend
-from flm_gateway.flow_summary import FlowSummary
 from flm_gateway.state import sqlite_path
 from flm_gateway.text import printable
+
+if TYPE_CHECKING:  # the CLI reads the log without importing the flow machinery
+    from flm_gateway.flow_summary import FlowSummary
 
 REQUESTS_DB = "requests.db"
 PURGE_CHUNK = 5000

@@ -48,3 +48,39 @@ async def test_chat_stream_and_embeddings_through_the_gateway(
 
         embedding = await client.embeddings.create(model="tiny", input="hello")
         assert len(embedding.data[0].embedding) == 64
+
+
+async def test_the_alias_in_every_chunk_and_llama_errors_in_openai_shape(
+    llama_server: LlamaServer, tmp_path: Path
+) -> None:
+    with run_gateway(CONFIG.replace("LLAMA_URL", llama_server.url), tmp_path) as gateway:
+        client = openai.AsyncOpenAI(base_url=gateway.url + "/v1", api_key="k", max_retries=0)
+        for _ in range(50):  # the first health check may still be running
+            if [m.id async for m in client.models.list()]:
+                break
+            await asyncio.sleep(0.1)
+        raw = await client.chat.completions.with_raw_response.create(
+            model="assistant", messages=[{"role": "user", "content": "hi"}], stream=True
+        )
+        chunks = [chunk async for chunk in raw.parse()]
+        assert len(chunks) >= 2 and {chunk.model for chunk in chunks} == {"assistant"}
+        assert raw.headers["x-flm-upstream-model"] == "tiny"
+        assert "server" not in raw.headers  # llama-server says `Server: llama.cpp`
+        reply = await client.embeddings.create(model="assistant", input="hello")
+        assert reply.model == "assistant"
+
+        # llama-server's own error: {"error": {"code": 500, "message": ..., "type": ...}}
+        image = {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}}
+        try:
+            await client.chat.completions.create(
+                model="assistant", messages=[{"role": "user", "content": [image]}]
+            )
+        except openai.APIStatusError as exc:
+            error = exc.body
+            status = exc.status_code
+        else:
+            raise AssertionError("llama-server without a projector accepted an image")
+        assert isinstance(error, dict) and set(error) == {"message", "type", "param", "code"}
+        assert 400 <= status < 600
+        assert isinstance(error["message"], str) and "image" in error["message"].lower()
+        assert error["code"] == f"upstream_{status}"

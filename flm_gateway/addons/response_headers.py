@@ -1,0 +1,72 @@
+"""Engine answers lose the headers that belong to the engine's connection or name its software.
+
+Policy, on every answer that came from an engine (`flm.route.engine`):
+- hop-by-hop headers (RFC 9110 7.6.1) describe the gateway's connection to the
+  engine, not the client's: `Keep-Alive`, `Proxy-Connection`, `Proxy-Authenticate`,
+  `TE`, `Upgrade`, and every header the engine's `Connection` names are removed on
+  every listener, passthrough included (nginx and Caddy do the same). `Connection`
+  itself is reduced to `close` when the engine said so (mitmproxy then closes the
+  client's connection too, so the client must hear it) and removed otherwise.
+  `Transfer-Encoding` and `Content-Length` stay: they frame the body mitmproxy sends.
+- identity headers (`Server`, `X-Powered-By` and the like: `IDENTITY_HEADERS`) tell a
+  caller which engine and version runs behind the gateway; they are removed on API
+  listeners. Passthrough listeners keep them: they present the engine as it is, and
+  its clients may read them.
+Applied on `responseheaders` (a stream's headers leave right after) and again on
+`response` for buffered answers, which a fallback may have replaced. Never fails a
+request: it only removes headers. Reads `flm.listener`, `flm.route.engine`.
+"""
+
+from __future__ import annotations
+
+from mitmproxy import http
+from mitmproxy.net.http.http1 import read
+
+from flm_gateway.addons.guard import fail_closed
+
+HOP_BY_HOP = frozenset({"keep-alive", "proxy-connection", "proxy-authenticate", "te", "upgrade"})
+IDENTITY_HEADERS = frozenset(
+    {"server", "x-powered-by", "x-aspnet-version", "x-aspnetmvc-version", "x-runtime", "via"}
+)
+
+
+def strip_hop_by_hop(response: http.Response) -> None:
+    """Remove the hop-by-hop headers; keep `Connection: close` only (see the module)."""
+    headers = response.headers
+    if "connection" in headers:
+        tokens = set(read.get_header_tokens(headers, "connection"))
+        for named in tokens - {"close", "keep-alive"}:
+            headers.pop(named, None)
+        del headers["connection"]
+        if "close" in tokens:
+            headers["connection"] = "close"
+    for name in HOP_BY_HOP:
+        if name in headers and not (name == "upgrade" and response.status_code == 101):
+            del headers[name]
+
+
+def strip_identity(response: http.Response) -> None:
+    for name in IDENTITY_HEADERS:
+        if name in response.headers:
+            del response.headers[name]
+
+
+def _clean(flow: http.HTTPFlow) -> None:
+    response = flow.response
+    if response is None or flow.metadata.get("flm.route.engine") is None:
+        return
+    strip_hop_by_hop(response)
+    listener = flow.metadata.get("flm.listener")
+    if listener is None or listener.passthrough is None:
+        strip_identity(response)
+
+
+class ResponseHeaders:
+    @fail_closed()
+    def responseheaders(self, flow: http.HTTPFlow) -> None:
+        _clean(flow)
+
+    @fail_closed()
+    def response(self, flow: http.HTTPFlow) -> None:
+        if flow.response is not None and not flow.response.stream:
+            _clean(flow)
