@@ -20,8 +20,8 @@ OpenAI-shaped answers (the response timeout's 504) come out unchanged.
 
 On `responseheaders` an engine's error answer (routed, API listener, status >= 400)
 is marked `flm.engine_errors.pending` (`streaming` keeps error answers buffered); on
-`response` a marked answer that is still an error (a fallback may have replaced it
-with another engine's) is rewritten. Passthrough listeners keep the engine's shape:
+`response` a marked answer that is still an error is rewritten (a failed-over request
+is marked anew by its final answer's head). Passthrough listeners keep the engine's shape:
 their clients speak the engine's own API. Reads `flm.listener`, `flm.route.engine`.
 """
 

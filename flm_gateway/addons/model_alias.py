@@ -127,7 +127,7 @@ class ModelAlias:
         response = flow.response
         if alias is None or response is None or response.stream:
             return
-        _name_the_engine(flow, response)  # again: a fallback may have replaced the answer
+        _name_the_engine(flow, response)
         content = response.get_content(strict=False)
         if content:
             rewritten = rewrite(content, member_for(alias))

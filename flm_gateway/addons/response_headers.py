@@ -13,7 +13,7 @@ Policy, on every answer that came from an engine (`flm.route.engine`):
   listeners. Passthrough listeners keep them: they present the engine as it is, and
   its clients may read them.
 Applied on `responseheaders` (a stream's headers leave right after) and again on
-`response` for buffered answers, which a fallback may have replaced. Never fails a
+`response` for buffered answers (an addon's `response` hook may still set headers). Never fails a
 request: it only removes headers. Reads `flm.listener`, `flm.route.engine`.
 """
 
