@@ -138,8 +138,9 @@ class FailoverHttpStream(http_layers.HttpStream):
                 yield commands.CloseConnection(self.flow.server_conn)
                 self._held = None
                 self.flow.response = None
-                if self._allows(TIMEOUT):
-                    yield from self._fail_over(TIMEOUT, "the engine's error answer stalled")
+                reason = self.flow.metadata[REASON_KEY]  # what was held: 5xx or timeout
+                if self._allows(reason):
+                    yield from self._fail_over(reason, "the engine's error answer stalled")
                 else:
                     yield from super().handle_protocol_error(
                         ResponseProtocolError(
@@ -252,6 +253,12 @@ class FailoverHttpStream(http_layers.HttpStream):
         metadata[REASON_KEY] = reason
         metadata[ERROR_KEY] = message
         metadata[RESEND_KEY] = False
+        if held is None:
+            # The connection broke (or never opened): whatever its HTTP/1 layer still has to
+            # say (a second error when it closes, after a head that was not HTTP) must not
+            # reach this stream, which may be waiting on another engine by then. A complete
+            # held answer leaves its connection healthy and reusable: that one stays.
+            self._detach(self.flow.server_conn)
         self.server_state = self.state_failing_over
         yield FailoverHook(self.flow)
         if (yield from self.check_killed(True)):

@@ -135,4 +135,3 @@ def test_certificates_expired_soon_and_fine(
     text = f'listeners: [{{name: main, bind: "127.0.0.1:{free_port()}"}}]\n'
     levels = [r.level for r in checks.check_certificates(loaded(text, tmp_path))]
     assert levels == [Level.FAIL, Level.WARN, Level.OK, Level.OK]
-

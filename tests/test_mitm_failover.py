@@ -79,6 +79,13 @@ async def cut_5xx(writer: asyncio.StreamWriter) -> None:
     writer.close()
 
 
+async def not_http(writer: asyncio.StreamWriter) -> None:
+    """A head that is not HTTP: mitmproxy reports it, then once more when it closes."""
+    writer.write(b"SSH-2.0-OpenSSH_9.6\r\nnot http at all\r\n\r\n")
+    await writer.drain()
+    await asyncio.sleep(0.3)
+
+
 async def stream_head_then_gone(writer: asyncio.StreamWriter) -> None:
     writer.write(head(200, {"content-type": "text/event-stream", "transfer-encoding": "chunked"}))
     await writer.drain()
@@ -92,6 +99,7 @@ class RawEngine:
     def __init__(self) -> None:
         self.behaviour: Misbehave = big_5xx
         self.chats = 0
+        self.paths: list[str] = []
         self.server: asyncio.Server | None = None
 
     @property
@@ -108,8 +116,10 @@ class RawEngine:
                     if line.lower().startswith(b"content-length:"):
                         length = int(line.split(b":", 1)[1])
                 await reader.readexactly(length)
-                if b"/chat/completions" in request_head.split(b"\r\n", 1)[0]:
+                request_line = request_head.split(b"\r\n", 1)[0]
+                if b"/chat/completions" in request_line:
                     self.chats += 1
+                    self.paths.append(request_line.split(b" ")[1].decode())
                     await self.behaviour(writer)
                     await writer.drain()
                     writer.close()
@@ -183,8 +193,49 @@ async def test_a_5xx_too_large_to_hold_is_the_answer(
     assert error["code"] == "upstream_503" and error["message"].startswith("xxxx")
 
 
+async def test_a_retry_from_an_engine_behind_a_path_uses_the_fallbacks_own_path(
+    engines: tuple[RawEngine, FakeEngine], tmp_path: Path
+) -> None:
+    raw, spare = engines
+    raw.behaviour = cut_5xx
+    config = (
+        CONFIG.replace("RAW_URL", raw.url + "/pfx")
+        .replace("SPARE_URL", spare.url)
+        .replace("upstream_model: tiny, fallback", "upstream_model: raw-name, fallback")
+    )
+    with run_gateway(config, tmp_path) as gateway:
+        client = openai.AsyncOpenAI(base_url=gateway.url + "/v1", api_key="k", max_retries=0)
+        reply = await client.chat.completions.create(model="m", messages=MESSAGES)
+    assert reply.choices and raw.paths == ["/pfx/v1/chat/completions"]
+    sent = [r for r in spare.requests if r.path == "/v1/chat/completions"]
+    assert len(sent) == 1 and sent[0].json["model"] == "tiny"
+
+
+async def test_an_engine_dying_after_its_head_counts_as_failing(
+    engines: tuple[RawEngine, FakeEngine], tmp_path: Path
+) -> None:
+    """Its held head is no success: after `max_fails` (2) such requests it rests, and the
+    rescued streams are timed (time to first token) from the fallback's answer."""
+    raw, spare = engines
+    raw.behaviour = stream_head_then_gone
+    config = (
+        CONFIG.replace("RAW_URL", raw.url)
+        .replace("SPARE_URL", spare.url)
+        .replace("timeouts: {response: 1s}", "timeouts: {response: 1s}, health: {max_fails: 2}")
+    )
+    with run_gateway(config, tmp_path) as gateway:
+        client = openai.AsyncOpenAI(base_url=gateway.url + "/v1", api_key="k", max_retries=0)
+        for _ in range(4):
+            stream = await client.chat.completions.create(model="m", messages=MESSAGES, stream=True)
+            assert [chunk async for chunk in stream]
+    assert raw.chats == 2
+    assert sum(1 for r in spare.requests if r.path == "/v1/chat/completions") == 4
+
+
 @pytest.mark.parametrize(
-    "behaviour", [stalled_5xx, cut_5xx, stream_head_then_gone], ids=lambda b: b.__name__
+    "behaviour",
+    [stalled_5xx, cut_5xx, stream_head_then_gone, not_http],
+    ids=lambda b: b.__name__,
 )
 async def test_a_failure_before_the_first_byte_goes_to_the_fallback(
     engines: tuple[RawEngine, FakeEngine], tmp_path: Path, behaviour: Misbehave

@@ -39,7 +39,6 @@ from flm_gateway.addons.guard import fail_closed
 from flm_gateway.addons.routing import ROUTED_KINDS, Candidate, apply_candidate
 from flm_gateway.config.routes import RetrySettings
 from flm_gateway.egress.failure import failure_from_message
-from flm_gateway.engines.balance import FAILURE_PENALTY
 from flm_gateway.engines.directory import EngineState
 from flm_gateway.errors import error_response
 from flm_gateway.mitm_failover import (
@@ -69,6 +68,7 @@ IN_FLIGHT_KEY = "flm.failover.in_flight"
 SENT_AT_KEY = "flm.failover.sent_at"
 _STALE_RETRIED_KEY = "flm.failover.stale_retried"
 _AGAIN_KEY = "flm.failover.again"
+_UNDO_KEY = "flm.failover.undo_success"
 _TRANSIENT = (HTTP_5XX, TIMEOUT, DISCONNECTED)
 MAX_BACKOFF = 30.0
 """Longest wait before one retry, whatever the doubling reaches."""
@@ -141,9 +141,12 @@ class Failover:
         if engine is None:
             return
         stale = reason == DISCONNECTED and bool(metadata.get(REUSED_KEY))
+        undo = metadata.pop(_UNDO_KEY, None)
+        if undo is not None and undo[0] is engine:  # its head came, its first event did not
+            engine.failures, engine.latency, engine.down_until = undo[1:]
         self._finish(flow)
         if not stale:
-            engine.record_failure(reason, FAILURE_PENALTY)
+            engine.record_failure(reason)
         metadata.pop(ANSWERED_KEY, None)  # counted here, not again on responseheaders
         following = self._next(flow, engine, reason, stale)
         failures: list[tuple[str, str, str | None]] = metadata.setdefault(FAILURES_KEY, [])
@@ -229,8 +232,11 @@ class Failover:
         if engine is None:
             return
         if flow.response.status_code >= 500:
-            engine.record_failure(HTTP_5XX, FAILURE_PENALTY)
+            engine.record_failure(HTTP_5XX)
         else:
+            # A stream's head is held until its first event (`mitm_failover`): should the
+            # engine die before it, `flm_failover` takes this success back.
+            metadata[_UNDO_KEY] = (engine, engine.failures, engine.latency, engine.down_until)
             engine.record_success(time.monotonic() - metadata.get(SENT_AT_KEY, time.monotonic()))
 
     @fail_closed()

@@ -7,7 +7,8 @@ reason. On `responseheaders` (after
 `StreamTap` in its chunk path, composed with whatever callable was there, to
 time the first byte and count bytes. On `response` or `error`, whichever ends
 the flow first, the flow is summarised once (`flm.summary`) and the summary is
-counted; a flow is counted at most once (`flm.metrics.done`).
+counted; a flow is counted at most once (`flm.metrics.done`). A request re-sent by
+`failover` after the head of a stream gets the tap on its new response.
 Writes `flm.metrics.tap`, `flm.metrics.done`, `flm.summary`; reads what
 `flow_summary` reads (including `flm.usage`, `flm.auth.key_id` and
 `flm.security.rejected`). Recording failures are logged and never affect the
@@ -35,7 +36,11 @@ class Metrics:
     @fail_closed()
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         response = flow.response
-        if response is None or not response.stream or "flm.metrics.tap" in flow.metadata:
+        if (
+            response is None
+            or not response.stream
+            or flow.metadata.get("flm.metrics.tap") is response.stream  # tapped already
+        ):
             return
         inner = response.stream if callable(response.stream) else None
         tap = StreamTap(inner)

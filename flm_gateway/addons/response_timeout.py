@@ -99,8 +99,6 @@ class ResponseTimeout:
         ):
             return
         log.warning("engine %s sent no response headers within %gs", engine, seconds)
-        flow.metadata["flm.upstream.timed_out"] = True
-        if self._runtime is not None and engine in self._runtime.directory.engines:
-            self._runtime.directory.engines[engine].mark_down(f"no response within {seconds:g}s")
+        flow.metadata["flm.upstream.timed_out"] = True  # failover counts it (passive health)
         event = events.DataReceived(flow.server_conn, timeout_response_bytes(engine, seconds))
         asyncio.get_running_loop().create_task(handler.server_event(event))

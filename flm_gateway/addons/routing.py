@@ -55,21 +55,38 @@ class Candidate:
     upstream_model: str
 
 
+CLIENT_REQUEST_KEY = "flm.route.client_request"
+"""flow.metadata: (path, content-type, body) as the client sent them (canonical path), kept
+by the first `apply_candidate` so a retry rewrites the client's request, not the last one."""
+
+
 def apply_candidate(flow: http.HTTPFlow, candidate: Candidate, route: RouteConfig | None) -> None:
-    """Rewrite `flow` for `candidate`: body, path and credentials."""
+    """Rewrite `flow` for `candidate`: body, path and credentials, always from the client's
+    own request (a retry must not carry what the previous engine was sent)."""
+    request = flow.request
+    original = flow.metadata.get(CLIENT_REQUEST_KEY)
+    if original is None:
+        original = (request.path, request.headers.get("content-type"), request.raw_content)
+        flow.metadata[CLIENT_REQUEST_KEY] = original
+    else:
+        _, content_type, content = original
+        if content_type is not None:
+            request.headers["content-type"] = content_type
+        request.raw_content = content
+        if "transfer-encoding" not in request.headers:
+            request.headers["content-length"] = str(len(content or b""))
     kind = flow.metadata["flm.api.kind"]
     engine = candidate.engine
     body: dict[str, Any] | None = flow.metadata.get("flm.api.body")
     if body is not None:
         new_body = rewrite_json(body, route, candidate.upstream_model, kind)
         if new_body is not None:
-            flow.request.content = json.dumps(new_body).encode()
+            request.content = json.dumps(new_body).encode()
     elif candidate.upstream_model != flow.metadata["flm.api.model"]:
-        flow.request.headers["content-type"], flow.request.content = rewrite_form(
+        request.headers["content-type"], request.content = rewrite_form(
             flow.metadata["flm.api.form"], candidate.upstream_model
         )
-    path = flow.request.path
-    suffix = path[len("/v1") :]
+    suffix = original[0][len("/v1") :]
     point_at(flow, engine, engine.adapter.openai_prefix + suffix)
     flow.metadata["flm.route.upstream_model"] = candidate.upstream_model
 

@@ -50,12 +50,17 @@ class RetrySettings(StrictModel):
         ),
     )
     when: list[RetryCondition] = Field(
-        default_factory=lambda: list(RetryCondition),
+        default_factory=lambda: [
+            RetryCondition.CONNECT,
+            RetryCondition.DISCONNECTED,
+            RetryCondition.HTTP_5XX,
+        ],
         description=(
             "Failures that are retried: connect (refused, reset, timed out, egress failed), "
             "disconnected (closed before the response head), 5xx (a 5xx response head), "
-            "timeout (no response head within the engine's timeouts.response). Only before "
-            "the first byte reaches the client."
+            "timeout (no response head within the engine's timeouts.response; not by "
+            "default: a request that outlasts one engine's timeout would run on every "
+            "replica in turn). Only before the first byte reaches the client."
         ),
     )
     backoff: Duration = Field(

@@ -5,8 +5,9 @@ Policy (the healthy replicas of one route, at each request; no I/O, O(replicas))
 - `least_busy`: the one with the fewest requests in flight through this gateway;
   ties go round robin, so idle replicas share the load instead of the first taking it.
 - `latency`: the one with the lowest recent time to response head (an exponentially
-  weighted average); a failed request counts as a slow sample (`FAILURE_PENALTY`),
-  so a replica that fails fast does not look fastest. A replica never measured goes
+  weighted average); a failed request counts as a slow sample (`FAILURE_PENALTY`, or
+  twice the replica's average when that is more: failures in a row push it up
+  geometrically), so a replica that fails fast soon looks slowest. A replica never measured goes
   first (it is measured), and one request in `EXPLORE_EVERY` goes round robin, so a
   replica that was slow once is measured again.
 - `weighted`: nginx's smooth weighted round robin: over any window a replica gets
@@ -40,6 +41,15 @@ class Replica(Protocol):
 
     in_flight: int
     latency: float | None
+
+
+MAX_LATENCY = 3600.0
+"""Ceiling of a replica's latency average (failures double it up to here)."""
+
+
+def failure_sample(replica: Replica) -> float:
+    """The latency sample a failed request counts as on `replica`."""
+    return min(MAX_LATENCY, max(FAILURE_PENALTY, 2 * (replica.latency or 0.0)))
 
 
 def record_latency(replica: Replica, seconds: float) -> None:

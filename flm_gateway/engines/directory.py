@@ -15,10 +15,12 @@ Policy:
   so a returning engine is back in the rotation within moments.
 - Passive health: requests report their outcome (`record_failure`,
   `record_success`). `health.max_fails` failures in a row (connect, disconnected,
-  5xx, timeout) take an engine out for `health.fail_timeout`: it is marked
-  unreachable and no health check revives it meanwhile; then its checker runs at
-  once, and that check is the half-open probe: it must pass before requests go
-  there again. A success resets the count.
+  5xx, timeout) make an engine rest for `health.fail_timeout`: routing tries it only
+  after every other candidate. Then its checker runs at once; that check is the
+  half-open probe, and the engine is back in its place once it passed. Resting is a
+  routing matter only: readiness, `/v1/models` and `flm_engine_up` follow the
+  health checks, so a client whose requests make every engine fail (a poison
+  prompt) cannot make the gateway look down. A success resets the count.
 - `ordered` returns, for a model, the healthy engines first (in the route's
   `balance` order, `engines.balance`), then the degraded ones, then the
   unreachable ones, which a caller may still try last since a health mark can be
@@ -38,7 +40,7 @@ from urllib.parse import urlsplit
 
 from flm_gateway.config.engines import EngineConfig
 from flm_gateway.config.routes import Balance
-from flm_gateway.engines.balance import Balancer, record_latency
+from flm_gateway.engines.balance import Balancer, failure_sample, record_latency
 from flm_gateway.engines.base import (
     EngineAdapter,
     HealthReport,
@@ -161,30 +163,33 @@ class EngineState:
 
     @property
     def resting(self) -> bool:
-        """Passive health took it out and its `fail_timeout` has not passed yet."""
-        return self.down_until > time.monotonic()
+        """Passive health took it out: its `fail_timeout` has not passed, or no health check
+        ran since (that check is the half-open probe)."""
+        return bool(self.down_until) and (
+            self.down_until > time.monotonic() or self.checked_at < self.down_until
+        )
 
-    def record_failure(self, reason: str, penalty: float) -> None:
-        """A request failed here (`reason`); `penalty` seconds count as its latency."""
-        record_latency(self, penalty)
+    def record_failure(self, reason: str) -> None:
+        """A request failed here (`reason`); it counts as a slow latency sample."""
+        record_latency(self, failure_sample(self))
         self.failures += 1
         health = self.config.health
         if health.max_fails and self.failures >= health.max_fails and not self.resting:
             self.down_until = time.monotonic() + health.fail_timeout
             log.warning(
-                "engine %s failed %d requests in a row (last: %s); out for %gs",
+                "engine %s failed %d requests in a row (last: %s); tried last for %gs",
                 self.name,
                 self.failures,
                 reason,
                 health.fail_timeout,
             )
-            self.state, self.detail = HealthState.UNREACHABLE, f"{self.failures} failed requests"
             asyncio.get_running_loop().call_later(health.fail_timeout, self.wake.set)
 
     def record_success(self, latency: float) -> None:
         """A request got its response head from here after `latency` seconds."""
         record_latency(self, latency)
         self.failures = 0
+        self.down_until = 0.0
 
     def mark_connect_ok(self) -> None:
         self.last_connect_ok = time.monotonic()
@@ -277,8 +282,6 @@ class EngineDirectory:
         when the engine was down, or when `refresh_models` asks for it.
         """
         now = time.monotonic()
-        if state.resting:  # passive health keeps it out until fail_timeout has passed
-            return HealthReport(state.state, state.detail)
         fresh = (
             not refresh_models
             and state.reachable
@@ -325,8 +328,6 @@ class EngineDirectory:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(state.wake.wait(), delay)
             state.wake.clear()
-            if state.resting:
-                continue
             try:
                 await self.check(state)
             except Exception:  # a checker bug must not stop the other checks

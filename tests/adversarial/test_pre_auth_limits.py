@@ -61,6 +61,7 @@ def next_source() -> str:
     with _addresses_lock:
         return next(_addresses)
 
+
 MiB = 1024 * 1024
 
 

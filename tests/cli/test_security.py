@@ -138,6 +138,8 @@ def test_verify_takes_anchors_kept_elsewhere(
         main(["security", "audit", "verify", *c, "--anchor", "4:nothex"])
     assert exited.value.code == 2
     assert "is not SEQ or SEQ:HASH" in capsys.readouterr().err
+
+
 def test_audit_shows_client_text_escaped(
     c: tuple[str, str], capsys: pytest.CaptureFixture[str]
 ) -> None:

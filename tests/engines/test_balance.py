@@ -6,7 +6,12 @@ from collections import Counter
 from dataclasses import dataclass
 
 from flm_gateway.config.routes import Balance
-from flm_gateway.engines.balance import EXPLORE_EVERY, FAILURE_PENALTY, Balancer, record_latency
+from flm_gateway.engines.balance import (
+    EXPLORE_EVERY,
+    Balancer,
+    failure_sample,
+    record_latency,
+)
 
 
 @dataclass
@@ -56,8 +61,9 @@ def test_latency_measures_a_new_replica_first() -> None:
 
 
 def test_a_failure_makes_a_fast_replica_look_slow() -> None:
-    """A replica that fails at once must not look fastest (a black hole)."""
-    failing, working = Replica("failing", latency=0.001), Replica("working", latency=0.2)
-    for _ in range(3):
-        record_latency(failing, FAILURE_PENALTY)
+    """A replica that fails at once must not look fastest (a black hole), even next to a
+    working one whose answers take 12 s (long non-streamed completions)."""
+    failing, working = Replica("failing", latency=0.001), Replica("working", latency=12.0)
+    for _ in range(8):
+        record_latency(failing, failure_sample(failing))
     assert Balancer(Balance.LATENCY).order([failing, working])[0] is working

@@ -177,8 +177,10 @@ async def test_degraded_when_model_list_is_empty_unless_declared(
 
 
 async def test_passive_health_rests_an_engine_then_a_check_lets_it_back() -> None:
-    """max_fails failures in a row take an engine out for fail_timeout: no check revives it
-    meanwhile; then its checker runs at once (the half-open probe) and brings it back."""
+    """max_fails failures in a row make an engine rest for fail_timeout: routing tries it
+    last, while its health state (readiness, /v1/models) stays what the checks say; a check
+    during the rest does not end it; the check after fail_timeout (the half-open probe)
+    does."""
     configs = [engine("a", interval=30, max_fails=2, fail_timeout=0.3), engine("b", interval=30)]
     directory = EngineDirectory(configs, lambda config: direct_session())
     for state in directory.engines.values():
@@ -187,20 +189,22 @@ async def test_passive_health_rests_an_engine_then_a_check_lets_it_back() -> Non
     try:
         await directory.settled(2)
         a = directory.get("a")
-        a.record_failure("5xx", 5.0)
-        assert a.healthy and not a.resting  # one failure is not enough
+        a.record_failure("5xx")
+        assert not a.resting  # one failure is not enough
         a.record_success(0.01)
-        a.record_failure("5xx", 5.0)
-        a.record_failure("connect", 5.0)
-        assert a.resting and a.tier == 2 and not a.reachable
+        a.record_failure("5xx")
+        a.record_failure("connect")
+        assert a.resting and a.tier == 2 and a.healthy  # out of the rotation, still up
         assert [s.name for s in directory.ordered(["a", "b"], "m")] == ["b", "a"]
         await directory.check(a)
-        assert not a.reachable  # a check during the rest changes nothing
+        assert a.resting  # a check during the rest changes nothing
         for _ in range(40):
             await asyncio.sleep(0.05)
-            if a.healthy:
+            if not a.resting:
                 break
-        assert a.healthy and not a.resting and a.tier == 0
+        assert not a.resting and a.tier == 0
+        firsts = {directory.ordered(["a", "b"], "m")[0].name for _ in range(2)}
+        assert firsts == {"a", "b"}  # back in the round robin
     finally:
         await directory.close()
 
@@ -210,7 +214,7 @@ async def test_max_fails_zero_never_rests() -> None:
     try:
         a = directory.get("a")
         for _ in range(10):
-            a.record_failure("5xx", 5.0)
+            a.record_failure("5xx")
         assert not a.resting
     finally:
         await directory.close()

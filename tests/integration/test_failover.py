@@ -37,9 +37,13 @@ engines:
     url: B_URL
     timeouts: {response: 1s}
     health: {max_fails: 2, fail_timeout: 3s, interval: 30s}
-  - {name: c, kind: vllm, url: C_URL}
+  - {name: c, kind: openai, url: C_URL}
 routes:
-  - {model: fb, engine: b, upstream_model: tiny, fallback: [{engine: a, upstream_model: tiny}]}
+  - model: fb
+    engine: b
+    upstream_model: tiny
+    fallback: [{engine: a, upstream_model: tiny}]
+    retries: {when: [connect, disconnected, 5xx, timeout]}
   - {model: rr, engine: [b, c], upstream_model: tiny}
   - model: weighted
     engine: [{engine: a, weight: 3}, {engine: c, weight: 1}]
@@ -50,6 +54,10 @@ routes:
     upstream_model: tiny
     fallback: [{engine: a, upstream_model: tiny}]
     retries: {when: [connect]}
+  - model: mixed
+    engine: b
+    upstream_model: b-only-name
+    fallback: [{engine: c, upstream_model: tiny}]
   - model: solo
     engine: b
     upstream_model: tiny
@@ -94,7 +102,7 @@ async def stack(tmp_path: Path) -> AsyncIterator[Stack]:
     async with (
         FakeEngine("vllm", ["tiny"]) as a,
         FakeEngine("vllm", ["tiny"]) as b,
-        FakeEngine("vllm", ["tiny"]) as c,
+        FakeEngine("openai", ["tiny"]) as c,
     ):
         admin = free_port()
         config = (
@@ -155,6 +163,21 @@ async def test_5xx_is_retried_and_the_retry_streams(stack: Stack) -> None:
     assert stack.metric("flm_upstream_errors_total", engine="b", kind="http_5xx") == 1
 
 
+async def test_a_retry_is_rewritten_from_the_clients_request(stack: Stack) -> None:
+    """The fallback gets the client's request rewritten for it alone: its own model name,
+    and no `stream_options` the first engine (vLLM) was asked for but it (openai) is not."""
+    stack.b.set_fault(status=503, paths=(CHAT,))
+    stream = await stack.client().chat.completions.create(
+        model="mixed", messages=MESSAGES, stream=True
+    )
+    chunks = [chunk async for chunk in stream]
+    assert chunks and all(chunk.choices for chunk in chunks)  # no usage-only chunk
+    first = next(r for r in stack.b.requests if r.path == CHAT).json
+    assert first["model"] == "b-only-name" and first["stream_options"] == {"include_usage": True}
+    retried = next(r for r in stack.c.requests if r.path == CHAT).json
+    assert retried["model"] == "tiny" and "stream_options" not in retried
+
+
 async def test_connection_closed_before_the_head_is_retried(stack: Stack) -> None:
     stack.b.set_fault(close_after=0, paths=(CHAT,))
     reply = await stack.client().chat.completions.create(model="fb", messages=MESSAGES)
@@ -170,6 +193,8 @@ async def test_timeout_before_the_head_is_retried(stack: Stack) -> None:
     assert text and chats(stack.a) == 1
     assert time.monotonic() - started < 2.8
     assert stack.metric("flm_failovers_total", engine="b", reason="timeout") == 1
+    # One slow request is one failure (max_fails 2), not an engine marked down.
+    assert stack.metric("flm_engine_up", engine="b") == 1
 
 
 async def test_when_without_5xx_passes_the_5xx_through(stack: Stack) -> None:
@@ -236,6 +261,11 @@ async def test_passive_health_rests_an_engine_then_a_probe_lets_it_back(stack: S
     for _ in range(3):
         await client.chat.completions.create(model="fb", messages=MESSAGES)
     assert chats(stack.b) == 2 and chats(stack.a) == 5
+    # Resting is a routing matter: b still counts as up, so requests that make every
+    # engine fail (a poison prompt) cannot make the gateway look down.
+    assert stack.metric("flm_engine_up", engine="b") == 1
+    status, _ = http_get(stack.gateway.url + "/readyz")
+    assert status == 200
     await asyncio.sleep(4.0)
     await client.chat.completions.create(model="fb", messages=MESSAGES)
     assert chats(stack.b) == 3

@@ -79,9 +79,7 @@ def _assert_verifies(service: StateService) -> None:
 
 
 def _unwritable(service: StateService) -> list[dict[str, Any]]:
-    return [
-        dict(r.event.details) for r in _records(service) if r.event.type == UNWRITABLE
-    ]
+    return [dict(r.event.details) for r in _records(service) if r.event.type == UNWRITABLE]
 
 
 def _refusal_logs(caplog: pytest.LogCaptureFixture) -> list[str]:
@@ -431,9 +429,7 @@ def test_sqlite_tells_a_refused_record_from_a_failing_store(
         (UnicodeEncodeError("utf-8", "\udcff", 0, 1, "surrogates not allowed"), True),
     ],
 )
-def test_redis_tells_a_refused_record_from_a_failing_store(
-    error: Exception, refused: bool
-) -> None:
+def test_redis_tells_a_refused_record_from_a_failing_store(error: Exception, refused: bool) -> None:
     assert redis_backend._refused(error) is refused
 
 
