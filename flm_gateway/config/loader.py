@@ -1,14 +1,17 @@
 """Read flm.yaml into a validated `GatewayConfig`, or report every problem with its position.
 
-Three passes, each adding to one list of problems so a user sees them all at once:
+Passes, each adding to one list of problems so a user sees them all in one run:
 1. YAML is composed (not just loaded) so every node keeps its line and column;
    `${VAR}` in scalars is replaced from the environment; an unset variable is a
    problem at the scalar's position. `${VAR:-default}` falls back to `default`.
 2. pydantic validates the plain data; each error's location is mapped back to
-   the node it came from.
+   the node it came from. The items that failed are set aside (`salvage`) and
+   the rest is validated again, so that
 3. `semantic.check` runs cross-field rules (unknown engine names, duplicate
-   binds, ...) on the validated model.
-Errors render as `FILE:LINE:COL: path.to.key: message`, sorted by position.
+   binds, ...) on every part that parsed, even when another part did not.
+4. `provision` corrects what has one right meaning (an engine URL ending in
+   /v1) and says so: warnings, with their position, on `LoadedConfig.warnings`.
+Problems render as `FILE:LINE:COL: path.to.key: message`, sorted by position, once each.
 Environment access for the config happens here and nowhere else.
 """
 
@@ -25,6 +28,8 @@ import yaml
 from pydantic import ValidationError
 
 from flm_gateway.config.model import GatewayConfig
+from flm_gateway.config.provision import provision
+from flm_gateway.config.salvage import MAX_ROUNDS, Salvage, can_set_aside, set_aside, unit_of
 from flm_gateway.config.semantic import check_semantics
 
 _ENV_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -43,7 +48,11 @@ class ConfigProblem:
     file: str = field(compare=False, default="flm.yaml")
 
     def __str__(self) -> str:
-        where = f"{self.file}:{self.line}:{self.column}"
+        return self.render()
+
+    def render(self, severity: str = "") -> str:
+        """`file:line:col: [severity: ]path: message`, the way compilers print them."""
+        where = f"{self.file}:{self.line}:{self.column}" + (f": {severity}" if severity else "")
         return f"{where}: {self.path}: {self.message}" if self.path else f"{where}: {self.message}"
 
 
@@ -51,22 +60,33 @@ class ConfigError(Exception):
     """The config file is invalid; `problems` lists every error found."""
 
     def __init__(self, problems: list[ConfigProblem]) -> None:
-        self.problems = sorted(problems)
+        self.problems = sorted(set(problems))
         super().__init__("\n".join(str(p) for p in self.problems))
 
 
 @dataclass(frozen=True)
 class LoadedConfig:
-    """A validated config and where it came from."""
+    """A validated config, where it came from, and what the loader corrected in it."""
 
     config: GatewayConfig
     path: Path | None
     state_dir: Path
     source: str
+    warnings: tuple[ConfigProblem, ...] = ()
+    """Accepted but worth saying (`provision`): shown by validate, check and the start log."""
 
     @property
     def display_name(self) -> str:
         return str(self.path) if self.path else "<built-in default>"
+
+
+@dataclass(frozen=True)
+class ParsedConfig:
+    """What `read_config` makes of a text: `LoadedConfig` less where the text came from."""
+
+    config: GatewayConfig
+    state_dir: Path
+    warnings: tuple[ConfigProblem, ...]
 
 
 def render_path(path: Path_) -> str:
@@ -272,6 +292,21 @@ def parse_config(
 
     Raises ConfigError listing every problem found.
     """
+    parsed = read_config(text, file=file, base_dir=base_dir, environ=environ)
+    return parsed.config, parsed.state_dir
+
+
+def read_config(
+    text: str,
+    *,
+    file: str = "flm.yaml",
+    base_dir: Path | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> ParsedConfig:
+    """Validate YAML text: the config, its state directory and the loader's warnings.
+
+    Raises ConfigError listing every problem found.
+    """
     env = os.environ if environ is None else environ
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
@@ -295,24 +330,76 @@ def parse_config(
             [ConfigProblem(1, 1, "", "the top level must be a mapping (key: value)", file)]
         )
     problems = list(builder.problems)
-    try:
-        config = GatewayConfig.model_validate(data)
-    except ValidationError as exc:
-        problems += _pydantic_problems(exc, builder.positions, file, data)
-        raise ConfigError(problems) from None
-
-    def locate(path: Path_) -> str:
-        return "{}:{}:{}".format(file, *builder.positions.of(path))
-
-    for path, message in check_semantics(config, locate):
-        line, column = builder.positions.of(path)
-        problems.append(ConfigProblem(line, column, render_path(path), message, file))
-    if problems:
+    config, salvage = _validate_in_stages(data, builder.positions, file, problems)
+    if config is not None:
+        problems += _semantic_problems(config, salvage, builder.positions, file)
+    if problems or config is None:
         raise ConfigError(problems)
+    config, corrections = provision(config)
+    warnings = tuple(
+        ConfigProblem(*builder.positions.of(path), render_path(path), message, file)
+        for path, message in corrections
+    )
     state_dir = Path(os.path.expanduser(str(config.server.state_dir)))
     if not state_dir.is_absolute():
         state_dir = (base_dir or Path.cwd()) / state_dir
-    return config, state_dir
+    return ParsedConfig(config, state_dir, tuple(sorted(warnings)))
+
+
+def _validate_in_stages(
+    data: dict[str, Any], positions: _Positions, file: str, problems: list[ConfigProblem]
+) -> tuple[GatewayConfig | None, Salvage | None]:
+    """The config; else, with the schema errors added to `problems`, what validates
+    once the broken units are set aside (None when nothing useful does)."""
+    try:
+        return GatewayConfig.model_validate(data), None
+    except ValidationError as exc:
+        problems += _pydantic_problems(exc, positions, file, data)
+        removed = frozenset(_units(exc, data, None))
+    for _ in range(MAX_ROUNDS):
+        if not can_set_aside(removed):
+            break
+        salvage = set_aside(data, removed)
+        try:
+            return GatewayConfig.model_validate(salvage.data), salvage
+        except ValidationError as exc:
+            more = _units(exc, salvage.data, salvage)
+            if more <= removed:
+                break
+            removed |= more
+    return None, None
+
+
+def _units(error: ValidationError, data: Any, salvage: Salvage | None) -> frozenset[Path_]:
+    """The units (in the file's coordinates) holding each error of `error`."""
+    units = set()
+    for item in error.errors(include_url=False):
+        path = _without_union_tags(tuple(item["loc"]), data)
+        units.add(unit_of(salvage.original(path) if salvage else path))
+    return frozenset(units)
+
+
+def _semantic_problems(
+    config: GatewayConfig, salvage: Salvage | None, positions: _Positions, file: str
+) -> list[ConfigProblem]:
+    """Cross-field problems, in the file's coordinates, less those already reported."""
+
+    def original(path: Path_) -> Path_:
+        return salvage.original(path) if salvage else path
+
+    def locate(path: Path_) -> str:
+        return "{}:{}:{}".format(file, *positions.of(original(path)))
+
+    problems = []
+    for path, message in check_semantics(config, locate):
+        path = original(path)
+        if salvage is not None:
+            if salvage.hides(path):
+                continue
+            message = salvage.original_message(message)
+        line, column = positions.of(path)
+        problems.append(ConfigProblem(line, column, render_path(path), message, file))
+    return problems
 
 
 def load_config(path: Path, environ: Mapping[str, str] | None = None) -> LoadedConfig:
@@ -325,7 +412,11 @@ def load_config(path: Path, environ: Mapping[str, str] | None = None) -> LoadedC
         ) from None
     except UnicodeDecodeError:
         raise ConfigError([ConfigProblem(1, 1, "", "the file is not UTF-8", str(path))]) from None
-    config, state_dir = parse_config(
-        text, file=str(path), base_dir=path.resolve().parent, environ=environ
+    parsed = read_config(text, file=str(path), base_dir=path.resolve().parent, environ=environ)
+    return LoadedConfig(
+        config=parsed.config,
+        path=path,
+        state_dir=parsed.state_dir,
+        source=text,
+        warnings=parsed.warnings,
     )
-    return LoadedConfig(config=config, path=path, state_dir=state_dir, source=text)
