@@ -33,6 +33,8 @@ NAMED_SECTIONS = ("egress",)
 """Top-level sections whose keys are names others refer to (egress profiles)."""
 NAME_FIELDS = ("name", "model", "id")
 """The field that names an element of an item list (routes are named by their model)."""
+NAME_KEYED = ("engines", "max_tokens_per_route")
+"""Mappings keyed by a name defined elsewhere (`security.resources.engines.NAME`)."""
 MAX_ROUNDS = 4
 
 _INDEXED = re.compile(r"\b(listeners|engines|routes|security\.keys)\[(\d+)\]")
@@ -108,10 +110,13 @@ class Salvage:
         """Whether a cross-field problem at `path` (in the file) was already reported."""
         if any(path[: len(unit)] == unit for unit in self.removed):
             return True
+        names = self.names()
+        if len(path) >= 2 and path[-2] in NAME_KEYED and path[-1] in names:
+            return True
         value = _get(self.original_data, path)
         if isinstance(value, dict):
             value = value.get("engine")
-        return isinstance(value, str) and value in self.names()
+        return isinstance(value, str) and value in names
 
 
 def set_aside(data: dict[str, Any], removed: frozenset[Path_]) -> Salvage:
