@@ -85,7 +85,9 @@ listeners:
   - {name: main, bind: "127.0.0.1:8089"}
 """
     )
-    assert found[1] == "flm.yaml:4:12: listeners[2].name: 'main' is already the name of listeners[1]"
+    assert found[1] == (
+        "flm.yaml:4:12: listeners[2].name: 'main' is already the name of listeners[1]"
+    )
 
 
 def test_without_usable_listeners_only_the_schema_errors_are_reported() -> None:
