@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).parents[1]
 
 
@@ -85,12 +87,16 @@ def test_validate_reports_schema_reference_and_key_errors_in_one_run() -> None:
     assert "8 problem(s)" in result.stderr
 
 
-def test_run_reports_every_stage_before_starting_nothing() -> None:
-    result = run_cli("run", "--config", STAGED)
+@pytest.mark.parametrize(
+    ("command", "outcome"),
+    [("run", "nothing was started"), ("reload", "the running gateway was not asked to reload")],
+)
+def test_run_and_reload_report_every_stage_too(command: str, outcome: str) -> None:
+    result = run_cli(command, "--config", STAGED)
     assert result.returncode == 1
     for expected in STAGED_EXPECTED:
         assert expected in result.stderr
-    assert "nothing was started" in result.stderr
+    assert outcome in result.stderr
 
 
 def test_validate_prints_warnings_and_where_keys_are_required(tmp_path: Path) -> None:
