@@ -148,7 +148,11 @@ class Auth:
         return bool(self._declared) or bool(self._state.view.keys)
 
     def requires_key(self, listener: str | None) -> bool:
-        """flm.yaml's rule for `listener`; a flow from no known listener needs a key."""
+        """flm.yaml's rule for `listener`. A flow without a listener (removed by a reload
+        while its connection lives on) is answered 503 by `listener_context` before
+        anything forwards it; a listener this config does not know needs a key."""
+        if listener is None:
+            return False
         return listener not in self._names or listener in self._keyed
 
     def verify(self, secret: str, now: float) -> Verdict:
