@@ -115,4 +115,5 @@ def test_validate_prints_warnings_and_where_keys_are_required(tmp_path: Path) ->
     assert "using 'http://127.0.0.1:8080'" in lines[0]
     assert f"{config}: API keys are required on: lan" in lines
     assert f"{config}: no API key is needed on: local (loopback, no auth:)" in lines
+    assert any(line.startswith(f"{config}: note: this file declares no API key") for line in lines)
     assert lines[-1].endswith("valid (2 listener(s), 1 engine(s), 0 route(s)), 1 warning(s)")
