@@ -25,7 +25,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-Path_ = tuple[str | int, ...]
+from flm_gateway.config.problems import Path_
 
 ITEM_LISTS: tuple[Path_, ...] = (("listeners",), ("engines",), ("routes",), ("security", "keys"))
 """Lists whose elements are units of their own."""
