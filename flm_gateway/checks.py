@@ -11,7 +11,11 @@ Each check yields `CheckResult`s (ok, warn or fail; a failure says what to do):
   (warn under `EXPIRY_WARNING_DAYS`);
 - state: the state directory exists or can be created, the state store answers
   (the SQLite file takes a write lock, or Redis answers) and the request log's
-  database is writable.
+  database is writable;
+- keys: where API keys are required (flm.yaml decides), warning about a listener
+  that requires one while no active key may be used there (every request would
+  get 401);
+- the loader's warnings (an engine URL it corrected), with their file:line.
 Nothing is changed: no file is written except a state directory and empty
 database that did not exist yet.
 """
@@ -25,6 +29,7 @@ import os
 import shutil
 import socket
 import sqlite3
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from enum import StrEnum
@@ -34,13 +39,16 @@ import psutil
 
 from flm_gateway.certificates import EXPIRY_WARNING_DAYS, certificate_statuses
 from flm_gateway.config import LoadedConfig
+from flm_gateway.config.listeners import auth_summary
 from flm_gateway.config.state import StateBackend
 from flm_gateway.config.types import format_host_port
 from flm_gateway.engines.base import HealthState
 from flm_gateway.engines.directory import EngineDirectory
 from flm_gateway.process import running_pid
 from flm_gateway.requestlog.store import connect, request_log_path
+from flm_gateway.security.keys import all_keys, keyless_listeners
 from flm_gateway.state import describe_store, open_store, sqlite_path
+from flm_gateway.state.store import KeyRecord
 
 LOW_DISK_BYTES = 200 * 1024 * 1024
 
@@ -314,6 +322,42 @@ def _redis_problem(loaded: LoadedConfig) -> str | None:
     return None
 
 
+def check_keys(loaded: LoadedConfig, stored: list[KeyRecord]) -> Iterator[CheckResult]:
+    """Where keys are required, and listeners no active key can reach (warn)."""
+    config = loaded.config
+    keys = all_keys(config.security.keys, stored)
+    for name in keyless_listeners(config.listeners, keys, time.time()):
+        scoped = any(key.scopes.listeners for key in keys)
+        yield CheckResult(
+            "auth",
+            name,
+            Level.WARN,
+            "requires an API key (auth: api-key) but no active key may be used on it: "
+            "every request gets 401",
+            "flm-gateway keys create --name NAME"
+            + (f" --scopes listener:{name}" if scoped else ""),
+        )
+    yield CheckResult("auth", "", Level.OK, "; ".join(auth_summary(config.listeners)))
+
+
+def _stored_keys(loaded: LoadedConfig) -> list[KeyRecord] | None:
+    try:
+        store = open_store(loaded, "check")
+        try:
+            return store.list_keys()
+        finally:
+            store.close()
+    except Exception:  # reported by check_state
+        return None
+
+
+def config_warnings(loaded: LoadedConfig) -> Iterator[CheckResult]:
+    for warning in loaded.warnings:
+        yield CheckResult(
+            "config", loaded.display_name, Level.WARN, str(warning), "correct this line"
+        )
+
+
 async def run_checks(
     loaded: LoadedConfig, directory_factory: DirectoryFactory, engine_timeout: float
 ) -> list[CheckResult]:
@@ -327,8 +371,13 @@ async def run_checks(
             f"{len(loaded.config.engines)} engine(s), {len(loaded.config.routes)} route(s))",
         )
     ]
+    results += config_warnings(loaded)
     results += await check_engines(loaded, directory_factory, engine_timeout)
     results += check_listeners(loaded)
     results += check_certificates(loaded)
     results += check_state(loaded)
+    if not any(r.area == "state" and r.level is Level.FAIL for r in results):
+        stored = _stored_keys(loaded)
+        if stored is not None:
+            results += check_keys(loaded, stored)
     return results

@@ -353,6 +353,8 @@ def serve_forever(loaded: LoadedConfig, log_format: str = "text") -> int:
         )
     else:
         log.info("flm-gateway %s: using %s", __version__, loaded.display_name)
+    for warning in loaded.warnings:
+        log.warning("%s", warning.render("warning"))
     if sys.platform != "win32":
         signal.signal(signal.SIGPIPE, signal.SIG_IGN)
     return asyncio.run(run_gateway(loaded))

@@ -236,6 +236,8 @@ class Reloader:
         except ConfigError as exc:
             return ReloadOutcome(False, trigger, self.generation, [str(p) for p in exc.problems])
         self._attempted_digest = digest(new.source.encode())
+        for warning in new.warnings:
+            log.warning("%s", warning.render("warning"))
         problems = [
             f"{new.display_name}: {problem}"
             for problem in restart_required(current.config, new.config)

@@ -5,13 +5,15 @@ from pathlib import Path
 
 import pytest
 
+from flm_gateway import checks
 from flm_gateway.checks import Level, check_bind, check_engines, check_state, run_checks
-from flm_gateway.config import parse_config
+from flm_gateway.config import load_config, parse_config
 from flm_gateway.config.engines import EngineConfig
 from flm_gateway.config.loader import LoadedConfig
 from flm_gateway.egress.sessions import direct_session
 from flm_gateway.engines.directory import EngineDirectory
 from flm_gateway.httpio.client import HttpSession
+from flm_gateway.state.store import KeyRecord, KeyScopes, KeySecret
 from tests.support.fake_engines import FakeEngine
 from tests.support.gateway_process import free_port
 
@@ -135,3 +137,58 @@ def test_certificates_expired_soon_and_fine(
     text = f'listeners: [{{name: main, bind: "127.0.0.1:{free_port()}"}}]\n'
     levels = [r.level for r in checks.check_certificates(loaded(text, tmp_path))]
     assert levels == [Level.FAIL, Level.WARN, Level.OK, Level.OK]
+
+
+KEYED = """\
+listeners:
+  - {name: a, bind: "127.0.0.1:18611", auth: api-key}
+  - {name: b, bind: "127.0.0.1:18612", auth: api-key}
+  - {name: local, bind: "127.0.0.1:18613"}
+"""
+
+
+def _key(key_id: str, listeners: tuple[str, ...] = (), revoked: bool = False) -> KeyRecord:
+    return KeyRecord(
+        id=key_id,
+        name=key_id,
+        created_at=1.0,
+        secrets=(KeySecret("sha256:" + "0" * 64, 1.0),),
+        scopes=KeyScopes(listeners=listeners),
+        revoked_at=2.0 if revoked else None,
+    )
+
+
+def _warned(stored: list[KeyRecord], tmp_path: Path, text: str = KEYED) -> list[str]:
+    results = list(checks.check_keys(loaded(text, tmp_path), stored))
+    assert results[-1].level is Level.OK and "API keys are required on: a, b" in results[-1].message
+    return [r.subject for r in results if r.level is Level.WARN]
+
+
+def test_a_keyed_listener_without_a_usable_key_is_a_warning(tmp_path: Path) -> None:
+    assert _warned([], tmp_path) == ["a", "b"]
+    [warning] = list(checks.check_keys(loaded(KEYED, tmp_path), []))[:1]
+    assert "every request gets 401" in warning.message
+    assert warning.fix == "flm-gateway keys create --name NAME"
+    assert _warned([_key("k")], tmp_path) == []
+    assert _warned([_key("k", revoked=True)], tmp_path) == ["a", "b"]
+    scoped = [_key("k", ("a",))]
+    assert _warned(scoped, tmp_path) == ["b"]  # a key scoped to a does not serve b
+    [warning] = [r for r in checks.check_keys(loaded(KEYED, tmp_path), scoped) if r.subject]
+    assert warning.fix == "flm-gateway keys create --name NAME --scopes listener:b"
+    declared = KEYED + "security:\n  keys:\n    - {id: ci, hash: 'sha256:" + "1" * 64 + "'}\n"
+    assert _warned([], tmp_path, declared) == []
+
+
+async def test_check_runs_the_key_check_and_shows_config_warnings(tmp_path: Path) -> None:
+    path = tmp_path / "flm.yaml"
+    path.write_text(
+        f"server: {{state_dir: {str(tmp_path / 'state')!r}}}\n"
+        + KEYED
+        + 'engines: [{name: e, url: "http://127.0.0.1:1/v1"}]\nadmin: {enabled: false}\n'
+    )
+    results = await run_checks(load_config(path), directory, 1.0)
+    by_area = [(r.area, r.subject, r.level) for r in results]
+    assert ("auth", "a", Level.WARN) in by_area and ("auth", "b", Level.WARN) in by_area
+    [warning] = [r for r in results if r.area == "config" and r.level is Level.WARN]
+    assert warning.message.startswith(f"{path}:6:26: engines[0].url:")
+    assert "ends in /v1" in warning.message

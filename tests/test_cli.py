@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).parents[1]
 
 
@@ -67,3 +69,51 @@ def test_run_reports_a_config_that_cannot_be_applied_in_one_line(tmp_path: Path)
         in result.stderr
     )
     assert "Traceback" not in result.stderr
+
+
+STAGED = "tests/config/golden/staged_errors.yaml"
+STAGED_EXPECTED = (
+    f"{STAGED}:21:5: routes[0].fallbak: unknown key 'fallbak'",
+    f"{STAGED}:23:13: routes[1].engine: unknown engine 'gamma'",
+    f"{STAGED}:32:13: security.keys[0].hash: 'sha256:abc'... is not sha256:<64 lowercase hex>",
+)
+
+
+def test_validate_reports_schema_reference_and_key_errors_in_one_run() -> None:
+    result = run_cli("validate", STAGED)
+    assert result.returncode == 1
+    for expected in STAGED_EXPECTED:
+        assert any(line.startswith(expected) for line in result.stdout.splitlines()), expected
+    assert "8 problem(s)" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("command", "outcome"),
+    [("run", "nothing was started"), ("reload", "the running gateway was not asked to reload")],
+)
+def test_run_and_reload_report_every_stage_too(command: str, outcome: str) -> None:
+    result = run_cli(command, "--config", STAGED)
+    assert result.returncode == 1
+    for expected in STAGED_EXPECTED:
+        assert expected in result.stderr
+    assert outcome in result.stderr
+
+
+def test_validate_prints_warnings_and_where_keys_are_required(tmp_path: Path) -> None:
+    config = tmp_path / "flm.yaml"
+    config.write_text(
+        "listeners:\n"
+        "  - {name: lan, bind: '0.0.0.0:18601', auth: api-key}\n"
+        "  - {name: local, bind: '127.0.0.1:18602'}\n"
+        "engines:\n"
+        "  - {name: cpp, kind: llamacpp, url: 'http://127.0.0.1:8080/v1'}\n"
+    )
+    result = run_cli("validate", str(config))
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith(f"{config}:5:38: warning: engines[0].url: ")
+    assert "using 'http://127.0.0.1:8080'" in lines[0]
+    assert f"{config}: API keys are required on: lan" in lines
+    assert f"{config}: no API key is needed on: local (loopback, no auth:)" in lines
+    assert any(line.startswith(f"{config}: note: this file declares no API key") for line in lines)
+    assert lines[-1].endswith("valid (2 listener(s), 1 engine(s), 0 route(s)), 1 warning(s)")

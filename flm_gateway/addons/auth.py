@@ -2,10 +2,12 @@
 
 Policy (on `requestheaders`, after the IP filter, honeypots, intrusion
 detection and CORS preflights, before rate limits and everything that reads a body):
-- Which listeners require a key: `auth: api-key` always; `auth: none` never (any
-  credential sent is ignored there); unset: once any key exists (declared in
-  flm.yaml or ever created with `keys create`, revoked ones included, so
-  revoking the last key does not open the listener).
+- Which listeners require a key is decided by flm.yaml alone
+  (`config.listeners.requires_api_key`): `auth: api-key` always; `auth: none`
+  never (any credential sent is ignored there); unset (loopback only) never.
+  Creating, scoping or revoking a key changes no listener. The start log (and
+  each reload) says where keys are required, and warns when a listener requires
+  keys while none exists, or keys exist while no listener requires them.
 - The health endpoints (their exact paths) never need a key. Every other path
   does, however it is spelled: there is no allow list of unauthenticated paths
   to bypass.
@@ -18,9 +20,7 @@ detection and CORS preflights, before rate limits and everything that reads a bo
   of the store made after it arrived (`StateService.check_new_keys`: shared,
   paced, at most 2 s) and is then judged on that. If the store does not answer:
   503 `security_state_unavailable`, never a 401 that would count against a
-  client whose key may be valid. (On a listener without `auth:`, the very first
-  key closes the listener with the next refresh of the view, within
-  `state.refresh_interval`: until then it was open anyway.)
+  client whose key may be valid.
 - Refusals, all 401 with `WWW-Authenticate: Bearer` (`REFUSALS`):
   `invalid_api_key` for a missing, malformed, ambiguous or unknown key;
   `expired_api_key` for an expired key or a rotated-out secret past its
@@ -52,7 +52,7 @@ from mitmproxy import http
 
 from flm_gateway.addons.guard import fail_closed
 from flm_gateway.config import LoadedConfig
-from flm_gateway.config.listeners import AuthMode
+from flm_gateway.config.listeners import auth_summary, requires_api_key
 from flm_gateway.config.security import Severity
 from flm_gateway.errors import error_response
 from flm_gateway.security.events import Offence, record
@@ -112,7 +112,8 @@ class Auth:
         self._state = state
         self._declared: Mapping[str, KeyEntry] = {}
         self._declared_ids: frozenset[str] = frozenset()
-        self._modes: Mapping[str, AuthMode | None] = {}
+        self._keyed: frozenset[str] = frozenset()
+        self._names: frozenset[str] = frozenset()
         self._count_missing = False
 
     def apply_config(self, loaded: LoadedConfig) -> None:
@@ -124,26 +125,35 @@ class Auth:
                 declared[secret.hash] = KeyEntry(record_, secret)
         self._declared = declared
         self._declared_ids = frozenset(key.id for key in config.security.keys)
-        self._modes = {listener.name: listener.auth for listener in config.listeners}
+        self._keyed = frozenset(
+            listener.name for listener in config.listeners if requires_api_key(listener)
+        )
+        self._names = frozenset(listener.name for listener in config.listeners)
         self._count_missing = config.security.auto_block.count_missing_keys
-        keyed = [name for name, mode in self._modes.items() if mode is AuthMode.API_KEY]
-        if keyed and not self.keys_exist():
+        for line in auth_summary(config.listeners):
+            log.info("%s", line)
+        if self._keyed and not self.keys_exist():
             log.warning(
-                "listener(s) %s require an API key but none exists yet; create one with "
+                "no API key exists yet, so every request to %s gets 401; create one with "
                 "`flm-gateway keys create --name NAME`",
-                ", ".join(keyed),
+                ", ".join(sorted(self._keyed)),
+            )
+        elif not self._keyed and self.keys_exist():
+            log.warning(
+                "API keys exist but no listener requires one (set auth: api-key on the "
+                "listeners that should)"
             )
 
     def keys_exist(self) -> bool:
         return bool(self._declared) or bool(self._state.view.keys)
 
     def requires_key(self, listener: str | None) -> bool:
-        mode = self._modes.get(listener or "")
-        if mode is AuthMode.API_KEY:
-            return True
-        if mode is AuthMode.NONE:
+        """flm.yaml's rule for `listener`. A flow without a listener (removed by a reload
+        while its connection lives on) is answered 503 by `listener_context` before
+        anything forwards it; a listener this config does not know needs a key."""
+        if listener is None:
             return False
-        return self.keys_exist()
+        return listener not in self._names or listener in self._keyed
 
     def verify(self, secret: str, now: float) -> Verdict:
         """The key `secret` belongs to, or why it is refused."""

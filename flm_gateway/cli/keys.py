@@ -18,7 +18,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from typing import Any
+from typing import Any, TextIO
 
 from flm_gateway.cli.admin import (
     CommandError,
@@ -32,8 +32,9 @@ from flm_gateway.cli.admin import (
 )
 from flm_gateway.cli.common import add_config_argument
 from flm_gateway.config import LoadedConfig
+from flm_gateway.config.listeners import auth_summary, requires_api_key
 from flm_gateway.security.keys import (
-    declared_record,
+    all_keys,
     generate_key_id,
     generate_secret,
     hash_secret,
@@ -177,7 +178,28 @@ def run_create(args: argparse.Namespace, loaded: LoadedConfig, store: StateStore
     else:
         print(f"created key {key.id} ({printable(key.name)})")
         print(f"secret (shown once, store it now): {secret}")
+    _say_where_keys_count(loaded, key, sys.stderr if args.json else sys.stdout)
     return 0
+
+
+def _say_where_keys_count(loaded: LoadedConfig, key: KeyRecord, out: TextIO) -> None:
+    """flm.yaml decides which listeners require keys; a new key changes none of them."""
+    listeners = loaded.config.listeners
+    for line in auth_summary(listeners):
+        print(line, file=out)
+    for listener in listeners:
+        if listener.name in key.scopes.listeners and not requires_api_key(listener):
+            print(
+                f"note: listener {listener.name!r} requires no key (no auth: api-key in "
+                f"{loaded.display_name}), so this key changes nothing there",
+                file=out,
+            )
+    if not any(map(requires_api_key, listeners)):
+        print(
+            f"note: no listener requires a key yet; set auth: api-key on a listener in "
+            f"{loaded.display_name} to require one",
+            file=out,
+        )
 
 
 def _print_declaration(args: argparse.Namespace, key: KeyRecord, secret: str) -> int:
@@ -203,9 +225,7 @@ def _print_declaration(args: argparse.Namespace, key: KeyRecord, secret: str) ->
 
 def run_list(args: argparse.Namespace, loaded: LoadedConfig, store: StateStore) -> int:
     now = time.time()
-    declared = [declared_record(key) for key in loaded.config.security.keys]
-    declared_ids = {key.id for key in declared}
-    keys = declared + [key for key in store.list_keys() if key.id not in declared_ids]
+    keys = all_keys(loaded.config.security.keys, store.list_keys())
     usage = store.get_counters("usage:")
     rows = []
     for key in keys:

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from flm_gateway.config import ConfigError, load_config
+from flm_gateway.config.listeners import auth_summary, requires_api_key
 from flm_gateway.config.model import GatewayConfig
 from flm_gateway.config.reference import markdown_reference
 
@@ -37,9 +38,21 @@ def run_validate(args: argparse.Namespace) -> int:
         print(f"{path}: {len(exc.problems)} problem(s)", file=sys.stderr)
         return 1
     config = loaded.config
+    for warning in loaded.warnings:
+        print(warning.render("warning"))
+    for line in auth_summary(config.listeners):
+        print(f"{path}: {line}")
+    keyed = [listener.name for listener in config.listeners if requires_api_key(listener)]
+    if keyed and not config.security.keys:
+        print(
+            f"{path}: note: this file declares no API key; unless one was created with "
+            f"`flm-gateway keys create`, every request to {', '.join(keyed)} gets 401 "
+            "(`flm-gateway check` looks in the state store)"
+        )
     print(
         f"{path}: valid ({len(config.listeners)} listener(s), {len(config.engines)} engine(s), "
         f"{len(config.routes)} route(s))"
+        + (f", {len(loaded.warnings)} warning(s)" if loaded.warnings else "")
     )
     return 0
 

@@ -73,7 +73,10 @@ class EngineConfig(StrictModel):
         description="ollama, vllm, lmstudio, llamacpp, or openai (any OpenAI-compatible server).",
     )
     url: str = Field(
-        description="Base URL of the engine, e.g. http://127.0.0.1:11434 (no /v1 suffix)."
+        description=(
+            "Base URL of the engine, e.g. http://127.0.0.1:11434, without /v1 (a /v1 suffix "
+            "is removed, with a warning: the gateway adds it)."
+        ),
     )
     api_key: str | None = Field(
         None,

@@ -1,14 +1,23 @@
-"""The `listeners:` section: where the gateway accepts clients and how."""
+"""The `listeners:` section: where the gateway accepts clients and how.
+
+Which listeners require an API key is decided by flm.yaml alone (`requires_api_key`),
+never by whether keys exist: `auth: api-key` always, `auth: none` never, and a
+listener without `auth:` only on loopback, where it needs no key (validation refuses
+a non-loopback listener without `auth:`). Creating or revoking a key changes no
+listener; the start log, `validate` and `keys create` say where keys are required
+(`auth_summary`).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from enum import StrEnum
 
 from pydantic import Field
 
 from flm_gateway.config.security import ListenerSecurity
 from flm_gateway.config.tls import TlsSettings
-from flm_gateway.config.types import HostPattern, HostPort, StrictModel
+from flm_gateway.config.types import HostPattern, HostPort, StrictModel, is_loopback_host
 
 
 class AuthMode(StrEnum):
@@ -40,9 +49,9 @@ class ListenerConfig(StrictModel):
     auth: AuthMode | None = Field(
         None,
         description=(
-            "api-key: clients must send an API key. none: no authentication. Unset means "
-            "api-key once any API key exists (in flm.yaml or created with `keys create`), "
-            "else none; a non-loopback listener must say which explicitly."
+            "api-key: clients must send an API key. none: no authentication. Unset: none, "
+            "allowed on loopback binds only (a listener other machines can reach must say "
+            "which). Creating keys never changes it: set api-key where keys are required."
         ),
     )
     passthrough: str | None = Field(
@@ -69,3 +78,28 @@ class ListenerConfig(StrictModel):
             "rate_limits, request_limits, intrusion, honeypots)."
         ),
     )
+
+
+_UNSET = "loopback, no auth:"
+
+
+def requires_api_key(listener: ListenerConfig) -> bool:
+    """Whether clients of `listener` must send an API key (see the module docstring)."""
+    if listener.auth is not None:
+        return listener.auth is AuthMode.API_KEY
+    # validation refuses this on other addresses; should one get here, fail closed
+    return not is_loopback_host(listener.bind[0])
+
+
+def auth_summary(listeners: Sequence[ListenerConfig]) -> list[str]:
+    """Where API keys are required and where not, one line each, for logs and the CLI."""
+    keyed = [listener.name for listener in listeners if requires_api_key(listener)]
+    open_ = [
+        f"{listener.name} ({'auth: none' if listener.auth is AuthMode.NONE else _UNSET})"
+        for listener in listeners
+        if not requires_api_key(listener)
+    ]
+    lines = [f"API keys are required on: {', '.join(keyed) if keyed else 'no listener'}"]
+    if open_:
+        lines.append(f"no API key is needed on: {', '.join(open_)}")
+    return lines

@@ -1,14 +1,17 @@
 """Read flm.yaml into a validated `GatewayConfig`, or report every problem with its position.
 
-Three passes, each adding to one list of problems so a user sees them all at once:
+Passes, each adding to one list of problems so a user sees them all in one run:
 1. YAML is composed (not just loaded) so every node keeps its line and column;
    `${VAR}` in scalars is replaced from the environment; an unset variable is a
    problem at the scalar's position. `${VAR:-default}` falls back to `default`.
 2. pydantic validates the plain data; each error's location is mapped back to
-   the node it came from.
+   the node it came from. The items that failed are set aside (`salvage`) and
+   the rest is validated again, so that
 3. `semantic.check` runs cross-field rules (unknown engine names, duplicate
-   binds, ...) on the validated model.
-Errors render as `FILE:LINE:COL: path.to.key: message`, sorted by position.
+   binds, ...) on every part that parsed, even when another part did not.
+4. `provision` corrects what has one right meaning (an engine URL ending in
+   /v1) and says so: warnings, with their position, on `LoadedConfig.warnings`.
+Problems render as `FILE:LINE:COL: path.to.key: message`, sorted by position, once each.
 Environment access for the config happens here and nowhere else.
 """
 
@@ -17,7 +20,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,80 +28,38 @@ import yaml
 from pydantic import ValidationError
 
 from flm_gateway.config.model import GatewayConfig
+from flm_gateway.config.problems import ConfigError, ConfigProblem, Path_, Positions, render_path
+from flm_gateway.config.provision import provision
+from flm_gateway.config.salvage import MAX_ROUNDS, Salvage, can_set_aside, set_aside, unit_of
+from flm_gateway.config.schema_errors import pydantic_problems, without_union_tags
 from flm_gateway.config.semantic import check_semantics
 
 _ENV_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
-Path_ = tuple[str | int, ...]
-
-
-@dataclass(frozen=True, order=True)
-class ConfigProblem:
-    """One error in a config file, with the position of the offending node."""
-
-    line: int
-    column: int
-    path: str
-    message: str
-    file: str = field(compare=False, default="flm.yaml")
-
-    def __str__(self) -> str:
-        where = f"{self.file}:{self.line}:{self.column}"
-        return f"{where}: {self.path}: {self.message}" if self.path else f"{where}: {self.message}"
-
-
-class ConfigError(Exception):
-    """The config file is invalid; `problems` lists every error found."""
-
-    def __init__(self, problems: list[ConfigProblem]) -> None:
-        self.problems = sorted(problems)
-        super().__init__("\n".join(str(p) for p in self.problems))
-
 
 @dataclass(frozen=True)
 class LoadedConfig:
-    """A validated config and where it came from."""
+    """A validated config, where it came from, and what the loader corrected in it."""
 
     config: GatewayConfig
     path: Path | None
     state_dir: Path
     source: str
+    warnings: tuple[ConfigProblem, ...] = ()
+    """Accepted but worth saying (`provision`): shown by validate, check and the start log."""
 
     @property
     def display_name(self) -> str:
         return str(self.path) if self.path else "<built-in default>"
 
 
-def render_path(path: Path_) -> str:
-    """("listeners", 0, "bind") -> "listeners[0].bind"."""
-    text = ""
-    for part in path:
-        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
-    return text
+@dataclass(frozen=True)
+class ParsedConfig:
+    """What `read_config` makes of a text: `LoadedConfig` less where the text came from."""
 
-
-class _Positions:
-    """Maps a path inside the document to the (line, column) of its node, 1-based."""
-
-    def __init__(self) -> None:
-        self._value: dict[Path_, tuple[int, int]] = {}
-        self._key: dict[Path_, tuple[int, int]] = {}
-
-    def record(self, path: Path_, node: yaml.Node, key_node: yaml.Node | None = None) -> None:
-        self._value[path] = (node.start_mark.line + 1, node.start_mark.column + 1)
-        if key_node is not None:
-            self._key[path] = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
-
-    def of(self, path: Path_, *, key: bool = False) -> tuple[int, int]:
-        """Position of the deepest recorded node on `path`."""
-        table = self._key if key else self._value
-        for end in range(len(path), -1, -1):
-            prefix = path[:end]
-            if prefix in table:
-                return table[prefix]
-            if prefix in self._value:
-                return self._value[prefix]
-        return (1, 1)
+    config: GatewayConfig
+    state_dir: Path
+    warnings: tuple[ConfigProblem, ...]
 
 
 class _Builder:
@@ -107,7 +68,7 @@ class _Builder:
     def __init__(self, file: str, environ: Mapping[str, str]) -> None:
         self.file = file
         self.environ = environ
-        self.positions = _Positions()
+        self.positions = Positions()
         self.problems: list[ConfigProblem] = []
         self._constructor = yaml.SafeLoader("")
 
@@ -150,117 +111,6 @@ class _Builder:
         self.problems.append(ConfigProblem(line, column, render_path(path), message, self.file))
 
 
-def _without_union_tags(loc: tuple[Any, ...], data: Any) -> Path_:
-    """The document path of a pydantic error location.
-
-    A discriminated union adds its tag to the location (`egress.bastion.socks5.url`
-    for `{mode: socks5}`); such a part names no key of the input, so it is dropped.
-    """
-    path: list[str | int] = []
-    node = data
-    for part in loc:
-        if not isinstance(part, str | int):
-            continue
-        if isinstance(node, dict) and part not in node and part in node.values():
-            continue
-        path.append(part)
-        if isinstance(node, dict):
-            node = node.get(part)
-        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
-            node = node[part]
-        else:
-            node = None
-    return tuple(path)
-
-
-def _pydantic_problems(
-    error: ValidationError, positions: _Positions, file: str, data: Any = None
-) -> list[ConfigProblem]:
-    problems = []
-    for item in error.errors(include_url=False):
-        path = _without_union_tags(tuple(item["loc"]), data)
-        kind = item["type"]
-        if kind == "extra_forbidden":
-            line, column = positions.of(path, key=True)
-            message = f"unknown key {path[-1]!r}" + _valid_keys_hint(path, data)
-        elif kind == "union_tag_invalid":
-            key = str(item.get("ctx", {}).get("discriminator", "")).strip("'")
-            path = (*path, key) if key else path
-            line, column = positions.of(path)
-            tags = item.get("ctx", {}).get("expected_tags", "")
-            message = f"{item.get('ctx', {}).get('tag')!r} is not valid; expected one of {tags}"
-        else:
-            line, column = positions.of(path)
-            message = _describe(item, path)
-        problems.append(ConfigProblem(line, column, render_path(path), message, file))
-    return problems
-
-
-def _describe(item: Mapping[str, Any], path: Path_) -> str:
-    message = str(item["msg"])
-    if message.startswith("Value error, "):
-        message = message.removeprefix("Value error, ")
-    kind = item["type"]
-    if kind == "missing":
-        return "required key is missing"
-    if kind in ("enum", "literal_error"):
-        return f"{item.get('input')!r} is not valid; {message[0].lower()}{message[1:]}"
-    if kind != "value_error" and "input" in item and not isinstance(item["input"], dict | list):
-        return f"{item['input']!r}: {message[0].lower()}{message[1:]}"
-    return message
-
-
-def _valid_keys_hint(path: Path_, data: Any = None) -> str:
-    """'; valid keys: a, b' for the model that owns `path[:-1]`, found via the JSON schema."""
-    schema = GatewayConfig.model_json_schema()
-    node: Mapping[str, Any] = schema
-    defs = schema.get("$defs", {})
-    value = data
-
-    def resolve(n: Mapping[str, Any]) -> Mapping[str, Any]:
-        while True:
-            if "oneOf" in n and "discriminator" in n and isinstance(value, dict):
-                # A discriminated union: the input's tag picks the branch.
-                mapping = n["discriminator"].get("mapping", {})
-                ref = mapping.get(value.get(n["discriminator"].get("propertyName")))
-                if ref is None:
-                    return n
-                n = {"$ref": ref}
-            elif "$ref" in n:
-                n = defs[n["$ref"].rsplit("/", 1)[-1]]
-            elif "anyOf" in n:
-                objects = [resolve(x) for x in n["anyOf"]]
-                n = next((o for o in objects if "properties" in o or "items" in o), objects[0])
-            elif "allOf" in n and len(n["allOf"]) == 1:
-                n = n["allOf"][0]
-            else:
-                return n
-
-    for part in path[:-1]:
-        node = resolve(node)
-        value = _child(value, part)
-        if isinstance(part, int):
-            node = node.get("items", {})
-        elif "properties" in node and part in node["properties"]:
-            node = node["properties"][part]
-        elif isinstance(node.get("additionalProperties"), dict):
-            node = node["additionalProperties"]
-        else:
-            return ""
-    node = resolve(node)
-    keys = sorted(node.get("properties", {}))
-    return f"; valid keys: {', '.join(keys)}" if keys else ""
-
-
-def _child(value: Any, part: str | int) -> Any:
-    """value[part] for a dict key or list index that exists, else None."""
-    if isinstance(value, dict):
-        return value.get(part)
-    if isinstance(value, list) and isinstance(part, int) and 0 <= part < len(value):
-        return value[part]
-    return None
-
-
 def parse_config(
     text: str,
     *,
@@ -269,6 +119,21 @@ def parse_config(
     environ: Mapping[str, str] | None = None,
 ) -> tuple[GatewayConfig, Path]:
     """Validate YAML text; returns the config and its resolved state directory.
+
+    Raises ConfigError listing every problem found.
+    """
+    parsed = read_config(text, file=file, base_dir=base_dir, environ=environ)
+    return parsed.config, parsed.state_dir
+
+
+def read_config(
+    text: str,
+    *,
+    file: str = "flm.yaml",
+    base_dir: Path | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> ParsedConfig:
+    """Validate YAML text: the config, its state directory and the loader's warnings.
 
     Raises ConfigError listing every problem found.
     """
@@ -295,24 +160,76 @@ def parse_config(
             [ConfigProblem(1, 1, "", "the top level must be a mapping (key: value)", file)]
         )
     problems = list(builder.problems)
-    try:
-        config = GatewayConfig.model_validate(data)
-    except ValidationError as exc:
-        problems += _pydantic_problems(exc, builder.positions, file, data)
-        raise ConfigError(problems) from None
-
-    def locate(path: Path_) -> str:
-        return "{}:{}:{}".format(file, *builder.positions.of(path))
-
-    for path, message in check_semantics(config, locate):
-        line, column = builder.positions.of(path)
-        problems.append(ConfigProblem(line, column, render_path(path), message, file))
-    if problems:
+    config, salvage = _validate_in_stages(data, builder.positions, file, problems)
+    if config is not None:
+        problems += _semantic_problems(config, salvage, builder.positions, file)
+    if problems or config is None:
         raise ConfigError(problems)
+    config, corrections = provision(config)
+    warnings = tuple(
+        ConfigProblem(*builder.positions.of(path), render_path(path), message, file)
+        for path, message in corrections
+    )
     state_dir = Path(os.path.expanduser(str(config.server.state_dir)))
     if not state_dir.is_absolute():
         state_dir = (base_dir or Path.cwd()) / state_dir
-    return config, state_dir
+    return ParsedConfig(config, state_dir, tuple(sorted(warnings)))
+
+
+def _validate_in_stages(
+    data: dict[str, Any], positions: Positions, file: str, problems: list[ConfigProblem]
+) -> tuple[GatewayConfig | None, Salvage | None]:
+    """The config; else, with the schema errors added to `problems`, what validates
+    once the broken units are set aside (None when nothing useful does)."""
+    try:
+        return GatewayConfig.model_validate(data), None
+    except ValidationError as exc:
+        problems += pydantic_problems(exc, positions, file, data)
+        removed = frozenset(_units(exc, data, None))
+    for _ in range(MAX_ROUNDS):
+        if not can_set_aside(removed):
+            break
+        salvage = set_aside(data, removed)
+        try:
+            return GatewayConfig.model_validate(salvage.data), salvage
+        except ValidationError as exc:
+            more = _units(exc, salvage.data, salvage)
+            if more <= removed:
+                break
+            removed |= more
+    return None, None
+
+
+def _units(error: ValidationError, data: Any, salvage: Salvage | None) -> frozenset[Path_]:
+    """The units (in the file's coordinates) holding each error of `error`."""
+    units = set()
+    for item in error.errors(include_url=False):
+        path = without_union_tags(tuple(item["loc"]), data)
+        units.add(unit_of(salvage.original(path) if salvage else path))
+    return frozenset(units)
+
+
+def _semantic_problems(
+    config: GatewayConfig, salvage: Salvage | None, positions: Positions, file: str
+) -> list[ConfigProblem]:
+    """Cross-field problems, in the file's coordinates, less those already reported."""
+
+    def original(path: Path_) -> Path_:
+        return salvage.original(path) if salvage else path
+
+    def locate(path: Path_) -> str:
+        return "{}:{}:{}".format(file, *positions.of(original(path)))
+
+    problems = []
+    for path, message in check_semantics(config, locate):
+        path = original(path)
+        if salvage is not None:
+            if salvage.hides(path):
+                continue
+            message = salvage.original_message(message)
+        line, column = positions.of(path)
+        problems.append(ConfigProblem(line, column, render_path(path), message, file))
+    return problems
 
 
 def load_config(path: Path, environ: Mapping[str, str] | None = None) -> LoadedConfig:
@@ -325,7 +242,11 @@ def load_config(path: Path, environ: Mapping[str, str] | None = None) -> LoadedC
         ) from None
     except UnicodeDecodeError:
         raise ConfigError([ConfigProblem(1, 1, "", "the file is not UTF-8", str(path))]) from None
-    config, state_dir = parse_config(
-        text, file=str(path), base_dir=path.resolve().parent, environ=environ
+    parsed = read_config(text, file=str(path), base_dir=path.resolve().parent, environ=environ)
+    return LoadedConfig(
+        config=parsed.config,
+        path=path,
+        state_dir=parsed.state_dir,
+        source=text,
+        warnings=parsed.warnings,
     )
-    return LoadedConfig(config=config, path=path, state_dir=state_dir, source=text)

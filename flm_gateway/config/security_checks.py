@@ -2,7 +2,8 @@
 
 Each yields (path, message) like `semantic.py`. They catch settings that would
 silently do nothing or less than the file says: scopes naming listeners or
-routes that do not exist, keys scoped to a listener that never checks keys,
+routes that do not exist, keys scoped to a listener that never checks keys (or
+declared while no listener checks any),
 per-key limits on a listener without authentication, CORS credentials with
 origin `*`, a body limit above the server's, honeypots that would shadow the API.
 """
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from flm_gateway.config.listeners import AuthMode
+from flm_gateway.config.listeners import AuthMode, ListenerConfig, requires_api_key
 from flm_gateway.config.model import GatewayConfig
 from flm_gateway.config.security import CorsSettings, HoneypotSettings, RequestLimitSettings
 from flm_gateway.security.paths import canonical_path
@@ -25,7 +26,22 @@ def check_security(config: GatewayConfig) -> list[Problem]:
     return [*_keys(config), *_sections(config), *_engines(config)]
 
 
+def _never_checks_keys(listener: ListenerConfig) -> str:
+    if listener.auth is AuthMode.NONE:
+        return "has auth: none, so it never checks keys"
+    return (
+        "has no auth:, so it never checks keys (a loopback listener needs auth: api-key "
+        "to require them)"
+    )
+
+
 def _keys(config: GatewayConfig) -> Iterator[Problem]:
+    if config.security.keys and not any(map(requires_api_key, config.listeners)):
+        yield (
+            ("security", "keys"),
+            "keys are declared but no listener requires one; set auth: api-key on the "
+            "listeners that should (a listener without auth: needs no key)",
+        )
     listeners = {listener.name: listener for listener in config.listeners}
     routes = {route.model for route in config.routes}
     seen_ids: dict[str, int] = {}
@@ -50,8 +66,8 @@ def _keys(config: GatewayConfig) -> Iterator[Problem]:
             path = (*base, "scopes", "listeners", position)
             if listener is None:
                 yield path, f"unknown listener {name!r}; listeners: {', '.join(listeners)}"
-            elif listener.auth is AuthMode.NONE:
-                yield path, f"listener {name!r} has auth: none, so it never checks keys"
+            elif not requires_api_key(listener):
+                yield path, f"listener {name!r} {_never_checks_keys(listener)}"
         for position, model in enumerate(key.scopes.routes):
             if model not in routes:
                 yield (

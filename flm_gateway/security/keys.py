@@ -27,11 +27,13 @@ import hashlib
 import hmac
 import re
 import secrets
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
 from mitmproxy.http import Headers
 
+from flm_gateway.config.listeners import ListenerConfig, requires_api_key
 from flm_gateway.config.security import DeclaredKey
 from flm_gateway.state.store import KeyLimits, KeyRecord, KeyScopes, KeySecret
 
@@ -124,3 +126,26 @@ def declared_record(key: DeclaredKey) -> KeyRecord:
         expires_at=key.expires_at,
         source="config",
     )
+
+
+def all_keys(declared: Iterable[DeclaredKey], stored: Iterable[KeyRecord]) -> list[KeyRecord]:
+    """Every key the gateway knows: flm.yaml's, then the store's (an id in flm.yaml wins)."""
+    keys = [declared_record(key) for key in declared]
+    ids = {key.id for key in keys}
+    return keys + [key for key in stored if key.id not in ids]
+
+
+def keyless_listeners(
+    listeners: Sequence[ListenerConfig], keys: Iterable[KeyRecord], now: float
+) -> list[str]:
+    """Listeners that require a key while no active key may be used there: every
+    request to them is refused (401, or 403 for a key scoped elsewhere)."""
+    usable = [key for key in keys if key.status(now) == "active"]
+    return [
+        listener.name
+        for listener in listeners
+        if requires_api_key(listener)
+        and not any(
+            not key.scopes.listeners or listener.name in key.scopes.listeners for key in usable
+        )
+    ]

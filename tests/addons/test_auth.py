@@ -130,20 +130,56 @@ async def test_expired_revoked_and_rotated(tmp_path: Path) -> None:
         assert auth.verify(new, now + 61).key is not None
 
 
-async def test_unset_auth_requires_a_key_once_keys_exist(tmp_path: Path) -> None:
-    base = """\
+TWO_LISTENERS = """\
 listeners:
-  - {name: main, bind: "127.0.0.1:8088"}
+  - {name: keyed, bind: "127.0.0.1:8088", auth: api-key}
+  - {name: local, bind: "127.0.0.1:8089"}
 """
-    config = loaded("", tmp_path, base=base)
+
+
+async def test_keys_never_change_which_listeners_require_one(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """flm.yaml alone decides: a key scoped to `keyed`, an unscoped one, their revocation."""
+    config = loaded("", tmp_path, base=TWO_LISTENERS)
     with opened_service(config) as service:
         auth = Auth(service)
         auth.apply_config(config)
-        assert (await _check(auth, config, {})).response is None
-        _store_key(service)
-        service.call_sync(lambda store: store.revoke_key("key_a", time.time()))
+        assert "no API key exists yet, so every request to keyed gets 401" in caplog.text
+        assert (await _check(auth, config, {}, port=8089)).response is None
+        assert error_of(await _check(auth, config, {}, port=8088))[0] == 401
+        _store_key(service, scopes=KeyScopes(listeners=("keyed",)))
         await service.refresh(force=True)
-        assert error_of(await _check(auth, config, {}))[0] == 401
+        assert (await _check(auth, config, {}, port=8089)).response is None
+        assert (await _check(auth, config, {"x-api-key": SECRET}, port=8088)).response is None
+        _store_key(service, "key_b", secrets=(KeySecret(hash_secret(DECLARED), time.time()),))
+        await service.refresh(force=True)
+        assert (await _check(auth, config, {}, port=8089)).response is None
+        for key_id in ("key_a", "key_b"):
+            service.call_sync(lambda store, k=key_id: store.revoke_key(k, time.time()))
+        await service.refresh(force=True)
+        assert (await _check(auth, config, {}, port=8089)).response is None
+        revoked = await _check(auth, config, {"x-api-key": SECRET}, port=8088)
+        assert error_of(revoked)[1]["code"] == "revoked_api_key"
+
+
+async def test_the_start_log_says_where_keys_are_required(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("INFO", logger="flm_gateway.security")
+    config = loaded("", tmp_path, base=TWO_LISTENERS)
+    with opened_service(config) as service:
+        _store_key(service)
+        await service.refresh(force=True)
+        Auth(service).apply_config(config)
+        assert "API keys are required on: keyed" in caplog.text
+        assert "no API key is needed on: local (loopback, no auth:)" in caplog.text
+        assert "every request" not in caplog.text  # a key exists
+        caplog.clear()
+        only_local = loaded("", tmp_path, base=TWO_LISTENERS.replace(", auth: api-key", ""))
+        Auth(service).apply_config(only_local)
+        assert "API keys are required on: no listener" in caplog.text
+        assert "API keys exist but no listener requires one" in caplog.text
 
 
 async def test_count_missing_keys_makes_missing_an_offence(tmp_path: Path) -> None:

@@ -167,3 +167,41 @@ def test_names_are_printable_and_shown_escaped(
     assert out.isascii() and {row["name"] for row in json.loads(out)} >= {HOSTILE}
     code, out, _ = run(capsys, "keys", "revoke", "key_hostile", *c)
     assert code == 0 and "\x1b" not in out and "within 1s" in out
+
+
+TWO_LISTENERS = """\
+server: {state_dir: ./state}
+listeners:
+  - {name: keyed, bind: "127.0.0.1:8088", auth: api-key}
+  - {name: local, bind: "127.0.0.1:8089"}
+"""
+
+
+def test_create_says_where_keys_are_required_and_what_a_scope_changes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "flm.yaml"
+    path.write_text(TWO_LISTENERS)
+    c = ("--config", str(path))
+    code, out, _ = run(capsys, "keys", "create", "--name", "a", *c)
+    assert code == 0
+    assert "API keys are required on: keyed\n" in out
+    assert "no API key is needed on: local (loopback, no auth:)\n" in out
+    assert "note:" not in out
+    code, out, _ = run(capsys, "keys", "create", "--name", "b", "--scopes", "listener:local", *c)
+    assert code == 0
+    assert f"note: listener 'local' requires no key (no auth: api-key in {path})" in out
+    code, out, err = run(capsys, "keys", "create", "--name", "c", "--json", *c)
+    assert json.loads(out)["name"] == "c"  # stdout stays JSON; the summary goes to stderr
+    assert "API keys are required on: keyed" in err
+
+
+def test_create_says_when_no_listener_requires_a_key(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "flm.yaml"
+    path.write_text(TWO_LISTENERS.replace(", auth: api-key", ""))
+    code, out, _ = run(capsys, "keys", "create", "--name", "a", "--config", str(path))
+    assert code == 0
+    assert "API keys are required on: no listener" in out
+    assert "note: no listener requires a key yet; set auth: api-key" in out

@@ -6,10 +6,11 @@ import json
 from pathlib import Path
 
 import jsonschema
+import pytest
 import yaml
 
 from flm_gateway.cli.validate import schema_json
-from flm_gateway.config import load_config, parse_config
+from flm_gateway.config import ConfigError, load_config, parse_config
 from flm_gateway.config.listeners import AuthMode
 from flm_gateway.config.security import DEFAULT_HONEYPOTS, effective_security
 from flm_gateway.security.policies import per_listener
@@ -61,3 +62,26 @@ security:
     assert policies["b"].honeypot_settings.paths == ["/secret-admin"]
     assert policies["b"].rate_limits.per_ip.requests_per_minute == 5
     assert effective_security(config.security, None) is config.security
+
+
+def test_declared_keys_must_be_checked_somewhere() -> None:
+    """flm.yaml decides where keys are required: a key that no listener checks is an error."""
+    key = "{id: ci, hash: 'sha256:" + "1" * 64 + "'"
+    text = (
+        "listeners:\n"
+        "  - {name: keyed, bind: '127.0.0.1:1', auth: api-key}\n"
+        "  - {name: local, bind: '127.0.0.1:2'}\n"
+        f"security:\n  keys:\n    - {key}, scopes: {{listeners: [local, keyed]}}}}\n"
+    )
+    with pytest.raises(ConfigError) as caught:
+        parse_config(text, environ={})
+    [problem] = caught.value.problems
+    assert str(problem).startswith("flm.yaml:6:")
+    assert problem.path == "security.keys[0].scopes.listeners[0]"
+    assert problem.message.startswith("listener 'local' has no auth:, so it never checks keys")
+    unkeyed = text.replace(", auth: api-key", "").replace("local, keyed", "keyed")
+    with pytest.raises(ConfigError) as caught:
+        parse_config(unkeyed.replace(", scopes: {listeners: [keyed]}", ""), environ={})
+    [problem] = caught.value.problems
+    assert problem.path == "security.keys"
+    assert "keys are declared but no listener requires one" in problem.message

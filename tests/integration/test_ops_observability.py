@@ -214,7 +214,10 @@ def test_check_reports_each_problem_with_a_fix(deployment: Deployment) -> None:
     assert "-> start the engine, or correct engines[1].url" in down
     assert any("served by the running gateway" in line for line in lines if "listener main" in line)
     assert any(line.startswith("OK    state") for line in lines)
-    assert lines[-1] == "1 problem(s), 0 warning(s)"
+    # `keyed` says auth: api-key and no key exists: every request there would get 401
+    [keyless] = [line for line in lines if line.startswith("WARN  auth keyed:")]
+    assert keyless.endswith("-> flm-gateway keys create --name NAME")
+    assert lines[-1] == "1 problem(s), 1 warning(s)"
 
 
 def test_chat_streams_piped_messages(deployment: Deployment) -> None:
