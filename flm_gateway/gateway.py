@@ -58,7 +58,13 @@ from flm_gateway.logs import set_level, setup_logging
 from flm_gateway.memory import freeze_startup_objects
 from flm_gateway.metrics import GatewayMetrics
 from flm_gateway.pipeline import build_addons
-from flm_gateway.process import raise_fd_limit, remove_pid_file, write_pid_file
+from flm_gateway.process import (
+    StateDirInUse,
+    StateDirLock,
+    raise_fd_limit,
+    remove_pid_file,
+    write_pid_file,
+)
 from flm_gateway.reload import Reloader, ReloadError, carry_over_health
 from flm_gateway.runtime import Runtime
 from flm_gateway.state import StateError
@@ -315,6 +321,19 @@ class Gateway:
 
 async def run_gateway(loaded: LoadedConfig) -> int:
     """Serve until SIGINT/SIGTERM (SIGHUP reloads); the exit code."""
+    lock = StateDirLock(loaded.state_dir)
+    try:
+        lock.acquire()
+    except (StateDirInUse, OSError) as exc:
+        log.error("%s", exc)
+        return 1
+    try:
+        return await _serve(loaded)
+    finally:
+        lock.release()
+
+
+async def _serve(loaded: LoadedConfig) -> int:
     before, after = raise_fd_limit()
     if after != before:
         log.info("open-file limit raised from %d to %d", before, after)

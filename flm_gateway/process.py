@@ -1,5 +1,11 @@
-"""The running gateway's footprint in its state directory: pid file and last reload result.
+"""The running gateway's footprint in its state directory: lock, pid file, last reload result.
 
+`gateway.lock` is held (an exclusive `flock`) by the gateway serving from the
+directory, from before it opens its state until it exits, and holds its pid: a
+second gateway on the same state directory refuses to start and names the
+first ("state directory X is in use by flm-gateway pid N"), as nginx and
+postgres do with their pid/lock files. The kernel drops the lock when the
+process dies, so a crash leaves no stale lock.
 `gateway.pid` is written when the gateway has started serving and removed when
 it stops (only by the process it names). `flm-gateway reload` reads it and
 sends SIGHUP, after checking that the pid still belongs to a gateway (a stale
@@ -12,6 +18,7 @@ command can tell its user whether the reload it asked for worked.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import resource
@@ -22,6 +29,7 @@ from typing import Any
 import psutil
 
 PID_FILE = "gateway.pid"
+LOCK_FILE = "gateway.lock"
 RELOAD_STATUS_FILE = "last-reload.json"
 
 
@@ -44,7 +52,8 @@ def pid_path(state_dir: Path) -> Path:
     return state_dir / PID_FILE
 
 
-def _is_gateway(pid: int) -> bool:
+def is_gateway(pid: int) -> bool:
+    """Whether `pid` runs flm-gateway (by its command line)."""
     try:
         process = psutil.Process(pid)
         command = " ".join(process.cmdline())
@@ -59,7 +68,7 @@ def running_pid(state_dir: Path) -> int | None:
         pid = int(pid_path(state_dir).read_text().strip())
     except (OSError, ValueError):
         return None
-    return pid if pid > 0 and _is_gateway(pid) else None
+    return pid if pid > 0 and is_gateway(pid) else None
 
 
 def write_pid_file(state_dir: Path) -> int | None:
@@ -79,6 +88,44 @@ def remove_pid_file(state_dir: Path) -> None:
             path.unlink()
     except (OSError, ValueError):
         pass
+
+
+class StateDirInUse(Exception):
+    """Another gateway holds the state directory's lock."""
+
+
+class StateDirLock:
+    """The exclusive lock of one state directory (see the module docstring)."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.path = state_dir / LOCK_FILE
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        """Take the lock and record our pid in it. Raises StateDirInUse or OSError."""
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 32).decode(errors="replace").strip()
+            os.close(fd)
+            who = f"flm-gateway pid {holder}" if holder.isdigit() else "another flm-gateway"
+            raise StateDirInUse(
+                f"state directory {self.path.parent} is in use by {who}; stop it first, "
+                "or give this one another server.state_dir"
+            ) from None
+        except BaseException:
+            os.close(fd)
+            raise
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing the descriptor drops the lock
+            self._fd = None
 
 
 def write_reload_status(state_dir: Path, status: dict[str, Any]) -> None:
