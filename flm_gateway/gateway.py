@@ -47,7 +47,7 @@ from flm_gateway.addons.inflight import Inflight
 from flm_gateway.addons.tls_termination import TlsTermination
 from flm_gateway.admin import AdminBindError, AdminServer
 from flm_gateway.audit import AuditSink, StateAudit
-from flm_gateway.certificates import certificate_statuses
+from flm_gateway.certificates import served_statuses
 from flm_gateway.config import LoadedConfig
 from flm_gateway.config.egress import engine_connect_timeout
 from flm_gateway.config.types import format_host_port
@@ -107,7 +107,8 @@ class Gateway:
         self.reloader = Reloader(self, self.metrics, self.audit)
         self.metrics.runtime_source = lambda: self.runtime
         self.metrics.inflight_source = lambda: self.inflight.count
-        self.metrics.certificate_source = lambda: certificate_statuses(self.loaded)
+        # What the listeners serve now (a packaged-ca leaf, not its root): what clients see.
+        self.metrics.certificate_source = lambda: served_statuses(self.tls.certificate_status())
         self.metrics.audit_source = self.state.audit_status
         self._task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
