@@ -50,6 +50,7 @@ from flm_gateway.audit import AuditSink, StateAudit
 from flm_gateway.certificates import served_statuses
 from flm_gateway.config import LoadedConfig
 from flm_gateway.config.egress import engine_connect_timeout
+from flm_gateway.config.loader import position_of, render_path
 from flm_gateway.config.types import format_host_port
 from flm_gateway.egress.service import EgressService
 from flm_gateway.engines.directory import EngineDirectory
@@ -222,7 +223,8 @@ class Gateway:
             if "admin" in loaded.config.model_fields_set:
                 if starting:
                     raise StartupError(str(exc)) from None
-                raise ReloadError([f"{loaded.display_name}: admin.bind: {exc}"]) from None
+                where = position_of(loaded, ("admin", "bind"))
+                raise ReloadError([f"{where}: admin.bind: {exc}"]) from None
             log.warning(
                 "%s; metrics are not served (set admin.bind to a free address, or "
                 "admin.enabled: false)",
@@ -234,7 +236,13 @@ class Gateway:
         try:
             await set_servers(self.master, loaded.config.listeners)
         except ListenerError as exc:
-            raise ReloadError([f"{loaded.display_name}: listeners: {exc}"]) from None
+            listeners = loaded.config.listeners
+            failed = [i for i, listener in enumerate(listeners) if listener.bind[1] in exc.ports]
+            key: tuple[str | int, ...] = ("listeners",)
+            if failed:
+                key = ("listeners", failed[0], "bind")
+            where = position_of(loaded, key)
+            raise ReloadError([f"{where}: {render_path(key)}: {exc}"]) from None
 
     async def swap(self, loaded: LoadedConfig) -> None:
         """Serve `loaded` (validated) without dropping a request; see the module docstring.
@@ -322,7 +330,7 @@ class Gateway:
 
 async def run_gateway(loaded: LoadedConfig) -> int:
     """Serve until SIGINT/SIGTERM (SIGHUP reloads); the exit code."""
-    lock = StateDirLock(loaded.state_dir)
+    lock = StateDirLock(loaded.state_dir, loaded.path)
     try:
         lock.acquire()
     except (StateDirInUse, OSError) as exc:

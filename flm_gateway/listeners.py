@@ -33,7 +33,12 @@ BIND_WAIT = 10.0
 
 
 class ListenerError(Exception):
-    """Listeners could not be started (a bind failed, or they did not come up in time)."""
+    """Listeners could not be started (a bind failed, or they did not come up in time);
+    `ports` are those that failed to bind."""
+
+    def __init__(self, message: str, ports: Sequence[int] = ()) -> None:
+        super().__init__(message)
+        self.ports = tuple(ports)
 
 
 PLACEHOLDER_TARGET = ("127.0.0.1", 9)
@@ -80,7 +85,10 @@ async def wait_servers(master: Master, modes: Sequence[str] | None = None) -> No
         instances = list(servers)
         failed = [i for i in instances if i.last_exception is not None]
         if failed:
-            raise ListenerError("; ".join(_failure(i.mode, i.last_exception) for i in failed))
+            raise ListenerError(
+                "; ".join(_failure(i.mode, i.last_exception) for i in failed),
+                [i.mode.listen_port() or 0 for i in failed],
+            )
         if (
             {i.mode for i in instances} == wanted
             and all(i.is_running for i in instances)

@@ -39,6 +39,8 @@ def test_a_second_lock_on_a_state_directory_names_the_holder(tmp_path: Path) -> 
         assert expected in str(refused.value)
     finally:
         first.release()
-    second.acquire()  # released: free again
-    assert (tmp_path / "state" / "gateway.lock").read_text() == f"{os.getpid()}\n"
-    second.release()
+    config = tmp_path / "flm.yaml"
+    third = StateDirLock(tmp_path / "state", config)
+    third.acquire()  # released: free again
+    assert (tmp_path / "state" / "gateway.lock").read_text() == f"{os.getpid()}\n{config}\n"
+    third.release()
