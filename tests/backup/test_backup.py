@@ -19,7 +19,7 @@ from flm_gateway.backup.archive import BackupFormatError, build_payload, read_pa
 from flm_gateway.backup.create import collect_state, create_backup
 from flm_gateway.backup.restore import RestoreError, apply_restore, open_backup, plan_restore
 from flm_gateway.config import LoadedConfig, load_config
-from flm_gateway.process import PID_FILE
+from flm_gateway.process import LOCK_FILE, PID_FILE
 from tests.integration.ops_helpers import cli
 
 CONFIG = """\
@@ -45,6 +45,7 @@ def make_state(state_dir: Path) -> None:
     (state_dir / "tls" / "packaged-ca").mkdir(parents=True)
     (state_dir / "tls" / "packaged-ca" / "root-key.pem").write_text("-----BEGIN KEY-----\n")
     (state_dir / PID_FILE).write_text("1\n")
+    (state_dir / LOCK_FILE).write_text("1\n/etc/flm.yaml\n")
     (state_dir / ".scratch").write_text("x")
     db = sqlite3.connect(state_dir / "state.db")
     db.execute("PRAGMA journal_mode = WAL")
