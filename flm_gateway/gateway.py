@@ -333,8 +333,11 @@ async def run_gateway(loaded: LoadedConfig) -> int:
     lock = StateDirLock(loaded.state_dir, loaded.path)
     try:
         lock.acquire()
-    except (StateDirInUse, OSError) as exc:
+    except StateDirInUse as exc:
         log.error("%s", exc)
+        return 1
+    except OSError as exc:
+        log.error("cannot lock the state directory %s: %s", loaded.state_dir, exc.strerror or exc)
         return 1
     try:
         return await _serve(loaded)

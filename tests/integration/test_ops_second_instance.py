@@ -70,3 +70,19 @@ def test_a_port_served_by_another_gateway_is_named(tmp_path: Path) -> None:
     assert f"port {port} on 127.0.0.1 is already in use by flm-gateway pid {pid}" in result.stderr
     assert "127.0.0.1:9" not in result.stderr  # mitmproxy's placeholder target stays hidden
     assert_no_empty_lines(result.stderr)
+
+
+def test_a_state_directory_that_cannot_be_made_is_named(tmp_path: Path) -> None:
+    (tmp_path / "a-file").write_text("")
+    config = tmp_path / "flm.yaml"
+    config.write_text(
+        CONFIG.replace("{engine}", str(free_port()))
+        .replace("{port}", str(free_port()))
+        .replace("{state_dir}", str(tmp_path / "a-file" / "state"))
+    )
+    result = run_second(config, tmp_path)
+    assert result.returncode == 1
+    assert (
+        f"cannot lock the state directory {tmp_path / 'a-file' / 'state'}: Not a directory"
+        in result.stderr
+    )
