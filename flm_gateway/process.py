@@ -133,6 +133,25 @@ class StateDirLock:
             self._fd = None
 
 
+def lock_holder(state_dir: Path) -> int | None:
+    """The pid of the gateway that holds `state_dir`'s lock (0 when it has not written it
+    yet), None when none does: from its start, before it writes `gateway.pid`."""
+    try:
+        fd = os.open(state_dir / LOCK_FILE, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            first = os.read(fd, 32).decode(errors="replace").partition("\n")[0].strip()
+            return int(first) if first.isdigit() else 0
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)
+
+
 def gateway_serving(config_path: Path) -> tuple[int, Path] | None:
     """(pid, state directory) of a running gateway that serves `config_path`, found by the
     state-directory lock it holds open (best effort: processes of other users are seen
