@@ -65,7 +65,7 @@ fi
 floor="$(sed -n 's/^FLOOR=//p' scripts/find-python.sh)"
 if ! FLOOR_PYTHON="$(scripts/find-python.sh --floor 2>/dev/null)"; then
   if command -v apt-get >/dev/null 2>&1; then
-    [ -n "$apt_updated" ] || $sudo apt-get update -qq -o DPkg::Lock::Timeout=600
+    [ -n "$apt_updated" ] || $sudo apt-get update -qq -o DPkg::Lock::Timeout=600 || true
     apt_updated=1
     if apt-cache policy "python$floor" 2>/dev/null | grep -q 'Candidate: [0-9]'; then
       apt_install "python$floor" "python$floor-venv"
