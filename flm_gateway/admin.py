@@ -26,6 +26,7 @@ from flm_gateway.config.types import format_host_port
 from flm_gateway.hostnames import parse_authority
 from flm_gateway.httpio.server import HttpServer, Request, Response
 from flm_gateway.metrics import GatewayMetrics
+from flm_gateway.port_owner import bind_failure
 from flm_gateway.prometheus import CONTENT_TYPE
 from flm_gateway.runtime import Runtime
 from flm_gateway.security.host_policy import HostPolicy
@@ -88,7 +89,7 @@ class AdminServer:
         except OSError as exc:
             await server.close()
             raise AdminBindError(
-                f"admin listener cannot bind {format_host_port(address)}: {exc.strerror or exc}"
+                f"admin listener: {bind_failure(address[0], address[1], exc)}"
             ) from None
         return server
 

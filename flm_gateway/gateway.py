@@ -47,9 +47,11 @@ from flm_gateway.addons.inflight import Inflight
 from flm_gateway.addons.tls_termination import TlsTermination
 from flm_gateway.admin import AdminBindError, AdminServer
 from flm_gateway.audit import AuditSink, StateAudit
-from flm_gateway.certificates import certificate_statuses
+from flm_gateway.certificates import served_statuses
 from flm_gateway.config import LoadedConfig
 from flm_gateway.config.egress import engine_connect_timeout
+from flm_gateway.config.loader import position_of
+from flm_gateway.config.problems import render_path
 from flm_gateway.config.types import format_host_port
 from flm_gateway.egress.service import EgressService
 from flm_gateway.engines.directory import EngineDirectory
@@ -58,7 +60,13 @@ from flm_gateway.logs import set_level, setup_logging
 from flm_gateway.memory import freeze_startup_objects
 from flm_gateway.metrics import GatewayMetrics
 from flm_gateway.pipeline import build_addons
-from flm_gateway.process import raise_fd_limit, remove_pid_file, write_pid_file
+from flm_gateway.process import (
+    StateDirInUse,
+    StateDirLock,
+    raise_fd_limit,
+    remove_pid_file,
+    write_pid_file,
+)
 from flm_gateway.reload import Reloader, ReloadError, carry_over_health
 from flm_gateway.runtime import Runtime
 from flm_gateway.state import StateError
@@ -101,7 +109,8 @@ class Gateway:
         self.reloader = Reloader(self, self.metrics, self.audit)
         self.metrics.runtime_source = lambda: self.runtime
         self.metrics.inflight_source = lambda: self.inflight.count
-        self.metrics.certificate_source = lambda: certificate_statuses(self.loaded)
+        # What the listeners serve now (a packaged-ca leaf, not its root): what clients see.
+        self.metrics.certificate_source = lambda: served_statuses(self.tls.certificate_status())
         self.metrics.audit_source = self.state.audit_status
         self._task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
@@ -215,7 +224,8 @@ class Gateway:
             if "admin" in loaded.config.model_fields_set:
                 if starting:
                     raise StartupError(str(exc)) from None
-                raise ReloadError([f"{loaded.display_name}: admin.bind: {exc}"]) from None
+                where = position_of(loaded, ("admin", "bind"))
+                raise ReloadError([f"{where}: admin.bind: {exc}"]) from None
             log.warning(
                 "%s; metrics are not served (set admin.bind to a free address, or "
                 "admin.enabled: false)",
@@ -227,7 +237,13 @@ class Gateway:
         try:
             await set_servers(self.master, loaded.config.listeners)
         except ListenerError as exc:
-            raise ReloadError([f"{loaded.display_name}: listeners: {exc}"]) from None
+            listeners = loaded.config.listeners
+            failed = [i for i, listener in enumerate(listeners) if listener.bind[1] in exc.ports]
+            key: tuple[str | int, ...] = ("listeners",)
+            if failed:
+                key = ("listeners", failed[0], "bind")
+            where = position_of(loaded, key)
+            raise ReloadError([f"{where}: {render_path(key)}: {exc}"]) from None
 
     async def swap(self, loaded: LoadedConfig) -> None:
         """Serve `loaded` (validated) without dropping a request; see the module docstring.
@@ -315,6 +331,22 @@ class Gateway:
 
 async def run_gateway(loaded: LoadedConfig) -> int:
     """Serve until SIGINT/SIGTERM (SIGHUP reloads); the exit code."""
+    lock = StateDirLock(loaded.state_dir, loaded.path)
+    try:
+        lock.acquire()
+    except StateDirInUse as exc:
+        log.error("%s", exc)
+        return 1
+    except OSError as exc:
+        log.error("cannot lock the state directory %s: %s", loaded.state_dir, exc.strerror or exc)
+        return 1
+    try:
+        return await _serve(loaded)
+    finally:
+        lock.release()
+
+
+async def _serve(loaded: LoadedConfig) -> int:
     before, after = raise_fd_limit()
     if after != before:
         log.info("open-file limit raised from %d to %d", before, after)

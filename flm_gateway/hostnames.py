@@ -32,6 +32,14 @@ HOST_KEY = "flm.host"
 """flow.metadata: the `Authority` a request named, as `host_check` accepted it (or None)."""
 
 
+def ip_text(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str:
+    """The one spelling of an IP address on every supported Python: an IPv4-mapped IPv6
+    address as `::ffff:192.0.2.1` (Python 3.13's `str`; 3.12 writes `::ffff:c000:201`)."""
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return f"::ffff:{address.ipv4_mapped}"
+    return str(address)
+
+
 class Authority(NamedTuple):
     """What a client named: host in lower case without a trailing dot (an IPv6 address in
     its canonical form, without brackets), and the port if it gave one."""
@@ -62,7 +70,7 @@ def parse_authority(value: str) -> Authority | None:
             address = ipaddress.IPv6Address(ipv6)
         except ValueError:
             return None
-        return Authority(str(address), port, True)
+        return Authority(ip_text(address), port, True)
     name = match.group("name").removesuffix(".")
     if name.rpartition(".")[2].isdigit():
         return Authority(name, port, True) if _IPV4_RE.fullmatch(name) else None
@@ -86,7 +94,7 @@ def host_pattern(entry: str) -> str:
         if isinstance(address, ipaddress.IPv6Address) and address.scope_id:
             parsed = None
         else:
-            return str(address)
+            return ip_text(address)
     if parsed is None or parsed.port is not None or (wildcard and parsed.is_ip):
         raise ValueError(
             f"{entry!r} is not a host name without a port (e.g. gateway.example.com, *.example.com "

@@ -27,12 +27,18 @@ from mitmproxy.proxy.mode_specs import ProxyMode
 from flm_gateway.config.binds import listen_host
 from flm_gateway.config.listeners import ListenerConfig
 from flm_gateway.config.types import format_host_port
+from flm_gateway.port_owner import bind_failure
 
 BIND_WAIT = 10.0
 
 
 class ListenerError(Exception):
-    """Listeners could not be started (a bind failed, or they did not come up in time)."""
+    """Listeners could not be started (a bind failed, or they did not come up in time);
+    `ports` are those that failed to bind."""
+
+    def __init__(self, message: str, ports: Sequence[int] = ()) -> None:
+        super().__init__(message)
+        self.ports = tuple(ports)
 
 
 PLACEHOLDER_TARGET = ("127.0.0.1", 9)
@@ -79,8 +85,10 @@ async def wait_servers(master: Master, modes: Sequence[str] | None = None) -> No
         instances = list(servers)
         failed = [i for i in instances if i.last_exception is not None]
         if failed:
-            problems = "; ".join(f"{_shown(i.mode)}: {i.last_exception}" for i in failed)
-            raise ListenerError(f"cannot listen: {problems}")
+            raise ListenerError(
+                "; ".join(_failure(i.mode, i.last_exception) for i in failed),
+                [i.mode.listen_port() or 0 for i in failed],
+            )
         if (
             {i.mode for i in instances} == wanted
             and all(i.is_running for i in instances)
@@ -91,9 +99,12 @@ async def wait_servers(master: Master, modes: Sequence[str] | None = None) -> No
     raise ListenerError(f"listeners did not start within {BIND_WAIT:g} s")
 
 
-def _shown(mode: ProxyMode) -> str:
+def _failure(mode: ProxyMode, exc: Exception | None) -> str:
     host = mode.listen_host() or "::"  # no host: every address of both families
-    return format_host_port((host, mode.listen_port() or 0))
+    port = mode.listen_port() or 0
+    if isinstance(exc, OSError):
+        return bind_failure(host, port, exc)
+    return f"cannot listen on {format_host_port((host, port))}: {exc}"
 
 
 async def set_servers(master: Master, listeners: Iterable[ListenerConfig]) -> None:

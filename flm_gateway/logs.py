@@ -315,10 +315,21 @@ class GatewayLogHandler(logging.StreamHandler[TextIO]):
                 self.release()
 
 
+def reported_elsewhere(record: logging.LogRecord) -> bool:
+    """mitmproxy's records of a listener that failed to bind: `listeners.wait_servers`
+    reports the failure itself, naming the port and who holds it, and stopping a server
+    that never bound logs a bare AssertionError, an empty line."""
+    if not record.name.startswith("mitmproxy.addons.proxyserver"):
+        return False
+    message = record.getMessage()
+    return not message.strip() or "failed to listen on" in message
+
+
 def setup_logging(level: str, log_format: str = "text") -> None:
     """Records on stderr at `level` (debug, info, warning, error) as text or JSON lines."""
     handler = GatewayLogHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter())
+    handler.addFilter(lambda record: not reported_elsewhere(record))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     set_level(level)

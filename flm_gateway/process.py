@@ -1,5 +1,13 @@
-"""The running gateway's footprint in its state directory: pid file and last reload result.
+"""The running gateway's footprint in its state directory: lock, pid file, last reload result.
 
+`gateway.lock` is held (an exclusive `flock`) by the gateway serving from the
+directory, from before it opens its state until it exits, and holds its pid and
+the config file it serves: a second gateway on the same state directory refuses
+to start and names the first ("state directory X is in use by flm-gateway pid
+N"), as nginx and postgres do with their pid/lock files. The kernel drops the
+lock when the process dies, so a crash leaves no stale lock. `gateway_serving`
+finds a gateway by its config file through the lock it holds open, wherever its
+state directory is (`reload` after an edit of `server.state_dir`).
 `gateway.pid` is written when the gateway has started serving and removed when
 it stops (only by the process it names). `flm-gateway reload` reads it and
 sends SIGHUP, after checking that the pid still belongs to a gateway (a stale
@@ -12,6 +20,7 @@ command can tell its user whether the reload it asked for worked.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import resource
@@ -22,6 +31,7 @@ from typing import Any
 import psutil
 
 PID_FILE = "gateway.pid"
+LOCK_FILE = "gateway.lock"
 RELOAD_STATUS_FILE = "last-reload.json"
 
 
@@ -44,7 +54,8 @@ def pid_path(state_dir: Path) -> Path:
     return state_dir / PID_FILE
 
 
-def _is_gateway(pid: int) -> bool:
+def is_gateway(pid: int) -> bool:
+    """Whether `pid` runs flm-gateway (by its command line)."""
     try:
         process = psutil.Process(pid)
         command = " ".join(process.cmdline())
@@ -59,7 +70,7 @@ def running_pid(state_dir: Path) -> int | None:
         pid = int(pid_path(state_dir).read_text().strip())
     except (OSError, ValueError):
         return None
-    return pid if pid > 0 and _is_gateway(pid) else None
+    return pid if pid > 0 and is_gateway(pid) else None
 
 
 def write_pid_file(state_dir: Path) -> int | None:
@@ -79,6 +90,88 @@ def remove_pid_file(state_dir: Path) -> None:
             path.unlink()
     except (OSError, ValueError):
         pass
+
+
+class StateDirInUse(Exception):
+    """Another gateway holds the state directory's lock."""
+
+
+class StateDirLock:
+    """The exclusive lock of one state directory (see the module docstring)."""
+
+    def __init__(self, state_dir: Path, config_path: Path | None = None) -> None:
+        self.path = state_dir / LOCK_FILE
+        self._config_path = config_path
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        """Take the lock, record our pid and config file in it. Raises StateDirInUse or
+        OSError."""
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 32).decode(errors="replace").partition("\n")[0].strip()
+            os.close(fd)
+            who = f"flm-gateway pid {holder}" if holder.isdigit() else "another flm-gateway"
+            raise StateDirInUse(
+                f"state directory {self.path.parent} is in use by {who}; stop it first, "
+                "or give this one another server.state_dir"
+            ) from None
+        except BaseException:
+            os.close(fd)
+            raise
+        config = str(self._config_path.resolve()) if self._config_path else ""
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n{config}\n".encode())
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing the descriptor drops the lock
+            self._fd = None
+
+
+def lock_holder(state_dir: Path) -> int | None:
+    """The pid of the gateway that holds `state_dir`'s lock (0 when it has not written it
+    yet), None when none does: from its start, before it writes `gateway.pid`."""
+    try:
+        fd = os.open(state_dir / LOCK_FILE, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            first = os.read(fd, 32).decode(errors="replace").partition("\n")[0].strip()
+            return int(first) if first.isdigit() else 0
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)
+
+
+def gateway_serving(config_path: Path) -> tuple[int, Path] | None:
+    """(pid, state directory) of a running gateway that serves `config_path`, found by the
+    state-directory lock it holds open (best effort: processes of other users are seen
+    only by root)."""
+    wanted = str(config_path.resolve())
+    for process in psutil.process_iter():
+        try:
+            if not is_gateway(process.pid):
+                continue
+            locks = [f.path for f in process.open_files() if f.path.endswith("/" + LOCK_FILE)]
+        except (psutil.Error, OSError):
+            continue
+        for lock in locks:
+            try:
+                lines = Path(lock).read_text().splitlines()
+            except OSError:
+                continue
+            if len(lines) >= 2 and lines[0] == str(process.pid) and lines[1] == wanted:
+                return process.pid, Path(lock).parent
+    return None
 
 
 def write_reload_status(state_dir: Path, status: dict[str, Any]) -> None:

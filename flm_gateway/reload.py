@@ -32,7 +32,8 @@ from pathlib import Path
 from typing import Protocol
 
 from flm_gateway.audit import AuditSink
-from flm_gateway.config import ConfigError, GatewayConfig, LoadedConfig, load_config
+from flm_gateway.config import ConfigError, LoadedConfig, load_config
+from flm_gateway.config.loader import position_of
 from flm_gateway.engines.directory import EngineDirectory
 from flm_gateway.metrics import GatewayMetrics
 from flm_gateway.process import write_reload_status
@@ -59,13 +60,14 @@ class ReloadTarget(Protocol):
         ...
 
 
-def restart_required(old: GatewayConfig, new: GatewayConfig) -> list[str]:
-    """Changes a reload cannot apply while serving."""
+def restart_required(old: LoadedConfig, new: LoadedConfig) -> list[str]:
+    """Changes a reload cannot apply while serving, each with its FILE:LINE:COL in `new`."""
     problems = []
-    if old.server.state_dir != new.server.state_dir:
+    if old.state_dir != new.state_dir:
         problems.append(
-            "server.state_dir: the state directory cannot change while serving; restart the "
-            "gateway to use the new one"
+            f"{position_of(new, ('server', 'state_dir'))}: server.state_dir: the state "
+            f"directory cannot change while serving (serving from {old.state_dir}, the file "
+            f"now says {new.state_dir}); restart the gateway to use the new one"
         )
     return problems
 
@@ -238,10 +240,7 @@ class Reloader:
         self._attempted_digest = digest(new.source.encode())
         for warning in new.warnings:
             log.warning("%s", warning.render("warning"))
-        problems = [
-            f"{new.display_name}: {problem}"
-            for problem in restart_required(current.config, new.config)
-        ]
+        problems = restart_required(current, new)
         if problems:
             return ReloadOutcome(False, trigger, self.generation, problems)
         try:

@@ -39,3 +39,25 @@ def test_every_metric_is_documented() -> None:
             continue
         name = family.name + ("_total" if family.type == "counter" else "")
         assert name in documented, name
+
+
+def documented_labels() -> dict[str, set[str]]:
+    """metric name -> the label names its row in operations.md's table gives."""
+    doc = (ROOT / "docs" / "operations.md").read_text()
+    rows = re.findall(r"^\| `(flm_[a-z_]+)` \| \w+ \|([^|]*)\|", doc, re.MULTILINE)
+    # A label's values may follow it in parentheses: `type` (`prompt`, `completion`).
+    return {
+        name: set(re.findall(r"`([a-z_]+)`", re.sub(r"\([^)]*\)", "", labels)))
+        for name, labels in rows
+    }
+
+
+def test_documented_labels_are_the_exported_ones() -> None:
+    exported = {}
+    for family in GatewayMetrics()._families:
+        name = family.name + ("_total" if getattr(family, "kind", "") == "counter" else "")
+        exported[name] = set(family.label_names)
+    documented = documented_labels()
+    assert documented.keys() == exported.keys()
+    for name, labels in exported.items():
+        assert documented[name] == labels, name

@@ -160,6 +160,12 @@ def test_file_stamp_sees_replacement(tmp_path: Path) -> None:
 def test_restart_required_only_for_state_dir(tmp_path: Path) -> None:
     path = tmp_path / "flm.yaml"
     path.write_text(CONFIG.format(port=1))
-    first = load_config(path).config
+    first = load_config(path)
     path.write_text(CONFIG.format(port=2))
-    assert restart_required(first, load_config(path).config) == []
+    assert restart_required(first, load_config(path)) == []
+    path.write_text(CONFIG.format(port=1).replace("./state", "./elsewhere"))
+    assert restart_required(first, load_config(path)) == [
+        f"{path}:1:21: server.state_dir: the state directory cannot change while serving "
+        f"(serving from {tmp_path / 'state'}, the file now says {tmp_path / 'elsewhere'}); "
+        "restart the gateway to use the new one"
+    ]

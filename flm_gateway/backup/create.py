@@ -8,7 +8,7 @@ audit log and is backed up with Redis's own tools.
 SQLite databases are copied with SQLite's online backup API (consistent even
 while the gateway writes); the copy of the state database loses its request log
 rows unless `include_request_log`, since they are bulky and not needed to run.
-Skipped: the pid file, the reload status, SQLite journals (`-wal`, `-shm`,
+Skipped: the pid file and lock, the reload status, SQLite journals (`-wal`, `-shm`,
 `-journal`), dot files and `*.tmp`.
 """
 
@@ -22,11 +22,11 @@ from flm_gateway.backup.archive import build_payload
 from flm_gateway.backup.crypto import seal
 from flm_gateway.config import LoadedConfig
 from flm_gateway.config.state import StateBackend
-from flm_gateway.process import PID_FILE, RELOAD_STATUS_FILE
+from flm_gateway.process import LOCK_FILE, PID_FILE, RELOAD_STATUS_FILE
 from flm_gateway.state import sqlite_path
 
 SQLITE_HEADER = b"SQLite format 3\x00"
-SKIPPED_NAMES = frozenset({PID_FILE, RELOAD_STATUS_FILE})
+SKIPPED_NAMES = frozenset({PID_FILE, LOCK_FILE, RELOAD_STATUS_FILE})
 SKIPPED_SUFFIXES = ("-wal", "-shm", "-journal", ".tmp")
 
 

@@ -38,7 +38,7 @@ from flm_gateway.backup.create import SQLITE_HEADER
 from flm_gateway.backup.crypto import is_sealed, unseal
 from flm_gateway.config import ConfigError, LoadedConfig, parse_config
 from flm_gateway.config.state import StateBackend
-from flm_gateway.process import running_pid
+from flm_gateway.process import lock_holder, running_pid
 from flm_gateway.state import anchor_path, sqlite_path
 
 
@@ -157,7 +157,8 @@ def plan_restore(contents: BackupContents, config_path: Path) -> RestorePlan:
         damage = _check_database("store/state.db", contents.store)
         if damage:
             problems.append(damage)
-    pid = running_pid(state_dir)
+    holder = lock_holder(state_dir)  # held from the gateway's start, before its pid file
+    pid = running_pid(state_dir) if holder is None else holder
     if pid is not None:
         problems.append(f"a gateway (pid {pid}) is running on {state_dir}; stop it first")
     if problems:

@@ -3,8 +3,12 @@
 Validates the file here first (printing every problem, exit 1, nothing sent),
 then sends SIGHUP to the gateway named by the pid file in the config's state
 directory and waits up to `--wait` seconds for its `last-reload.json` to report
-the outcome. Exit 0: reloaded. 1: invalid file or the gateway kept its old
-config. 2: no running gateway found, or no answer in time.
+the outcome. When the file's `server.state_dir` was edited, the gateway that
+serves the file is found by the lock it holds in its old state directory, and
+the command says that this change needs a restart (exit 1) instead of "no
+running gateway". Exit 0: reloaded. 1: invalid file, a change that needs a
+restart, or the gateway kept its old config. 2: no running gateway found, or no
+answer in time.
 """
 
 from __future__ import annotations
@@ -19,7 +23,8 @@ from typing import Any
 
 from flm_gateway.cli.common import DEFAULT_CONFIG_PATH, add_config_argument
 from flm_gateway.config import ConfigError, load_config
-from flm_gateway.process import read_reload_status, running_pid
+from flm_gateway.config.loader import position_of
+from flm_gateway.process import gateway_serving, read_reload_status, running_pid
 
 
 def register(subparsers: Any) -> None:
@@ -55,6 +60,19 @@ def run_reload(args: argparse.Namespace) -> int:
         )
         return 1
     pid = running_pid(loaded.state_dir)
+    if pid is None and loaded.path is not None:
+        elsewhere = gateway_serving(loaded.path)
+        if elsewhere is not None and elsewhere[1] != loaded.state_dir:
+            other_pid, old_state_dir = elsewhere
+            print(
+                f"{position_of(loaded, ('server', 'state_dir'))}: server.state_dir: gateway "
+                f"{other_pid} serves {loaded.display_name} from the state directory "
+                f"{old_state_dir}; the file now says {loaded.state_dir}. The state directory "
+                "cannot change while serving: restart the gateway to use the new one (or set "
+                "server.state_dir back and reload); the gateway was not asked to reload",
+                file=sys.stderr,
+            )
+            return 1
     if pid is None:
         print(
             f"no running gateway found for {loaded.display_name} (no live pid file in "

@@ -250,3 +250,19 @@ def load_config(path: Path, environ: Mapping[str, str] | None = None) -> LoadedC
         source=text,
         warnings=parsed.warnings,
     )
+
+
+def position_of(loaded: LoadedConfig, path: Path_) -> str:
+    """`FILE:LINE:COL` of the node at `path` (or its deepest present parent) in the source
+    `loaded` was read from: for problems found after validation (a reload refused, a
+    listener that cannot bind)."""
+    where = f"{loaded.display_name}:{{}}:{{}}"
+    try:
+        root = yaml.compose(loaded.source, Loader=yaml.SafeLoader)
+    except yaml.YAMLError:
+        return where.format(1, 1)
+    if root is None:
+        return where.format(1, 1)
+    builder = _Builder(loaded.display_name, {})
+    builder.build(root)
+    return where.format(*builder.positions.of(path))

@@ -14,7 +14,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, PlainSerializer, WithJsonSchema
 
-from flm_gateway.hostnames import host_pattern
+from flm_gateway.hostnames import host_pattern, ip_text
 
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
@@ -82,7 +82,7 @@ def parse_host_port(value: Any) -> tuple[str, int]:
         raise ValueError(f"{value!r}: port {port} is outside 1-65535")
     if host.startswith("[") and host.endswith("]"):
         try:
-            host = str(ipaddress.IPv6Address(host[1:-1]))  # one spelling: [0:0::1] is [::1]
+            host = ip_text(ipaddress.IPv6Address(host[1:-1]))  # one spelling: [0:0::1] is [::1]
         except ValueError:
             raise ValueError(f"{value!r}: {host[1:-1]!r} is not an IPv6 address") from None
     elif ":" in host:

@@ -25,7 +25,9 @@ Policy:
   `balance` order, `engines.balance`), then the degraded ones, then the
   unreachable ones, which a caller may still try last since a health mark can be
   stale.
-- Logs state changes (never URLs with credentials, never keys).
+- Logs the first check of every engine, whatever it found (so an engine that is
+  unreachable at start is named in the log, with its URL and the reason), then
+  every state change (never URLs with credentials, never keys).
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ from flm_gateway.engines.base import (
 )
 from flm_gateway.engines.check import check_engine
 from flm_gateway.engines.client import HttpEngineClient
+from flm_gateway.engines.detect import display_url
 from flm_gateway.engines.registry import adapter_for
 from flm_gateway.httpio.client import HttpSession
 
@@ -293,14 +296,21 @@ class EngineDirectory:
             known=list(state.models.values()) if fresh else None,
             declared=state.config.models,
         )
-        was = state.state
+        first, was = state.checked_at == 0.0, state.state
         state.state, state.detail, state.checked_at = report.state, report.detail, time.monotonic()
         state.version = report.version or state.version
         if report.models is not None:
             state.set_models(report.models, state.checked_at)
-        if report.state is not was:
+        if first or report.state is not was:  # the first check is logged whatever it found
             level = logging.INFO if report.state is HealthState.HEALTHY else logging.WARNING
-            log.log(level, "engine %s is %s: %s", state.name, report.state, report.detail or "ok")
+            log.log(
+                level,
+                "engine %s is %s: %s (at %s)",
+                state.name,
+                report.state,
+                report.detail or "ok",
+                display_url(state.config.url),
+            )
         return report
 
     async def check_all(self, refresh_models: bool = False) -> None:

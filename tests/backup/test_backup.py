@@ -19,7 +19,7 @@ from flm_gateway.backup.archive import BackupFormatError, build_payload, read_pa
 from flm_gateway.backup.create import collect_state, create_backup
 from flm_gateway.backup.restore import RestoreError, apply_restore, open_backup, plan_restore
 from flm_gateway.config import LoadedConfig, load_config
-from flm_gateway.process import PID_FILE
+from flm_gateway.process import LOCK_FILE, PID_FILE, StateDirLock
 from tests.integration.ops_helpers import cli
 
 CONFIG = """\
@@ -45,6 +45,7 @@ def make_state(state_dir: Path) -> None:
     (state_dir / "tls" / "packaged-ca").mkdir(parents=True)
     (state_dir / "tls" / "packaged-ca" / "root-key.pem").write_text("-----BEGIN KEY-----\n")
     (state_dir / PID_FILE).write_text("1\n")
+    (state_dir / LOCK_FILE).write_text("1\n/etc/flm.yaml\n")
     (state_dir / ".scratch").write_text("x")
     db = sqlite3.connect(state_dir / "state.db")
     db.execute("PRAGMA journal_mode = WAL")
@@ -185,6 +186,19 @@ def test_restore_is_refused_while_a_gateway_runs(tmp_path: Path) -> None:
     finally:
         sleeper.kill()
         sleeper.wait(5)
+
+
+def test_restore_is_refused_while_a_gateway_holds_the_state_lock(tmp_path: Path) -> None:
+    """A gateway that is starting holds the lock before it writes its pid file."""
+    lock = StateDirLock(tmp_path / "state")
+    lock.acquire()
+    try:
+        payload = build_payload(CONFIG, {})
+        with pytest.raises(RestoreError, match=f"pid {os.getpid()}.*stop it first"):
+            plan_restore(read_payload(payload), tmp_path / "flm.yaml")
+    finally:
+        lock.release()
+    plan_restore(read_payload(payload), tmp_path / "flm.yaml")  # released: restorable
 
 
 def test_cli_create_and_restore(tmp_path: Path) -> None:

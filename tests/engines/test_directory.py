@@ -5,6 +5,7 @@ Engines answer through `ScriptedClient` (no sockets)."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 
 import pytest
@@ -63,6 +64,27 @@ async def test_states_and_routing_order(directory: EngineDirectory) -> None:
     # /v1/models lists reachable engines only (degraded included: it answers)
     assert [(model, s.name) for model, s in directory.models()] == [("tiny", "a")]
     assert directory.any_healthy()
+
+
+async def test_the_first_check_is_logged_even_when_the_engine_is_down(
+    directory: EngineDirectory, caplog: pytest.LogCaptureFixture
+) -> None:
+    script(directory, "b").table["/health"] = LOADING
+    script(directory, "c").table["/health"] = REFUSED
+    with caplog.at_level(logging.INFO, logger="flm_gateway.engines"):
+        await directory.check_all()
+        await directory.check_all()  # nothing changed: nothing more is logged
+    logged = {(r.levelname, r.getMessage()) for r in caplog.records}
+    assert logged == {
+        ("INFO", "engine a is running-healthy: ok (at http://127.0.0.1:9)"),
+        ("WARNING", "engine b is running-degraded: Loading model (at http://127.0.0.1:9)"),
+        (
+            "WARNING",
+            "engine c is unreachable: GET failed: cannot connect (Connection refused)"
+            " (at http://127.0.0.1:9)",
+        ),
+    }
+    assert len(caplog.records) == 3
 
 
 async def test_round_robin_among_healthy_only(directory: EngineDirectory) -> None:

@@ -30,16 +30,24 @@ class Server:
     def __init__(self, handler: Handler) -> None:
         self.handler = handler
         self.connections: list[list[bytes]] = []
+        self.open: set[asyncio.StreamWriter] = set()
         self.ended = 0
         self.port = 0
 
+    def close_clients(self) -> None:
+        """Close every open connection (asyncio.Server.close_clients is Python 3.13+)."""
+        for writer in self.open:
+            writer.close()
+
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections.append([])
+        self.open.add(writer)
         try:
             await self.handler(reader, writer)
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
         finally:
+            self.open.discard(writer)
             writer.close()
             self.ended += 1
 
@@ -65,7 +73,7 @@ async def serving(
         yield server
     finally:
         listener.close()
-        listener.close_clients()
+        server.close_clients()
         await listener.wait_closed()
 
 

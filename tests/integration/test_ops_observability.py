@@ -238,7 +238,37 @@ def test_chat_streams_piped_messages(deployment: Deployment) -> None:
     assert "(conversation reset)" in result.stdout
     assert CLIENT_SECRET not in result.stdout + result.stderr
     bad = cli("chat", "--url", deployment.url, "--model", "nope", stdin="hi\n")
-    assert bad.returncode == 0 and "[error] HTTP 404" in bad.stdout
+    assert bad.returncode == 1 and "[error] HTTP 404" in bad.stdout
+    # One failed message among good ones still fails the run (for scripts piping into chat).
+    mixed = cli("chat", "--url", deployment.url, "--model", "tiny-a", stdin="hi\n/model nope\nho\n")
+    assert mixed.returncode == 1 and mixed.stdout.count("tiny-a> w0") == 1
+
+
+def test_chat_caps_the_reply_length(deployment: Deployment) -> None:
+    def sent_max_tokens(*args: str) -> object:
+        before = len(deployment.alpha.requests)
+        result = cli("chat", "--url", deployment.url, "--model", "tiny-a", *args, stdin="hi\n")
+        assert result.returncode == 0, result.stderr
+        [request] = [  # (health checks reach the engine too)
+            r for r in deployment.alpha.requests[before:] if r.path == "/v1/chat/completions"
+        ]
+        return (request.json or {}).get("max_tokens", "absent")
+
+    assert sent_max_tokens() == 1024
+    assert sent_max_tokens("--max-tokens", "7") == 7
+    assert sent_max_tokens("--max-tokens", "0") == "absent"
+    refused = cli("chat", "--url", deployment.url, "--max-tokens", "-1", stdin="hi\n")
+    assert refused.returncode == 2 and "--max-tokens" in refused.stderr
+
+
+def test_chat_without_a_key_says_how_to_give_one(deployment: Deployment) -> None:
+    keyed = f"http://127.0.0.1:{deployment.keyed}"
+    env = {"FLM_API_KEY": ""}
+    piped = cli("chat", "--url", keyed, "--model", "tiny-a", stdin="hi\n", env=env)
+    assert piped.returncode == 1
+    assert "[error] HTTP 401" in piped.stdout and "set FLM_API_KEY" in piped.stdout
+    listing = cli("chat", "--url", keyed, stdin="hi\n", env=env)  # /v1/models needs it too
+    assert listing.returncode == 1 and "set FLM_API_KEY" in listing.stderr
 
 
 @pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")

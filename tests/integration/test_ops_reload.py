@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
+import re
 import signal
 import socket
 import threading
@@ -183,9 +185,16 @@ def test_a_listener_that_cannot_bind_rolls_everything_back(stack: Stack) -> None
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
-        stack.write(V2, second=taken.getsockname()[1])
+        port = taken.getsockname()[1]
+        stack.write(V2, second=port)
         log = wait_for_log(stack.gateway, "still serving generation 1")
-    assert "listeners: cannot listen" in log
+    # The test process holds the port: its pid is named; mitmproxy's own lines are not shown.
+    where = f"{stack.gateway.config_path}:6:"  # the second listener's line, then its column
+    problem = rf"\d+: listeners\[1\]\.bind: port {port} on 127\.0\.0\.1 is already in use by "
+    assert re.search(re.escape(where) + problem, log), log
+    assert f"pid {os.getpid()}" in log
+    assert "127.0.0.1:9 failed to listen" not in log
+    assert not [line for line in log.splitlines() if line.rstrip().endswith("proxyserver:")]
     with pytest.raises(openai.NotFoundError):  # the route of the refused config is not there
         stack.client().chat.completions.create(
             model="chat", messages=[{"role": "user", "content": "x"}]
@@ -204,3 +213,20 @@ def test_rapid_edits_are_debounced_and_sighup_reloads(stack: Stack) -> None:
     stack.gateway.signal(signal.SIGHUP)
     wait_for_log(stack.gateway, "now serving config generation 3")
     assert "(SIGHUP)" in stack.gateway.log
+
+
+def test_a_state_dir_edit_is_refused_with_its_position_by_watcher_and_cli(stack: Stack) -> None:
+    """The watcher's refusal names file:line:col; `reload` finds the gateway through the lock
+    in its old state directory instead of saying "no running gateway"."""
+    old_state = stack.values["state_dir"]
+    stack.write(V1, state_dir=stack.values["state_dir"] / "moved")  # type: ignore[operator]
+    log = wait_for_log(stack.gateway, "still serving generation 1")
+    where = f"{stack.gateway.config_path}:1:21: server.state_dir:"
+    assert f"{where} the state directory cannot change while serving" in log
+    result = cli("reload", "--config", str(stack.gateway.config_path))
+    assert result.returncode == 1, result.stderr
+    assert "no running gateway" not in result.stderr
+    assert where in result.stderr
+    assert f"gateway {stack.gateway.process.pid} serves" in result.stderr
+    assert f"from the state directory {old_state};" in result.stderr
+    assert "restart the gateway" in result.stderr
