@@ -43,18 +43,19 @@ from flm_gateway.bodies.multipart import Part, read_form, write_form
 from flm_gateway.bodies.schema import check_form, check_json
 from flm_gateway.bodies.strict_json import read_object
 from flm_gateway.errors import error_response, json_response
+from flm_gateway.proxy.api_kind import ApiKind
 from flm_gateway.routing_table import is_pattern
 from flm_gateway.runtime import Runtime
 from flm_gateway.text import echo
 
 JSON_ENDPOINTS = {
-    "/v1/chat/completions": "chat",
-    "/v1/completions": "completions",
-    "/v1/embeddings": "embeddings",
+    "/v1/chat/completions": ApiKind.CHAT,
+    "/v1/completions": ApiKind.COMPLETIONS,
+    "/v1/embeddings": ApiKind.EMBEDDINGS,
 }
 MULTIPART_ENDPOINTS = {
-    "/v1/audio/transcriptions": "transcriptions",
-    "/v1/audio/translations": "translations",
+    "/v1/audio/transcriptions": ApiKind.TRANSCRIPTIONS,
+    "/v1/audio/translations": ApiKind.TRANSLATIONS,
 }
 MODELS_PATH = "/v1/models"
 
@@ -162,7 +163,7 @@ class OpenAIApi:
                 flow.metadata["flm.api.model"] = fields["model"]
                 flow.metadata["flm.api.stream"] = fields.get("stream") == "true"
         elif path == MODELS_PATH or path.startswith(MODELS_PATH + "/"):
-            flow.metadata["flm.api.kind"] = "models"
+            flow.metadata["flm.api.kind"] = ApiKind.MODELS
             if method not in ("GET", "HEAD"):
                 flow.response = error_response(
                     405, "Use GET for /v1/models.", code="method_not_allowed"
@@ -172,7 +173,7 @@ class OpenAIApi:
             # canonical path has no `%2F` and only UTF-8 escapes.
             flow.response = self._models_response(unquote(path[len(MODELS_PATH) + 1 :]))
         else:
-            flow.metadata["flm.api.kind"] = "unknown"
+            flow.metadata["flm.api.kind"] = ApiKind.UNKNOWN
             flow.response = error_response(
                 404,
                 f"Unknown path '{echo(path)}'; this gateway serves the OpenAI API under /v1.",

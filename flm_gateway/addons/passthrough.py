@@ -30,6 +30,7 @@ from flm_gateway.addons.routing import unreachable_response
 from flm_gateway.config.security import Severity
 from flm_gateway.engines.admin_routes import AdminRoutes
 from flm_gateway.errors import error_response
+from flm_gateway.proxy.api_kind import ApiKind
 from flm_gateway.runtime import Runtime
 from flm_gateway.security.events import record
 from flm_gateway.security.target import ORIGINAL_TARGET_KEY
@@ -63,7 +64,7 @@ class Passthrough:
         route = admin.match(request.method, request.path.partition("?")[0])
         if route is None:
             return
-        flow.metadata["flm.api.kind"] = "passthrough"
+        flow.metadata["flm.api.kind"] = ApiKind.PASSTHROUGH
         flow.metadata["flm.security.rejected"] = "admin_endpoint"
         record(
             flow,
@@ -87,7 +88,7 @@ class Passthrough:
             return
         assert self._runtime is not None
         engine = self._runtime.directory.get(listener.passthrough)
-        flow.metadata["flm.api.kind"] = "passthrough"
+        flow.metadata["flm.api.kind"] = ApiKind.PASSTHROUGH
         result = await probe(flow, engine)
         if result is not ProbeResult.OK:
             flow.response = unreachable_response(

@@ -39,6 +39,7 @@ from flm_gateway.config.routes import RouteConfig
 from flm_gateway.egress.failure import EgressFailure
 from flm_gateway.engines.directory import EngineState
 from flm_gateway.errors import error_response
+from flm_gateway.proxy.api_kind import ROUTED_KINDS
 from flm_gateway.request_rewrite import rewrite_form, rewrite_json
 from flm_gateway.routing_table import RoutingTable
 from flm_gateway.runtime import Runtime
@@ -46,7 +47,6 @@ from flm_gateway.text import echo
 from flm_gateway.upstream import EGRESS_FAILURES_KEY, ProbeResult, point_at, probe
 
 MISS_WAIT = 3.0
-ROUTED_KINDS = frozenset({"chat", "completions", "embeddings", "transcriptions", "translations"})
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,36 @@
+"""The kind of API call a flow is: written once per flow, read by many addons.
+
+`flow.metadata["flm.api.kind"]` holds an `ApiKind`:
+- written by `openai_api` (the OpenAI endpoints, `models`, `unknown`) and by
+  `passthrough` (`passthrough`);
+- read by routing, scopes, failover, token accounting, metrics and the request log.
+`ROUTED_KINDS` are the calls routed to an engine by their `model`: the one definition,
+so routing and the key's model scopes can never disagree on which calls carry a model.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class ApiKind(StrEnum):
+    CHAT = "chat"
+    COMPLETIONS = "completions"
+    EMBEDDINGS = "embeddings"
+    TRANSCRIPTIONS = "transcriptions"
+    TRANSLATIONS = "translations"
+    MODELS = "models"
+    UNKNOWN = "unknown"
+    PASSTHROUGH = "passthrough"
+
+
+ROUTED_KINDS = frozenset(
+    {
+        ApiKind.CHAT,
+        ApiKind.COMPLETIONS,
+        ApiKind.EMBEDDINGS,
+        ApiKind.TRANSCRIPTIONS,
+        ApiKind.TRANSLATIONS,
+    }
+)
+"""Calls routed to an engine by the `model` they name (and checked against key scopes)."""
