@@ -19,13 +19,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from flm_gateway.addons.health import readiness
 from flm_gateway.config.admin import AdminConfig
 from flm_gateway.config.binds import listen_host
 from flm_gateway.config.types import format_host_port
 from flm_gateway.hostnames import parse_authority
 from flm_gateway.httpio.server import HttpServer, Request, Response
 from flm_gateway.metrics import GatewayMetrics
+from flm_gateway.observability.health import readiness
 from flm_gateway.port_owner import bind_failure
 from flm_gateway.prometheus import CONTENT_TYPE
 from flm_gateway.runtime import Runtime

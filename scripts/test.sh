@@ -2,10 +2,11 @@
 # The whole test suite on a fresh Debian machine: installs the Debian packages the tests need
 # (real peers: pebble, microsocks, dante, tor, redis, nginx, curl, openssl; wrk for the
 # benchmark's smoke test), creates .venv with Python >= 3.12, installs the project with its
-# test extras, then runs ruff, mypy (strict) and pytest. Then it runs pytest again on the
-# oldest supported Python (3.12, pyproject's requires-python) in .venv-floor, so the floor
-# stays true: `scripts/find-python.sh --floor` finds it (or Debian's python3.12 package is
-# installed where the distribution has one); with none, the run fails. FLM_SKIP_FLOOR=1
+# test extras, then runs ruff, mypy (strict), the import contracts and pytest. Then it runs
+# pytest again on the oldest supported Python (3.12, pyproject's requires-python) in
+# .venv-floor, so the floor stays true: `scripts/find-python.sh --floor` finds it (or
+# Debian's python3.12 package is installed where the distribution has one); with none,
+# the run fails. FLM_SKIP_FLOOR=1
 # skips that second run (say so when you report a result). Extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -54,6 +55,8 @@ echo "== ruff" >&2
 "$VENV/bin/ruff" check .
 echo "== mypy (strict)" >&2
 "$VENV/bin/mypy"
+echo "== import contracts (import-linter, pyproject.toml)" >&2
+"$VENV/bin/lint-imports" --no-cache
 echo "== pytest ($("$VENV/bin/python" -V))" >&2
 "$VENV/bin/python" -m pytest -p no:cacheprovider "$@"
 

@@ -23,7 +23,10 @@ def _floor_of_script() -> tuple[int, int]:
 def _version(python: str) -> tuple[int, int]:
     out = subprocess.run(
         [python, "-c", "import sys; print(*sys.version_info[:2])"],
-        capture_output=True, text=True, check=True, timeout=30,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=30,
     ).stdout.split()
     return int(out[0]), int(out[1])
 

@@ -36,7 +36,6 @@ from typing import Any
 from mitmproxy import http
 
 from flm_gateway.addons.guard import fail_closed
-from flm_gateway.addons.routing import Candidate, apply_candidate
 from flm_gateway.config.routes import RetrySettings
 from flm_gateway.egress.failure import failure_from_message
 from flm_gateway.engines.directory import EngineState
@@ -56,6 +55,7 @@ from flm_gateway.mitm_failover import (
 )
 from flm_gateway.outcomes import STALE
 from flm_gateway.proxy.api_kind import ROUTED_KINDS
+from flm_gateway.routing.candidates import Candidate, apply_candidate
 from flm_gateway.runtime import Runtime
 from flm_gateway.text import echo
 

@@ -16,26 +16,9 @@ from mitmproxy import http
 
 from flm_gateway.addons.guard import fail_closed
 from flm_gateway.errors import error_response, json_response
+from flm_gateway.observability.health import HEALTH_PATHS, readiness
+from flm_gateway.proxy.api_kind import ApiKind
 from flm_gateway.runtime import Runtime
-
-HEALTH_PATHS = frozenset({"/healthz", "/readyz"})
-
-
-def readiness(runtime: Runtime) -> tuple[bool, dict[str, object]]:
-    """(ready, details) for the current runtime."""
-    states = list(runtime.directory.engines.values())
-    up = sum(1 for state in states if state.healthy)
-    degraded = sum(1 for state in states if state.reachable and not state.healthy)
-    state_ok = runtime.state_usable()
-    ready = runtime.listening and up > 0 and state_ok
-    return ready, {
-        "status": "ready" if ready else "not-ready",
-        "listeners_up": runtime.listening,
-        "state_store_ok": state_ok,
-        "engines_up": up,
-        "engines_degraded": degraded,
-        "engines_total": len(states),
-    }
 
 
 class Health:
@@ -49,7 +32,7 @@ class Health:
     def request(self, flow: http.HTTPFlow) -> None:
         if flow.response is not None or flow.request.path not in HEALTH_PATHS:
             return
-        flow.metadata["flm.api.kind"] = "health"
+        flow.metadata["flm.api.kind"] = ApiKind.HEALTH
         if flow.request.method not in ("GET", "HEAD"):
             flow.response = error_response(405, "Use GET.", code="method_not_allowed")
             return

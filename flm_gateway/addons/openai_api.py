@@ -43,21 +43,10 @@ from flm_gateway.bodies.multipart import Part, read_form, write_form
 from flm_gateway.bodies.schema import check_form, check_json
 from flm_gateway.bodies.strict_json import read_object
 from flm_gateway.errors import error_response, json_response
-from flm_gateway.proxy.api_kind import ApiKind
+from flm_gateway.proxy.api_kind import JSON_ENDPOINTS, MODELS_PATH, MULTIPART_ENDPOINTS, ApiKind
 from flm_gateway.routing_table import is_pattern
 from flm_gateway.runtime import Runtime
 from flm_gateway.text import echo
-
-JSON_ENDPOINTS = {
-    "/v1/chat/completions": ApiKind.CHAT,
-    "/v1/completions": ApiKind.COMPLETIONS,
-    "/v1/embeddings": ApiKind.EMBEDDINGS,
-}
-MULTIPART_ENDPOINTS = {
-    "/v1/audio/transcriptions": ApiKind.TRANSCRIPTIONS,
-    "/v1/audio/translations": ApiKind.TRANSLATIONS,
-}
-MODELS_PATH = "/v1/models"
 
 
 def _bad_request(message: str, code: str = "invalid_request") -> http.Response:

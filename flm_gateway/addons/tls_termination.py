@@ -33,12 +33,12 @@ from mitmproxy.proxy.layers import modes
 from OpenSSL import SSL
 
 from flm_gateway.addons.guard import fail_closed
-from flm_gateway.addons.tls_layers import plan_layer
 from flm_gateway.config.listeners import ListenerConfig
 from flm_gateway.config.loader import LoadedConfig
 from flm_gateway.config.tls import AcmeChallenge, AcmeSettings, HstsSettings, TlsMode, TlsVersion
 from flm_gateway.config.tls_checks import acme_http_address, redirect_address
 from flm_gateway.listeners import mode_spec
+from flm_gateway.proxy.tls_layers import plan_layer
 from flm_gateway.tls import build_source
 from flm_gateway.tls.acme_challenges import HttpSideServer, RedirectTarget
 from flm_gateway.tls.base import CertificateSource, CertificateStatus

@@ -36,8 +36,8 @@ def register(subparsers: Any) -> None:
 
 async def collect(loaded: LoadedConfig) -> dict[str, Any]:
     """{"models": [...], "engines": [...]} for the config's engines, checked now."""
-    from flm_gateway.addons.routing import fallback_model
     from flm_gateway.engines.directory import EngineDirectory
+    from flm_gateway.routing.candidates import fallback_model
 
     directory = EngineDirectory(loaded.config.engines, engine_sessions(loaded))
     try:

@@ -14,6 +14,7 @@ out, not HTTP). Detection adds `not-found` and `installed-only`
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Protocol
@@ -121,6 +122,23 @@ def answered(path: str, reply: Reply) -> str:
     """A short description of an unexpected answer, for health details."""
     message = error_message(reply.body)
     return f"GET {path} answered {reply.status}" + (f" ({message})" if message else "")
+
+
+async def health_get(
+    client: EngineClient,
+    path: str,
+    degraded: Callable[[str, Reply], str] = answered,
+) -> Reply | HealthReport:
+    """The opening of every adapter's health check: GET `path`. The engine's 2xx reply,
+    or the report saying why there is none: unreachable (no HTTP answer), or degraded with
+    `degraded(path, reply)` as its detail (an HTTP error)."""
+    try:
+        reply = await client.get(path)
+    except EngineUnavailable as exc:
+        return HealthReport(HealthState.UNREACHABLE, str(exc))
+    if not reply.ok:
+        return HealthReport(HealthState.DEGRADED, degraded(path, reply))
+    return reply
 
 
 def as_int(value: Any) -> int | None:

@@ -45,9 +45,11 @@ from flm_gateway.engines.base import (
     HealthReport,
     HealthState,
     ModelInfo,
+    Reply,
     answered,
     as_int,
     error_message,
+    health_get,
 )
 from flm_gateway.engines.openai import MODELS_PATH, model_entries
 
@@ -95,6 +97,13 @@ def slots_detail(payload: Any) -> str:
     return f"{busy}/{len(payload)} slots busy"
 
 
+def loading_detail(path: str, reply: Reply) -> str:
+    """llama.cpp's 503 while it loads its model says so (`Loading model`): that message is
+    the detail; other errors are described as usual."""
+    message = error_message(reply.body)
+    return message if reply.status == 503 and message else answered(path, reply)
+
+
 class LlamaCppAdapter:
     kind = EngineKind.LLAMACPP
     openai_prefix = "/v1"
@@ -107,14 +116,9 @@ class LlamaCppAdapter:
         return parse_llamacpp_models(await client.get_json(MODELS_PATH))
 
     async def check_health(self, client: EngineClient) -> HealthReport:
-        try:
-            reply = await client.get(HEALTH_PATH)
-        except EngineUnavailable as exc:
-            return HealthReport(HealthState.UNREACHABLE, str(exc))
-        if not reply.ok:
-            message = error_message(reply.body)
-            detail = message if reply.status == 503 and message else answered(HEALTH_PATH, reply)
-            return HealthReport(HealthState.DEGRADED, detail)
+        reply = await health_get(client, HEALTH_PATH, loading_detail)
+        if isinstance(reply, HealthReport):
+            return reply
         version = None
         detail = ""
         try:

@@ -40,8 +40,8 @@ from flm_gateway.engines.base import (
     HealthReport,
     HealthState,
     ModelInfo,
-    answered,
     as_int,
+    health_get,
 )
 
 VERSION_PATH = "/api/version"
@@ -116,12 +116,9 @@ class OllamaAdapter:
         return parse_ollama_models(tags, ps)
 
     async def check_health(self, client: EngineClient) -> HealthReport:
-        try:
-            reply = await client.get(VERSION_PATH)
-        except EngineUnavailable as exc:
-            return HealthReport(HealthState.UNREACHABLE, str(exc))
-        if not reply.ok:
-            return HealthReport(HealthState.DEGRADED, answered(VERSION_PATH, reply))
+        reply = await health_get(client, VERSION_PATH)
+        if isinstance(reply, HealthReport):
+            return reply
         version = reply.body.get("version") if isinstance(reply.body, dict) else None
         if not isinstance(version, str):
             return HealthReport(

@@ -27,8 +27,8 @@ from flm_gateway.engines.base import (
     HealthReport,
     HealthState,
     ModelInfo,
-    answered,
     as_int,
+    health_get,
 )
 
 MODELS_PATH = "/v1/models"
@@ -57,12 +57,9 @@ def parse_openai_models(payload: Any) -> list[ModelInfo]:
 
 async def models_health(client: EngineClient, path: str = MODELS_PATH) -> HealthReport:
     """Health judged by one model-list request: healthy when `path` lists models."""
-    try:
-        reply = await client.get(path)
-    except EngineUnavailable as exc:
-        return HealthReport(HealthState.UNREACHABLE, str(exc))
-    if not reply.ok:
-        return HealthReport(HealthState.DEGRADED, answered(path, reply))
+    reply = await health_get(client, path)
+    if isinstance(reply, HealthReport):
+        return reply
     try:
         models = parse_openai_models(reply.body)
     except EngineUnavailable as exc:

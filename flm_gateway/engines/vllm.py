@@ -34,7 +34,7 @@ from flm_gateway.engines.base import (
     HealthReport,
     HealthState,
     ModelInfo,
-    answered,
+    health_get,
 )
 from flm_gateway.engines.openai import MODELS_PATH, parse_openai_models
 
@@ -81,12 +81,9 @@ class VllmAdapter:
         return [replace(model, loaded=True) for model in models]
 
     async def check_health(self, client: EngineClient) -> HealthReport:
-        try:
-            reply = await client.get(HEALTH_PATH)
-        except EngineUnavailable as exc:
-            return HealthReport(HealthState.UNREACHABLE, str(exc))
-        if not reply.ok:
-            return HealthReport(HealthState.DEGRADED, answered(HEALTH_PATH, reply))
+        reply = await health_get(client, HEALTH_PATH)
+        if isinstance(reply, HealthReport):
+            return reply
         version: str | None = None
         try:
             payload = await client.get_json(VERSION_PATH)

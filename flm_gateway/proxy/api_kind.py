@@ -1,8 +1,8 @@
 """The kind of API call a flow is: written once per flow, read by many addons.
 
 `flow.metadata["flm.api.kind"]` holds an `ApiKind`:
-- written by `openai_api` (the OpenAI endpoints, `models`, `unknown`) and by
-  `passthrough` (`passthrough`);
+- written by `openai_api` (the OpenAI endpoints, `models`, `unknown`), by
+  `passthrough` (`passthrough`) and by `health` (`health`);
 - read by routing, scopes, failover, token accounting, metrics and the request log.
 `ROUTED_KINDS` are the calls routed to an engine by their `model`: the one definition,
 so routing and the key's model scopes can never disagree on which calls carry a model.
@@ -22,6 +22,7 @@ class ApiKind(StrEnum):
     MODELS = "models"
     UNKNOWN = "unknown"
     PASSTHROUGH = "passthrough"
+    HEALTH = "health"
 
 
 ROUTED_KINDS = frozenset(
@@ -34,3 +35,15 @@ ROUTED_KINDS = frozenset(
     }
 )
 """Calls routed to an engine by the `model` they name (and checked against key scopes)."""
+
+# The OpenAI endpoints by canonical path: JSON bodies, multipart uploads, the model list.
+JSON_ENDPOINTS = {
+    "/v1/chat/completions": ApiKind.CHAT,
+    "/v1/completions": ApiKind.COMPLETIONS,
+    "/v1/embeddings": ApiKind.EMBEDDINGS,
+}
+MULTIPART_ENDPOINTS = {
+    "/v1/audio/transcriptions": ApiKind.TRANSCRIPTIONS,
+    "/v1/audio/translations": ApiKind.TRANSLATIONS,
+}
+MODELS_PATH = "/v1/models"

@@ -499,14 +499,7 @@ class StateService:
                     # `done` is exact and nothing is requeued that was written.
                     with contextlib.suppress(BaseException):
                         await asyncio.wrap_future(work)
-                # Keep order: what was not written goes back in front of anything newer.
-                self._writes = writes[done.writes :] + self._writes
-                batch = events + done.lost
-                self._audit = batch[done.audit.events :] + self._audit
-                if not done.counters:
-                    for name, delta in counters.items():
-                        self._counters[name] = self._counters.get(name, 0) + delta
-                written = done.audit.events == len(batch)
+                written = self._requeue(writes, events, counters, done)
                 _settle(waiters, None if written else _state_error(exc))
                 self._writes_failing = True
                 raise
@@ -541,14 +534,35 @@ class StateService:
         append_audit(store, [*events, *done.lost], done.audit)
 
     def flush_sync(self) -> None:
-        """`flush` for code outside the event loop (tests, shutdown paths)."""
+        """`flush` for code outside the event loop (tests, shutdown paths); like `flush`,
+        what was not written stays queued when the store fails."""
         writes, events, counters = self._writes, self._audit, self._counters
         self._writes, self._audit, self._counters = [], [], {}
         done = _Progress(self.watch.head)
         try:
             self.call_sync(lambda store: self._write_all(store, writes, events, counters, done))
+        except BaseException:
+            self._requeue(writes, events, counters, done)
+            raise
         finally:
             self.watch.appended(done.audit.records, done.audit.tampered)
+
+    def _requeue(
+        self,
+        writes: list[Write],
+        events: list[AuditEvent],
+        counters: dict[str, int],
+        done: _Progress,
+    ) -> bool:
+        """Put back in the queues what a failed flush did not write (in front of anything
+        newer, so the order holds); True when the whole audit batch was written."""
+        self._writes = writes[done.writes :] + self._writes
+        batch = events + done.lost
+        self._audit = batch[done.audit.events :] + self._audit
+        if not done.counters:
+            for name, delta in counters.items():
+                self._counters[name] = self._counters.get(name, 0) + delta
+        return done.audit.events == len(batch)
 
     def audit_status(self) -> AuditStatus:
         """For the metrics: the head this process knows, and tamper findings since start."""

@@ -19,9 +19,9 @@ from mitmproxy.proxy.mode_specs import ProxyMode
 from mitmproxy.test import taddons, tflow
 from OpenSSL import SSL
 
-from flm_gateway.addons.tls_layers import RefuseLayer, could_be_tls, https_required_response
 from flm_gateway.addons.tls_termination import TlsTermination
 from flm_gateway.config.loader import LoadedConfig
+from flm_gateway.proxy.tls_layers import RefuseLayer, could_be_tls, https_required_response
 from tests.tls.helpers import load
 
 CONFIG = """\

@@ -302,3 +302,29 @@ async def test_new_keys_are_found_by_one_shared_check(
 async def test_a_key_check_without_a_store_answers_false(tmp_path: Path) -> None:
     service = StateService()
     assert await service.check_new_keys() is False  # never opened
+
+
+async def test_flush_sync_keeps_what_a_failing_store_did_not_write(tmp_path: Path) -> None:
+    """One flush path: like `flush`, `flush_sync` requeues a batch the store refused, in
+    order, instead of dropping it; the next flush writes it."""
+    service = StateService()
+    service.open(loaded("", tmp_path))
+    try:
+        broken = True
+        written: list[str] = []
+
+        def flaky(store: object) -> None:
+            if broken:
+                raise StateError("disk on fire")
+            written.append("first")
+
+        service.submit(flaky)
+        service.audit(AuditEvent("kept"))
+        with pytest.raises(StateError):
+            service.flush_sync()
+        assert service.pending == 2
+        broken = False
+        service.flush_sync()
+        assert written == ["first"] and service.pending == 0
+    finally:
+        await service.stop()
