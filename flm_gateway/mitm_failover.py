@@ -91,7 +91,6 @@ CONNECT = "connect"
 DISCONNECTED = "disconnected"
 HTTP_5XX = "5xx"
 TIMEOUT = "timeout"
-REASONS = (CONNECT, DISCONNECTED, HTTP_5XX, TIMEOUT)
 
 _SSE = "text/event-stream"
 _DETACHED = -1  # a stream id no stream has: mitmproxy drops events for unknown streams
@@ -402,7 +401,6 @@ __all__ = [
     "HOLD_TIMEOUT_KEY",
     "HTTP_5XX",
     "POSSIBLE_KEY",
-    "REASONS",
     "REASON_KEY",
     "RESEND_KEY",
     "REUSED_KEY",

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any
 
 from mitmproxy import http
 
@@ -246,9 +245,3 @@ class Failover:
 
     def error(self, flow: http.HTTPFlow) -> None:
         self._finish(flow)
-
-
-def failures_of(flow: http.HTTPFlow) -> list[tuple[str, str, str | None]]:
-    """(engine, reason, next engine or None) of each failed attempt of `flow`."""
-    failures: Any = flow.metadata.get(FAILURES_KEY)
-    return list(failures) if failures else []

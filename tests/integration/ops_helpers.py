@@ -56,6 +56,21 @@ def http_get(url: str, timeout: float = 5.0) -> tuple[int, bytes]:
         return exc.code, exc.read()
 
 
+def metric_sum(admin_port: int, name: str, **labels: str) -> float:
+    """The sum of the samples `name` with these label values, scraped from the admin
+    listener's /metrics and read with prometheus_client's own parser."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    status, text = http_get(f"http://127.0.0.1:{admin_port}/metrics")
+    assert status == 200
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text.decode())
+        for sample in family.samples
+        if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items())
+    )
+
+
 def post_json(
     url: str, body: dict[str, Any], headers: dict[str, str] | None = None
 ) -> tuple[int, dict[str, str], bytes]:

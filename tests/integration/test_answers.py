@@ -20,9 +20,8 @@ from dataclasses import dataclass
 
 import openai
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
-from tests.integration.ops_helpers import http_get, threaded_engine
+from tests.integration.ops_helpers import metric_sum, threaded_engine
 from tests.support.fake_engines import FakeEngine
 from tests.support.gateway_process import GatewayProcess, free_port, run_gateway
 
@@ -131,14 +130,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 
 
 def metric(stack: Stack, name: str, **labels: str) -> float:
-    status, text = http_get(f"http://127.0.0.1:{stack.admin}/metrics")
-    assert status == 200
-    return sum(
-        sample.value
-        for family in text_string_to_metric_families(text.decode())
-        for sample in family.samples
-        if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items())
-    )
+    return metric_sum(stack.admin, name, **labels)
 
 
 def test_a_streamed_answer_names_the_alias_in_every_chunk(stack: Stack) -> None:

@@ -18,9 +18,8 @@ from pathlib import Path
 
 import openai
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
-from tests.integration.ops_helpers import http_get
+from tests.integration.ops_helpers import http_get, metric_sum
 from tests.support.fake_engines import FakeEngine
 from tests.support.gateway_process import GatewayProcess, free_port, run_gateway
 
@@ -82,15 +81,7 @@ class Stack:
         )
 
     def metric(self, name: str, **labels: str) -> float:
-        status, text = http_get(f"http://127.0.0.1:{self.admin}/metrics")
-        assert status == 200
-        total = 0.0
-        for family in text_string_to_metric_families(text.decode()):
-            for sample in family.samples:
-                wanted = all(sample.labels.get(k) == v for k, v in labels.items())
-                if sample.name == name and wanted:
-                    total += sample.value
-        return total
+        return metric_sum(self.admin, name, **labels)
 
 
 def chats(engine: FakeEngine) -> int:

@@ -12,6 +12,8 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,6 +22,7 @@ import pytest
 
 from tests.support.gateway_process import run_gateway
 from tests.support.llama_fixtures import MakeLlamaServer
+from tests.support.llama_server import LlamaServer
 
 CONFIG = """\
 version: 1
@@ -66,15 +69,21 @@ async def client_loop(client: openai.AsyncOpenAI, stream: bool, stop: float, tal
             (tally.cut if received else tally.failed).append(f"{type(error).__name__}: {error}")
 
 
+@contextmanager
+def gateway_client(servers: list[LlamaServer], tmp_path: Path) -> Iterator[openai.AsyncOpenAI]:
+    """A gateway in front of the two servers (engines `one` and `two`), and its SDK client."""
+    config = CONFIG.replace("ONE_URL", servers[0].url).replace("TWO_URL", servers[1].url)
+    with run_gateway(config, tmp_path) as gateway:
+        yield openai.AsyncOpenAI(
+            base_url=gateway.url + "/v1", api_key="unused", max_retries=0, timeout=30
+        )
+
+
 async def test_random_kills_under_load_lose_no_request(
     make_llama_server: MakeLlamaServer, tmp_path: Path
 ) -> None:
     servers = [make_llama_server(), make_llama_server()]
-    config = CONFIG.replace("ONE_URL", servers[0].url).replace("TWO_URL", servers[1].url)
-    with run_gateway(config, tmp_path) as gateway:
-        client = openai.AsyncOpenAI(
-            base_url=gateway.url + "/v1", api_key="unused", max_retries=0, timeout=30
-        )
+    with gateway_client(servers, tmp_path) as client:
         await client.chat.completions.create(model="pair", messages=MESSAGES)  # both checked
         tally = Tally()
         stop = time.monotonic() + DURATION
@@ -109,11 +118,7 @@ async def test_no_replica_left_is_a_clear_502_within_the_connect_timeout(
     make_llama_server: MakeLlamaServer, tmp_path: Path
 ) -> None:
     servers = [make_llama_server(), make_llama_server()]
-    config = CONFIG.replace("ONE_URL", servers[0].url).replace("TWO_URL", servers[1].url)
-    with run_gateway(config, tmp_path) as gateway:
-        client = openai.AsyncOpenAI(
-            base_url=gateway.url + "/v1", api_key="unused", max_retries=0, timeout=30
-        )
+    with gateway_client(servers, tmp_path) as client:
         await client.chat.completions.create(model="single", messages=MESSAGES)
         assert servers[0].process is not None
         servers[0].process.kill()
