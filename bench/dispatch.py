@@ -29,9 +29,9 @@ from mitmproxy.proxy.layers.http._hooks import (
 )
 from mitmproxy.test import tflow
 
-from flm_gateway.addon_chain import AddonChain, hook_names
 from flm_gateway.addons.inflight import Inflight
-from flm_gateway.pipeline import build_addons
+from flm_gateway.app.pipeline import build_addons
+from flm_gateway.proxy.addon_chain import AddonChain, hook_names
 
 
 def stand_ins() -> list[object]:

@@ -24,17 +24,17 @@ from mitmproxy import http
 from mitmproxy.proxy.mode_specs import ProxyMode
 from mitmproxy.test import tflow, tutils
 
-from flm_gateway.addon_chain import AddonChain
 from flm_gateway.addons.inflight import Inflight
+from flm_gateway.app.pipeline import build_addons
 from flm_gateway.config import LoadedConfig, parse_config
-from flm_gateway.config.engines import EngineConfig
+from flm_gateway.config.engine_settings import EngineConfig
 from flm_gateway.egress.sessions import direct_session
-from flm_gateway.engines.base import HealthState, ModelInfo
+from flm_gateway.engines.adapter import HealthState, ModelInfo
 from flm_gateway.engines.directory import EngineDirectory
-from flm_gateway.httpio.client import HttpSession
-from flm_gateway.listeners import PLACEHOLDER_TARGET, spec_for
-from flm_gateway.pipeline import build_addons
-from flm_gateway.runtime import Runtime
+from flm_gateway.httpio.http_client import HttpSession
+from flm_gateway.proxy.addon_chain import AddonChain
+from flm_gateway.proxy.mitm_listeners import PLACEHOLDER_TARGET, spec_for
+from flm_gateway.proxy.runtime import Runtime
 
 CONFIG = """\
 listeners:
@@ -77,7 +77,7 @@ def flow() -> http.HTTPFlow:
     made.response = None
     made.request = tutils.treq(method=b"POST", path=b"/v1/chat/completions", content=BODY)
     # As mitmproxy's reverse mode hands it to the hooks: aimed at the listener's
-    # placeholder target (see flm_gateway.listeners), the client's own Host kept
+    # placeholder target (see flm_gateway.proxy.mitm_listeners), the client's own Host kept
     # (`keep_host_header`), tagged with the mode of the listener that accepted it.
     made.request.data.host, made.request.data.port = PLACEHOLDER_TARGET
     made.request.headers.clear()

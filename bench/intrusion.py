@@ -30,7 +30,7 @@ from mitmproxy import http
 from mitmproxy.test import tutils
 
 from flm_gateway.addons.intrusion import inspect
-from flm_gateway.config.limits import ConnectionLimits
+from flm_gateway.config.limit_settings import ConnectionLimits
 from flm_gateway.security.intrusion_rules import KINDS, RULES, Rule, RuleSet
 from flm_gateway.security.linear_re import LinearPattern
 

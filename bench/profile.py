@@ -35,8 +35,8 @@ from bench.processes import Processes
 from bench.targets import CHAT_PATH, MODEL, start_engine, start_gateway
 
 ROOT = Path(__file__).resolve().parents[1]
-STARTUP = ("flm_gateway/__main__.py", "flm_gateway/cli/", "flm_gateway/gateway.py")
-WRAPPERS = ("flm_gateway/addon_chain.py", "flm_gateway/addons/guard.py")
+STARTUP = ("flm_gateway/__main__.py", "flm_gateway/cli/", "flm_gateway/app/gateway.py")
+WRAPPERS = ("flm_gateway/proxy/addon_chain.py", "flm_gateway/addons/guard.py")
 DISPATCH = ("(mitmproxy/addonmanager.py", "(mitmproxy/hooks.py")
 NEUTRAL = (
     "(contextlib.py", "(dataclasses.py", "(<frozen abc>", "(<frozen _collections_abc>",

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from flm_gateway.runtime import Runtime
+from flm_gateway.proxy.runtime import Runtime
 from tests.support.flows import RuntimeFactory, build_runtime
 
 pytest_plugins = ["tests.support.llama_fixtures"]

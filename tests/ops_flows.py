@@ -7,8 +7,8 @@ from typing import Any
 from mitmproxy import http
 from mitmproxy.test import tflow, tutils
 
-from flm_gateway.config.listeners import ListenerConfig
-from flm_gateway.config.routes import RouteConfig
+from flm_gateway.config.listener_settings import ListenerConfig
+from flm_gateway.config.route_settings import RouteConfig
 
 LISTENER = ListenerConfig.model_validate({"name": "main", "bind": "127.0.0.1:8088"})
 

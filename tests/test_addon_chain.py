@@ -12,9 +12,9 @@ from mitmproxy.options import Options
 from mitmproxy.proxy.layers.http import HttpRequestHook, HttpResponseHeadersHook
 from mitmproxy.test import tflow
 
-from flm_gateway.addon_chain import AddonChain, hook_names
 from flm_gateway.addons.inflight import Inflight
-from flm_gateway.pipeline import build_addons
+from flm_gateway.app.pipeline import build_addons
+from flm_gateway.proxy.addon_chain import AddonChain, hook_names
 
 
 class Recorder:

@@ -10,9 +10,9 @@ import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from flm_gateway.admin import AdminBindError, AdminServer
-from flm_gateway.config.admin import AdminConfig
-from flm_gateway.metrics import GatewayMetrics
+from flm_gateway.config.admin_settings import AdminConfig
+from flm_gateway.observability.admin_listener import AdminBindError, AdminServer
+from flm_gateway.observability.metrics import GatewayMetrics
 from tests.support.gateway_process import free_port
 
 

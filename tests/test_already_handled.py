@@ -16,8 +16,8 @@ import pytest
 from mitmproxy import http
 
 from flm_gateway.addons.inflight import Inflight
-from flm_gateway.pipeline import build_addons
-from flm_gateway.runtime import Runtime
+from flm_gateway.app.pipeline import build_addons
+from flm_gateway.proxy.runtime import Runtime
 from tests.support.flows import RuntimeFactory, make_flow
 
 REQUEST_HOOKS = ("requestheaders", "request")

@@ -5,14 +5,14 @@ from pathlib import Path
 
 import pytest
 
-from flm_gateway import checks
-from flm_gateway.checks import Level, check_bind, check_engines, check_state, run_checks
+from flm_gateway.app import preflight as checks
+from flm_gateway.app.preflight import Level, check_bind, check_engines, check_state, run_checks
 from flm_gateway.config import load_config, parse_config
-from flm_gateway.config.engines import EngineConfig
+from flm_gateway.config.engine_settings import EngineConfig
 from flm_gateway.config.loader import LoadedConfig
 from flm_gateway.egress.sessions import direct_session
 from flm_gateway.engines.directory import EngineDirectory
-from flm_gateway.httpio.client import HttpSession
+from flm_gateway.httpio.http_client import HttpSession
 from flm_gateway.state.store import KeyRecord, KeyScopes, KeySecret
 from tests.support.fake_engines import FakeEngine
 from tests.support.gateway_process import free_port
@@ -123,8 +123,8 @@ def test_certificates_expired_soon_and_fine(
 ) -> None:
     import datetime
 
-    from flm_gateway import checks
-    from flm_gateway.tls.base import CertificateStatus
+    from flm_gateway.app import preflight as checks
+    from flm_gateway.tls.mode import CertificateStatus
 
     when = datetime.datetime(2030, 1, 1, tzinfo=datetime.UTC)
     statuses = [

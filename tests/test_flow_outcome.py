@@ -9,16 +9,16 @@ import pytest
 from mitmproxy import flow as mflow
 from mitmproxy import http
 
-from flm_gateway.flow_outcome import error_kind_of, sent_status, upstream_error_of
-from flm_gateway.flow_summary import summarize
-from flm_gateway.mitm_http1 import FLOW_REFUSALS
-from flm_gateway.outcomes import (
+from flm_gateway.observability.flow_outcome import error_kind_of, sent_status, upstream_error_of
+from flm_gateway.observability.flow_summary import summarize
+from flm_gateway.observability.outcomes import (
     ABORTED,
     ErrorKind,
     UpstreamError,
     status_label,
     upstream_error,
 )
+from flm_gateway.proxy.mitm_http1 import FLOW_REFUSALS
 from tests.ops_flows import routed_flow
 
 ROOT = Path(__file__).parents[1]

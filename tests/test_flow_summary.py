@@ -3,7 +3,7 @@ from __future__ import annotations
 from mitmproxy import flow as mflow
 from mitmproxy import http
 
-from flm_gateway.flow_summary import StreamTap, summarize, summary_of
+from flm_gateway.observability.flow_summary import StreamTap, summarize, summary_of
 from tests.ops_flows import routed_flow
 
 

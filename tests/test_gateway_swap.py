@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 from mitmproxy.test import tflow
 
-from flm_gateway.addons.routing import Routing
+from flm_gateway.addons.model_routing import Routing
+from flm_gateway.app.gateway import Gateway
+from flm_gateway.app.hot_reload import ReloadError
 from flm_gateway.config import LoadedConfig, load_config
-from flm_gateway.gateway import Gateway
-from flm_gateway.reload import ReloadError
 from tests.support.fake_engines import FakeEngine
 from tests.support.gateway_process import free_port
 

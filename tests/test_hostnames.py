@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from flm_gateway.hostnames import Authority, host_pattern, parse_authority
+from flm_gateway.core.hostnames import Authority, host_pattern, parse_authority
 
 
 @pytest.mark.parametrize(

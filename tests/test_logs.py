@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from flm_gateway.logs import (
+from flm_gateway.app.process_logs import (
     MAX_RECORD,
     REPEAT_BURST,
     REPEAT_WINDOW,

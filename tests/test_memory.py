@@ -6,7 +6,7 @@ from __future__ import annotations
 import gc
 from pathlib import Path
 
-from flm_gateway.memory import RECLAIM_GROWTH, RECLAIM_INTERVAL, Allocator, Reclaimer
+from flm_gateway.observability.memory import RECLAIM_GROWTH, RECLAIM_INTERVAL, Allocator, Reclaimer
 
 MiB = 1024 * 1024
 

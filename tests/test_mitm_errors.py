@@ -6,7 +6,7 @@ import json
 
 from mitmproxy.proxy.layers.http import _http1
 
-from flm_gateway import mitm_errors
+from flm_gateway.proxy import mitm_errors
 
 
 def test_install_replaces_mitmproxys_renderer() -> None:

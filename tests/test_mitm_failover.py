@@ -20,7 +20,7 @@ from mitmproxy.proxy.layers import http as http_layers
 from mitmproxy.proxy.layers.http import _http1
 from mitmproxy.proxy.layers.http._events import ErrorCode
 
-from flm_gateway.mitm_failover import HOLD_LIMIT, FailoverHttpStream
+from flm_gateway.proxy.mitm_failover import HOLD_LIMIT, FailoverHttpStream
 from tests.support.fake_engines import FakeEngine
 from tests.support.gateway_process import run_gateway
 

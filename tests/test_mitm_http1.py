@@ -15,9 +15,9 @@ from mitmproxy.proxy.layers import http as http_layers
 from mitmproxy.proxy.layers.http import _http1
 from mitmproxy.test import tflow
 
-from flm_gateway import mitm_errors, mitm_http1
-from flm_gateway.config.limits import ConnectionLimits
-from flm_gateway.mitm_http1 import (
+from flm_gateway.config.limit_settings import ConnectionLimits
+from flm_gateway.proxy import mitm_errors, mitm_http1
+from flm_gateway.proxy.mitm_http1 import (
     GuardedHttp1Server,
     GuardedHttpStream,
     HttpRefusedHook,

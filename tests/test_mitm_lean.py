@@ -9,12 +9,13 @@ from tests.support.gateway_process import ROOT
 
 PROBE = """
 import sys
-from flm_gateway import cli, mitm_lean
+from flm_gateway import cli
+from flm_gateway.proxy import mitm_lean
 assert mitm_lean.install()
 cli.build_parser()  # every command module, as `flm-gateway run` imports them
-import flm_gateway.gateway
+import flm_gateway.app.gateway
 from flm_gateway.config.default import default_config
-flm_gateway.gateway.Gateway(default_config())
+flm_gateway.app.gateway.Gateway(default_config())
 unused = {
     "flask", "jinja2", "werkzeug", "ldap3",  # mitmproxy addons we do not run
     "acme", "josepy",  # https-acme listeners only

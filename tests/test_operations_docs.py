@@ -8,7 +8,7 @@ from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from flm_gateway.metrics import GatewayMetrics
+from flm_gateway.observability.metrics import GatewayMetrics
 
 ROOT = Path(__file__).parents[1]
 NAME = re.compile(r"\bflm_[a-z_]+\b")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from flm_gateway.addons.inflight import Inflight
-from flm_gateway.pipeline import build_addons
+from flm_gateway.app.pipeline import build_addons
 
 FLOW_HOOKS = ("requestheaders", "request", "responseheaders", "response")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from mitmproxy.test import taddons
 
 from flm_gateway.addons.inflight import Inflight
-from flm_gateway.pipeline import build_addons
+from flm_gateway.app.pipeline import build_addons
 
 
 def _names() -> list[str]:

@@ -6,7 +6,7 @@ import errno
 import os
 import socket
 
-from flm_gateway.port_owner import bind_failure, listening_pid
+from flm_gateway.proxy.port_owner import bind_failure, listening_pid
 
 
 def test_a_port_in_use_names_its_holder() -> None:

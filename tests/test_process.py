@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from flm_gateway.process import StateDirInUse, StateDirLock
+from flm_gateway.state.process import StateDirInUse, StateDirLock
 
 
 def test_the_open_file_limit_is_raised_to_the_hard_limit() -> None:
@@ -17,7 +17,7 @@ def test_the_open_file_limit_is_raised_to_the_hard_limit() -> None:
     import sys
 
     code = (
-        "import resource; from flm_gateway.process import raise_fd_limit;"
+        "import resource; from flm_gateway.state.process import raise_fd_limit;"
         "hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1];"
         "resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard));"
         "print(*raise_fd_limit(), resource.getrlimit(resource.RLIMIT_NOFILE)[1])"

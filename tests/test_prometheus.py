@@ -7,7 +7,14 @@ import math
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from flm_gateway.prometheus import Counter, Gauge, Histogram, ScrapedGauge, format_value, render
+from flm_gateway.observability.exposition import (
+    Counter,
+    Gauge,
+    Histogram,
+    ScrapedGauge,
+    format_value,
+    render,
+)
 
 
 def parse(*families: Counter | Gauge | Histogram | ScrapedGauge) -> dict[str, object]:

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from flm_gateway.app.hot_reload import FileStamp, Reloader, ReloadError, restart_required
 from flm_gateway.config import LoadedConfig, load_config
-from flm_gateway.metrics import GatewayMetrics
-from flm_gateway.process import RELOAD_STATUS_FILE
-from flm_gateway.reload import FileStamp, Reloader, ReloadError, restart_required
+from flm_gateway.observability.metrics import GatewayMetrics
+from flm_gateway.state.process import RELOAD_STATUS_FILE
 
 CONFIG = """\
 server: {{state_dir: ./state}}
@@ -75,7 +75,7 @@ async def test_an_invalid_file_keeps_the_old_config_and_reports_positions(
 ) -> None:
     path, gateway, reloader, metrics, audit = setup(tmp_path)
     path.write_text(CONFIG.format(port=8088) + "bogus: 1\n")
-    with caplog.at_level(logging.ERROR, "flm_gateway.reload"):
+    with caplog.at_level(logging.ERROR, "flm_gateway.app.hot_reload"):
         outcome = await reloader.reload("file change")
     assert not outcome.ok and gateway.swapped == []
     assert len(outcome.problems) == 1

@@ -1,8 +1,8 @@
 from __future__ import annotations
 
 from flm_gateway.bodies.multipart import Part, read_form
-from flm_gateway.config.routes import RouteConfig
-from flm_gateway.request_rewrite import rewrite_form, rewrite_json, with_defaults
+from flm_gateway.config.route_settings import RouteConfig
+from flm_gateway.routing.rewrite import rewrite_form, rewrite_json, with_defaults
 
 
 def test_unchanged_body_is_not_reserialised() -> None:

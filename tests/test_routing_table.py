@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from flm_gateway.config.routes import RouteConfig
-from flm_gateway.routing_table import RoutingTable
+from flm_gateway.config.route_settings import RouteConfig
+from flm_gateway.routing.table import RoutingTable
 
 ROUTES = [
     RouteConfig(model="fast", engine="box", upstream_model="tiny"),

@@ -8,7 +8,7 @@ from pathlib import Path
 import jsonschema
 import yaml
 
-from flm_gateway.cli.validate import schema_json
+from flm_gateway.cli.validate_command import schema_json
 
 ROOT = Path(__file__).parents[1]
 

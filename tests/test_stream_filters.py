@@ -1,8 +1,8 @@
 from __future__ import annotations
 
-from flm_gateway.flow_summary import StreamTap
-from flm_gateway.stream_filters import find_filter
-from flm_gateway.usage import StreamMeter
+from flm_gateway.accounting.stream_filters import find_filter
+from flm_gateway.accounting.usage import StreamMeter
+from flm_gateway.observability.flow_summary import StreamTap
 
 
 def test_a_wrapped_meter_is_still_found() -> None:

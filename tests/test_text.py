@@ -1,10 +1,10 @@
-"""flm_gateway.text: control and reordering characters escaped, echoes bounded."""
+"""flm_gateway.core.text: control and reordering characters escaped, echoes bounded."""
 
 from __future__ import annotations
 
 import pytest
 
-from flm_gateway.text import ECHO_LIMIT, clip, echo, printable, printable_lines
+from flm_gateway.core.text import ECHO_LIMIT, clip, echo, printable, printable_lines
 
 
 @pytest.mark.parametrize(

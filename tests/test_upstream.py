@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from mitmproxy.test import tutils
 
-from flm_gateway.upstream import point_at, strip_client_credentials
+from flm_gateway.routing.upstream import point_at, strip_client_credentials
 from tests.support.flows import BASE_CONFIG, RuntimeFactory, make_flow
 
 

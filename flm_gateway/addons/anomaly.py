@@ -27,9 +27,9 @@ from mitmproxy import http
 
 from flm_gateway.addons.guard import fail_closed
 from flm_gateway.config import LoadedConfig
-from flm_gateway.config.security import AnomalySettings, Severity
+from flm_gateway.config.security_settings import AnomalySettings, Severity
+from flm_gateway.core.netset import client_subject
 from flm_gateway.security.events import Offence, record
-from flm_gateway.security.netset import client_subject
 from flm_gateway.security.policies import client_ip, is_health_check
 
 MAX_SUBJECTS = 50_000

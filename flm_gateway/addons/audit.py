@@ -47,16 +47,16 @@ from collections.abc import Awaitable, Callable
 from mitmproxy import http
 
 from flm_gateway.addons.guard import fail_closed
-from flm_gateway.background import BackgroundTask
 from flm_gateway.config import LoadedConfig
-from flm_gateway.config.security import Severity
-from flm_gateway.errors import error_response
+from flm_gateway.config.security_settings import Severity
+from flm_gateway.core.errors import error_response
+from flm_gateway.proxy.background import BackgroundTask
 from flm_gateway.security.events import EVENTS_KEY, events_of
 from flm_gateway.security.policies import client_ip, listener_name
-from flm_gateway.state.service import StateService
+from flm_gateway.state.state_service import StateService
 from flm_gateway.state.store import AuditEvent, StateError
 
-log = logging.getLogger("flm_gateway.audit")
+log = logging.getLogger("flm_gateway.app.operations_audit")
 
 MAX_PER_CLIENT = 60
 FLOOD_WINDOW = 60.0

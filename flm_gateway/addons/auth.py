@@ -52,9 +52,9 @@ from mitmproxy import http
 
 from flm_gateway.addons.guard import fail_closed
 from flm_gateway.config import LoadedConfig
-from flm_gateway.config.listeners import auth_summary, requires_api_key
-from flm_gateway.config.security import Severity
-from flm_gateway.errors import error_response
+from flm_gateway.config.listener_settings import auth_summary, requires_api_key
+from flm_gateway.config.security_settings import Severity
+from flm_gateway.core.errors import error_response
 from flm_gateway.security.events import Offence, record
 from flm_gateway.security.keys import (
     CredentialProblem,
@@ -66,7 +66,7 @@ from flm_gateway.security.keys import (
     presented_secret,
 )
 from flm_gateway.security.policies import is_health_check, listener_name
-from flm_gateway.state.service import KeyEntry, StateService
+from flm_gateway.state.state_service import KeyEntry, StateService
 from flm_gateway.state.store import KeyRecord
 
 log = logging.getLogger("flm_gateway.security")

@@ -37,11 +37,11 @@ from mitmproxy import http
 
 from flm_gateway.addons.guard import fail_closed
 from flm_gateway.config import LoadedConfig
-from flm_gateway.config.security import AutoBlockSettings, Severity
+from flm_gateway.config.security_settings import AutoBlockSettings, Severity
+from flm_gateway.core.netset import IPNetwork, client_network, parse_ip, parse_network
 from flm_gateway.security.events import Offence, events_of, record
-from flm_gateway.security.netset import IPNetwork, client_network, parse_ip, parse_network
 from flm_gateway.security.policies import client_ip
-from flm_gateway.state.service import StateService
+from flm_gateway.state.state_service import StateService
 from flm_gateway.state.store import BlockRecord
 
 MAX_TRACKED = 50_000

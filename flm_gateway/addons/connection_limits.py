@@ -11,7 +11,7 @@ Policy, on mitmproxy's connection hooks, before any request is parsed:
   `security.ip.trusted_proxies` (globally or on any listener) are exempt from the
   per-client cap, since every client behind them shares their address; they still
   count toward the total. `max_connections` unset means half of the open-file
-  limit (see `flm_gateway.process.raise_fd_limit`) less `FD_RESERVE`, since a
+  limit (see `flm_gateway.state.process.raise_fd_limit`) less `FD_RESERVE`, since a
   client connection may need an engine connection too.
 - a connection must deliver its first complete request head (its TLS handshake
   included) within `server.limits.header_timeout` of being accepted, plus
@@ -41,8 +41,8 @@ from mitmproxy import connection, ctx, http
 
 from flm_gateway.addons.guard import fail_closed
 from flm_gateway.config import LoadedConfig
-from flm_gateway.metrics import GatewayMetrics
-from flm_gateway.security.netset import IPAddress, NetworkMap, parse_ip
+from flm_gateway.core.netset import IPAddress, NetworkMap, parse_ip
+from flm_gateway.observability.metrics import GatewayMetrics
 from flm_gateway.security.policies import per_listener
 
 log = logging.getLogger("flm_gateway.security")

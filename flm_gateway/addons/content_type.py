@@ -29,7 +29,7 @@ from __future__ import annotations
 from mitmproxy import http
 
 from flm_gateway.addons.guard import fail_closed
-from flm_gateway.errors import error_response
+from flm_gateway.core.errors import error_response
 from flm_gateway.proxy.api_kind import MULTIPART_ENDPOINTS
 
 MULTIPART = b"multipart/form-data"

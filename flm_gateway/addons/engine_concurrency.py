@@ -24,8 +24,8 @@ from mitmproxy import http
 
 from flm_gateway.addons.guard import fail_closed
 from flm_gateway.config import LoadedConfig
-from flm_gateway.config.security import ResourceSettings
-from flm_gateway.errors import error_response
+from flm_gateway.config.security_settings import ResourceSettings
+from flm_gateway.core.errors import error_response
 
 SLOT_KEY = "flm.concurrency.engine"
 

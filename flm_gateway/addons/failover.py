@@ -35,11 +35,14 @@ import time
 from mitmproxy import http
 
 from flm_gateway.addons.guard import fail_closed
-from flm_gateway.config.routes import RetrySettings
+from flm_gateway.config.route_settings import RetrySettings
+from flm_gateway.core.errors import error_response
+from flm_gateway.core.text import echo
 from flm_gateway.egress.failure import failure_from_message
 from flm_gateway.engines.directory import EngineState
-from flm_gateway.errors import error_response
-from flm_gateway.mitm_failover import (
+from flm_gateway.observability.outcomes import STALE
+from flm_gateway.proxy.api_kind import ROUTED_KINDS
+from flm_gateway.proxy.mitm_failover import (
     ANSWERED_KEY,
     CONNECT,
     DISCONNECTED,
@@ -52,11 +55,8 @@ from flm_gateway.mitm_failover import (
     REUSED_KEY,
     TIMEOUT,
 )
-from flm_gateway.outcomes import STALE
-from flm_gateway.proxy.api_kind import ROUTED_KINDS
+from flm_gateway.proxy.runtime import Runtime
 from flm_gateway.routing.candidates import Candidate, apply_candidate
-from flm_gateway.runtime import Runtime
-from flm_gateway.text import echo
 
 FAILURES_KEY = "flm.failover.failures"
 """flow.metadata: [(engine, reason, next engine or None)] of each failed attempt."""

@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 
 from mitmproxy import http
 
-from flm_gateway.errors import error_response
+from flm_gateway.core.errors import error_response
 
 log = logging.getLogger("flm_gateway.addons")
 

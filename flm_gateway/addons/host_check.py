@@ -38,11 +38,11 @@ from mitmproxy import http
 
 from flm_gateway.addons.guard import fail_closed
 from flm_gateway.config import LoadedConfig
-from flm_gateway.config.listeners import ListenerConfig
-from flm_gateway.errors import error_response
-from flm_gateway.hostnames import HOST_KEY, Authority, parse_authority
+from flm_gateway.config.listener_settings import ListenerConfig
+from flm_gateway.core.errors import error_response
+from flm_gateway.core.hostnames import HOST_KEY, Authority, parse_authority
+from flm_gateway.core.text import echo
 from flm_gateway.security.host_policy import HostPolicy
-from flm_gateway.text import echo
 
 
 def policy_for(listener: ListenerConfig) -> HostPolicy:

@@ -34,8 +34,10 @@ from mitmproxy import http
 
 from flm_gateway.addons.guard import fail_closed
 from flm_gateway.config import LoadedConfig
-from flm_gateway.config.security import IntrusionAction, IntrusionSettings
-from flm_gateway.errors import error_response
+from flm_gateway.config.security_settings import IntrusionAction, IntrusionSettings
+from flm_gateway.core.errors import error_response
+from flm_gateway.core.paths import decode_repeatedly
+from flm_gateway.core.text import echo
 from flm_gateway.security.events import Offence, record
 from flm_gateway.security.intrusion_rules import (
     HEADERS,
@@ -46,9 +48,7 @@ from flm_gateway.security.intrusion_rules import (
     Rule,
     RuleSet,
 )
-from flm_gateway.security.paths import decode_repeatedly
 from flm_gateway.security.policies import is_health_check, listener_name, per_listener
-from flm_gateway.text import echo
 
 CREDENTIAL_HEADERS = frozenset({b"authorization", b"x-api-key", b"cookie", b"proxy-authorization"})
 _ACTION_RANK = {IntrusionAction.LOG: 0, IntrusionAction.REJECT: 1, IntrusionAction.BLOCK: 2}

@@ -42,11 +42,11 @@ from flm_gateway.bodies import BodyError
 from flm_gateway.bodies.multipart import Part, read_form, write_form
 from flm_gateway.bodies.schema import check_form, check_json
 from flm_gateway.bodies.strict_json import read_object
-from flm_gateway.errors import error_response, json_response
+from flm_gateway.core.errors import error_response, json_response
+from flm_gateway.core.text import echo
 from flm_gateway.proxy.api_kind import JSON_ENDPOINTS, MODELS_PATH, MULTIPART_ENDPOINTS, ApiKind
-from flm_gateway.routing_table import is_pattern
-from flm_gateway.runtime import Runtime
-from flm_gateway.text import echo
+from flm_gateway.proxy.runtime import Runtime
+from flm_gateway.routing.table import is_pattern
 
 
 def _bad_request(message: str, code: str = "invalid_request") -> http.Response:

@@ -26,15 +26,15 @@ from types import MappingProxyType
 from mitmproxy import http
 
 from flm_gateway.addons.guard import fail_closed
-from flm_gateway.config.security import Severity
+from flm_gateway.config.security_settings import Severity
+from flm_gateway.core.errors import error_response
 from flm_gateway.engines.admin_routes import AdminRoutes
-from flm_gateway.errors import error_response
 from flm_gateway.proxy.api_kind import ApiKind
+from flm_gateway.proxy.runtime import Runtime
 from flm_gateway.routing.candidates import unreachable_response
-from flm_gateway.runtime import Runtime
+from flm_gateway.routing.upstream import EGRESS_FAILURES_KEY, ProbeResult, point_at, probe
 from flm_gateway.security.events import record
 from flm_gateway.security.target import ORIGINAL_TARGET_KEY
-from flm_gateway.upstream import EGRESS_FAILURES_KEY, ProbeResult, point_at, probe
 
 
 class Passthrough:

@@ -50,13 +50,13 @@ from typing import TYPE_CHECKING, Literal
 from mitmproxy import http
 
 from flm_gateway.addons.guard import fail_closed
-from flm_gateway.background import BackgroundTask
 from flm_gateway.config import LoadedConfig
-from flm_gateway.config.security import RateLimit, RateLimitSettings, Severity
-from flm_gateway.config.state import StateBackend
-from flm_gateway.errors import error_response
+from flm_gateway.config.security_settings import RateLimit, RateLimitSettings, Severity
+from flm_gateway.config.state_settings import StateBackend
+from flm_gateway.core.errors import error_response
+from flm_gateway.core.netset import client_subject
+from flm_gateway.proxy.background import BackgroundTask
 from flm_gateway.security.events import record
-from flm_gateway.security.netset import client_subject
 from flm_gateway.security.policies import client_ip, is_health_check, listener_name
 from flm_gateway.security.ratelimit import Applied, Bucket, headers_for, merge_headers
 from flm_gateway.state.store import KeyRecord

@@ -41,14 +41,14 @@ from flm_gateway.addons.guard import fail_closed
 from flm_gateway.bodies import BodyError
 from flm_gateway.bodies.schema import CHOICE_FIELDS, TOKEN_FIELDS
 from flm_gateway.config import LoadedConfig
-from flm_gateway.config.routes import RouteConfig
-from flm_gateway.config.security import RequestLimitSettings
-from flm_gateway.errors import error_response
-from flm_gateway.request_rewrite import with_defaults
-from flm_gateway.routing_table import RoutingTable
+from flm_gateway.config.route_settings import RouteConfig
+from flm_gateway.config.security_settings import RequestLimitSettings
+from flm_gateway.core.errors import error_response
+from flm_gateway.core.text import echo
+from flm_gateway.routing.rewrite import with_defaults
+from flm_gateway.routing.table import RoutingTable
 from flm_gateway.security.policies import is_health_check, listener_name, per_listener
 from flm_gateway.state.store import KeyRecord
-from flm_gateway.text import echo
 
 CAPPED_KINDS = frozenset({"chat", "completions"})
 

@@ -13,7 +13,7 @@ If sampling fails, the last sample ages out after three intervals and the
 guard stops shedding (it protects capacity, not access: failing open here
 cannot let anyone in who would otherwise be refused).
 The process memory it compares is what is really in use: every interval, whether
-or not a threshold is set, the sampler runs `flm_gateway.memory.Reclaimer`, which
+or not a threshold is set, the sampler runs `flm_gateway.observability.memory.Reclaimer`, which
 collects finished requests' cyclic garbage and returns freed pages to the system
 once the resident size has grown, so RSS falls back after a burst of large
 requests and a memory threshold stops shedding when the attacker leaves.
@@ -31,13 +31,13 @@ import psutil
 from mitmproxy import http
 
 from flm_gateway.addons.guard import fail_closed
-from flm_gateway.background import BackgroundTask
 from flm_gateway.config import LoadedConfig
-from flm_gateway.config.security import ResourceSettings, Severity
-from flm_gateway.errors import error_response
-from flm_gateway.memory import Reclaimer
+from flm_gateway.config.security_settings import ResourceSettings, Severity
+from flm_gateway.core.errors import error_response
+from flm_gateway.observability.memory import Reclaimer
+from flm_gateway.proxy.background import BackgroundTask
 from flm_gateway.security.policies import is_health_check
-from flm_gateway.state.service import StateService
+from flm_gateway.state.state_service import StateService
 from flm_gateway.state.store import AuditEvent
 
 log = logging.getLogger("flm_gateway.security")

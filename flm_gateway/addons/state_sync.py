@@ -12,7 +12,7 @@ while `StateService.usable` is False.
 from __future__ import annotations
 
 from flm_gateway.config import LoadedConfig
-from flm_gateway.state.service import StateService
+from flm_gateway.state.state_service import StateService
 
 
 class StateSync:

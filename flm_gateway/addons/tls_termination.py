@@ -1,7 +1,7 @@
 """TLS termination per listener: the right certificate, or a refusal.
 
 Matches every client connection on a listener from flm.yaml by the socket that
-accepted it (`flm_gateway.listeners.listener_of`, never by port alone).
+accepted it (`flm_gateway.proxy.mitm_listeners.listener_of`, never by port alone).
 - `next_layer`: a TLS listener takes only TLS, a `local-http` listener only
   plain HTTP; anything else is refused and closed (`tls_layers`). Fail closed.
 - `tls_start_client`: sets `tls_start.ssl_conn` itself, with the listener's
@@ -33,16 +33,22 @@ from mitmproxy.proxy.layers import modes
 from OpenSSL import SSL
 
 from flm_gateway.addons.guard import fail_closed
-from flm_gateway.config.listeners import ListenerConfig
+from flm_gateway.config.listener_settings import ListenerConfig
 from flm_gateway.config.loader import LoadedConfig
-from flm_gateway.config.tls import AcmeChallenge, AcmeSettings, HstsSettings, TlsMode, TlsVersion
 from flm_gateway.config.tls_checks import acme_http_address, redirect_address
-from flm_gateway.listeners import mode_spec
+from flm_gateway.config.tls_settings import (
+    AcmeChallenge,
+    AcmeSettings,
+    HstsSettings,
+    TlsMode,
+    TlsVersion,
+)
+from flm_gateway.proxy.mitm_listeners import mode_spec
 from flm_gateway.proxy.tls_layers import plan_layer
 from flm_gateway.tls import build_source
 from flm_gateway.tls.acme_challenges import HttpSideServer, RedirectTarget
-from flm_gateway.tls.base import CertificateSource, CertificateStatus
 from flm_gateway.tls.context import ContextCache, refusing_context
+from flm_gateway.tls.mode import CertificateSource, CertificateStatus
 from flm_gateway.tls.names import default_names
 from flm_gateway.tls.packaged_ca import LocalRoot
 

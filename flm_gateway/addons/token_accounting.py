@@ -6,7 +6,7 @@ Policy (for flows with `flm.route.engine`: routed API calls and passthrough):
   not the generic `openai` kind) gets `include_usage: true` added when the
   client did not ask for it, and the flow is marked to strip that extra chunk.
 - `responseheaders` (after `streaming`, which set `stream = True` for SSE and
-  NDJSON): the stream is replaced by a `StreamMeter` (`flm_gateway.usage`),
+  NDJSON): the stream is replaced by a `StreamMeter` (`flm_gateway.accounting.usage`),
   which passes every event on as it arrives and drops the usage-only chunk the
   client did not ask for. When stripping, a `content-length` is replaced by
   chunked encoding (the body gets shorter). A stream that some other addon
@@ -35,11 +35,8 @@ from typing import Any
 
 from mitmproxy import http
 
-from flm_gateway.addons.guard import fail_closed
-from flm_gateway.bodies.strict_json import read_object
-from flm_gateway.runtime import Runtime
-from flm_gateway.stream_filters import find_filter
-from flm_gateway.usage import (
+from flm_gateway.accounting.stream_filters import find_filter
+from flm_gateway.accounting.usage import (
     Framing,
     StreamMeter,
     Usage,
@@ -49,8 +46,11 @@ from flm_gateway.usage import (
     output_chars,
     reported_usage,
 )
+from flm_gateway.addons.guard import fail_closed
+from flm_gateway.bodies.strict_json import read_object
+from flm_gateway.proxy.runtime import Runtime
 
-log = logging.getLogger("flm_gateway.usage")
+log = logging.getLogger("flm_gateway.accounting.usage")
 
 USAGE_STREAM_KINDS = frozenset({"chat", "completions"})
 _FRAMINGS: tuple[tuple[str, Framing], ...] = (

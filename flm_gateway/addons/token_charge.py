@@ -28,9 +28,9 @@ from typing import TYPE_CHECKING
 from mitmproxy import http
 
 from flm_gateway.addons.guard import fail_closed
-from flm_gateway.flow_summary import reached_engine
+from flm_gateway.observability.flow_summary import reached_engine
 from flm_gateway.security.ratelimit import Bucket
-from flm_gateway.state.service import StateService
+from flm_gateway.state.state_service import StateService
 
 if TYPE_CHECKING:
     from flm_gateway.security.shared_buckets import SharedTokenBucket

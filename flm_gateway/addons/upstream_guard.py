@@ -3,7 +3,7 @@
 Policy: on `request` (last in the chain), a flow with neither a response nor a
 chosen engine (`flm.route.engine`) is answered 500: some addon failed to decide,
 and an undecided flow is never forwarded. On `server_connect`, a connection to
-the listeners' placeholder target (see `flm_gateway.listeners`) is refused.
+the listeners' placeholder target (see `flm_gateway.proxy.mitm_listeners`) is refused.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from mitmproxy import http
 from mitmproxy.proxy import server_hooks
 
 from flm_gateway.addons.guard import fail_closed
-from flm_gateway.errors import error_response
-from flm_gateway.listeners import PLACEHOLDER_TARGET
+from flm_gateway.core.errors import error_response
+from flm_gateway.proxy.mitm_listeners import PLACEHOLDER_TARGET
 
 log = logging.getLogger("flm_gateway.addons")
 

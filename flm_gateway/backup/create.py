@@ -21,9 +21,9 @@ from pathlib import Path
 from flm_gateway.backup.archive import build_payload
 from flm_gateway.backup.crypto import seal
 from flm_gateway.config import LoadedConfig
-from flm_gateway.config.state import StateBackend
-from flm_gateway.process import LOCK_FILE, PID_FILE, RELOAD_STATUS_FILE
+from flm_gateway.config.state_settings import StateBackend
 from flm_gateway.state import sqlite_path
+from flm_gateway.state.process import LOCK_FILE, PID_FILE, RELOAD_STATUS_FILE
 
 SQLITE_HEADER = b"SQLite format 3\x00"
 SKIPPED_NAMES = frozenset({PID_FILE, LOCK_FILE, RELOAD_STATUS_FILE})

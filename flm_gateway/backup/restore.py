@@ -37,9 +37,9 @@ from flm_gateway.backup.archive import BackupContents, BackupFormatError, read_p
 from flm_gateway.backup.create import SQLITE_HEADER
 from flm_gateway.backup.crypto import is_sealed, unseal
 from flm_gateway.config import ConfigError, LoadedConfig, parse_config
-from flm_gateway.config.state import StateBackend
-from flm_gateway.process import lock_holder, running_pid
+from flm_gateway.config.state_settings import StateBackend
 from flm_gateway.state import anchor_path, sqlite_path
+from flm_gateway.state.process import lock_holder, running_pid
 
 
 class RestoreError(Exception):

@@ -30,7 +30,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from flm_gateway.bodies import BodyError
-from flm_gateway.text import echo
+from flm_gateway.core.text import echo
 
 MAX_PARTS = 64
 _CONTENT_TYPE = re.compile(

@@ -35,7 +35,7 @@ from pydantic import ConfigDict, Field, TypeAdapter, ValidationError, with_confi
 from flm_gateway.bodies import BodyError
 from flm_gateway.bodies.multipart import Part
 from flm_gateway.bodies.strict_json import fold_key
-from flm_gateway.text import echo
+from flm_gateway.core.text import echo
 
 MAX_TOKENS_CEILING = 1_048_576
 """No engine generates a million tokens in one answer; above it a value is a typo or an attack."""

@@ -29,7 +29,7 @@ import re
 from typing import Any, NoReturn
 
 from flm_gateway.bodies import BodyError
-from flm_gateway.text import echo
+from flm_gateway.core.text import echo
 
 MAX_DEPTH = 64
 """Objects and arrays nested deeper than this are refused (a chat body uses about 6)."""

@@ -14,21 +14,22 @@ import os
 import sys
 from collections.abc import Sequence
 
-from flm_gateway import __version__, mitm_lean
+from flm_gateway import __version__
+from flm_gateway.proxy import mitm_lean
 
 COMMAND_MODULES = (
-    "flm_gateway.cli.serve",
-    "flm_gateway.cli.validate",
-    "flm_gateway.cli.ca",
-    "flm_gateway.cli.reload",
-    "flm_gateway.cli.check",
-    "flm_gateway.cli.logs",
-    "flm_gateway.cli.backup",
-    "flm_gateway.cli.chat",
-    "flm_gateway.cli.engines",
-    "flm_gateway.cli.models",
-    "flm_gateway.cli.keys",
-    "flm_gateway.cli.security",
+    "flm_gateway.cli.serve_command",
+    "flm_gateway.cli.validate_command",
+    "flm_gateway.cli.ca_command",
+    "flm_gateway.cli.reload_command",
+    "flm_gateway.cli.check_command",
+    "flm_gateway.cli.logs_command",
+    "flm_gateway.cli.backup_command",
+    "flm_gateway.cli.chat_command",
+    "flm_gateway.cli.engines_command",
+    "flm_gateway.cli.models_command",
+    "flm_gateway.cli.keys_command",
+    "flm_gateway.cli.security_command",
 )
 
 

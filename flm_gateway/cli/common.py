@@ -11,10 +11,10 @@ from urllib.parse import urlsplit
 
 from flm_gateway.config import ConfigError, LoadedConfig, load_config
 from flm_gateway.config.default import default_config
-from flm_gateway.config.engines import EngineConfig
+from flm_gateway.config.engine_settings import EngineConfig
 
 if TYPE_CHECKING:  # imported by the commands that use it, not by every command
-    from flm_gateway.httpio.client import HttpSession
+    from flm_gateway.httpio.http_client import HttpSession
 
 DEFAULT_CONFIG_PATH = Path("flm.yaml")
 
@@ -56,7 +56,7 @@ def engine_sessions(loaded: LoadedConfig) -> Callable[[EngineConfig], HttpSessio
     loopback host, which is dialled directly: a proxy could not reach this machine's
     loopback, and dialling it leaks nothing.
     """
-    from flm_gateway.config.egress import engine_connect_timeout
+    from flm_gateway.config.egress_settings import engine_connect_timeout
     from flm_gateway.config.types import is_loopback_host
     from flm_gateway.egress.dialer import DirectDialer
     from flm_gateway.egress.profiles import build_plan

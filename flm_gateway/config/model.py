@@ -10,17 +10,17 @@ from typing import Literal
 
 from pydantic import Field
 
-from flm_gateway.config.admin import AdminConfig
-from flm_gateway.config.detection import DetectionSettings
-from flm_gateway.config.egress import EgressSettings
-from flm_gateway.config.engines import EngineConfig
-from flm_gateway.config.limits import ConnectionLimits
-from flm_gateway.config.listeners import ListenerConfig
-from flm_gateway.config.reload import ReloadSettings
-from flm_gateway.config.request_log import RequestLogConfig
-from flm_gateway.config.routes import RouteConfig
-from flm_gateway.config.security import SecurityConfig
-from flm_gateway.config.state import StateSettings
+from flm_gateway.config.admin_settings import AdminConfig
+from flm_gateway.config.detection_settings import DetectionSettings
+from flm_gateway.config.egress_settings import EgressSettings
+from flm_gateway.config.engine_settings import EngineConfig
+from flm_gateway.config.limit_settings import ConnectionLimits
+from flm_gateway.config.listener_settings import ListenerConfig
+from flm_gateway.config.reload_settings import ReloadSettings
+from flm_gateway.config.request_log_settings import RequestLogConfig
+from flm_gateway.config.route_settings import RouteConfig
+from flm_gateway.config.security_settings import SecurityConfig
+from flm_gateway.config.state_settings import StateSettings
 from flm_gateway.config.types import ByteSize, Duration, StrictModel
 
 

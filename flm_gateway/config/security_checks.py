@@ -12,10 +12,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from flm_gateway.config.listeners import AuthMode, ListenerConfig, requires_api_key
+from flm_gateway.config.listener_settings import AuthMode, ListenerConfig, requires_api_key
 from flm_gateway.config.model import GatewayConfig
-from flm_gateway.config.security import CorsSettings, HoneypotSettings, RequestLimitSettings
-from flm_gateway.security.paths import canonical_path
+from flm_gateway.config.security_settings import (
+    CorsSettings,
+    HoneypotSettings,
+    RequestLimitSettings,
+)
+from flm_gateway.core.paths import canonical_path
 
 Problem = tuple[tuple[str | int, ...], str]
 Path = tuple[str | int, ...]

@@ -10,10 +10,10 @@ from collections.abc import Callable, Iterator
 from flm_gateway.bodies import BodyError
 from flm_gateway.bodies.schema import check_defaults
 from flm_gateway.config.binds import ANY_ADDRESS, ANY_IPV4, bind_host_problem, binds_overlap
-from flm_gateway.config.egress import check_egress
-from flm_gateway.config.engines import EngineKind
+from flm_gateway.config.egress_settings import check_egress
+from flm_gateway.config.engine_settings import EngineKind
 from flm_gateway.config.model import GatewayConfig
-from flm_gateway.config.routes import Balance, WeightedEngine
+from flm_gateway.config.route_settings import Balance, WeightedEngine
 from flm_gateway.config.security_checks import check_security
 from flm_gateway.config.tls_checks import check_tls
 from flm_gateway.config.types import format_host_port, is_loopback_host

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 
 from flm_gateway.config.binds import binds_overlap
 from flm_gateway.config.model import GatewayConfig
-from flm_gateway.config.tls import AcmeChallenge, AcmeSettings, TlsMode, TlsSettings
+from flm_gateway.config.tls_settings import AcmeChallenge, AcmeSettings, TlsMode, TlsSettings
 from flm_gateway.config.types import format_host_port
 
 Problem = tuple[tuple[str | int, ...], str]

@@ -9,12 +9,12 @@
 - `bridge`: the HTTP CONNECT -> SOCKS bridge for mitmproxy's upstream connections.
 - `service`: `EgressService`, the one object the gateway asks.
 
-The addon that applies it to flows is `flm_gateway.addons.egress`.
+The addon that applies it to flows is `flm_gateway.addons.egress_dispatch`.
 """
 
 from flm_gateway.egress.dialer import Dialer, DirectDialer, FallbackDialer, SocksDialer
+from flm_gateway.egress.egress_service import EgressService
 from flm_gateway.egress.failure import EgressError, EgressFailure, Reason, failure_from_message
-from flm_gateway.egress.service import EgressService
 
 __all__ = [
     "Dialer",

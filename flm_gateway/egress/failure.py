@@ -23,7 +23,7 @@ from enum import StrEnum
 
 from mitmproxy import http
 
-from flm_gateway.errors import error_response
+from flm_gateway.core.errors import error_response
 
 MARKER = "flm-egress"
 _MARKER_RE = re.compile(

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from urllib.parse import quote, urlsplit
 
-from flm_gateway.config.egress import (
+from flm_gateway.config.egress_settings import (
     DirectEgress,
     EgressSettings,
     FailMode,
@@ -21,7 +21,7 @@ from flm_gateway.config.egress import (
     TorEgress,
     engine_connect_timeout,
 )
-from flm_gateway.config.engines import EngineConfig
+from flm_gateway.config.engine_settings import EngineConfig
 from flm_gateway.egress.dialer import Dialer, DirectDialer, FallbackDialer, SocksDialer
 from flm_gateway.egress.tor import TorControl
 

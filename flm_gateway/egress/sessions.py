@@ -15,9 +15,9 @@ import socket
 from collections.abc import Callable
 from typing import Any
 
-from flm_gateway.config.egress import DEFAULT_CONNECT_TIMEOUT
+from flm_gateway.config.egress_settings import DEFAULT_CONNECT_TIMEOUT
 from flm_gateway.egress.dialer import Dialer, DirectDialer
-from flm_gateway.httpio.client import HttpSession
+from flm_gateway.httpio.http_client import HttpSession
 
 DialerLookup = Callable[[], tuple[Dialer, float]]
 """Returns the dialer and connect timeout to use now (looked up per connection)."""

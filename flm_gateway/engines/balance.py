@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from flm_gateway.config.routes import Balance
+from flm_gateway.config.route_settings import Balance
 
 EXPLORE_EVERY = 20
 """One request in this many ignores measured latency (balance: latency)."""

@@ -38,14 +38,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
-from flm_gateway.config.detection import DetectionSettings
-from flm_gateway.config.engines import EngineConfig, EngineKind, HealthCheckSettings
-from flm_gateway.engines.base import HealthState
-from flm_gateway.engines.check import check_engine
+from flm_gateway.config.detection_settings import DetectionSettings
+from flm_gateway.config.engine_settings import EngineConfig, EngineKind, HealthCheckSettings
+from flm_gateway.engines.adapter import HealthState
+from flm_gateway.engines.engine_check import check_engine
 from flm_gateway.engines.registry import adapter_for
 
 if TYPE_CHECKING:  # HTTP code is imported only when probing: a cached answer needs none of it
-    from flm_gateway.httpio.client import HttpSession
+    from flm_gateway.httpio.http_client import HttpSession
 
 CACHE_FILE = Path("cache") / "engines-detect.json"
 CACHE_FORMAT = 1
@@ -152,7 +152,7 @@ def which_in(search_path: str) -> Which:
 
 
 async def _detect_one(probe: Probe, session: HttpSession, which: Which) -> Detected:
-    from flm_gateway.engines.client import HttpEngineClient
+    from flm_gateway.engines.engine_client import HttpEngineClient
 
     config = probe.config
     adapter = adapter_for(config.kind)

@@ -2,7 +2,7 @@
 
 Policy:
 - Each engine is checked with its adapter's own health signal
-  (`flm_gateway.engines.check`: running-healthy, running-degraded or unreachable)
+  (`flm_gateway.engines.engine_check`: running-healthy, running-degraded or unreachable)
   every `health.interval`, each request waiting at most `health.timeout`; while
   it is not healthy, every `interval / 4` (at least `DOWN_CHECK_FLOOR`), so a
   returning engine is used again quickly, without a restart.
@@ -40,20 +40,20 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-from flm_gateway.config.engines import EngineConfig
-from flm_gateway.config.routes import Balance
-from flm_gateway.engines.balance import Balancer, failure_sample, record_latency
-from flm_gateway.engines.base import (
+from flm_gateway.config.engine_settings import EngineConfig
+from flm_gateway.config.route_settings import Balance
+from flm_gateway.engines.adapter import (
     EngineAdapter,
     HealthReport,
     HealthState,
     ModelInfo,
 )
-from flm_gateway.engines.check import check_engine
-from flm_gateway.engines.client import HttpEngineClient
+from flm_gateway.engines.balance import Balancer, failure_sample, record_latency
 from flm_gateway.engines.detect import display_url
+from flm_gateway.engines.engine_check import check_engine
+from flm_gateway.engines.engine_client import HttpEngineClient
 from flm_gateway.engines.registry import adapter_for
-from flm_gateway.httpio.client import HttpSession
+from flm_gateway.httpio.http_client import HttpSession
 
 log = logging.getLogger("flm_gateway.engines")
 

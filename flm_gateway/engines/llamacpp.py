@@ -37,9 +37,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from flm_gateway.config.engines import EngineKind
-from flm_gateway.engines.admin_routes import READ_ONLY, AdminRoute, AdminRoutes
-from flm_gateway.engines.base import (
+from flm_gateway.config.engine_settings import EngineKind
+from flm_gateway.engines.adapter import (
     EngineClient,
     EngineUnavailable,
     HealthReport,
@@ -51,6 +50,7 @@ from flm_gateway.engines.base import (
     error_message,
     health_get,
 )
+from flm_gateway.engines.admin_routes import READ_ONLY, AdminRoute, AdminRoutes
 from flm_gateway.engines.openai import MODELS_PATH, model_entries
 
 HEALTH_PATH = "/health"

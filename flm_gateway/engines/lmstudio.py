@@ -28,9 +28,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from flm_gateway.config.engines import EngineKind
-from flm_gateway.engines.admin_routes import AdminRoute, AdminRoutes
-from flm_gateway.engines.base import (
+from flm_gateway.config.engine_settings import EngineKind
+from flm_gateway.engines.adapter import (
     EngineClient,
     EngineUnavailable,
     HealthReport,
@@ -39,6 +38,7 @@ from flm_gateway.engines.base import (
     answered,
     as_int,
 )
+from flm_gateway.engines.admin_routes import AdminRoute, AdminRoutes
 from flm_gateway.engines.openai import MODELS_PATH, model_entries, models_health
 
 REST_MODELS_PATH = "/api/v0/models"

@@ -32,9 +32,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from flm_gateway.config.engines import EngineKind
-from flm_gateway.engines.admin_routes import AdminRoute, AdminRoutes
-from flm_gateway.engines.base import (
+from flm_gateway.config.engine_settings import EngineKind
+from flm_gateway.engines.adapter import (
     EngineClient,
     EngineUnavailable,
     HealthReport,
@@ -43,6 +42,7 @@ from flm_gateway.engines.base import (
     as_int,
     health_get,
 )
+from flm_gateway.engines.admin_routes import AdminRoute, AdminRoutes
 
 VERSION_PATH = "/api/version"
 TAGS_PATH = "/api/tags"

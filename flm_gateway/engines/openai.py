@@ -19,9 +19,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from flm_gateway.config.engines import EngineKind
-from flm_gateway.engines.admin_routes import AdminRoutes
-from flm_gateway.engines.base import (
+from flm_gateway.config.engine_settings import EngineKind
+from flm_gateway.engines.adapter import (
     EngineClient,
     EngineUnavailable,
     HealthReport,
@@ -30,6 +29,7 @@ from flm_gateway.engines.base import (
     as_int,
     health_get,
 )
+from flm_gateway.engines.admin_routes import AdminRoutes
 
 MODELS_PATH = "/v1/models"
 

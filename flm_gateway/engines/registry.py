@@ -6,8 +6,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from types import MappingProxyType
 
-from flm_gateway.config.engines import EngineKind
-from flm_gateway.engines.base import EngineAdapter
+from flm_gateway.config.engine_settings import EngineKind
+from flm_gateway.engines.adapter import EngineAdapter
 from flm_gateway.engines.llamacpp import LlamaCppAdapter
 from flm_gateway.engines.lmstudio import LmStudioAdapter
 from flm_gateway.engines.ollama import OllamaAdapter

@@ -26,9 +26,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from flm_gateway.config.engines import EngineKind
-from flm_gateway.engines.admin_routes import AdminRoute, AdminRoutes
-from flm_gateway.engines.base import (
+from flm_gateway.config.engine_settings import EngineKind
+from flm_gateway.engines.adapter import (
     EngineClient,
     EngineUnavailable,
     HealthReport,
@@ -36,6 +35,7 @@ from flm_gateway.engines.base import (
     ModelInfo,
     health_get,
 )
+from flm_gateway.engines.admin_routes import AdminRoute, AdminRoutes
 from flm_gateway.engines.openai import MODELS_PATH, parse_openai_models
 
 HEALTH_PATH = "/health"

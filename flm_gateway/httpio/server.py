@@ -37,7 +37,7 @@ from urllib.parse import urlsplit
 
 import h11
 
-from flm_gateway.errors import error_body
+from flm_gateway.core.errors import error_body
 
 log = logging.getLogger(__name__)
 

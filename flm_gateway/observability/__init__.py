@@ -1,2 +1,2 @@
-"""Observability: what the gateway tells about itself (readiness; metrics, the flow
-summary and the admin listener move here with issue 13's layout)."""
+"""Observability: what the gateway tells about itself: outcomes and the flow summary,
+Prometheus metrics and their exposition, readiness, memory, and the admin listener."""

@@ -7,7 +7,7 @@ the state store answers; its details are counts only (no engine names or address
 
 from __future__ import annotations
 
-from flm_gateway.runtime import Runtime
+from flm_gateway.proxy.runtime import Runtime
 
 HEALTH_PATHS = frozenset({"/healthz", "/readyz"})
 

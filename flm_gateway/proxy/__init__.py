@@ -1,2 +1,3 @@
-"""What the gateway's mitmproxy glue shares: the flow's API kinds (more of the flow
-metadata moves here with issue 13)."""
+"""The mitmproxy glue: the HTTP layer made strict (`mitm_http1`), failover inside its
+stream, listeners as mitmproxy servers, the addon chain, the runtime every addon shares,
+and the flow's API kinds."""

@@ -22,7 +22,7 @@ from mitmproxy.proxy.context import Context
 from mitmproxy.proxy.layers import ClientTLSLayer, HttpLayer
 from mitmproxy.proxy.layers.http import HTTPMode
 
-from flm_gateway.errors import error_body
+from flm_gateway.core.errors import error_body
 
 HTTPS_REQUIRED_MESSAGE = "This listener only accepts HTTPS; use an https:// URL."
 

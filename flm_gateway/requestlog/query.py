@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from flm_gateway.config.types import parse_duration
-from flm_gateway.requestlog.store import RequestLogStore
+from flm_gateway.requestlog.log_table import RequestLogStore
 
 GROUPS = {"model": "model", "engine": "engine", "key": "key_id", "listener": "listener"}
 _STATUS_CLASS = re.compile(r"^([1-5])xx$")

@@ -22,8 +22,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
 
-from flm_gateway.flow_summary import FlowSummary
-from flm_gateway.requestlog.store import RequestLogStore
+from flm_gateway.observability.flow_summary import FlowSummary
+from flm_gateway.requestlog.log_table import RequestLogStore
 
 log = logging.getLogger("flm_gateway.requestlog")
 

@@ -14,13 +14,13 @@ from typing import Any
 
 from mitmproxy import http
 
-from flm_gateway.config.routes import RouteConfig
+from flm_gateway.config.route_settings import RouteConfig
+from flm_gateway.core.errors import error_response
+from flm_gateway.core.text import echo
 from flm_gateway.egress.failure import EgressFailure
 from flm_gateway.engines.directory import EngineState
-from flm_gateway.errors import error_response
-from flm_gateway.request_rewrite import rewrite_form, rewrite_json
-from flm_gateway.text import echo
-from flm_gateway.upstream import ProbeResult, point_at
+from flm_gateway.routing.rewrite import rewrite_form, rewrite_json
+from flm_gateway.routing.upstream import ProbeResult, point_at
 
 
 @dataclass(frozen=True)

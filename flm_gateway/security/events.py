@@ -20,8 +20,8 @@ from typing import Any
 
 from mitmproxy import http
 
-from flm_gateway.config.security import Severity
-from flm_gateway.text import printable
+from flm_gateway.config.security_settings import Severity
+from flm_gateway.core.text import printable
 
 EVENTS_KEY = "flm.security.events"
 

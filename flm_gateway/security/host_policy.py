@@ -16,7 +16,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from flm_gateway.config.binds import ANY_ADDRESS, ANY_IPV4, LOCALHOST, coverage
-from flm_gateway.hostnames import ANY_HOST, Authority, parse_authority
+from flm_gateway.core.hostnames import ANY_HOST, Authority, parse_authority
 
 
 @dataclass(frozen=True)

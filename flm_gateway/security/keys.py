@@ -33,8 +33,8 @@ from enum import StrEnum
 
 from mitmproxy.http import Headers
 
-from flm_gateway.config.listeners import ListenerConfig, requires_api_key
-from flm_gateway.config.security import DeclaredKey
+from flm_gateway.config.listener_settings import ListenerConfig, requires_api_key
+from flm_gateway.config.security_settings import DeclaredKey
 from flm_gateway.state.store import KeyLimits, KeyRecord, KeyScopes, KeySecret
 
 SECRET_PREFIX = "flm-"

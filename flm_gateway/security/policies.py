@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from mitmproxy import http
 
 from flm_gateway.config.model import GatewayConfig
-from flm_gateway.config.security import SecurityConfig, effective_security
+from flm_gateway.config.security_settings import SecurityConfig, effective_security
 from flm_gateway.observability.health import HEALTH_PATHS
 
 

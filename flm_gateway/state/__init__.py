@@ -15,7 +15,7 @@ import os
 from pathlib import Path
 
 from flm_gateway.config import LoadedConfig
-from flm_gateway.config.state import StateBackend
+from flm_gateway.config.state_settings import StateBackend
 from flm_gateway.state.anchor import AnchorFile
 from flm_gateway.state.audit_key import load_audit_key
 from flm_gateway.state.store import (

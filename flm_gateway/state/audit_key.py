@@ -21,7 +21,7 @@ import secrets
 import tempfile
 from pathlib import Path
 
-from flm_gateway.config.state import MIN_AUDIT_KEY_LENGTH, AuditLogSettings
+from flm_gateway.config.state_settings import MIN_AUDIT_KEY_LENGTH, AuditLogSettings
 from flm_gateway.state.chain import AuditKey
 from flm_gateway.state.store import StateError
 

@@ -13,7 +13,7 @@ Four kinds of state, each with a handful of operations:
   committed and fsync'd; Redis: acknowledged by the server).
 
 The interface is synchronous: the CLI calls it directly, the gateway calls it
-from one worker thread (`flm_gateway.state.service`), never on the event loop.
+from one worker thread (`flm_gateway.state.state_service`), never on the event loop.
 Every writer of keys or blocks bumps `generation()`, so a process can cheaply
 notice another process's changes. Backends: `sqlite` (default, embedded) and
 `redis` (several replicas sharing state).
@@ -27,7 +27,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
-from flm_gateway.config.security import Severity
+from flm_gateway.config.security_settings import Severity
 
 if TYPE_CHECKING:
     from flm_gateway.state.anchor import AnchorFile

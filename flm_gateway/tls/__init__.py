@@ -9,12 +9,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from flm_gateway.config.listeners import ListenerConfig
+from flm_gateway.config.listener_settings import ListenerConfig
 from flm_gateway.config.loader import LoadedConfig
-from flm_gateway.config.tls import TlsMode
+from flm_gateway.config.tls_settings import TlsMode
 from flm_gateway.tls import acme, local_http, packaged_ca, self_signed
 from flm_gateway.tls.acme_challenges import ChallengeTokens
-from flm_gateway.tls.base import CertificateSource, CertificateStatus, ServedCertificate
+from flm_gateway.tls.mode import CertificateSource, CertificateStatus, ServedCertificate
 
 __all__ = [
     "CertificateSource",

@@ -24,11 +24,11 @@ import json
 import logging
 from pathlib import Path
 
-from flm_gateway.config.listeners import ListenerConfig
-from flm_gateway.config.tls import AcmeSettings
+from flm_gateway.config.listener_settings import ListenerConfig
+from flm_gateway.config.tls_settings import AcmeSettings
 from flm_gateway.tls.acme_challenges import ChallengeTokens
-from flm_gateway.tls.base import AcmeError, CertificateStatus, ServedCertificate, listener_dir
 from flm_gateway.tls.dns01 import make_publisher
+from flm_gateway.tls.mode import AcmeError, CertificateStatus, ServedCertificate, listener_dir
 from flm_gateway.tls.pki import (
     cert_names,
     certs_to_pem,

@@ -36,10 +36,10 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from josepy.jwa import ES256
 from josepy.jwk import JWKEC
 
-from flm_gateway.config.tls import AcmeChallenge, AcmeSettings
+from flm_gateway.config.tls_settings import AcmeChallenge, AcmeSettings
 from flm_gateway.tls.acme_challenges import ChallengeTokens
-from flm_gateway.tls.base import AcmeError, tls_root
 from flm_gateway.tls.dns01 import DnsPublisher
+from flm_gateway.tls.mode import AcmeError, tls_root
 from flm_gateway.tls.pki import (
     PrivateKey,
     key_to_pem,

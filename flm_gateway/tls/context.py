@@ -16,8 +16,8 @@ from collections import OrderedDict
 from mitmproxy.addons.tlsconfig import alpn_select_callback
 from OpenSSL import SSL
 
-from flm_gateway.config.tls import TlsVersion
-from flm_gateway.tls.base import ServedCertificate
+from flm_gateway.config.tls_settings import TlsVersion
+from flm_gateway.tls.mode import ServedCertificate
 
 INTERMEDIATE_CIPHERS = ":".join(
     (

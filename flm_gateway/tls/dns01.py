@@ -25,9 +25,13 @@ import os
 import signal
 from typing import Protocol
 
-from flm_gateway.config.tls import DnsChallengeSettings, DnsWebhookSettings, Rfc2136Settings
+from flm_gateway.config.tls_settings import (
+    DnsChallengeSettings,
+    DnsWebhookSettings,
+    Rfc2136Settings,
+)
 from flm_gateway.egress.sessions import direct_session
-from flm_gateway.httpio.client import HttpClientError
+from flm_gateway.httpio.http_client import HttpClientError
 
 logger = logging.getLogger(__name__)
 

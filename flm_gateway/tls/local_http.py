@@ -7,8 +7,8 @@ terminate TLS with its own generated CA.
 
 from __future__ import annotations
 
-from flm_gateway.config.listeners import ListenerConfig
-from flm_gateway.tls.base import CertificateStatus, ServedCertificate
+from flm_gateway.config.listener_settings import ListenerConfig
+from flm_gateway.tls.mode import CertificateStatus, ServedCertificate
 
 
 class LocalHttpSource:

@@ -12,7 +12,7 @@ import ipaddress
 
 import psutil
 
-from flm_gateway.config.listeners import ListenerConfig
+from flm_gateway.config.listener_settings import ListenerConfig
 
 _WILDCARDS = ("0.0.0.0", "::")
 

@@ -15,8 +15,8 @@ from pathlib import Path
 
 from cryptography import x509
 
-from flm_gateway.config.listeners import ListenerConfig
-from flm_gateway.tls.base import CertificateStatus, ServedCertificate, listener_dir
+from flm_gateway.config.listener_settings import ListenerConfig
+from flm_gateway.tls.mode import CertificateStatus, ServedCertificate, listener_dir
 from flm_gateway.tls.names import default_names
 from flm_gateway.tls.pki import (
     cert_names,

@@ -13,12 +13,12 @@ from typing import Any
 import pytest
 from mitmproxy import http
 
-import flm_gateway.state.service as service_module
+import flm_gateway.state.state_service as service_module
 from flm_gateway.addons.audit import MAX_PER_CLIENT, MAX_TRACKED, WRITTEN_KEY, Audit
-from flm_gateway.config.security import Severity
+from flm_gateway.config.security_settings import Severity
 from flm_gateway.security.events import record
-from flm_gateway.state.service import StateService
 from flm_gateway.state.sqlite import SqliteStore
+from flm_gateway.state.state_service import StateService
 from flm_gateway.state.store import AuditQuery, AuditRecord, StateError, StateStore
 from flm_gateway.state.verify import verify
 from tests.support.security import flow, loaded, opened_service

@@ -16,7 +16,7 @@ from flm_gateway.config import LoadedConfig
 from flm_gateway.security.events import events_of
 from flm_gateway.security.keys import generate_secret, hash_secret
 from flm_gateway.state import open_store
-from flm_gateway.state.service import StateService
+from flm_gateway.state.state_service import StateService
 from flm_gateway.state.store import KeyRecord, KeyScopes, KeySecret
 from tests.support.flows import error_of
 from tests.support.security import BASE, flow, loaded, opened_service, run_hooks

@@ -10,7 +10,7 @@ from mitmproxy.test import tflow
 
 from flm_gateway.addons.connection_limits import ConnectionLimits, client_key
 from flm_gateway.config import LoadedConfig, parse_config
-from flm_gateway.metrics import GatewayMetrics
+from flm_gateway.observability.metrics import GatewayMetrics
 
 CONFIG = """\
 server: {limits: {max_connections_per_client: 2, max_connections: 5, header_timeout: 0.05}}

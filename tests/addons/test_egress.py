@@ -11,7 +11,7 @@ from mitmproxy import connection
 from mitmproxy.proxy import server_hooks
 from mitmproxy.test import tflow, tutils
 
-from flm_gateway.addons.egress import FAILURE_KEY, PROFILE_KEY, Egress
+from flm_gateway.addons.egress_dispatch import FAILURE_KEY, PROFILE_KEY, Egress
 from flm_gateway.config import LoadedConfig, parse_config
 from flm_gateway.egress.dialer import SocksDialer
 from flm_gateway.egress.failure import EgressFailure, Reason

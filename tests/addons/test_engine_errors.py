@@ -9,7 +9,7 @@ import pytest
 from mitmproxy import http
 
 from flm_gateway.addons.engine_errors import MAX_ERROR_BODY, PENDING_KEY, EngineErrors
-from flm_gateway.config.listeners import ListenerConfig
+from flm_gateway.config.listener_settings import ListenerConfig
 from tests.ops_flows import routed_flow
 
 DROPIN = ListenerConfig.model_validate(

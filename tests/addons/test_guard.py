@@ -60,7 +60,7 @@ def test_dial_to_the_listener_placeholder_is_refused() -> None:
     from mitmproxy.proxy import server_hooks
     from mitmproxy.test import tflow
 
-    from flm_gateway.listeners import PLACEHOLDER_TARGET
+    from flm_gateway.proxy.mitm_listeners import PLACEHOLDER_TARGET
 
     server = tflow.tserver_conn()
     server.address = PLACEHOLDER_TARGET

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from flm_gateway.addons.health import Health
+from flm_gateway.addons.health_endpoints import Health
 from flm_gateway.addons.listener_context import ListenerContext
 from tests.support.flows import RuntimeFactory, make_flow
 

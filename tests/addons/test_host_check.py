@@ -9,7 +9,7 @@ from mitmproxy import http
 
 from flm_gateway.addons.host_check import HostCheck, policy_for
 from flm_gateway.config import LoadedConfig
-from flm_gateway.hostnames import HOST_KEY, Authority, parse_authority
+from flm_gateway.core.hostnames import HOST_KEY, Authority, parse_authority
 from flm_gateway.security.host_policy import HostPolicy
 from tests.support.flows import error_of
 from tests.support.security import flow, loaded

@@ -8,11 +8,11 @@ from mitmproxy import flow as mflow
 from mitmproxy.test import taddons
 from prometheus_client.parser import text_string_to_metric_families
 
-from flm_gateway.addons.metrics import Metrics
-from flm_gateway.engines.base import HealthState
-from flm_gateway.flow_summary import StreamTap
-from flm_gateway.metrics import LABEL_CAP, OTHER, GatewayMetrics
-from flm_gateway.tls.base import CertificateStatus
+from flm_gateway.addons.metrics_recorder import Metrics
+from flm_gateway.engines.adapter import HealthState
+from flm_gateway.observability.flow_summary import StreamTap
+from flm_gateway.observability.metrics import LABEL_CAP, OTHER, GatewayMetrics
+from flm_gateway.tls.mode import CertificateStatus
 from tests.ops_flows import routed_flow
 
 

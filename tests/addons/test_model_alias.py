@@ -7,10 +7,10 @@ import json
 import pytest
 from mitmproxy import http
 
+from flm_gateway.accounting.stream_filters import find_filter
+from flm_gateway.accounting.usage import StreamMeter
 from flm_gateway.addons.model_alias import MAX_LINE, AliasFilter, ModelAlias, rewrite
-from flm_gateway.config.listeners import ListenerConfig
-from flm_gateway.stream_filters import find_filter
-from flm_gateway.usage import StreamMeter
+from flm_gateway.config.listener_settings import ListenerConfig
 from tests.ops_flows import routed_flow
 
 DROPIN = ListenerConfig.model_validate(

@@ -7,7 +7,7 @@ import pytest
 from flm_gateway.addons.canonical_target import CanonicalTarget
 from flm_gateway.addons.listener_context import ListenerContext
 from flm_gateway.addons.openai_api import OpenAIApi
-from flm_gateway.runtime import Runtime
+from flm_gateway.proxy.runtime import Runtime
 from tests.support.flows import RuntimeFactory, error_of, make_flow
 
 

@@ -6,7 +6,7 @@ from mitmproxy import http
 from flm_gateway.addons.canonical_target import CanonicalTarget
 from flm_gateway.addons.listener_context import ListenerContext
 from flm_gateway.addons.passthrough import Passthrough
-from flm_gateway.runtime import Runtime
+from flm_gateway.proxy.runtime import Runtime
 from flm_gateway.security.events import events_of
 from tests.support.flows import RuntimeFactory, error_of, make_flow
 

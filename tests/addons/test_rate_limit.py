@@ -13,7 +13,7 @@ from mitmproxy import http
 from flm_gateway.addons.rate_limit import RateLimiter
 from flm_gateway.addons.token_charge import TokenCharge
 from flm_gateway.config import LoadedConfig
-from flm_gateway.state.service import StateService
+from flm_gateway.state.state_service import StateService
 from flm_gateway.state.store import KeyLimits, KeyRecord
 from tests.support.flows import error_of
 from tests.support.redis_server import redis_server

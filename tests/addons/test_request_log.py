@@ -5,12 +5,12 @@ from pathlib import Path
 
 from mitmproxy.test import taddons
 
-from flm_gateway.addons.request_log import RequestLog
+from flm_gateway.addons.request_logger import RequestLog
 from flm_gateway.config import parse_config
 from flm_gateway.config.loader import LoadedConfig
-from flm_gateway.metrics import GatewayMetrics
+from flm_gateway.observability.metrics import GatewayMetrics
+from flm_gateway.requestlog.log_table import RequestLogStore
 from flm_gateway.requestlog.query import LogFilter, search
-from flm_gateway.requestlog.store import RequestLogStore
 from tests.ops_flows import routed_flow
 
 CONFIG = """

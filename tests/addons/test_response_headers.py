@@ -5,7 +5,7 @@ from __future__ import annotations
 from mitmproxy import http
 
 from flm_gateway.addons.response_headers import ResponseHeaders
-from flm_gateway.config.listeners import ListenerConfig
+from flm_gateway.config.listener_settings import ListenerConfig
 from tests.ops_flows import routed_flow
 
 DROPIN = ListenerConfig.model_validate(

@@ -12,9 +12,9 @@ import json
 import pytest
 
 from flm_gateway.addons.listener_context import ListenerContext
+from flm_gateway.addons.model_routing import Routing
 from flm_gateway.addons.openai_api import OpenAIApi
-from flm_gateway.addons.routing import Routing
-from flm_gateway.runtime import Runtime
+from flm_gateway.proxy.runtime import Runtime
 from tests.support.flows import RuntimeFactory, error_of, make_flow
 
 

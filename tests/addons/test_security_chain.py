@@ -24,7 +24,7 @@ from flm_gateway.addons.request_limits import RequestLimits
 from flm_gateway.addons.scopes import Scopes
 from flm_gateway.config import LoadedConfig
 from flm_gateway.security.keys import hash_secret
-from flm_gateway.state.service import StateService
+from flm_gateway.state.state_service import StateService
 from flm_gateway.state.store import AuditQuery, KeyRecord, KeySecret
 from tests.support.security import apply, flow, loaded, opened_service
 

@@ -17,11 +17,11 @@ import pytest
 from mitmproxy import http
 from mitmproxy.test import taddons, tflow, tutils
 
+from flm_gateway.accounting.usage import StreamMeter
 from flm_gateway.addons.streaming import Streaming
 from flm_gateway.addons.token_accounting import TokenAccounting
-from flm_gateway.config.engines import EngineKind
+from flm_gateway.config.engine_settings import EngineKind
 from flm_gateway.engines.registry import adapter_for
-from flm_gateway.usage import StreamMeter
 
 LLAMACPP_STREAM = (
     b'data: {"choices":[{"finish_reason":null,"index":0,"delta":{"role":"assistant",'

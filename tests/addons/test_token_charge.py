@@ -10,7 +10,7 @@ from mitmproxy import http
 from flm_gateway.addons.token_charge import TokenCharge
 from flm_gateway.config import LoadedConfig
 from flm_gateway.security.ratelimit import Bucket
-from flm_gateway.state.service import StateService
+from flm_gateway.state.state_service import StateService
 from tests.support.security import flow, loaded, opened_service
 
 USAGE = {"prompt_tokens": 50, "completion_tokens": 25, "estimated": True}

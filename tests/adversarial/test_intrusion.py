@@ -39,7 +39,7 @@ from bench.intrusion import (
     pathological_inputs,
 )
 from flm_gateway.addons.intrusion import inspect
-from flm_gateway.mitm_http1 import check_head, limits_of
+from flm_gateway.proxy.mitm_http1 import check_head, limits_of
 from flm_gateway.security.intrusion_rules import KINDS, RULES, Rule, RuleSet
 from flm_gateway.security.linear_re import LinearPattern
 from tests.adversarial.harness import (

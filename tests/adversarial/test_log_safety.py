@@ -29,7 +29,7 @@ from typing import Any
 
 import pytest
 
-from flm_gateway.logs import REPEAT_BURST
+from flm_gateway.app.process_logs import REPEAT_BURST
 from tests.adversarial.cli import CliResult, run_cli
 from tests.adversarial.harness import (
     Answer,

@@ -23,8 +23,8 @@ from pathlib import Path
 
 import pytest
 
-from flm_gateway.config.engines import EngineKind
-from flm_gateway.config.limits import ConnectionLimits
+from flm_gateway.config.engine_settings import EngineKind
+from flm_gateway.config.limit_settings import ConnectionLimits
 from flm_gateway.engines.admin_routes import AdminRoute
 from flm_gateway.engines.registry import adapter_for
 from tests.adversarial.harness import (

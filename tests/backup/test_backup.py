@@ -19,7 +19,7 @@ from flm_gateway.backup.archive import BackupFormatError, build_payload, read_pa
 from flm_gateway.backup.create import collect_state, create_backup
 from flm_gateway.backup.restore import RestoreError, apply_restore, open_backup, plan_restore
 from flm_gateway.config import LoadedConfig, load_config
-from flm_gateway.process import LOCK_FILE, PID_FILE, StateDirLock
+from flm_gateway.state.process import LOCK_FILE, PID_FILE, StateDirLock
 from tests.integration.ops_helpers import cli
 
 CONFIG = """\

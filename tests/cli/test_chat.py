@@ -6,8 +6,8 @@ import io
 from collections.abc import Iterator
 from typing import Any
 
-from flm_gateway.cli.chat import chat_loop
-from flm_gateway.cli.engines import print_table
+from flm_gateway.cli.chat_command import chat_loop
+from flm_gateway.cli.engines_command import print_table
 
 
 class ScriptedClient:

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from flm_gateway.cli import main
-from flm_gateway.cli.engines import parse_ports
-from flm_gateway.config.engines import EngineKind
+from flm_gateway.cli.engines_command import parse_ports
+from flm_gateway.config.engine_settings import EngineKind
 from tests.support.fake_engines import start_fake_engine_process
 from tests.support.gateway_process import free_port
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from flm_gateway.cli import main
-from flm_gateway.flow_summary import summarize
-from flm_gateway.requestlog.store import COLUMNS, RequestLogStore, row_of
+from flm_gateway.observability.flow_summary import summarize
+from flm_gateway.requestlog.log_table import COLUMNS, RequestLogStore, row_of
 from tests.ops_flows import routed_flow
 
 CONFIG = 'server: {state_dir: ./state}\nlisteners: [{name: main, bind: "127.0.0.1:8088"}]\n'

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from flm_gateway.config.binds import bind_host_problem, binds_overlap, coverage, listen_host
-from flm_gateway.listeners import spec_for
+from flm_gateway.proxy.mitm_listeners import spec_for
 
 OVERLAP = [
     ("127.0.0.1", "127.0.0.1", True),

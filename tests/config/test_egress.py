@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from flm_gateway.config import ConfigError, parse_config
-from flm_gateway.config.egress import (
+from flm_gateway.config.egress_settings import (
     DirectEgress,
     FailMode,
     Socks5Egress,

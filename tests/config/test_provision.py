@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from flm_gateway.config import load_config
-from flm_gateway.config.engines import EngineKind
+from flm_gateway.config.engine_settings import EngineKind
 from flm_gateway.config.loader import read_config
 from flm_gateway.engines.directory import EngineAddress
 

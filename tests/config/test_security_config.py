@@ -9,10 +9,10 @@ import jsonschema
 import pytest
 import yaml
 
-from flm_gateway.cli.validate import schema_json
+from flm_gateway.cli.validate_command import schema_json
 from flm_gateway.config import ConfigError, load_config, parse_config
-from flm_gateway.config.listeners import AuthMode
-from flm_gateway.config.security import DEFAULT_HONEYPOTS, effective_security
+from flm_gateway.config.listener_settings import AuthMode
+from flm_gateway.config.security_settings import DEFAULT_HONEYPOTS, effective_security
 from flm_gateway.security.policies import per_listener
 
 GOLDEN = Path(__file__).parent / "golden"

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from flm_gateway.config import ConfigError, parse_config
-from flm_gateway.config.tls import AcmeChallenge, TlsMode, TlsVersion
+from flm_gateway.config.tls_settings import AcmeChallenge, TlsMode, TlsVersion
 
 REFERENCE = """\
 listeners:

@@ -8,7 +8,7 @@ from types import MappingProxyType
 
 import pytest
 
-from flm_gateway.config.egress import DirectEgress, Socks5Egress
+from flm_gateway.config.egress_settings import DirectEgress, Socks5Egress
 from flm_gateway.egress.bridge import ConnectBridge, parse_authority
 from flm_gateway.egress.failure import Reason, failure_from_message
 from flm_gateway.egress.profiles import RuntimeProfile, make_profile

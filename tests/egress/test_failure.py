@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from flm_gateway.egress.failure import EgressFailure, Reason, failure_from_message
-from flm_gateway.mitm_errors import render_protocol_error
+from flm_gateway.proxy.mitm_errors import render_protocol_error
 
 
 def test_marker_survives_mitmproxys_connect_error_message() -> None:

@@ -12,7 +12,7 @@ import requests
 
 from flm_gateway.config import LoadedConfig, parse_config
 from flm_gateway.egress.dialer import DirectDialer, FallbackDialer, SocksDialer
-from flm_gateway.egress.service import EgressService
+from flm_gateway.egress.egress_service import EgressService
 from tests.egress.fake_socks import FakeSocks
 
 LISTENERS = 'listeners: [{name: main, bind: "127.0.0.1:8088"}]\n'

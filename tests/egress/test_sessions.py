@@ -10,7 +10,7 @@ from aiohttp import web
 from flm_gateway.egress.dialer import Dialer, SocksDialer
 from flm_gateway.egress.failure import EgressError, Reason
 from flm_gateway.egress.sessions import make_session
-from flm_gateway.httpio.client import ConnectError
+from flm_gateway.httpio.http_client import ConnectError
 from tests.egress.fake_socks import FakeSocks
 from tests.support.gateway_process import free_port
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flm_gateway.engines.base import EngineUnavailable, Reply, answered
+from flm_gateway.engines.adapter import EngineUnavailable, Reply, answered
 
 REFUSED = EngineUnavailable("GET failed: cannot connect (Connection refused)")
 

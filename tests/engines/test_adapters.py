@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from flm_gateway.config.engines import EngineKind
-from flm_gateway.engines.base import EngineUnavailable, HealthState, ModelInfo, Reply
-from flm_gateway.engines.check import check_engine
+from flm_gateway.config.engine_settings import EngineKind
+from flm_gateway.engines.adapter import EngineUnavailable, HealthState, ModelInfo, Reply
+from flm_gateway.engines.engine_check import check_engine
 from flm_gateway.engines.registry import adapter_for
 from tests.engines.scripted import ScriptedClient, down
 

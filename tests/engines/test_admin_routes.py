@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from flm_gateway.config.engines import EngineKind
+from flm_gateway.config.engine_settings import EngineKind
 from flm_gateway.engines.admin_routes import READ_ONLY, AdminRoute, AdminRoutes
 from flm_gateway.engines.registry import ADAPTERS, adapter_for
 

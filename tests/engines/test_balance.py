@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 
-from flm_gateway.config.routes import Balance
+from flm_gateway.config.route_settings import Balance
 from flm_gateway.engines.balance import (
     EXPLORE_EVERY,
     Balancer,

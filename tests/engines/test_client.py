@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from flm_gateway.config.engines import EngineConfig, EngineKind
+from flm_gateway.config.engine_settings import EngineConfig, EngineKind
 from flm_gateway.egress.sessions import direct_session
-from flm_gateway.engines.base import EngineUnavailable
-from flm_gateway.engines.client import HttpEngineClient
+from flm_gateway.engines.adapter import EngineUnavailable
+from flm_gateway.engines.engine_client import HttpEngineClient
 from tests.support.fake_engines import FakeEngine
 from tests.support.gateway_process import free_port
 

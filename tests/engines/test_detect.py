@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from flm_gateway.config.detection import DetectionSettings
-from flm_gateway.config.engines import EngineConfig, EngineKind
+from flm_gateway.config.detection_settings import DetectionSettings
+from flm_gateway.config.engine_settings import EngineConfig, EngineKind
 from flm_gateway.egress.sessions import direct_session
 from flm_gateway.engines.detect import (
     DetectCache,
@@ -22,7 +22,7 @@ from flm_gateway.engines.detect import (
     plan,
     which_in,
 )
-from flm_gateway.httpio.client import HttpSession
+from flm_gateway.httpio.http_client import HttpSession
 from tests.support.fake_engines import FakeEngine
 from tests.support.gateway_process import free_port
 

@@ -10,10 +10,10 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from flm_gateway.config.engines import EngineConfig, EngineKind, HealthCheckSettings
+from flm_gateway.config.engine_settings import EngineConfig, EngineKind, HealthCheckSettings
 from flm_gateway.egress.sessions import direct_session
 from flm_gateway.engines import directory as directory_module
-from flm_gateway.engines.base import HealthState, Reply
+from flm_gateway.engines.adapter import HealthState, Reply
 from flm_gateway.engines.directory import EngineDirectory
 from tests.engines.scripted import REFUSED, ScriptedClient
 

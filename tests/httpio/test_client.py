@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from flm_gateway.egress.sessions import direct_session
-from flm_gateway.httpio.client import ConnectError, HttpClientError, RequestTimeout
+from flm_gateway.httpio.http_client import ConnectError, HttpClientError, RequestTimeout
 from flm_gateway.tls import pki
 from tests.support.gateway_process import free_port
 

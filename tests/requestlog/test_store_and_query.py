@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from flm_gateway.flow_summary import FlowSummary, summarize
+from flm_gateway.observability.flow_summary import FlowSummary, summarize
+from flm_gateway.requestlog.log_table import RequestLogStore
 from flm_gateway.requestlog.query import (
     FilterError,
     LogFilter,
@@ -17,7 +18,6 @@ from flm_gateway.requestlog.query import (
     search,
     stats,
 )
-from flm_gateway.requestlog.store import RequestLogStore
 from tests.ops_flows import routed_flow
 
 NOW = 1_700_000_000.0

@@ -5,9 +5,9 @@ import dataclasses
 import time
 from pathlib import Path
 
-from flm_gateway.flow_summary import summarize
+from flm_gateway.observability.flow_summary import summarize
+from flm_gateway.requestlog.log_table import RequestLogStore
 from flm_gateway.requestlog.query import LogFilter, search
-from flm_gateway.requestlog.store import RequestLogStore
 from flm_gateway.requestlog.writer import RequestLogWriter
 from tests.ops_flows import routed_flow
 

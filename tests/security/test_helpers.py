@@ -7,6 +7,8 @@ import ipaddress
 import pytest
 from mitmproxy.http import Headers
 
+from flm_gateway.core.netset import NetworkMap, parse_ip
+from flm_gateway.core.paths import canonical_path, path_matches
 from flm_gateway.security.keys import (
     CredentialProblem,
     generate_secret,
@@ -14,8 +16,6 @@ from flm_gateway.security.keys import (
     hashes_match,
     presented_secret,
 )
-from flm_gateway.security.netset import NetworkMap, parse_ip
-from flm_gateway.security.paths import canonical_path, path_matches
 from flm_gateway.security.ratelimit import Bucket, format_reset
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from flm_gateway.config.state import AuditLogSettings
+from flm_gateway.config.state_settings import AuditLogSettings
 from flm_gateway.state import anchor_path, audit_key_path, open_store
 from flm_gateway.state.audit_key import load_audit_key
 from flm_gateway.state.chain import AuditKey

@@ -17,11 +17,11 @@ from typing import Any
 import pytest
 import redis
 
-from flm_gateway.config.security import Severity
+from flm_gateway.config.security_settings import Severity
 from flm_gateway.state import redis as redis_backend
 from flm_gateway.state import sqlite as sqlite_backend
 from flm_gateway.state.refusals import UNWRITABLE, is_refusal
-from flm_gateway.state.service import StateService
+from flm_gateway.state.state_service import StateService
 from flm_gateway.state.store import (
     AuditEvent,
     AuditRecord,

@@ -11,13 +11,13 @@ from mitmproxy.proxy.mode_specs import ProxyMode
 from mitmproxy.test import tflow, tutils
 
 from flm_gateway.config import LoadedConfig, parse_config
-from flm_gateway.config.engines import EngineConfig
+from flm_gateway.config.engine_settings import EngineConfig
 from flm_gateway.egress.sessions import direct_session
-from flm_gateway.engines.base import HealthState, ModelInfo
+from flm_gateway.engines.adapter import HealthState, ModelInfo
 from flm_gateway.engines.directory import EngineDirectory
-from flm_gateway.httpio.client import HttpSession
-from flm_gateway.listeners import spec_for
-from flm_gateway.runtime import Runtime
+from flm_gateway.httpio.http_client import HttpSession
+from flm_gateway.proxy.mitm_listeners import spec_for
+from flm_gateway.proxy.runtime import Runtime
 
 BASE_CONFIG = """\
 listeners:

@@ -12,8 +12,8 @@ from typing import Any
 from mitmproxy import http
 
 from flm_gateway.config import LoadedConfig, parse_config
-from flm_gateway.runtime import Runtime
-from flm_gateway.state.service import StateService
+from flm_gateway.proxy.runtime import Runtime
+from flm_gateway.state.state_service import StateService
 from tests.support.flows import make_flow
 
 BASE = """\

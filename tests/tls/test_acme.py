@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 
 from flm_gateway.tls import acme, describe_certificates
-from flm_gateway.tls.base import listener_dir
+from flm_gateway.tls.mode import listener_dir
 from flm_gateway.tls.pki import (
     certs_to_pem,
     generate_key,

@@ -7,9 +7,9 @@ import contextlib
 import pytest
 from OpenSSL import SSL
 
-from flm_gateway.config.tls import TlsVersion
-from flm_gateway.tls.base import ServedCertificate
+from flm_gateway.config.tls_settings import TlsVersion
 from flm_gateway.tls.context import ContextCache, refusing_context, server_context
+from flm_gateway.tls.mode import ServedCertificate
 from flm_gateway.tls.pki import generate_key, issue_leaf, make_root_ca
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from flm_gateway.config.tls import DnsChallengeSettings
+from flm_gateway.config.tls_settings import DnsChallengeSettings
 from flm_gateway.tls.dns01 import CommandPublisher, DnsPublishError, make_publisher
 
 

@@ -1,0 +1,73 @@
+"""`flm-gateway validate [FILE]` and `flm-gateway schema`: check a config without serving."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from flm_gateway.config import ConfigError, load_config
+from flm_gateway.config.listener_settings import auth_summary, requires_api_key
+from flm_gateway.config.model import GatewayConfig
+from flm_gateway.config.reference import markdown_reference
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "validate", help="check flm.yaml (syntax, schema, references) without serving"
+    )
+    parser.add_argument("file", nargs="?", type=Path, help="config file (default: ./flm.yaml)")
+    parser.add_argument("--config", "-c", type=Path, dest="config", default=None, metavar="PATH")
+    parser.set_defaults(func=run_validate)
+    schema = subparsers.add_parser("schema", help="print the JSON Schema of flm.yaml")
+    schema.add_argument(
+        "--markdown", action="store_true", help="print the key reference in Markdown instead"
+    )
+    schema.set_defaults(func=run_schema)
+
+
+def run_validate(args: argparse.Namespace) -> int:
+    path: Path = args.file or args.config or Path("flm.yaml")
+    try:
+        loaded = load_config(path)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(problem)
+        print(f"{path}: {len(exc.problems)} problem(s)", file=sys.stderr)
+        return 1
+    config = loaded.config
+    for warning in loaded.warnings:
+        print(warning.render("warning"))
+    for line in auth_summary(config.listeners):
+        print(f"{path}: {line}")
+    keyed = [listener.name for listener in config.listeners if requires_api_key(listener)]
+    if keyed and not config.security.keys:
+        print(
+            f"{path}: note: this file declares no API key; unless one was created with "
+            f"`flm-gateway keys create`, every request to {', '.join(keyed)} gets 401 "
+            "(`flm-gateway check` looks in the state store)"
+        )
+    print(
+        f"{path}: valid ({len(config.listeners)} listener(s), {len(config.engines)} engine(s), "
+        f"{len(config.routes)} route(s))"
+        + (f", {len(loaded.warnings)} warning(s)" if loaded.warnings else "")
+    )
+    return 0
+
+
+def schema_json() -> str:
+    """The JSON Schema of flm.yaml, as committed in schemas/flm.schema.json."""
+    schema: dict[str, Any] = GatewayConfig.model_json_schema()
+    schema = {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": "https://flm-gateway.dev/schemas/flm.schema.json",
+        **schema,
+    }
+    return json.dumps(schema, indent=2, sort_keys=True) + "\n"
+
+
+def run_schema(args: argparse.Namespace) -> int:
+    sys.stdout.write(markdown_reference() if args.markdown else schema_json())
+    return 0
