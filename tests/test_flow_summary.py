@@ -156,7 +156,7 @@ def test_egress_failures_are_named_by_their_reason() -> None:
 
 
 def test_rejection_reasons_from_the_security_addons() -> None:
-    from flm_gateway.config.security_policies import Severity
+    from flm_gateway.core.severity import Severity
     from flm_gateway.security.events import SecurityEvent
 
     def rejected(status: int, **metadata: object) -> str | None:

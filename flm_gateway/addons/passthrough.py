@@ -26,8 +26,8 @@ from types import MappingProxyType
 from mitmproxy import http
 
 from flm_gateway.addons.guard import fail_closed
-from flm_gateway.config.security_settings import Severity
 from flm_gateway.core.errors import error_response
+from flm_gateway.core.severity import Severity
 from flm_gateway.engines.admin_routes import AdminRoutes
 from flm_gateway.proxy.api_kind import ApiKind
 from flm_gateway.proxy.runtime import Runtime

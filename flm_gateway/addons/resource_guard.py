@@ -32,8 +32,9 @@ from mitmproxy import http
 
 from flm_gateway.addons.guard import fail_closed
 from flm_gateway.config import LoadedConfig
-from flm_gateway.config.security_settings import ResourceSettings, Severity
+from flm_gateway.config.security_settings import ResourceSettings
 from flm_gateway.core.errors import error_response
+from flm_gateway.core.severity import Severity
 from flm_gateway.observability.memory import Reclaimer
 from flm_gateway.proxy.background import BackgroundTask
 from flm_gateway.security.policies import is_health_check

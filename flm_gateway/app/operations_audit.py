@@ -14,7 +14,7 @@ import logging
 from collections.abc import Mapping
 from typing import Protocol
 
-from flm_gateway.config.security_policies import Severity
+from flm_gateway.core.severity import Severity
 from flm_gateway.state.state_service import StateService
 from flm_gateway.state.store import AuditEvent
 

@@ -19,8 +19,8 @@ from typing import Any
 
 from flm_gateway.cli.common import resolve_config
 from flm_gateway.config import LoadedConfig
-from flm_gateway.config.security_settings import Severity
 from flm_gateway.config.types import parse_duration
+from flm_gateway.core.severity import Severity
 from flm_gateway.core.text import printable
 from flm_gateway.state import StateError, StateStore, describe_store, open_store
 from flm_gateway.state.store import AuditEvent

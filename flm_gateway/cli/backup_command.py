@@ -22,7 +22,7 @@ from typing import Any
 from flm_gateway.cli.admin_command import actor, audit
 from flm_gateway.cli.common import DEFAULT_CONFIG_PATH, add_config_argument, resolve_config
 from flm_gateway.config import ConfigError, LoadedConfig, load_config
-from flm_gateway.config.security_policies import Severity
+from flm_gateway.core.severity import Severity
 from flm_gateway.state import StateError, open_store
 from flm_gateway.state.process import write_atomic
 

@@ -33,7 +33,8 @@ from flm_gateway.cli.admin_command import (
 )
 from flm_gateway.cli.common import add_config_argument
 from flm_gateway.config import LoadedConfig
-from flm_gateway.config.security_settings import Severity, normalise_network
+from flm_gateway.config.security_settings import normalise_network
+from flm_gateway.core.severity import Severity
 from flm_gateway.state.anchor import Anchor, read_anchor_file
 from flm_gateway.state.store import AuditQuery, AuditRecord, BlockRecord, StateStore
 from flm_gateway.state.verify import Problem, VerifyReport, verify

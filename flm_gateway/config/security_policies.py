@@ -15,6 +15,7 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, Discriminator, Field, Tag, field_validator
 
 from flm_gateway.config.types import ByteSize, Duration, StrictModel
+from flm_gateway.core.severity import Severity
 
 DEFAULT_HONEYPOTS = (
     "/.env",
@@ -39,19 +40,6 @@ def normalise_network(value: str) -> str:
 
 
 Cidr = Annotated[str, AfterValidator(normalise_network)]
-
-
-class Severity(StrEnum):
-    INFO = "info"
-    LOW = "low"
-    MEDIUM = "medium"
-    HIGH = "high"
-    CRITICAL = "critical"
-
-    @property
-    def rank(self) -> int:
-        """0 (info) to 4 (critical), for "at least this severe" comparisons."""
-        return list(Severity).index(self)
 
 
 class IntrusionAction(StrEnum):

@@ -29,7 +29,6 @@ from flm_gateway.config.security_policies import (
     RateLimitSettings,
     RequestLimitSettings,
     ResourceSettings,
-    Severity,
     normalise_network,
 )
 from flm_gateway.config.types import StrictModel
@@ -218,7 +217,6 @@ __all__ = [
     "RequestLimitSettings",
     "ResourceSettings",
     "SecurityConfig",
-    "Severity",
     "effective_security",
     "normalise_network",
 ]

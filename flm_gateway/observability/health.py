@@ -9,8 +9,6 @@ from __future__ import annotations
 
 from flm_gateway.proxy.runtime import Runtime
 
-HEALTH_PATHS = frozenset({"/healthz", "/readyz"})
-
 
 def readiness(runtime: Runtime) -> tuple[bool, dict[str, object]]:
     """(ready, details) for the current runtime."""

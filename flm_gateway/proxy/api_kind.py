@@ -47,3 +47,5 @@ MULTIPART_ENDPOINTS = {
     "/v1/audio/translations": ApiKind.TRANSLATIONS,
 }
 MODELS_PATH = "/v1/models"
+HEALTH_PATHS = frozenset({"/healthz", "/readyz"})
+"""Liveness and readiness, answered by the gateway on every listener (`health_endpoints`)."""

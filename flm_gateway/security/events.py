@@ -20,7 +20,7 @@ from typing import Any
 
 from mitmproxy import http
 
-from flm_gateway.config.security_settings import Severity
+from flm_gateway.core.severity import Severity
 from flm_gateway.core.text import printable
 
 EVENTS_KEY = "flm.security.events"

@@ -9,7 +9,7 @@ from mitmproxy import http
 
 from flm_gateway.config.model import GatewayConfig
 from flm_gateway.config.security_settings import SecurityConfig, effective_security
-from flm_gateway.observability.health import HEALTH_PATHS
+from flm_gateway.proxy.api_kind import HEALTH_PATHS
 
 
 def per_listener(config: GatewayConfig) -> Mapping[str, SecurityConfig]:

@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
-from flm_gateway.config.security_settings import Severity
+from flm_gateway.core.severity import Severity
 from flm_gateway.state.anchor import last_anchor
 from flm_gateway.state.chain import require_kept
 from flm_gateway.state.store import (

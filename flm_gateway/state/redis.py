@@ -32,7 +32,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import redis
 
-from flm_gateway.config.security_settings import Severity
+from flm_gateway.core.severity import Severity
 from flm_gateway.state.anchor import AnchorFile
 from flm_gateway.state.chain import AuditKey, link, require_kept
 from flm_gateway.state.store import (

@@ -30,7 +30,7 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any, TypeVar
 
-from flm_gateway.config.security_settings import Severity
+from flm_gateway.core.severity import Severity
 from flm_gateway.state.anchor import AnchorFile
 from flm_gateway.state.chain import AuditKey, link, require_kept
 from flm_gateway.state.store import (

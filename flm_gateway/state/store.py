@@ -27,7 +27,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
-from flm_gateway.config.security_settings import Severity
+from flm_gateway.core.severity import Severity
 
 if TYPE_CHECKING:
     from flm_gateway.state.anchor import AnchorFile

@@ -37,7 +37,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from flm_gateway.config.security_settings import Severity
+from flm_gateway.core.severity import Severity
 from flm_gateway.state.store import AuditEvent, BlockRecord, canonical_json
 
 MAX_FIELD_CHARS = 1024

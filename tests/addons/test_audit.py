@@ -15,7 +15,7 @@ from mitmproxy import http
 
 import flm_gateway.state.state_service as service_module
 from flm_gateway.addons.audit import MAX_PER_CLIENT, MAX_TRACKED, WRITTEN_KEY, Audit
-from flm_gateway.config.security_settings import Severity
+from flm_gateway.core.severity import Severity
 from flm_gateway.security.events import record
 from flm_gateway.state.sqlite import SqliteStore
 from flm_gateway.state.state_service import StateService

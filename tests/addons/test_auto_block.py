@@ -10,7 +10,8 @@ from mitmproxy import http
 
 from flm_gateway.addons.auto_block import AutoBlock, block_duration
 from flm_gateway.addons.ip_filter import IpFilter
-from flm_gateway.config.security_settings import AutoBlockSettings, Severity
+from flm_gateway.config.security_settings import AutoBlockSettings
+from flm_gateway.core.severity import Severity
 from flm_gateway.security.events import Offence, events_of, record
 from tests.support.security import flow, loaded, opened_service
 

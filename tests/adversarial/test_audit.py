@@ -35,7 +35,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from flm_gateway.config.security_settings import Severity
+from flm_gateway.core.severity import Severity
 from flm_gateway.state.anchor import AnchorFile
 from flm_gateway.state.chain import AuditKey, link
 from flm_gateway.state.redis import RedisStore

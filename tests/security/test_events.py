@@ -7,7 +7,7 @@ from pathlib import Path
 from mitmproxy import http
 
 from flm_gateway.addons.audit import Audit
-from flm_gateway.config.security_settings import Severity
+from flm_gateway.core.severity import Severity
 from flm_gateway.security.events import Offence, events_of, record
 from flm_gateway.state.store import AuditQuery
 from flm_gateway.state.verify import verify

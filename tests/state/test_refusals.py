@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import redis
 
-from flm_gateway.config.security_settings import Severity
+from flm_gateway.core.severity import Severity
 from flm_gateway.state import redis as redis_backend
 from flm_gateway.state import sqlite as sqlite_backend
 from flm_gateway.state.refusals import UNWRITABLE, is_refusal

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from flm_gateway.config.security_settings import Severity
+from flm_gateway.core.severity import Severity
 from flm_gateway.state.anchor import AnchorFile, read_anchor_file
 from flm_gateway.state.chain import GENESIS, AuditKey
 from flm_gateway.state.redis import RedisStore, redacted_url

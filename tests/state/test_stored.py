@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from flm_gateway.config.security_settings import Severity
+from flm_gateway.core.severity import Severity
 from flm_gateway.state.chain import link
 from flm_gateway.state.store import (
     AuditEvent,
