@@ -36,7 +36,7 @@ from bench.targets import CHAT_PATH, MODEL, start_engine, start_gateway
 
 ROOT = Path(__file__).resolve().parents[1]
 STARTUP = ("flm_gateway/__main__.py", "flm_gateway/cli/", "flm_gateway/app/gateway.py")
-WRAPPERS = ("flm_gateway/proxy/addon_chain.py", "flm_gateway/addons/guard.py")
+WRAPPERS = ("flm_gateway/proxy/addon_chain.py", "flm_gateway/proxy/fail_closed.py")
 DISPATCH = ("(mitmproxy/addonmanager.py", "(mitmproxy/hooks.py")
 NEUTRAL = (
     "(contextlib.py", "(dataclasses.py", "(<frozen abc>", "(<frozen _collections_abc>",

@@ -30,4 +30,3 @@ def test_no_module_name_repeats_across_layers() -> None:
     shadowing = sorted(names.keys() & packages)
     assert repeated == [], f"module names used twice: {repeated}"
     assert shadowing == [], f"modules named like a package: {shadowing}"
-

@@ -25,11 +25,11 @@ from dataclasses import dataclass, field
 
 from mitmproxy import http
 
-from flm_gateway.addons.guard import fail_closed
 from flm_gateway.config import LoadedConfig
 from flm_gateway.config.security_settings import AnomalySettings
 from flm_gateway.core.netset import client_subject
 from flm_gateway.core.severity import Severity
+from flm_gateway.proxy.fail_closed import fail_closed
 from flm_gateway.security.events import Offence, record
 from flm_gateway.security.policies import client_ip, is_health_check
 

@@ -46,11 +46,11 @@ from collections.abc import Awaitable, Callable
 
 from mitmproxy import http
 
-from flm_gateway.addons.guard import fail_closed
 from flm_gateway.config import LoadedConfig
 from flm_gateway.core.errors import error_response
 from flm_gateway.core.severity import Severity
 from flm_gateway.proxy.background import BackgroundTask
+from flm_gateway.proxy.fail_closed import fail_closed
 from flm_gateway.security.events import EVENTS_KEY, events_of
 from flm_gateway.security.policies import client_ip, listener_name
 from flm_gateway.state.state_service import StateService

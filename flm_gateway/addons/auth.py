@@ -50,11 +50,11 @@ from dataclasses import dataclass
 
 from mitmproxy import http
 
-from flm_gateway.addons.guard import fail_closed
 from flm_gateway.config import LoadedConfig
 from flm_gateway.config.listener_settings import auth_summary, requires_api_key
 from flm_gateway.core.errors import error_response
 from flm_gateway.core.severity import Severity
+from flm_gateway.proxy.fail_closed import fail_closed
 from flm_gateway.security.events import Offence, record
 from flm_gateway.security.keys import (
     CredentialProblem,

@@ -35,11 +35,11 @@ from dataclasses import dataclass
 
 from mitmproxy import http
 
-from flm_gateway.addons.guard import fail_closed
 from flm_gateway.config import LoadedConfig
 from flm_gateway.config.security_settings import AutoBlockSettings
 from flm_gateway.core.netset import IPNetwork, client_network, parse_ip, parse_network
 from flm_gateway.core.severity import Severity
+from flm_gateway.proxy.fail_closed import fail_closed
 from flm_gateway.security.events import Offence, events_of, record
 from flm_gateway.security.policies import client_ip
 from flm_gateway.state.state_service import StateService

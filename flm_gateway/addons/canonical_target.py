@@ -25,9 +25,9 @@ from __future__ import annotations
 
 from mitmproxy import http
 
-from flm_gateway.addons.guard import fail_closed
 from flm_gateway.core.errors import error_response
 from flm_gateway.core.severity import Severity
+from flm_gateway.proxy.fail_closed import fail_closed
 from flm_gateway.security.events import record
 from flm_gateway.security.target import (
     EXPLANATIONS,

@@ -16,9 +16,9 @@ from collections.abc import Mapping
 
 from mitmproxy import http
 
-from flm_gateway.addons.guard import fail_closed
 from flm_gateway.config import LoadedConfig
 from flm_gateway.core.netset import IPAddress, NetworkMap, parse_ip
+from flm_gateway.proxy.fail_closed import fail_closed
 from flm_gateway.security.policies import listener_name, per_listener
 
 

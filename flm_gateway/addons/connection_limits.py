@@ -39,10 +39,10 @@ from typing import Any
 
 from mitmproxy import connection, ctx, http
 
-from flm_gateway.addons.guard import fail_closed
 from flm_gateway.config import LoadedConfig
 from flm_gateway.core.netset import IPAddress, NetworkMap, parse_ip
 from flm_gateway.observability.metrics import GatewayMetrics
+from flm_gateway.proxy.fail_closed import fail_closed
 from flm_gateway.security.policies import per_listener
 
 log = logging.getLogger("flm_gateway.security")

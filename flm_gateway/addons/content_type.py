@@ -28,9 +28,9 @@ from __future__ import annotations
 
 from mitmproxy import http
 
-from flm_gateway.addons.guard import fail_closed
 from flm_gateway.core.errors import error_response
 from flm_gateway.proxy.api_kind import MULTIPART_ENDPOINTS
+from flm_gateway.proxy.fail_closed import fail_closed
 
 MULTIPART = b"multipart/form-data"
 _CONTENT_TYPE = b"content-type"

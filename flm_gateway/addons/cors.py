@@ -40,11 +40,11 @@ from dataclasses import dataclass
 
 from mitmproxy import http
 
-from flm_gateway.addons.guard import fail_closed
 from flm_gateway.config import LoadedConfig
 from flm_gateway.config.security_settings import CorsSettings
 from flm_gateway.core.errors import error_response
 from flm_gateway.core.hostnames import HOST_KEY, Authority, parse_authority
+from flm_gateway.proxy.fail_closed import fail_closed
 from flm_gateway.security.policies import listener_name, per_listener
 
 _ORIGIN_RE = re.compile(r"^(https?)://([a-z0-9.\-]+|\[[0-9a-f:.]+\])(?::(\d{1,5}))?$")

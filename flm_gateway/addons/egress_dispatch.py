@@ -39,12 +39,12 @@ from mitmproxy import connection, http
 from mitmproxy.net.server_spec import ServerSpec
 from mitmproxy.proxy import server_hooks
 
-from flm_gateway.addons.guard import fail_closed
 from flm_gateway.config.loader import LoadedConfig
 from flm_gateway.egress.dialer import SocksDialer, format_target
 from flm_gateway.egress.egress_service import EgressService
 from flm_gateway.egress.failure import EgressFailure, Reason, failure_from_message
 from flm_gateway.egress.profiles import RuntimeProfile
+from flm_gateway.proxy.fail_closed import fail_closed
 
 log = logging.getLogger(__name__)
 

@@ -22,10 +22,10 @@ from dataclasses import dataclass, field
 
 from mitmproxy import http
 
-from flm_gateway.addons.guard import fail_closed
 from flm_gateway.config import LoadedConfig
 from flm_gateway.config.security_settings import ResourceSettings
 from flm_gateway.core.errors import error_response
+from flm_gateway.proxy.fail_closed import fail_closed
 
 SLOT_KEY = "flm.concurrency.engine"
 

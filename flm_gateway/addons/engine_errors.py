@@ -33,9 +33,9 @@ from typing import Any
 from mitmproxy import http
 from mitmproxy.net.http import status_codes
 
-from flm_gateway.addons.guard import fail_closed
 from flm_gateway.core.errors import default_type, error_body
 from flm_gateway.core.text import clip, printable
+from flm_gateway.proxy.fail_closed import fail_closed
 
 MAX_ERROR_BODY = 64 * 1024
 """Bytes of an engine's error body read for its message; the rest is ignored."""

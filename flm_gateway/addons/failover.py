@@ -34,7 +34,6 @@ import time
 
 from mitmproxy import http
 
-from flm_gateway.addons.guard import fail_closed
 from flm_gateway.config.route_settings import RetrySettings
 from flm_gateway.core.errors import error_response
 from flm_gateway.core.text import echo
@@ -42,6 +41,7 @@ from flm_gateway.egress.failure import failure_from_message
 from flm_gateway.engines.directory import EngineState
 from flm_gateway.observability.outcomes import STALE
 from flm_gateway.proxy.api_kind import ROUTED_KINDS
+from flm_gateway.proxy.fail_closed import fail_closed
 from flm_gateway.proxy.mitm_failover import (
     ANSWERED_KEY,
     CONNECT,

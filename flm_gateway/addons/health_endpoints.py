@@ -14,10 +14,10 @@ from __future__ import annotations
 
 from mitmproxy import http
 
-from flm_gateway.addons.guard import fail_closed
 from flm_gateway.core.errors import error_response, json_response
 from flm_gateway.observability.health import readiness
 from flm_gateway.proxy.api_kind import HEALTH_PATHS, ApiKind
+from flm_gateway.proxy.fail_closed import fail_closed
 from flm_gateway.proxy.runtime import Runtime
 
 

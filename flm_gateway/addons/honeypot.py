@@ -18,10 +18,10 @@ from collections.abc import Mapping
 
 from mitmproxy import http
 
-from flm_gateway.addons.guard import fail_closed
 from flm_gateway.config import LoadedConfig
 from flm_gateway.core.paths import canonical_path, path_matches
 from flm_gateway.core.severity import Severity
+from flm_gateway.proxy.fail_closed import fail_closed
 from flm_gateway.security.events import Offence, record
 from flm_gateway.security.policies import is_health_check, listener_name, per_listener
 

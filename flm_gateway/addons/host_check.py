@@ -36,12 +36,12 @@ from collections.abc import Mapping
 
 from mitmproxy import http
 
-from flm_gateway.addons.guard import fail_closed
 from flm_gateway.config import LoadedConfig
 from flm_gateway.config.listener_settings import ListenerConfig
 from flm_gateway.core.errors import error_response
 from flm_gateway.core.hostnames import HOST_KEY, Authority, parse_authority
 from flm_gateway.core.text import echo
+from flm_gateway.proxy.fail_closed import fail_closed
 from flm_gateway.security.host_policy import HostPolicy
 
 

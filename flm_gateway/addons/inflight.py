@@ -17,7 +17,7 @@ from collections.abc import Collection
 
 from mitmproxy import connection, http
 
-from flm_gateway.addons.guard import fail_closed
+from flm_gateway.proxy.fail_closed import fail_closed
 
 
 class Inflight:

@@ -32,12 +32,12 @@ from dataclasses import dataclass
 
 from mitmproxy import http
 
-from flm_gateway.addons.guard import fail_closed
 from flm_gateway.config import LoadedConfig
 from flm_gateway.config.security_settings import IntrusionAction, IntrusionSettings
 from flm_gateway.core.errors import error_response
 from flm_gateway.core.paths import decode_repeatedly
 from flm_gateway.core.text import echo
+from flm_gateway.proxy.fail_closed import fail_closed
 from flm_gateway.security.events import Offence, record
 from flm_gateway.security.intrusion_rules import (
     HEADERS,

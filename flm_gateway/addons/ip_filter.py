@@ -21,10 +21,10 @@ from collections.abc import Mapping
 
 from mitmproxy import http
 
-from flm_gateway.addons.guard import fail_closed
 from flm_gateway.config import LoadedConfig
 from flm_gateway.core.errors import error_response
 from flm_gateway.core.netset import NetworkMap, parse_ip
+from flm_gateway.proxy.fail_closed import fail_closed
 from flm_gateway.security.policies import client_ip, is_health_check, listener_name, per_listener
 from flm_gateway.state.state_service import StateService
 

@@ -16,8 +16,8 @@ import secrets
 
 from mitmproxy import http
 
-from flm_gateway.addons.guard import fail_closed
 from flm_gateway.core.errors import error_response
+from flm_gateway.proxy.fail_closed import fail_closed
 from flm_gateway.proxy.runtime import Runtime
 
 _REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")

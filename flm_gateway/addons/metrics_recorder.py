@@ -21,9 +21,9 @@ import logging
 
 from mitmproxy import http
 
-from flm_gateway.addons.guard import fail_closed
 from flm_gateway.observability.flow_summary import StreamTap, summary_of
 from flm_gateway.observability.metrics import GatewayMetrics
+from flm_gateway.proxy.fail_closed import fail_closed
 from flm_gateway.proxy.mitm_http1 import HttpRefusal
 
 log = logging.getLogger("flm_gateway.observability.metrics")

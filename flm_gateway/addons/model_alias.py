@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterable
 
 from mitmproxy import http
 
-from flm_gateway.addons.guard import fail_closed
+from flm_gateway.proxy.fail_closed import fail_closed
 
 MAX_LINE = 1024 * 1024
 """Bytes without a newline after which a stream is passed through unrewritten."""

@@ -30,11 +30,11 @@ import contextlib
 from mitmproxy import http
 from mitmproxy.proxy import server_hooks
 
-from flm_gateway.addons.guard import fail_closed
 from flm_gateway.config.route_settings import RouteConfig
 from flm_gateway.core.errors import error_response
 from flm_gateway.core.text import echo
 from flm_gateway.proxy.api_kind import ROUTED_KINDS
+from flm_gateway.proxy.fail_closed import fail_closed
 from flm_gateway.proxy.runtime import Runtime
 from flm_gateway.routing.candidates import (
     Candidate,

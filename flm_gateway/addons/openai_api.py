@@ -37,7 +37,6 @@ from urllib.parse import unquote
 
 from mitmproxy import http
 
-from flm_gateway.addons.guard import fail_closed
 from flm_gateway.bodies import BodyError
 from flm_gateway.bodies.multipart import Part, read_form, write_form
 from flm_gateway.bodies.schema import check_form, check_json
@@ -45,6 +44,7 @@ from flm_gateway.bodies.strict_json import read_object
 from flm_gateway.core.errors import error_response, json_response
 from flm_gateway.core.text import echo
 from flm_gateway.proxy.api_kind import JSON_ENDPOINTS, MODELS_PATH, MULTIPART_ENDPOINTS, ApiKind
+from flm_gateway.proxy.fail_closed import fail_closed
 from flm_gateway.proxy.runtime import Runtime
 from flm_gateway.routing.table import is_pattern
 

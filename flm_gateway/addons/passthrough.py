@@ -25,11 +25,11 @@ from types import MappingProxyType
 
 from mitmproxy import http
 
-from flm_gateway.addons.guard import fail_closed
 from flm_gateway.core.errors import error_response
 from flm_gateway.core.severity import Severity
 from flm_gateway.engines.admin_routes import AdminRoutes
 from flm_gateway.proxy.api_kind import ApiKind
+from flm_gateway.proxy.fail_closed import fail_closed
 from flm_gateway.proxy.runtime import Runtime
 from flm_gateway.routing.candidates import unreachable_response
 from flm_gateway.routing.upstream import EGRESS_FAILURES_KEY, ProbeResult, point_at, probe

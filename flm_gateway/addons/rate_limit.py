@@ -49,7 +49,6 @@ from typing import TYPE_CHECKING, Literal
 
 from mitmproxy import http
 
-from flm_gateway.addons.guard import fail_closed
 from flm_gateway.config import LoadedConfig
 from flm_gateway.config.security_settings import RateLimit, RateLimitSettings
 from flm_gateway.config.state_settings import StateBackend
@@ -57,6 +56,7 @@ from flm_gateway.core.errors import error_response
 from flm_gateway.core.netset import client_subject
 from flm_gateway.core.severity import Severity
 from flm_gateway.proxy.background import BackgroundTask
+from flm_gateway.proxy.fail_closed import fail_closed
 from flm_gateway.security.events import record
 from flm_gateway.security.policies import client_ip, is_health_check, listener_name
 from flm_gateway.security.ratelimit import Applied, Bucket, headers_for, merge_headers

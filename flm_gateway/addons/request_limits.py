@@ -37,7 +37,6 @@ from typing import Any
 
 from mitmproxy import http
 
-from flm_gateway.addons.guard import fail_closed
 from flm_gateway.bodies import BodyError
 from flm_gateway.bodies.schema import CHOICE_FIELDS, TOKEN_FIELDS
 from flm_gateway.config import LoadedConfig
@@ -45,6 +44,7 @@ from flm_gateway.config.route_settings import RouteConfig
 from flm_gateway.config.security_settings import RequestLimitSettings
 from flm_gateway.core.errors import error_response
 from flm_gateway.core.text import echo
+from flm_gateway.proxy.fail_closed import fail_closed
 from flm_gateway.routing.rewrite import with_defaults
 from flm_gateway.routing.table import RoutingTable
 from flm_gateway.security.policies import is_health_check, listener_name, per_listener

@@ -16,11 +16,11 @@ import logging
 
 from mitmproxy import http
 
-from flm_gateway.addons.guard import fail_closed
 from flm_gateway.config import LoadedConfig
 from flm_gateway.observability.flow_summary import summary_of
 from flm_gateway.observability.metrics import GatewayMetrics
 from flm_gateway.observability.outcomes import status_label
+from flm_gateway.proxy.fail_closed import fail_closed
 from flm_gateway.requestlog.log_table import request_log_path
 from flm_gateway.requestlog.writer import RequestLogWriter
 

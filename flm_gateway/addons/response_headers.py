@@ -22,7 +22,7 @@ from __future__ import annotations
 from mitmproxy import http
 from mitmproxy.net.http.http1 import read
 
-from flm_gateway.addons.guard import fail_closed
+from flm_gateway.proxy.fail_closed import fail_closed
 
 HOP_BY_HOP = frozenset({"keep-alive", "proxy-connection", "proxy-authenticate", "te", "upgrade"})
 IDENTITY_HEADERS = frozenset(

@@ -21,8 +21,8 @@ import logging
 from mitmproxy import ctx, http
 from mitmproxy.proxy import events
 
-from flm_gateway.addons.guard import fail_closed
 from flm_gateway.core.errors import error_body
+from flm_gateway.proxy.fail_closed import fail_closed
 from flm_gateway.proxy.runtime import Runtime
 
 log = logging.getLogger("flm_gateway.addons")

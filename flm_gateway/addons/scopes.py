@@ -20,12 +20,12 @@ import json
 
 from mitmproxy import http
 
-from flm_gateway.addons.guard import fail_closed
 from flm_gateway.config import LoadedConfig
 from flm_gateway.core.errors import error_response
 from flm_gateway.core.severity import Severity
 from flm_gateway.core.text import echo
 from flm_gateway.proxy.api_kind import ROUTED_KINDS
+from flm_gateway.proxy.fail_closed import fail_closed
 from flm_gateway.routing.table import RoutingTable
 from flm_gateway.security.events import record
 from flm_gateway.state.store import KeyRecord, KeyScopes

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from mitmproxy import http
 
-from flm_gateway.addons.guard import fail_closed
+from flm_gateway.proxy.fail_closed import fail_closed
 
 STREAM_TYPES = ("text/event-stream", "application/x-ndjson")
 

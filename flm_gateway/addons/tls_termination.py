@@ -32,7 +32,6 @@ from mitmproxy.proxy import layer
 from mitmproxy.proxy.layers import modes
 from OpenSSL import SSL
 
-from flm_gateway.addons.guard import fail_closed
 from flm_gateway.config.listener_settings import ListenerConfig
 from flm_gateway.config.loader import LoadedConfig
 from flm_gateway.config.tls_checks import acme_http_address, redirect_address
@@ -43,6 +42,7 @@ from flm_gateway.config.tls_settings import (
     TlsMode,
     TlsVersion,
 )
+from flm_gateway.proxy.fail_closed import fail_closed
 from flm_gateway.proxy.mitm_listeners import mode_spec
 from flm_gateway.proxy.tls_layers import plan_layer
 from flm_gateway.tls import build_source

@@ -46,8 +46,8 @@ from flm_gateway.accounting.usage import (
     output_chars,
     reported_usage,
 )
-from flm_gateway.addons.guard import fail_closed
 from flm_gateway.bodies.strict_json import read_object
+from flm_gateway.proxy.fail_closed import fail_closed
 from flm_gateway.proxy.runtime import Runtime
 
 log = logging.getLogger("flm_gateway.accounting.usage")

@@ -27,8 +27,8 @@ from typing import TYPE_CHECKING
 
 from mitmproxy import http
 
-from flm_gateway.addons.guard import fail_closed
 from flm_gateway.observability.flow_summary import reached_engine
+from flm_gateway.proxy.fail_closed import fail_closed
 from flm_gateway.security.ratelimit import Bucket
 from flm_gateway.state.state_service import StateService
 

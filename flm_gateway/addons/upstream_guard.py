@@ -13,8 +13,8 @@ import logging
 from mitmproxy import http
 from mitmproxy.proxy import server_hooks
 
-from flm_gateway.addons.guard import fail_closed
 from flm_gateway.core.errors import error_response
+from flm_gateway.proxy.fail_closed import fail_closed
 from flm_gateway.proxy.mitm_listeners import PLACEHOLDER_TARGET
 
 log = logging.getLogger("flm_gateway.addons")

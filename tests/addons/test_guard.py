@@ -6,8 +6,8 @@ from collections.abc import Awaitable
 import pytest
 from mitmproxy import http
 
-from flm_gateway.addons.guard import fail_closed
 from flm_gateway.addons.upstream_guard import UpstreamGuard
+from flm_gateway.proxy.fail_closed import fail_closed
 from tests.support.flows import error_of, make_flow
 
 
