@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from flm_gateway.config.types import parse_duration
+from flm_gateway.core.sql_where import Condition, Where, starts_with
 from flm_gateway.requestlog.log_table import RequestLogStore
 
 GROUPS = {"model": "model", "engine": "engine", "key": "key_id", "listener": "listener"}
@@ -50,7 +51,7 @@ def parse_time(text: str, now: float | None = None) -> float:
     return moment.timestamp()
 
 
-def _status_clause(spec: str) -> tuple[str, list[Any]]:
+def _status_clause(spec: str) -> Condition:
     spec = spec.strip().lower()
     if spec == "error":
         return "(status IS NULL OR status >= 500)", []
@@ -78,31 +79,17 @@ class LogFilter:
 
     def where(self) -> tuple[str, list[Any]]:
         """The SQL WHERE clause (placeholders only, never user text) and its parameters."""
-        clauses: list[str] = []
-        params: list[Any] = []
-        if self.since is not None:
-            clauses.append("ts >= ?")
-            params.append(self.since)
-        if self.until is not None:
-            clauses.append("ts < ?")
-            params.append(self.until)
+        where = Where()
+        where.time_range("ts", self.since, self.until)
         if self.status is not None:
-            clause, values = _status_clause(self.status)
-            clauses.append(clause)
-            params.extend(values)
-        for column, value in (
-            ("model", self.model),
-            ("engine", self.engine),
-            ("key_id", self.key),
-            ("client_ip", self.ip),
-        ):
-            if value is not None:
-                clauses.append(f"{column} = ?")
-                params.append(value)
+            where.add(_status_clause(self.status))
+        where.equals("model", self.model)
+        where.equals("engine", self.engine)
+        where.equals("key_id", self.key)
+        where.equals("client_ip", self.ip)
         if self.path is not None:
-            clauses.append("substr(path, 1, ?) = ?")
-            params.extend([len(self.path), self.path])
-        return (" AND ".join(clauses) or "1 = 1"), params
+            where.add(starts_with("path", self.path))
+        return where.sql(), where.params
 
 
 def search(store: RequestLogStore, log_filter: LogFilter, limit: int) -> list[dict[str, Any]]:

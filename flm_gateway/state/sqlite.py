@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from flm_gateway.core.severity import Severity
+from flm_gateway.core.sql_where import Condition, Where, any_of, one_of, starts_with
 from flm_gateway.state.anchor import AnchorFile
 from flm_gateway.state.chain import AuditKey, link, require_kept
 from flm_gateway.state.store import (
@@ -404,40 +405,18 @@ class SqliteStore:
         return _head_of(rows[0] if rows else None)
 
     def query_audit(self, query: AuditQuery) -> list[AuditRecord]:
-        where: list[str] = []
-        params: list[Any] = []
-        if query.since is not None:
-            where.append("ts >= ?")
-            params.append(query.since)
-        if query.until is not None:
-            where.append("ts < ?")
-            params.append(query.until)
-        if query.ip is not None:
-            where.append("ip = ?")
-            params.append(query.ip)
-        if query.key_id is not None:
-            where.append("key_id = ?")
-            params.append(query.key_id)
+        where = Where()
+        where.time_range("ts", query.since, query.until)
+        where.equals("ip", query.ip)
+        where.equals("key_id", query.key_id)
         if query.types:
-            alternatives = []
-            for type_ in query.types:
-                if type_.endswith("."):
-                    alternatives.append("substr(type, 1, ?) = ?")
-                    params += [len(type_), type_]
-                else:
-                    alternatives.append("type = ?")
-                    params.append(type_)
-            where.append("(" + " OR ".join(alternatives) + ")")
+            where.add(any_of(_type_condition(type_) for type_ in query.types))
         if query.min_severity is not None:
-            allowed = [s.value for s in Severity if s.rank >= query.min_severity.rank]
-            where.append(f"severity IN ({', '.join('?' for _ in allowed)})")
-            params += allowed
-        sql = "SELECT * FROM audit"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY seq DESC LIMIT ?"
-        params.append(max(0, query.limit))
-        return [_audit_from_row(row) for row in reversed(self._read(sql, params))]
+            rank = query.min_severity.rank
+            where.add(one_of("severity", [s.value for s in Severity if s.rank >= rank]))
+        sql = f"SELECT * FROM audit WHERE {where.sql()} ORDER BY seq DESC LIMIT ?"  # noqa: S608 - placeholders only
+        rows = self._read(sql, [*where.params, max(0, query.limit)])
+        return [_audit_from_row(row) for row in reversed(rows)]
 
     def iter_audit(self, after_seq: int = 0) -> Iterator[AuditRecord]:
         while True:
@@ -503,6 +482,11 @@ def _audit_row(record: AuditRecord) -> tuple[Any, ...]:
 def _head_of(row: Sequence[Any] | None) -> AuditHead | None:
     """The head from a `(seq, hash)` row."""
     return AuditHead(int(row[0]), str(row[1])) if row is not None else None
+
+
+def _type_condition(type_: str) -> Condition:
+    """An audit `types` filter entry: a prefix when it ends in `.`, else the exact type."""
+    return starts_with("type", type_) if type_.endswith(".") else ("type = ?", [type_])
 
 
 def _audit_from_row(row: Sequence[Any]) -> AuditRecord:
