@@ -24,7 +24,7 @@ from enum import StrEnum
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import BeforeValidator, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from flm_gateway.config.engine_settings import EngineConfig
 from flm_gateway.config.types import Duration, HostPort, StrictModel
@@ -36,6 +36,18 @@ DEFAULT_CONNECT_TIMEOUT = 10.0
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 
 Problem = tuple[tuple[str | int, ...], str]
+
+
+def _number_as_text(value: Any) -> Any:
+    """`password: 123456` in YAML is a number: take it as the text written (so that a
+    validation error never has to echo a credential)."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return str(value)
+    return value
+
+
+_NUMBER_AS_TEXT = BeforeValidator(_number_as_text)
+"""For credentials (usernames, passwords): a YAML number is the text it was written as."""
 
 
 class FailMode(StrEnum):
@@ -92,10 +104,10 @@ class Socks5Egress(_ProxiedEgress):
             "are always resolved by the proxy). Credentials go in username/password."
         )
     )
-    username: str | None = Field(
+    username: Annotated[str | None, _NUMBER_AS_TEXT] = Field(
         None, description="SOCKS5 username (RFC 1929); set together with password."
     )
-    password: SecretStr | None = Field(
+    password: Annotated[SecretStr | None, _NUMBER_AS_TEXT] = Field(
         None,
         description="SOCKS5 password; use ${VAR} to take it from the environment. Never logged.",
     )
@@ -120,15 +132,6 @@ class Socks5Egress(_ProxiedEgress):
             raise ValueError(f"{value!r} is not socks5://host:port")
         if parts.path not in ("", "/") or parts.query or parts.fragment:
             raise ValueError(f"{value!r}: a proxy URL has no path, query or fragment")
-        return value
-
-    @field_validator("username", "password", mode="before")
-    @classmethod
-    def _numbers_are_text(cls, value: Any) -> Any:
-        # `password: 123456` in YAML is an int; take it as written, and never let an error
-        # message echo it.
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            return str(value)
         return value
 
     @model_validator(mode="after")
@@ -164,20 +167,13 @@ class TorEgress(_ProxiedEgress):
             "bootstrapped and answers 503 at once while it has not."
         ),
     )
-    control_password: SecretStr | None = Field(
+    control_password: Annotated[SecretStr | None, _NUMBER_AS_TEXT] = Field(
         None, description="Password for the ControlPort (HashedControlPassword). Never logged."
     )
     control_cookie: str | None = Field(
         None,
         description="Path of Tor's control auth cookie file (CookieAuthentication 1).",
     )
-
-    @field_validator("control_password", mode="before")
-    @classmethod
-    def _number_is_text(cls, value: Any) -> Any:
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            return str(value)
-        return value
 
     @model_validator(mode="after")
     def _check_control(self) -> TorEgress:

@@ -105,17 +105,23 @@ def is_loopback_host(host: str) -> bool:
         return False
 
 
+def _number_or_text(json_type: str, pattern: str, description: str) -> WithJsonSchema:
+    """The JSON Schema of a quantity YAML may give as a plain number or as text with a unit."""
+    return WithJsonSchema(
+        {
+            "anyOf": [{"type": json_type, "minimum": 0}, {"type": "string", "pattern": pattern}],
+            "description": description,
+        }
+    )
+
+
 Duration = Annotated[
     float,
     BeforeValidator(parse_duration),
-    WithJsonSchema(
-        {
-            "anyOf": [
-                {"type": "number", "minimum": 0},
-                {"type": "string", "pattern": r"^\s*\d+(\.\d+)?\s*(ms|s|m|h|d)?\s*$"},
-            ],
-            "description": "A duration: seconds, or a string like 250ms, 30s, 10m, 24h, 7d.",
-        }
+    _number_or_text(
+        "number",
+        r"^\s*\d+(\.\d+)?\s*(ms|s|m|h|d)?\s*$",
+        "A duration: seconds, or a string like 250ms, 30s, 10m, 24h, 7d.",
     ),
 ]
 """A duration in seconds; YAML may say 30, "30s", "10m", "24h"."""
@@ -123,14 +129,10 @@ Duration = Annotated[
 ByteSize = Annotated[
     int,
     BeforeValidator(parse_byte_size),
-    WithJsonSchema(
-        {
-            "anyOf": [
-                {"type": "integer", "minimum": 0},
-                {"type": "string", "pattern": r"^\s*\d+(\.\d+)?\s*([kKmMgG]i?[bB]?|[bB])?\s*$"},
-            ],
-            "description": "A size: bytes as an integer, or a string like 512KiB, 10MiB, 1GB.",
-        }
+    _number_or_text(
+        "integer",
+        r"^\s*\d+(\.\d+)?\s*([kKmMgG]i?[bB]?|[bB])?\s*$",
+        "A size: bytes as an integer, or a string like 512KiB, 10MiB, 1GB.",
     ),
 ]
 """A size in bytes; YAML may say 1048576, "512KiB", "10MiB"."""

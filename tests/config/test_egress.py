@@ -195,3 +195,14 @@ def test_a_numeric_password_is_taken_as_text() -> None:
     profile = config.egress.profiles["s"]
     assert isinstance(profile, Socks5Egress) and profile.password is not None
     assert (profile.username, profile.password.get_secret_value()) == ("42", "123456")
+
+
+def test_a_numeric_tor_control_password_is_taken_as_text() -> None:
+    config, _ = parse_config(
+        LISTENERS
+        + 'egress:\n  t: {mode: tor, control: "127.0.0.1:9051", control_password: 2024}\n',
+        environ={},
+    )
+    profile = config.egress.profiles["t"]
+    assert isinstance(profile, TorEgress) and profile.control_password is not None
+    assert profile.control_password.get_secret_value() == "2024"
