@@ -106,58 +106,43 @@ def detect_system(
 def install_plan(system: str, cert: x509.Certificate, pem_path: Path) -> Plan:
     """Steps that make `cert` (stored at `pem_path`) a trusted root on `system`."""
     if system in _LINUX_ANCHORS:
-        directory, suffix, command = _LINUX_ANCHORS[system]
-        target = directory / f"{file_stem(cert)}{suffix}"
-        return Plan(system, (Step(write=target), Step(command=command)))
-    if system == "macos":
-        return Plan(
-            system,
-            (
-                Step(
-                    command=(
-                        "security",
-                        "add-trusted-cert",
-                        "-d",
-                        "-r",
-                        "trustRoot",
-                        "-k",
-                        MACOS_KEYCHAIN,
-                        str(pem_path),
-                    )
-                ),
-            ),
-        )
-    if system == "windows":
-        return Plan(system, (Step(command=("certutil", "-addstore", "-f", "Root", str(pem_path))),))
-    raise TrustStoreError(f"unknown system {system!r}; choose one of {', '.join(SYSTEMS)}")
+        anchor, command = _linux_anchor(system, cert)
+        return Plan(system, (Step(write=anchor), Step(command=command)))
+    pem = str(pem_path)
+    macos = ("security", "add-trusted-cert", "-d", "-r", "trustRoot", "-k", MACOS_KEYCHAIN, pem)
+    return _command_plan(
+        system, {"macos": [macos], "windows": [("certutil", "-addstore", "-f", "Root", pem)]}
+    )
 
 
 def uninstall_plan(system: str, cert: x509.Certificate, pem_path: Path) -> Plan:
     """Steps that remove `cert` from the trust store of `system`."""
     if system in _LINUX_ANCHORS:
-        directory, suffix, command = _LINUX_ANCHORS[system]
-        target = directory / f"{file_stem(cert)}{suffix}"
-        return Plan(system, (Step(remove=target), Step(command=command)))
-    if system == "macos":
-        return Plan(
-            system,
-            (
-                Step(command=("security", "remove-trusted-cert", "-d", str(pem_path))),
-                Step(
-                    command=(
-                        "security",
-                        "delete-certificate",
-                        "-Z",
-                        sha1_fingerprint(cert),
-                        MACOS_KEYCHAIN,
-                    )
-                ),
-            ),
-        )
-    if system == "windows":
-        serial = format(cert.serial_number, "x")
-        return Plan(system, (Step(command=("certutil", "-delstore", "Root", serial)),))
-    raise TrustStoreError(f"unknown system {system!r}; choose one of {', '.join(SYSTEMS)}")
+        anchor, command = _linux_anchor(system, cert)
+        return Plan(system, (Step(remove=anchor), Step(command=command)))
+    return _command_plan(
+        system,
+        {
+            "macos": [
+                ("security", "remove-trusted-cert", "-d", str(pem_path)),
+                ("security", "delete-certificate", "-Z", sha1_fingerprint(cert), MACOS_KEYCHAIN),
+            ],
+            "windows": [("certutil", "-delstore", "Root", format(cert.serial_number, "x"))],
+        },
+    )
+
+
+def _linux_anchor(system: str, cert: x509.Certificate) -> tuple[Path, tuple[str, ...]]:
+    """Where `system` keeps `cert` as an anchor file, and the command that rebuilds its store."""
+    directory, suffix, command = _LINUX_ANCHORS[system]
+    return directory / f"{file_stem(cert)}{suffix}", command
+
+
+def _command_plan(system: str, commands: dict[str, list[tuple[str, ...]]]) -> Plan:
+    """The plan of a system whose store is changed by commands alone (macOS, Windows)."""
+    if system not in commands:
+        raise TrustStoreError(f"unknown system {system!r}; choose one of {', '.join(SYSTEMS)}")
+    return Plan(system, tuple(Step(command=command) for command in commands[system]))
 
 
 def execute(
