@@ -75,6 +75,8 @@ def test_windows() -> None:
 def test_unknown_system() -> None:
     with pytest.raises(trust_store.TrustStoreError, match="choose one of debian"):
         trust_store.install_plan("beos", ROOT, PEM)
+    with pytest.raises(trust_store.TrustStoreError, match="choose one of debian"):
+        trust_store.uninstall_plan("beos", ROOT, PEM)
 
 
 @pytest.mark.parametrize(
