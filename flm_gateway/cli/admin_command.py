@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from flm_gateway.cli.common import resolve_config
+from flm_gateway.cli.common import add_config_argument, resolve_config
 from flm_gateway.config import LoadedConfig
 from flm_gateway.config.types import parse_duration
 from flm_gateway.core.severity import Severity
@@ -61,6 +61,20 @@ def with_store(
             store.close()
 
     return run
+
+
+def store_command(
+    subparsers: Any,
+    name: str,
+    help_: str,
+    body: Callable[[argparse.Namespace, LoadedConfig, StateStore], int],
+) -> argparse.ArgumentParser:
+    """The parser of an admin subcommand that runs `body` on the state store (`with_store`),
+    with --config; the caller adds the subcommand's own arguments."""
+    parser: argparse.ArgumentParser = subparsers.add_parser(name, help=help_)
+    add_config_argument(parser)
+    parser.set_defaults(func=with_store(body))
+    return parser
 
 
 def audit(

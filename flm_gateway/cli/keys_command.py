@@ -28,9 +28,8 @@ from flm_gateway.cli.admin_command import (
     parse_when,
     print_json,
     print_table,
-    with_store,
+    store_command,
 )
-from flm_gateway.cli.common import add_config_argument
 from flm_gateway.config import LoadedConfig
 from flm_gateway.config.listener_settings import auth_summary, requires_api_key
 from flm_gateway.core.text import printable
@@ -51,8 +50,7 @@ def register(subparsers: Any) -> None:
     keys = subparsers.add_parser("keys", help="create, list, revoke and rotate API keys")
     sub = keys.add_subparsers(dest="keys_command", metavar="ACTION", required=True)
 
-    create = sub.add_parser("create", help="create a key and print its secret once")
-    add_config_argument(create)
+    create = store_command(sub, "create", "create a key and print its secret once", run_create)
     create.add_argument("--name", required=True, help="what the key is for")
     create.add_argument(
         "--scopes",
@@ -72,24 +70,19 @@ def register(subparsers: Any) -> None:
         action="store_true",
         help="do not store it; print the secret and the flm.yaml entry that declares it",
     )
-    create.set_defaults(func=with_store(run_create))
 
-    listing = sub.add_parser("list", help="list keys (never their secrets)")
-    add_config_argument(listing)
+    listing = store_command(sub, "list", "list keys (never their secrets)", run_list)
     listing.add_argument("--json", action="store_true")
-    listing.set_defaults(func=with_store(run_list))
 
-    revoke = sub.add_parser("revoke", help="stop a key now")
-    add_config_argument(revoke)
+    revoke = store_command(sub, "revoke", "stop a key now", run_revoke)
     revoke.add_argument("id")
-    revoke.set_defaults(func=with_store(run_revoke))
 
-    rotate = sub.add_parser("rotate", help="issue a new secret; the old one works for --overlap")
-    add_config_argument(rotate)
+    rotate = store_command(
+        sub, "rotate", "issue a new secret; the old one works for --overlap", run_rotate
+    )
     rotate.add_argument("id")
     rotate.add_argument("--overlap", type=duration_arg, default=86400.0, help="default 24h")
     rotate.add_argument("--json", action="store_true")
-    rotate.set_defaults(func=with_store(run_rotate))
 
     hash_ = sub.add_parser("hash", help="print sha256:<hex> of a secret read from stdin")
     hash_.set_defaults(func=run_hash)

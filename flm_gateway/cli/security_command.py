@@ -29,9 +29,8 @@ from flm_gateway.cli.admin_command import (
     parse_when,
     print_json,
     print_table,
-    with_store,
+    store_command,
 )
-from flm_gateway.cli.common import add_config_argument
 from flm_gateway.config import LoadedConfig
 from flm_gateway.config.security_settings import normalise_network
 from flm_gateway.core.severity import Severity
@@ -48,32 +47,26 @@ def register(subparsers: Any) -> None:
 
     blocklist = sub.add_parser("blocklist", help="list, add, remove or clear blocked addresses")
     actions = blocklist.add_subparsers(dest="blocklist_command", metavar="ACTION", required=True)
-    listing = actions.add_parser("list", help="active blocks (--all: expired ones too)")
-    add_config_argument(listing)
+    listing = store_command(
+        actions, "list", "active blocks (--all: expired ones too)", run_block_list
+    )
     listing.add_argument("--all", action="store_true")
     listing.add_argument("--json", action="store_true")
-    listing.set_defaults(func=with_store(run_block_list))
-    add = actions.add_parser("add", help="block an address or CIDR")
-    add_config_argument(add)
+    add = store_command(actions, "add", "block an address or CIDR", run_block_add)
     add.add_argument("cidr")
     add.add_argument("--duration", type=duration_arg, help="default: until removed")
     add.add_argument("--reason", default="manual")
-    add.set_defaults(func=with_store(run_block_add))
-    remove = actions.add_parser("remove", help="unblock an address or CIDR")
-    add_config_argument(remove)
+    remove = store_command(actions, "remove", "unblock an address or CIDR", run_block_remove)
     remove.add_argument("cidr")
-    remove.set_defaults(func=with_store(run_block_remove))
-    clear = actions.add_parser("clear", help="remove every stored block")
-    add_config_argument(clear)
-    clear.set_defaults(func=with_store(run_block_clear))
+    store_command(actions, "clear", "remove every stored block", run_block_clear)
 
     for name, help_, types in (
         ("audit", "query the audit log, or `audit verify` its hash chain", ()),
         ("intrusion", "intrusion detection events", ("intrusion.",)),
         ("anomaly", "anomaly detection events", ("anomaly.",)),
     ):
-        parser = sub.add_parser(name, help=help_)
-        add_config_argument(parser)
+        parser = store_command(sub, name, help_, run_audit)
+        parser.set_defaults(fixed_types=types)
         if name == "audit":
             parser.add_argument("action", nargs="?", choices=["verify"], help="verify the log")
             parser.add_argument(
@@ -102,7 +95,6 @@ def register(subparsers: Any) -> None:
         parser.add_argument("--key", help="key id")
         parser.add_argument("--limit", type=int, default=200)
         parser.add_argument("--json", action="store_true")
-        parser.set_defaults(func=with_store(run_audit), fixed_types=types)
 
 
 def _anchor_arg(text: str) -> Anchor:
