@@ -33,7 +33,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TextIO
 
-from flm_gateway.cli.common import DEFAULT_CONFIG_PATH, add_config_argument, resolve_config
+from flm_gateway.cli.common import add_config_argument, config_path, resolve_config
 from flm_gateway.config import ConfigError, LoadedConfig, load_config
 from flm_gateway.config.default import default_config
 from flm_gateway.config.tls_settings import TlsMode
@@ -194,9 +194,7 @@ def _ssl_context(args: argparse.Namespace, loaded: LoadedConfig | None) -> ssl.S
 def _quiet_config(args: argparse.Namespace) -> LoadedConfig | None:
     """The config (for its state directory's CAs) when --url is given: a broken one is
     simply not used, as the URL does not come from it."""
-    path: Path | None = args.config
-    if path is None and DEFAULT_CONFIG_PATH.exists():
-        path = DEFAULT_CONFIG_PATH
+    path = config_path(args)
     try:
         return load_config(path) if path is not None else default_config()
     except ConfigError:

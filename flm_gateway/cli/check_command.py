@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from flm_gateway.app.preflight import CheckResult, Level, run_checks
-from flm_gateway.cli.common import DEFAULT_CONFIG_PATH, add_config_argument
+from flm_gateway.cli.common import add_config_argument, config_path
 from flm_gateway.config import ConfigError, LoadedConfig, load_config
 from flm_gateway.config.default import default_config
 from flm_gateway.core.text import printable
@@ -38,8 +38,6 @@ def register(subparsers: Any) -> None:
 
 
 def _load(path: Path | None) -> LoadedConfig | list[CheckResult]:
-    if path is None and DEFAULT_CONFIG_PATH.exists():
-        path = DEFAULT_CONFIG_PATH
     if path is None:
         return default_config()
     try:
@@ -77,7 +75,7 @@ async def _run(loaded: LoadedConfig, timeout: float) -> list[CheckResult]:
 
 
 def run_check(args: argparse.Namespace) -> int:
-    loaded = _load(args.config)
+    loaded = _load(config_path(args))
     results = loaded if isinstance(loaded, list) else asyncio.run(_run(loaded, args.timeout))
     failed = [r for r in results if r.level is Level.FAIL]
     if args.json:

@@ -30,14 +30,21 @@ def add_config_argument(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def config_path(args: argparse.Namespace) -> Path | None:
+    """The flm.yaml a command reads: --config, else ./flm.yaml when there is one, else None
+    (the built-in default)."""
+    path: Path | None = args.config
+    if path is None and DEFAULT_CONFIG_PATH.exists():
+        return DEFAULT_CONFIG_PATH
+    return path
+
+
 def resolve_config(args: argparse.Namespace) -> LoadedConfig | None:
     """The config named by --config, ./flm.yaml, or the built-in default.
 
     Prints every problem to stderr and returns None when the file is invalid.
     """
-    path: Path | None = args.config
-    if path is None and DEFAULT_CONFIG_PATH.exists():
-        path = DEFAULT_CONFIG_PATH
+    path = config_path(args)
     try:
         return load_config(path) if path is not None else default_config()
     except ConfigError as exc:

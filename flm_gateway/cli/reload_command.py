@@ -18,10 +18,9 @@ import os
 import signal
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
-from flm_gateway.cli.common import DEFAULT_CONFIG_PATH, add_config_argument
+from flm_gateway.cli.common import add_config_argument, config_path
 from flm_gateway.config import ConfigError, load_config
 from flm_gateway.config.loader import position_of
 from flm_gateway.state.process import gateway_serving, read_reload_status, running_pid
@@ -43,9 +42,7 @@ def register(subparsers: Any) -> None:
 
 
 def run_reload(args: argparse.Namespace) -> int:
-    path: Path | None = args.config
-    if path is None and DEFAULT_CONFIG_PATH.exists():
-        path = DEFAULT_CONFIG_PATH
+    path = config_path(args)
     if path is None:
         print("no flm.yaml found: the built-in default cannot be reloaded", file=sys.stderr)
         return 2
