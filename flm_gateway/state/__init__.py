@@ -6,7 +6,8 @@ its audit log from outside: the MAC key (`state.audit.key`/`key_file`, default
 `audit.key` in the state directory) and the anchor file (`state.audit.anchor_file`,
 default `audit.anchor` there). The gateway uses it through `StateService` (one
 worker thread, an in-memory view, group commits of audit events); CLI commands
-call the store directly.
+call the store directly. The store's protocol and its record types are in
+`flm_gateway.state.store`.
 """
 
 from __future__ import annotations
@@ -18,30 +19,9 @@ from flm_gateway.config import LoadedConfig
 from flm_gateway.config.state_settings import StateBackend
 from flm_gateway.state.anchor import AnchorFile
 from flm_gateway.state.audit_key import load_audit_key
-from flm_gateway.state.store import (
-    AuditEvent,
-    AuditHead,
-    AuditQuery,
-    AuditRecord,
-    BlockRecord,
-    KeyLimits,
-    KeyRecord,
-    KeyScopes,
-    KeySecret,
-    StateError,
-    StateStore,
-)
+from flm_gateway.state.store import StateError, StateStore
 
 __all__ = [
-    "AuditEvent",
-    "AuditHead",
-    "AuditQuery",
-    "AuditRecord",
-    "BlockRecord",
-    "KeyLimits",
-    "KeyRecord",
-    "KeyScopes",
-    "KeySecret",
     "StateError",
     "StateStore",
     "anchor_path",
