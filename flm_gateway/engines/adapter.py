@@ -141,6 +141,21 @@ async def health_get(
     return reply
 
 
+async def optional_json(client: EngineClient, path: str) -> Any:
+    """The JSON answer to GET `path`, or None when there is none: for what a health check or
+    a model list can do without (a version, slot use, the loaded models)."""
+    try:
+        return await client.get_json(path)
+    except EngineUnavailable:
+        return None
+
+
+def text_field(payload: Any, key: str) -> str | None:
+    """`payload[key]` when `payload` is a JSON object and that value is a string."""
+    value = payload.get(key) if isinstance(payload, dict) else None
+    return value if isinstance(value, str) else None
+
+
 def as_int(value: Any) -> int | None:
     """`value` when it is a positive int (not a bool), else None."""
     if isinstance(value, int) and not isinstance(value, bool) and value > 0:

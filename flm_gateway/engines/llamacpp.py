@@ -40,7 +40,6 @@ from typing import Any
 from flm_gateway.config.engine_settings import EngineKind
 from flm_gateway.engines.adapter import (
     EngineClient,
-    EngineUnavailable,
     HealthReport,
     HealthState,
     ModelInfo,
@@ -48,10 +47,11 @@ from flm_gateway.engines.adapter import (
     answered,
     as_int,
     error_message,
-    health_get,
+    optional_json,
+    text_field,
 )
 from flm_gateway.engines.admin_routes import READ_ONLY, AdminRoute, AdminRoutes
-from flm_gateway.engines.openai import MODELS_PATH, model_entries
+from flm_gateway.engines.openai import MODELS_PATH, OpenAIAdapter, model_entries
 
 HEALTH_PATH = "/health"
 PROPS_PATH = "/props"
@@ -97,35 +97,25 @@ def slots_detail(payload: Any) -> str:
     return f"{busy}/{len(payload)} slots busy"
 
 
-def loading_detail(path: str, reply: Reply) -> str:
-    """llama.cpp's 503 while it loads its model says so (`Loading model`): that message is
-    the detail; other errors are described as usual."""
-    message = error_message(reply.body)
-    return message if reply.status == 503 and message else answered(path, reply)
-
-
-class LlamaCppAdapter:
+class LlamaCppAdapter(OpenAIAdapter):
     kind = EngineKind.LLAMACPP
-    openai_prefix = "/v1"
     default_port: int | None = 8080
     program: str | None = "llama-server"
     stream_usage = True
     admin_routes = ADMIN_ROUTES
+    health_path = HEALTH_PATH
 
-    async def list_models(self, client: EngineClient) -> list[ModelInfo]:
-        return parse_llamacpp_models(await client.get_json(MODELS_PATH))
+    def parse_models(self, payload: Any) -> list[ModelInfo]:
+        return parse_llamacpp_models(payload)
 
-    async def check_health(self, client: EngineClient) -> HealthReport:
-        reply = await health_get(client, HEALTH_PATH, loading_detail)
-        if isinstance(reply, HealthReport):
-            return reply
-        version = None
-        detail = ""
-        try:
-            props = await client.get_json(PROPS_PATH)
-            if isinstance(props, dict) and isinstance(props.get("build_info"), str):
-                version = props["build_info"]
-            detail = slots_detail(await client.get_json(SLOTS_PATH))
-        except EngineUnavailable:
-            pass
-        return HealthReport(HealthState.HEALTHY, detail, version=version)
+    def degraded_detail(self, path: str, reply: Reply) -> str:
+        """llama.cpp's 503 while it loads its model says so (`Loading model`): that message is
+        the detail; other errors are described as usual."""
+        message = error_message(reply.body)
+        return message if reply.status == 503 and message else answered(path, reply)
+
+    async def healthy(self, client: EngineClient, reply: Reply) -> HealthReport:
+        props = await optional_json(client, PROPS_PATH)
+        slots = await optional_json(client, SLOTS_PATH)
+        version = text_field(props, "build_info")
+        return HealthReport(HealthState.HEALTHY, slots_detail(slots), version=version)

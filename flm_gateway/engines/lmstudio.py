@@ -39,7 +39,7 @@ from flm_gateway.engines.adapter import (
     as_int,
 )
 from flm_gateway.engines.admin_routes import AdminRoute, AdminRoutes
-from flm_gateway.engines.openai import MODELS_PATH, model_entries, models_health
+from flm_gateway.engines.openai import OpenAIAdapter, model_entries
 
 REST_MODELS_PATH = "/api/v0/models"
 ADMIN_ROUTES = AdminRoutes(
@@ -69,9 +69,8 @@ def _has_data(body: Any) -> bool:
     return isinstance(body, dict) and "data" in body
 
 
-class LmStudioAdapter:
+class LmStudioAdapter(OpenAIAdapter):
     kind = EngineKind.LMSTUDIO
-    openai_prefix = "/v1"
     default_port: int | None = 1234
     program: str | None = "lms"
     stream_usage = True
@@ -90,8 +89,9 @@ class LmStudioAdapter:
             return HealthReport(HealthState.UNREACHABLE, str(exc))
         if reply.status == 404 or (reply.ok and not _has_data(reply.body)):
             # Before 0.3.6 there is no REST API; LM Studio answers unknown paths 200 with
-            # {"error": "Unexpected endpoint or method. (GET /api/v0/models)"}.
-            return await models_health(client, MODELS_PATH)
+            # {"error": "Unexpected endpoint or method. (GET /api/v0/models)"}: OpenAI's
+            # `/v1/models` (the common health check) decides.
+            return await super().check_health(client)
         if not reply.ok:
             return HealthReport(HealthState.DEGRADED, answered(REST_MODELS_PATH, reply))
         try:

@@ -39,10 +39,13 @@ from flm_gateway.engines.adapter import (
     HealthReport,
     HealthState,
     ModelInfo,
+    Reply,
     as_int,
-    health_get,
+    optional_json,
+    text_field,
 )
 from flm_gateway.engines.admin_routes import AdminRoute, AdminRoutes
+from flm_gateway.engines.openai import OpenAIAdapter
 
 VERSION_PATH = "/api/version"
 TAGS_PATH = "/api/tags"
@@ -99,28 +102,21 @@ def parse_ollama_models(tags: Any, ps: Any | None) -> list[ModelInfo]:
     ]
 
 
-class OllamaAdapter:
+class OllamaAdapter(OpenAIAdapter):
     kind = EngineKind.OLLAMA
-    openai_prefix = "/v1"
     default_port: int | None = 11434
     program: str | None = "ollama"
     stream_usage = True
     admin_routes = ADMIN_ROUTES
+    health_path = VERSION_PATH
 
     async def list_models(self, client: EngineClient) -> list[ModelInfo]:
         tags = await client.get_json(TAGS_PATH)
-        try:
-            ps = await client.get_json(PS_PATH)
-        except EngineUnavailable:
-            ps = None
-        return parse_ollama_models(tags, ps)
+        return parse_ollama_models(tags, await optional_json(client, PS_PATH))
 
-    async def check_health(self, client: EngineClient) -> HealthReport:
-        reply = await health_get(client, VERSION_PATH)
-        if isinstance(reply, HealthReport):
-            return reply
-        version = reply.body.get("version") if isinstance(reply.body, dict) else None
-        if not isinstance(version, str):
+    async def healthy(self, client: EngineClient, reply: Reply) -> HealthReport:
+        version = text_field(reply.body, "version")
+        if version is None:
             return HealthReport(
                 HealthState.DEGRADED, f"GET {VERSION_PATH}: no version; is this Ollama?"
             )

@@ -26,6 +26,8 @@ from flm_gateway.engines.adapter import (
     HealthReport,
     HealthState,
     ModelInfo,
+    Reply,
+    answered,
     as_int,
     health_get,
 )
@@ -55,20 +57,15 @@ def parse_openai_models(payload: Any) -> list[ModelInfo]:
     ]
 
 
-async def models_health(client: EngineClient, path: str = MODELS_PATH) -> HealthReport:
-    """Health judged by one model-list request: healthy when `path` lists models."""
-    reply = await health_get(client, path)
-    if isinstance(reply, HealthReport):
-        return reply
-    try:
-        models = parse_openai_models(reply.body)
-    except EngineUnavailable as exc:
-        return HealthReport(HealthState.DEGRADED, f"GET {path}: {exc}")
-    return HealthReport(HealthState.HEALTHY, models=tuple(models))
-
-
 class OpenAIAdapter:
-    """An engine known only by its OpenAI-compatible API."""
+    """An engine known only by its OpenAI-compatible API, and the base of every engine's
+    adapter: every engine speaks that API, so an engine's adapter states its own facts
+    (the class attributes) and overrides only what its engine does differently.
+
+    The common steps: the model list is `parse_models` of `GET /v1/models`; the health
+    check is `GET health_path` (no answer: unreachable; an error status: degraded, with
+    `degraded_detail`), and a 2xx answer is what `healthy` makes of it.
+    """
 
     kind = EngineKind.OPENAI
     openai_prefix = "/v1"
@@ -76,9 +73,31 @@ class OpenAIAdapter:
     program: str | None = None
     stream_usage = False
     admin_routes = AdminRoutes(())
+    health_path = MODELS_PATH
+    """The path of the engine's own health signal."""
 
     async def list_models(self, client: EngineClient) -> list[ModelInfo]:
-        return parse_openai_models(await client.get_json(MODELS_PATH))
+        return self.parse_models(await client.get_json(MODELS_PATH))
+
+    def parse_models(self, payload: Any) -> list[ModelInfo]:
+        """The models of a `GET /v1/models` answer; raises EngineUnavailable."""
+        return parse_openai_models(payload)
 
     async def check_health(self, client: EngineClient) -> HealthReport:
-        return await models_health(client)
+        reply = await health_get(client, self.health_path, self.degraded_detail)
+        if isinstance(reply, HealthReport):
+            return reply
+        return await self.healthy(client, reply)
+
+    def degraded_detail(self, path: str, reply: Reply) -> str:
+        """The detail of the degraded report for an error answer to GET `path`."""
+        return answered(path, reply)
+
+    async def healthy(self, client: EngineClient, reply: Reply) -> HealthReport:
+        """The report for a 2xx answer at `health_path`: here a model list, healthy when it
+        is one (its models come with the report)."""
+        try:
+            models = parse_openai_models(reply.body)
+        except EngineUnavailable as exc:
+            return HealthReport(HealthState.DEGRADED, f"GET {self.health_path}: {exc}")
+        return HealthReport(HealthState.HEALTHY, models=tuple(models))

@@ -25,18 +25,20 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Any
 
 from flm_gateway.config.engine_settings import EngineKind
 from flm_gateway.engines.adapter import (
     EngineClient,
-    EngineUnavailable,
     HealthReport,
     HealthState,
     ModelInfo,
-    health_get,
+    Reply,
+    optional_json,
+    text_field,
 )
 from flm_gateway.engines.admin_routes import AdminRoute, AdminRoutes
-from flm_gateway.engines.openai import MODELS_PATH, parse_openai_models
+from flm_gateway.engines.openai import OpenAIAdapter, parse_openai_models
 
 HEALTH_PATH = "/health"
 VERSION_PATH = "/version"
@@ -68,27 +70,18 @@ ADMIN_ROUTES = AdminRoutes(
 )
 
 
-class VllmAdapter:
+class VllmAdapter(OpenAIAdapter):
     kind = EngineKind.VLLM
-    openai_prefix = "/v1"
     default_port: int | None = 8000
     program: str | None = "vllm"
     stream_usage = True
     admin_routes = ADMIN_ROUTES
+    health_path = HEALTH_PATH
 
-    async def list_models(self, client: EngineClient) -> list[ModelInfo]:
-        models = parse_openai_models(await client.get_json(MODELS_PATH))
-        return [replace(model, loaded=True) for model in models]
+    def parse_models(self, payload: Any) -> list[ModelInfo]:
+        """vLLM lists only what it loaded at start: every model is loaded."""
+        return [replace(model, loaded=True) for model in parse_openai_models(payload)]
 
-    async def check_health(self, client: EngineClient) -> HealthReport:
-        reply = await health_get(client, HEALTH_PATH)
-        if isinstance(reply, HealthReport):
-            return reply
-        version: str | None = None
-        try:
-            payload = await client.get_json(VERSION_PATH)
-        except EngineUnavailable:
-            payload = None
-        if isinstance(payload, dict) and isinstance(payload.get("version"), str):
-            version = payload["version"]
+    async def healthy(self, client: EngineClient, reply: Reply) -> HealthReport:
+        version = text_field(await optional_json(client, VERSION_PATH), "version")
         return HealthReport(HealthState.HEALTHY, version=version)

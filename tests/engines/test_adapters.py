@@ -63,6 +63,23 @@ async def test_llamacpp_key_protected_props_do_not_change_health() -> None:
     assert report.version is None
 
 
+async def test_llamacpp_props_and_slots_are_read_independently() -> None:
+    # A build without /props (or one that fails it) still shows its slots, and the other way.
+    missing = Reply(404, {"error": {"message": "File Not Found"}})
+    no_props = await adapter_for(EngineKind.LLAMACPP).check_health(
+        ScriptedClient({**LLAMA_OK, "/props": missing})
+    )
+    assert (no_props.state, no_props.version, no_props.detail) == (
+        HealthState.HEALTHY,
+        None,
+        "1/2 slots busy",
+    )
+    no_slots = await adapter_for(EngineKind.LLAMACPP).check_health(
+        ScriptedClient({**LLAMA_OK, "/slots": missing})
+    )
+    assert (no_slots.version, no_slots.detail) == ("b1-0c1e570", "")
+
+
 async def test_llamacpp_wrong_key_makes_model_list_fail_and_engine_degraded() -> None:
     denied = Reply(401, {"error": {"message": "Invalid API Key"}})
     client = ScriptedClient({**LLAMA_OK, "/v1/models": denied})
