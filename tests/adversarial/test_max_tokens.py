@@ -1,10 +1,11 @@
 """Class 6: `max_tokens` caps that hold.
 
 Caps: the listener's 200, the `capped` key's 80, and routes with defaults below,
-above and beside the cap (`tuned`: llama.cpp's `n_predict` under `defaults.extra`). Every dodge (null, -1, floats, strings, huge values,
-another token field, `n`/`best_of`, route defaults) either gets a 400 naming the
-field and reaches no engine, or reaches it with the one value the policy decides,
-as Go's encoding/json (Ollama) reads it.
+above and beside the cap (`tuned`: llama.cpp's `n_predict` under `defaults.extra`).
+Every dodge (null, -1, floats, strings, huge values, another token field,
+`n`/`best_of`, route defaults) either gets a 400 naming the field and reaches no
+engine, or reaches it with the one value the policy decides, as Go's encoding/json
+(Ollama) reads it.
 """
 
 from __future__ import annotations
