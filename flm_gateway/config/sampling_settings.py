@@ -103,7 +103,8 @@ class RouteDefaults(StrictModel):
             "and may not redefine a typed key."
         ),
     )
-    _fields: dict[str, Any] = PrivateAttr(default_factory=dict)
+    _chat_fields: dict[str, Any] = PrivateAttr(default_factory=dict)
+    _other_fields: dict[str, Any] = PrivateAttr(default_factory=dict)
 
     @field_validator("stop")
     @classmethod
@@ -113,14 +114,16 @@ class RouteDefaults(StrictModel):
         return value
 
     def model_post_init(self, context: Any, /) -> None:
+        # Computed once per validated instance (the model is frozen; build a new one to change it).
         typed = self.model_dump(mode="json", exclude_none=True, exclude={"extra"})
-        self._fields = {**self.extra, **typed}
+        self._chat_fields = {**self.extra, **typed}
+        self._other_fields = {
+            k: v for k, v in self._chat_fields.items() if k not in CHAT_ONLY_DEFAULTS
+        }
 
     def fields(self, kind: str) -> Mapping[str, Any]:
         """The body fields a `kind` request (chat, completions, embeddings) gets by default."""
-        if kind == "chat":
-            return self._fields
-        return {k: v for k, v in self._fields.items() if k not in CHAT_ONLY_DEFAULTS}
+        return self._chat_fields if kind == "chat" else self._other_fields
 
 
 TYPED_DEFAULTS = frozenset(RouteDefaults.model_fields) - {"extra"}
