@@ -13,9 +13,9 @@ Policy, per listener (`security.request_limits`):
   the body's types, before routing): the cap is the smallest of the listener's
   `max_tokens`, the matched route's `max_tokens_per_route` entry and the key's own
   `max_tokens`, and it bounds the tokens of the whole request: tokens per choice
-  times the choices (`n`, `best_of`). The route's `defaults` count as if the client
-  sent them (routing fills them in later, and only where the body leaves a field
-  out). `budget_tokens` decides the one value the engine gets:
+  times the choices (`n`, `best_of`). The route's `defaults` (typed and `extra`)
+  count as if the client sent them (routing fills them in later, and only where the
+  body leaves a field out). `budget_tokens` decides the one value the engine gets:
   - the client's own value (`max_tokens`, `max_completion_tokens` or llama.cpp's
     `n_predict`, which `openai_api` made agree): above the cap, or times the
     choices above it, 400 `max_tokens_exceeded` with `param`;
@@ -164,7 +164,9 @@ class RequestLimits:
         if cap is None:
             return
         try:
-            changed = budget_tokens(body, route.defaults if route is not None else {}, cap)
+            kind = flow.metadata["flm.api.kind"]
+            defaults = route.defaults.fields(kind) if route is not None else {}
+            changed = budget_tokens(body, defaults, cap)
         except BodyError as error:
             flow.response = error_response(400, error.message, code=error.code, param=error.param)
             return
