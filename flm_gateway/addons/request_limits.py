@@ -24,6 +24,7 @@ Policy, per listener (`security.request_limits`):
   The value is written to `max_tokens` (the one field every engine reads; Ollama
   reads no other) and to each other token field the client or route used, so no
   default can raise it later; the body is re-serialised if that changed it.
+The cap itself is `security.token_caps.token_cap`, which `validate --effective` prints.
 Reads `flm.api.body`, `flm.api.kind`, `flm.api.model`, `flm.auth.key`.
 """
 
@@ -40,7 +41,6 @@ from mitmproxy import http
 from flm_gateway.bodies import BodyError
 from flm_gateway.bodies.schema import CHOICE_FIELDS, TOKEN_FIELDS
 from flm_gateway.config import LoadedConfig
-from flm_gateway.config.route_settings import RouteConfig
 from flm_gateway.config.security_settings import RequestLimitSettings
 from flm_gateway.core.errors import error_response
 from flm_gateway.core.text import echo
@@ -48,9 +48,7 @@ from flm_gateway.proxy.fail_closed import fail_closed
 from flm_gateway.routing.rewrite import with_defaults
 from flm_gateway.routing.table import RoutingTable
 from flm_gateway.security.policies import is_health_check, listener_name, per_listener
-from flm_gateway.state.store import KeyRecord
-
-CAPPED_KINDS = frozenset({"chat", "completions"})
+from flm_gateway.security.token_caps import CAPPED_KINDS, token_cap
 
 
 @dataclass(frozen=True)
@@ -117,17 +115,6 @@ class RequestLimits:
         }
         self._routes = RoutingTable(config.routes)
 
-    def token_cap(
-        self, limits: RequestLimitSettings, route: RouteConfig | None, key: KeyRecord | None
-    ) -> int | None:
-        caps = [limits.max_tokens]
-        if route is not None:
-            caps.append(limits.max_tokens_per_route.get(route.model))
-        if key is not None:
-            caps.append(key.limits.max_tokens)
-        present = [cap for cap in caps if cap is not None]
-        return min(present) if present else None
-
     @fail_closed()
     def requestheaders(self, flow: http.HTTPFlow) -> None:
         if flow.response is not None or is_health_check(flow):
@@ -160,7 +147,7 @@ class RequestLimits:
         if not isinstance(body, dict) or flow.metadata.get("flm.api.kind") not in CAPPED_KINDS:
             return
         route = self._routes.match(flow.metadata["flm.api.model"])
-        cap = self.token_cap(limits.settings, route, flow.metadata.get("flm.auth.key"))
+        cap = token_cap(limits.settings, route, flow.metadata.get("flm.auth.key"))
         if cap is None:
             return
         try:
