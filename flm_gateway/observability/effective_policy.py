@@ -6,7 +6,8 @@ up as a diff a reviewer reads. Each section is computed by the very functions th
 addons enforce it with, never re-derived here:
 - `listeners` and `keys`: `requires_api_key` and `key_allowed_on` (the `auth` addon), the
   declared keys as `declared_record` makes them;
-- `routes`: `RoutingTable.match` and `route_fallbacks` (the `model_routing` addon);
+- `routes`: `RoutingTable.match` and `route_fallbacks` (the `model_routing` addon), the
+  defaults a request of each kind gets (`RouteDefaults.fields`, as `routing.rewrite`);
 - `token_caps`: `token_cap` (the `request_limits` addon), per listener, route and key;
 - `cors`: `cors_policies` (the `cors` addon);
 - `rate_limits`: `rate_limit_scopes` and `key_rate_limit` (the `rate_limit` addon);
@@ -123,6 +124,10 @@ def _route(route: RouteConfig, table: RoutingTable) -> dict[str, Any]:
             for target in route_fallbacks(route)
         ],
         "retries": route.retries.model_dump(mode="json"),
+        "defaults": {
+            "chat": dict(route.defaults.fields("chat")),
+            "other_kinds": dict(route.defaults.fields("completions")),
+        },
         "system_prompt": route.system_prompt,
     }
     if route.balance is Balance.WEIGHTED:

@@ -1,4 +1,4 @@
-"""`flm-gateway validate --effective`: the effective policy as JSON on stdout, like `caddy adapt`."""
+"""`flm-gateway validate --effective`: the effective policy as JSON on stdout (`caddy adapt`)."""
 
 from __future__ import annotations
 
