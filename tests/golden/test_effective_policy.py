@@ -94,3 +94,15 @@ def test_the_secrets_case_declares_every_kind_of_secret() -> None:
     secrets = secret_values(yaml.safe_load(yaml_text))
     for expected in ("engine-secret-key", "socks-secret", "redis://:redis-secret@127.0.0.1:6379/0"):
         assert expected in secrets
+
+
+def test_a_changed_policy_fails_with_the_diff(tmp_path: Path) -> None:
+    committed = (CASES / "token_caps.flmtest").read_text(encoding="utf-8")
+    stale = tmp_path / "stale.flmtest"
+    stale.write_text(committed.replace('"unrouted": 512', '"unrouted": 9999', 1))
+    with pytest.raises(pytest.fail.Exception) as failure:
+        test_effective_policy_matches_the_golden_file(stale)
+    message = str(failure.value)
+    assert REGENERATE in message
+    assert '-            "unrouted": 9999' in message
+    assert '+            "unrouted": 512' in message
