@@ -30,3 +30,24 @@ def test_no_module_name_repeats_across_layers() -> None:
     shadowing = sorted(names.keys() & packages)
     assert repeated == [], f"module names used twice: {repeated}"
     assert shadowing == [], f"modules named like a package: {shadowing}"
+
+
+def test_the_architecture_doc_draws_the_contract_layers_in_order() -> None:
+    """docs/architecture.md's drawing and the import contract name the same layers, in order."""
+    import re
+    import tomllib
+
+    project = tomllib.loads((PACKAGE.parent / "pyproject.toml").read_text(encoding="utf-8"))
+    contracts = project["tool"]["importlinter"]["contracts"]
+    layers = next(c["layers"] for c in contracts if c["type"] == "layers")
+    contract_order = [name.strip() for layer in layers for name in layer.split("|")]
+    doc = (PACKAGE.parent / "docs" / "architecture.md").read_text(encoding="utf-8")
+    drawing = doc.split("## Where code lives", 1)[1].split("```", 2)[1]
+    drawn = [
+        name
+        for line in drawing.splitlines()
+        for name in re.findall(r"^ (\w+)/|│ (\w+)/", line)
+        for name in name
+        if name
+    ]
+    assert drawn == contract_order

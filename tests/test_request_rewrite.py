@@ -24,6 +24,28 @@ def test_defaults_do_not_override_and_prompt_is_chat_only() -> None:
     assert embeddings is not None and "messages" not in embeddings
 
 
+def test_extra_defaults_are_sent_like_typed_ones_and_unset_ones_not_at_all() -> None:
+    route = RouteConfig(
+        model="x",
+        engine="e",
+        defaults={"top_p": 0.9, "logprobs": True, "extra": {"top_k": 40, "min_p": 0.05}},
+    )
+    chat = rewrite_json({"model": "x", "messages": [], "top_k": 5}, route, "up", "chat")
+    assert chat == {
+        "model": "up",
+        "messages": [],
+        "top_k": 5,
+        "top_p": 0.9,
+        "logprobs": True,
+        "min_p": 0.05,
+    }
+    # On /v1/completions logprobs is a count: the chat-only default stays on chat.
+    completion = rewrite_json({"model": "x", "prompt": "a"}, route, "up", "completions")
+    assert completion == {"model": "up", "prompt": "a", "top_p": 0.9, "top_k": 40, "min_p": 0.05}
+    bare = RouteConfig(model="x", engine="e")
+    assert rewrite_json({"model": "x", "messages": []}, bare, "x", "chat") is None
+
+
 def test_token_fields_are_one_setting_for_defaults() -> None:
     defaults = {"max_completion_tokens": 900, "n_predict": 900, "temperature": 0.1}
     # The client's max_tokens stands: no default for another token field is added (vLLM

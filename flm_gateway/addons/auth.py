@@ -62,6 +62,7 @@ from flm_gateway.security.keys import (
     declared_record,
     hash_secret,
     hashes_match,
+    key_allowed_on,
     may_be_stored,
     presented_secret,
 )
@@ -205,7 +206,7 @@ class Auth:
         key = verdict.key
         flow.metadata["flm.auth.key"] = key
         flow.metadata["flm.auth.key_id"] = key.id
-        if key.scopes.listeners and listener not in key.scopes.listeners:
+        if not key_allowed_on(key, listener):
             record(flow, "auth.forbidden", Severity.LOW, None, reason="listener_scope")
             flow.response = error_response(
                 403, "This API key may not be used on this listener.", code="key_not_allowed_here"

@@ -25,88 +25,24 @@ Policy, per listener (`security.cors`):
   method other than GET/HEAD/OPTIONS whose `Sec-Fetch-Site` is `cross-site` or
   `same-site` is refused the same way (Go's `http.CrossOriginProtection`).
 Origins match exactly (scheme, host and port, case-insensitive host) or by a
-`scheme://*.domain` wildcard (any subdomain, never the bare domain). Reads
+`scheme://*.domain` wildcard (any subdomain, never the bare domain); the matching is
+`security.cors_policy`, which `validate --effective` prints too. Reads
 `flm.listener` and `flm.host`; writes `flm.cors.preflight` and, on a refusal
 of a non-preflight, `flm.security.rejected` = `origin`.
 """
 
 from __future__ import annotations
 
-import fnmatch
-import math
-import re
 from collections.abc import Mapping
-from dataclasses import dataclass
 
 from mitmproxy import http
 
 from flm_gateway.config import LoadedConfig
-from flm_gateway.config.security_settings import CorsSettings
 from flm_gateway.core.errors import error_response
 from flm_gateway.core.hostnames import HOST_KEY, Authority, parse_authority
 from flm_gateway.proxy.fail_closed import fail_closed
-from flm_gateway.security.policies import listener_name, per_listener
-
-_ORIGIN_RE = re.compile(r"^(https?)://([a-z0-9.\-]+|\[[0-9a-f:.]+\])(?::(\d{1,5}))?$")
-
-
-@dataclass(frozen=True)
-class CorsPolicy:
-    any_origin: bool
-    exact: frozenset[str]
-    wildcards: tuple[tuple[str, str], ...]
-    """(scheme, ".domain[:port]") pairs from scheme://*.domain[:port]."""
-    methods: frozenset[str]
-    header_patterns: tuple[str, ...]
-    expose: str
-    credentials: bool
-    max_age: str
-
-    @classmethod
-    def from_settings(cls, settings: CorsSettings) -> CorsPolicy:
-        exact: set[str] = set()
-        wildcards: list[tuple[str, str]] = []
-        for origin in settings.allow_origins:
-            if origin == "*":
-                continue
-            scheme, _, rest = origin.lower().partition("://")
-            if rest.startswith("*."):
-                wildcards.append((scheme, rest[1:]))
-            else:
-                exact.add(f"{scheme}://{rest}")
-        return cls(
-            any_origin="*" in settings.allow_origins,
-            exact=frozenset(exact),
-            wildcards=tuple(wildcards),
-            methods=frozenset(m.upper() for m in settings.allow_methods),
-            header_patterns=tuple(h.lower() for h in settings.allow_headers),
-            expose=", ".join(settings.expose_headers),
-            credentials=settings.allow_credentials,
-            max_age=str(math.ceil(settings.max_age)),
-        )
-
-    @property
-    def enabled(self) -> bool:
-        return self.any_origin or bool(self.exact) or bool(self.wildcards)
-
-    def allows_origin(self, origin: str) -> bool:
-        normal = origin.strip().lower()
-        if not _ORIGIN_RE.match(normal):
-            return False
-        if self.any_origin or normal in self.exact:
-            return True
-        scheme, _, rest = normal.partition("://")
-        return any(
-            scheme == w_scheme and rest.endswith(suffix) and len(rest) > len(suffix)
-            for w_scheme, suffix in self.wildcards
-        )
-
-    def allows_header(self, name: str) -> bool:
-        return any(fnmatch.fnmatchcase(name, pattern) for pattern in self.header_patterns)
-
-    def allow_origin_value(self, origin: str) -> str:
-        return "*" if self.any_origin and not self.credentials else origin
-
+from flm_gateway.security.cors_policy import CorsPolicy, cors_policies
+from flm_gateway.security.policies import listener_name
 
 _SAFE_METHODS = frozenset({b"GET", b"HEAD", b"OPTIONS"})
 _OTHER_SITES = frozenset({b"cross-site", b"same-site"})
@@ -153,10 +89,7 @@ class Cors:
         self._policies: Mapping[str, CorsPolicy] = {}
 
     def apply_config(self, loaded: LoadedConfig) -> None:
-        self._policies = {
-            name: CorsPolicy.from_settings(security.cors)
-            for name, security in per_listener(loaded.config).items()
-        }
+        self._policies = cors_policies(loaded.config)
 
     @fail_closed()
     def requestheaders(self, flow: http.HTTPFlow) -> None:

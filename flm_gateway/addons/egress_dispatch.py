@@ -27,7 +27,7 @@ profile's name) and, when the connection through the egress failed,
 On `flm_failover` (a retry on another engine) the next engine's profile is applied
 the same way.
 
-A hook that raises answers the flow 502 (`guard.fail_closed`) or refuses the dial:
+A hook that raises answers the flow 502 (`fail_closed`) or refuses the dial:
 never direct.
 """
 

@@ -22,7 +22,7 @@ padding in an uninspected tail. The size is bounded once, before any addon runs,
 header line over `max_header_line`, a head over `max_head_size` or more than
 `max_headers` header lines 431): RE2 being linear, these limits bound the work here
 too (docs/security.md, class 3, gives the worst case). Fails closed
-(`guard.fail_closed`: 500).
+(`fail_closed`: 500).
 """
 
 from __future__ import annotations

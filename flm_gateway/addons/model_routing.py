@@ -42,7 +42,7 @@ from flm_gateway.routing.candidates import (
     fallback_model,
     unreachable_response,
 )
-from flm_gateway.routing.table import RoutingTable
+from flm_gateway.routing.table import RoutingTable, route_fallbacks
 from flm_gateway.routing.upstream import EGRESS_FAILURES_KEY, ProbeResult, probe
 
 MISS_WAIT = 3.0
@@ -73,8 +73,7 @@ class Routing:
                     directory.get(t.engine),
                     t.upstream_model or fallback_model(directory.get(t.engine), upstream),
                 )
-                for t in route.fallback_targets
-                if t.engine not in route.engines
+                for t in route_fallbacks(route)
             ]
             # Healthy before degraded before unreachable; within a tier, the route's own
             # engines before its fallbacks (sorted() is stable). An engine that is down is not

@@ -3,7 +3,8 @@
 Policy: for drop-in fronting (an Ollama or llama.cpp client only changes its
 URL). On listeners with `passthrough: ENGINE`:
 - `requestheaders`: the engine's admin and management routes (its adapter's
-  `admin_routes`, taken from the engine's own route table; see `docs/engines.md`)
+  `admin_routes`, taken from the engine's own route table, per listener in
+  `engines.registry.refused_admin_routes`; see `docs/engines.md`)
   are answered 403 `admin_endpoint_disabled` unless the listener sets
   `allow_admin_endpoints: true`, before the body is read. The path matched is the
   canonical one `canonical_target` already put on the flow (decoded as the engine
@@ -21,13 +22,13 @@ Fails closed. Writes `flm.api.kind` = `passthrough`, `flm.route.engine`, and
 from __future__ import annotations
 
 from collections.abc import Mapping
-from types import MappingProxyType
 
 from mitmproxy import http
 
 from flm_gateway.core.errors import error_response
 from flm_gateway.core.severity import Severity
 from flm_gateway.engines.admin_routes import AdminRoutes
+from flm_gateway.engines.registry import refused_admin_routes
 from flm_gateway.proxy.api_kind import ApiKind
 from flm_gateway.proxy.fail_closed import fail_closed
 from flm_gateway.proxy.runtime import Runtime
@@ -43,13 +44,7 @@ class Passthrough:
         self._locked: Mapping[str, AdminRoutes] = {}
 
     def apply_runtime(self, runtime: Runtime) -> None:
-        self._locked = MappingProxyType(
-            {
-                listener.name: runtime.directory.get(listener.passthrough).adapter.admin_routes
-                for listener in runtime.loaded.config.listeners
-                if listener.passthrough is not None and not listener.allow_admin_endpoints
-            }
-        )
+        self._locked = refused_admin_routes(runtime.loaded.config)
         self._runtime = runtime
 
     @fail_closed()

@@ -6,7 +6,8 @@ a key are limited too; `RateLimiter("key")` after authentication, which knows th
 - A client is its address; IPv6 clients are grouped by `security.ipv6_prefix` (/64).
 - Limits come from the listener's `security.rate_limits` (`per_ip`, `per_key`);
   a key's own `limits` override `per_key`. Listeners sharing the global section
-  share buckets; a listener with its own section has its own.
+  share buckets; a listener with its own section has its own
+  (`security.ratelimit_scopes`, which `validate --effective` prints).
 - Requests: token buckets (`burst`, default one minute's worth, refilled at
   `requests_per_minute`/60 per second). The applicable buckets are checked
   first and charged only if all admit, in one synchronous step: on the event
@@ -44,13 +45,12 @@ import asyncio
 import math
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
 from mitmproxy import http
 
 from flm_gateway.config import LoadedConfig
-from flm_gateway.config.security_settings import RateLimit, RateLimitSettings
+from flm_gateway.config.security_settings import RateLimit
 from flm_gateway.config.state_settings import StateBackend
 from flm_gateway.core.errors import error_response
 from flm_gateway.core.netset import client_subject
@@ -60,6 +60,7 @@ from flm_gateway.proxy.fail_closed import fail_closed
 from flm_gateway.security.events import record
 from flm_gateway.security.policies import client_ip, is_health_check, listener_name
 from flm_gateway.security.ratelimit import Applied, Bucket, headers_for, merge_headers
+from flm_gateway.security.ratelimit_scopes import RateLimitScope, key_rate_limit, rate_limit_scopes
 from flm_gateway.state.store import KeyRecord
 
 if TYPE_CHECKING:
@@ -74,29 +75,12 @@ Limits = list[tuple[BucketKey, int, int | None, int]]
 """Per applicable bucket: its key, per minute, burst, and the limit its headers show."""
 
 
-@dataclass(frozen=True)
-class _Scope:
-    name: str
-    settings: RateLimitSettings
-
-
-def _key_limit(base: RateLimit, key: KeyRecord) -> RateLimit:
-    limits = key.limits
-    if limits.requests_per_minute is None and limits.tokens_per_minute is None:
-        return base
-    return RateLimit(
-        requests_per_minute=limits.requests_per_minute or base.requests_per_minute,
-        tokens_per_minute=limits.tokens_per_minute or base.tokens_per_minute,
-        burst=base.burst if limits.requests_per_minute is None else None,
-    )
-
-
 class RateLimiter:
     def __init__(self, subject: Subject, clock: Callable[[], float] = time.monotonic) -> None:
         self._subject = subject
         self.name = f"ratelimiter-{subject}"  # mitmproxy needs a unique name per instance
         self._clock = clock
-        self._scopes: Mapping[str, _Scope] = {}
+        self._scopes: Mapping[str, RateLimitScope] = {}
         self._ipv6_prefix = 64
         self._buckets: dict[BucketKey, Bucket] = {}
         self._shared: SharedBuckets | None = None
@@ -105,12 +89,7 @@ class RateLimiter:
 
     def apply_config(self, loaded: LoadedConfig) -> None:
         config = loaded.config
-        scopes = {}
-        for listener in config.listeners:
-            own = listener.security.rate_limits if listener.security is not None else None
-            settings = own or config.security.rate_limits
-            scopes[listener.name] = _Scope(listener.name if own is not None else "*", settings)
-        self._scopes = scopes
+        self._scopes = rate_limit_scopes(config)
         self._ipv6_prefix = config.security.ipv6_prefix
         state = config.state
         target = (state.redis_url, state.redis_prefix)
@@ -139,13 +118,15 @@ class RateLimiter:
             bucket.resize(per_minute, burst)
         return bucket
 
-    def _limits(self, scope: _Scope, ip: str, key: KeyRecord | None) -> tuple[Limits, Limits]:
+    def _limits(
+        self, scope: RateLimitScope, ip: str, key: KeyRecord | None
+    ) -> tuple[Limits, Limits]:
         """(request limits, token limits) that apply to this client."""
         subjects: list[tuple[str, str, RateLimit]] = []
         if self._subject == "ip":
             subjects.append(("ip", ip, scope.settings.per_ip))
         elif key is not None:
-            subjects.append(("key", key.id, _key_limit(scope.settings.per_key, key)))
+            subjects.append(("key", key.id, key_rate_limit(scope.settings.per_key, key)))
         requests: Limits = []
         tokens: Limits = []
         for kind, subject, limit in subjects:

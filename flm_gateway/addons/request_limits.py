@@ -13,9 +13,9 @@ Policy, per listener (`security.request_limits`):
   the body's types, before routing): the cap is the smallest of the listener's
   `max_tokens`, the matched route's `max_tokens_per_route` entry and the key's own
   `max_tokens`, and it bounds the tokens of the whole request: tokens per choice
-  times the choices (`n`, `best_of`). The route's `defaults` count as if the client
-  sent them (routing fills them in later, and only where the body leaves a field
-  out). `budget_tokens` decides the one value the engine gets:
+  times the choices (`n`, `best_of`). The route's `defaults` (typed and `extra`)
+  count as if the client sent them (routing fills them in later, and only where the
+  body leaves a field out). `budget_tokens` decides the one value the engine gets:
   - the client's own value (`max_tokens`, `max_completion_tokens` or llama.cpp's
     `n_predict`, which `openai_api` made agree): above the cap, or times the
     choices above it, 400 `max_tokens_exceeded` with `param`;
@@ -24,6 +24,7 @@ Policy, per listener (`security.request_limits`):
   The value is written to `max_tokens` (the one field every engine reads; Ollama
   reads no other) and to each other token field the client or route used, so no
   default can raise it later; the body is re-serialised if that changed it.
+The cap itself is `security.token_caps.token_cap`, which `validate --effective` prints.
 Reads `flm.api.body`, `flm.api.kind`, `flm.api.model`, `flm.auth.key`.
 """
 
@@ -40,7 +41,6 @@ from mitmproxy import http
 from flm_gateway.bodies import BodyError
 from flm_gateway.bodies.schema import CHOICE_FIELDS, TOKEN_FIELDS
 from flm_gateway.config import LoadedConfig
-from flm_gateway.config.route_settings import RouteConfig
 from flm_gateway.config.security_settings import RequestLimitSettings
 from flm_gateway.core.errors import error_response
 from flm_gateway.core.text import echo
@@ -48,9 +48,7 @@ from flm_gateway.proxy.fail_closed import fail_closed
 from flm_gateway.routing.rewrite import with_defaults
 from flm_gateway.routing.table import RoutingTable
 from flm_gateway.security.policies import is_health_check, listener_name, per_listener
-from flm_gateway.state.store import KeyRecord
-
-CAPPED_KINDS = frozenset({"chat", "completions"})
+from flm_gateway.security.token_caps import CAPPED_KINDS, token_cap
 
 
 @dataclass(frozen=True)
@@ -117,17 +115,6 @@ class RequestLimits:
         }
         self._routes = RoutingTable(config.routes)
 
-    def token_cap(
-        self, limits: RequestLimitSettings, route: RouteConfig | None, key: KeyRecord | None
-    ) -> int | None:
-        caps = [limits.max_tokens]
-        if route is not None:
-            caps.append(limits.max_tokens_per_route.get(route.model))
-        if key is not None:
-            caps.append(key.limits.max_tokens)
-        present = [cap for cap in caps if cap is not None]
-        return min(present) if present else None
-
     @fail_closed()
     def requestheaders(self, flow: http.HTTPFlow) -> None:
         if flow.response is not None or is_health_check(flow):
@@ -160,11 +147,13 @@ class RequestLimits:
         if not isinstance(body, dict) or flow.metadata.get("flm.api.kind") not in CAPPED_KINDS:
             return
         route = self._routes.match(flow.metadata["flm.api.model"])
-        cap = self.token_cap(limits.settings, route, flow.metadata.get("flm.auth.key"))
+        cap = token_cap(limits.settings, route, flow.metadata.get("flm.auth.key"))
         if cap is None:
             return
         try:
-            changed = budget_tokens(body, route.defaults if route is not None else {}, cap)
+            kind = flow.metadata["flm.api.kind"]
+            defaults = route.defaults.fields(kind) if route is not None else {}
+            changed = budget_tokens(body, defaults, cap)
         except BodyError as error:
             flow.response = error_response(400, error.message, code=error.code, param=error.param)
             return

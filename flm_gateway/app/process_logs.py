@@ -316,7 +316,7 @@ class GatewayLogHandler(logging.StreamHandler[TextIO]):
 
 
 def reported_elsewhere(record: logging.LogRecord) -> bool:
-    """mitmproxy's records of a listener that failed to bind: `listeners.wait_servers`
+    """mitmproxy's records of a listener that failed to bind: `mitm_listeners.wait_servers`
     reports the failure itself, naming the port and who holds it, and stopping a server
     that never bound logs a bare AssertionError, an empty line."""
     if not record.name.startswith("mitmproxy.addons.proxyserver"):

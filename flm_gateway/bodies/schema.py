@@ -266,13 +266,16 @@ def check_json(kind: str, body: dict[str, Any]) -> bool:
     return bool(nulls)
 
 
-def check_defaults(defaults: Mapping[str, Any]) -> None:
-    """Check a route's `defaults` as fields of every JSON endpoint. Raises BodyError."""
+def check_defaults(kind: str, defaults: Mapping[str, Any]) -> None:
+    """Check the fields a route adds to a `kind` request as a client's fields.
+
+    A null is refused rather than removed: a default of nothing is a mistake.
+    Raises BodyError.
+    """
     for key, value in defaults.items():
         if value is None:
             raise BodyError(f"'{key}' is null; leave it out instead.", "invalid_value", key)
-    for kind in JSON_FIELDS:
-        check_json(kind, {**defaults, "model": "-"})
+    check_json(kind, {**defaults, "model": "-"})
 
 
 def check_form(parts: Iterable[Part]) -> dict[str, Any]:

@@ -1,4 +1,10 @@
-"""`flm-gateway validate [FILE]` and `flm-gateway schema`: check a config without serving."""
+"""`flm-gateway validate [FILE]` and `flm-gateway schema`: check a config without serving.
+
+`validate --effective` prints, for a valid file, the effective policy as JSON on stdout
+(`observability.effective_policy`: routes and their candidates, token caps, CORS, rate
+limit scopes, admin endpoints), like `caddy adapt`; its other lines go to stderr then,
+so the output can be piped or diffed.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +18,7 @@ from flm_gateway.config import ConfigError, load_config
 from flm_gateway.config.listener_settings import auth_summary, requires_api_key
 from flm_gateway.config.model import GatewayConfig
 from flm_gateway.config.reference import markdown_reference
+from flm_gateway.observability.effective_policy import render_effective_policy
 
 
 def register(subparsers: Any) -> None:
@@ -20,6 +27,14 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument("file", nargs="?", type=Path, help="config file (default: ./flm.yaml)")
     parser.add_argument("--config", "-c", type=Path, dest="config", default=None, metavar="PATH")
+    parser.add_argument(
+        "--effective",
+        action="store_true",
+        help=(
+            "print the effective policy as JSON (routes, token caps, CORS, rate limits, "
+            "admin endpoints; no secrets); other lines go to stderr"
+        ),
+    )
     parser.set_defaults(func=run_validate)
     schema = subparsers.add_parser("schema", help="print the JSON Schema of flm.yaml")
     schema.add_argument(
@@ -38,22 +53,27 @@ def run_validate(args: argparse.Namespace) -> int:
         print(f"{path}: {len(exc.problems)} problem(s)", file=sys.stderr)
         return 1
     config = loaded.config
+    out = sys.stderr if args.effective else sys.stdout
     for warning in loaded.warnings:
-        print(warning.render("warning"))
+        print(warning.render("warning"), file=out)
     for line in auth_summary(config.listeners):
-        print(f"{path}: {line}")
+        print(f"{path}: {line}", file=out)
     keyed = [listener.name for listener in config.listeners if requires_api_key(listener)]
     if keyed and not config.security.keys:
         print(
             f"{path}: note: this file declares no API key; unless one was created with "
             f"`flm-gateway keys create`, every request to {', '.join(keyed)} gets 401 "
-            "(`flm-gateway check` looks in the state store)"
+            "(`flm-gateway check` looks in the state store)",
+            file=out,
         )
     print(
         f"{path}: valid ({len(config.listeners)} listener(s), {len(config.engines)} engine(s), "
         f"{len(config.routes)} route(s))"
-        + (f", {len(loaded.warnings)} warning(s)" if loaded.warnings else "")
+        + (f", {len(loaded.warnings)} warning(s)" if loaded.warnings else ""),
+        file=out,
     )
+    if args.effective:
+        sys.stdout.write(render_effective_policy(config))
     return 0
 
 

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Any
 
 from pydantic import Field, field_validator
 
+from flm_gateway.config.sampling_settings import RouteDefaults
 from flm_gateway.config.types import Duration, StrictModel
 
 
@@ -128,14 +128,13 @@ class RouteConfig(StrictModel):
             "it, else for the first model it lists), or {engine, upstream_model}."
         ),
     )
-    defaults: dict[str, Any] = Field(
-        default_factory=dict,
+    defaults: RouteDefaults = Field(
+        default_factory=RouteDefaults,
         description=(
             "Request fields applied when the client omits them (a model profile), e.g. "
-            "{temperature: 0.2, max_tokens: 512}; checked like a client's fields (types, "
-            "exact spelling). max_tokens, max_completion_tokens and n_predict are one "
-            "setting: a default for one applies only if the client sent none. The "
-            "max_tokens caps (security.request_limits, key limits) bound these defaults."
+            "{temperature: 0.2, max_tokens: 512}: OpenAI's sampling fields, typed and bounded; "
+            "engine-specific ones under extra. The max_tokens caps (security.request_limits, "
+            "key limits) bound these defaults."
         ),
     )
     system_prompt: str | None = Field(

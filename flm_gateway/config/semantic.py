@@ -8,12 +8,13 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 
 from flm_gateway.bodies import BodyError
-from flm_gateway.bodies.schema import check_defaults
+from flm_gateway.bodies.schema import JSON_FIELDS, check_defaults
 from flm_gateway.config.binds import ANY_ADDRESS, ANY_IPV4, bind_host_problem, binds_overlap
 from flm_gateway.config.egress_settings import check_egress
 from flm_gateway.config.engine_settings import EngineKind
 from flm_gateway.config.model import GatewayConfig
 from flm_gateway.config.route_settings import Balance, WeightedEngine
+from flm_gateway.config.sampling_settings import TYPED_DEFAULTS
 from flm_gateway.config.security_checks import check_security
 from flm_gateway.config.tls_checks import check_tls
 from flm_gateway.config.types import format_host_port, is_loopback_host
@@ -140,14 +141,29 @@ def _route_weights(config: GatewayConfig) -> Iterator[Problem]:
 
 
 def _route_defaults(config: GatewayConfig) -> Iterator[Problem]:
-    """A route default is sent as if the client had: the client's types and spellings."""
+    """A route default is sent as if the client had: the client's types and spellings;
+    `extra` holds only what the typed keys do not."""
     for index, route in enumerate(config.routes):
-        try:
-            check_defaults(route.defaults)
-        except BodyError as error:
-            key = (error.param or "").split(".", 1)[0].split("[", 1)[0]
-            path: tuple[str | int, ...] = ("routes", index, "defaults")
-            yield (*path, key) if key in route.defaults else path, error.message
+        path: tuple[str | int, ...] = ("routes", index, "defaults")
+        extra = route.defaults.extra
+        redefined = sorted(TYPED_DEFAULTS & extra.keys())
+        for key in redefined:
+            yield (
+                (*path, "extra", key),
+                f"{key!r} is a typed default: set defaults.{key}, not defaults.extra.{key}",
+            )
+        if redefined:
+            continue
+        for kind in JSON_FIELDS:
+            try:
+                check_defaults(kind, route.defaults.fields(kind))
+            except BodyError as error:
+                key = (error.param or "").split(".", 1)[0].split("[", 1)[0]
+                if key in extra:
+                    yield (*path, "extra", key), error.message
+                else:
+                    yield (*path, key) if key in TYPED_DEFAULTS else path, error.message
+                break
 
 
 def _listener_auth(config: GatewayConfig) -> Iterator[Problem]:

@@ -1,5 +1,5 @@
 """Liveness and readiness, as `/healthz` and `/readyz` answer them (on every listener,
-through the `health` addon, and on the admin listener).
+through the `health_endpoints` addon, and on the admin listener).
 
 `/readyz` is ready when the listeners are up, at least one engine is running-healthy and
 the state store answers; its details are counts only (no engine names or addresses).

@@ -1,6 +1,6 @@
 """The gateway's Prometheus metrics: one set per gateway, no module globals.
 
-Per-request metrics are recorded from a `FlowSummary` by the `metrics` addon
+Per-request metrics are recorded from a `FlowSummary` by the `metrics_recorder` addon
 (`observe`, a handful of counter and histogram updates). Everything that
 describes current state (engine health, requests in flight, certificate
 expiry, config generation) is read only when Prometheus scrapes, by a

@@ -15,7 +15,7 @@ addon still runs (what `safecall` does per top-level addon); `AddonHalt` and
 `OptionsError` propagate, so mitmproxy stops the event or rejects the option change as
 before. A hook is sync unless one of the addons defines it as a coroutine function, so
 mitmproxy's sync-only calls (`load`) keep working. A sync dispatch whose hook returns an
-awaitable (a sync hook with async work for this flow only, see `guard.fail_closed`)
+awaitable (a sync hook with async work for this flow only, see `fail_closed`)
 returns a coroutine that awaits it and runs the remaining addons: mitmproxy awaits what
 a hook returns, so the order holds and the common path stays synchronous.
 """

@@ -1,6 +1,6 @@
 """Candidates: the engines a request may go to, and the request rewritten for one of them.
 
-Pure functions of a flow and the engine directory's state, shared by the `routing` addon
+Pure functions of a flow and the engine directory's state, shared by the `model_routing` addon
 (the first choice), `failover` (the next ones) and `passthrough` (its one engine's 502);
 `flm-gateway models list` names fallback models the same way.
 """

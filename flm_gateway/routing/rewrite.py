@@ -5,7 +5,9 @@ the routing, request-limit and fallback addons share them and unit tests need no
 flows. Route defaults fill only the fields the client left out; the token fields
 (`max_tokens`, `max_completion_tokens`, `n_predict`) are one setting, so a default
 for any of them applies only when the client sent none (otherwise a default
-`max_completion_tokens` would override the client's `max_tokens` on vLLM).
+`max_completion_tokens` would override the client's `max_tokens` on vLLM). The
+defaults are the route's typed fields and its `extra` ones alike
+(`RouteDefaults.fields`; `logprobs` and `top_logprobs` only on chat requests).
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ def rewrite_json(
     body: dict[str, Any], route: RouteConfig | None, upstream_model: str, kind: str
 ) -> dict[str, Any] | None:
     """The body to send upstream, or None when it is unchanged (send the client's bytes)."""
-    new = with_defaults(body, route.defaults) if route is not None else dict(body)
+    new = with_defaults(body, route.defaults.fields(kind)) if route is not None else dict(body)
     new["model"] = upstream_model
     if (
         route is not None

@@ -14,13 +14,19 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from flm_gateway.config.route_settings import RouteConfig
+from flm_gateway.config.route_settings import FallbackTarget, RouteConfig
 
 _GLOB_CHARS = re.compile(r"[*?\[]")
 
 
 def is_pattern(model: str) -> bool:
     return bool(_GLOB_CHARS.search(model))
+
+
+def route_fallbacks(route: RouteConfig) -> list[FallbackTarget]:
+    """The engines tried after the route's own, in order: its fallbacks that are not
+    among its engines (a replica is a candidate once, as a replica)."""
+    return [target for target in route.fallback_targets if target.engine not in route.engines]
 
 
 @dataclass(frozen=True)
@@ -58,6 +64,7 @@ class RoutingTable:
         )
 
     def match(self, model: str) -> RouteConfig | None:
+        """The first route (in file order) whose `model` is `model` or a glob matching it."""
         for compiled in self._routes:
             if compiled.matches(model):
                 return compiled.route
@@ -86,8 +93,8 @@ class RoutingTable:
             targets = {upstream for name in route.engines if name == engine}
             targets |= {
                 target.upstream_model or fallback_model(engine, upstream)
-                for target in route.fallback_targets
-                if target.engine == engine and target.engine not in route.engines
+                for target in route_fallbacks(route)
+                if target.engine == engine
             }
             return bool(targets & known)
 

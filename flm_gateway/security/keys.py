@@ -135,6 +135,12 @@ def all_keys(declared: Iterable[DeclaredKey], stored: Iterable[KeyRecord]) -> li
     return keys + [key for key in stored if key.id not in ids]
 
 
+def key_allowed_on(key: KeyRecord, listener: str | None) -> bool:
+    """Whether `key` may be used on `listener`: its `listeners` scope is empty or names it
+    (elsewhere `auth` answers 403 `key_not_allowed_here`)."""
+    return not key.scopes.listeners or listener in key.scopes.listeners
+
+
 def keyless_listeners(
     listeners: Sequence[ListenerConfig], keys: Iterable[KeyRecord], now: float
 ) -> list[str]:
@@ -145,7 +151,5 @@ def keyless_listeners(
         listener.name
         for listener in listeners
         if requires_api_key(listener)
-        and not any(
-            not key.scopes.listeners or listener.name in key.scopes.listeners for key in usable
-        )
+        and not any(key_allowed_on(key, listener.name) for key in usable)
     ]

@@ -21,7 +21,7 @@ def per_listener(config: GatewayConfig) -> Mapping[str, SecurityConfig]:
 
 
 def is_health_check(flow: http.HTTPFlow) -> bool:
-    """The exact health paths the `health` addon answers (no other spelling is exempt).
+    """The exact health paths the `health_endpoints` addon answers (no other spelling is exempt).
 
     Before `canonical_target` this is the client's own spelling; from there on, the
     canonical path (so `/%68ealthz` is exempt from auth, as `health` answers it)."""

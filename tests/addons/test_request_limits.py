@@ -147,3 +147,18 @@ async def test_route_default_below_the_listener_cap_is_kept(tmp_path: Path) -> N
     await run_hooks([addon], target, ("request",))
     assert target.response is None
     assert json.loads(target.request.content or b"{}")["max_tokens"] == 64
+
+
+async def test_route_extra_token_field_is_bounded_by_the_cap(tmp_path: Path) -> None:
+    base = BASE.replace(
+        "  - {model: chat, engine: alpha}",
+        "  - {model: chat, engine: alpha, defaults: {extra: {n_predict: 900, top_k: 40}}}",
+    )
+    config = loaded("request_limits:\n  max_tokens: 512", tmp_path, base)
+    addon = RequestLimits()
+    addon.apply_config(config)
+    target = _chat(config, {"model": "chat", "messages": []})
+    await run_hooks([addon], target, ("request",))
+    assert target.response is None
+    sent = json.loads(target.request.content or b"{}")
+    assert (sent["max_tokens"], sent["n_predict"]) == (512, 512)

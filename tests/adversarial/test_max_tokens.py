@@ -1,10 +1,11 @@
 """Class 6: `max_tokens` caps that hold.
 
 Caps: the listener's 200, the `capped` key's 80, and routes with defaults below,
-above and beside the cap. Every dodge (null, -1, floats, strings, huge values,
-another token field, `n`/`best_of`, route defaults) either gets a 400 naming the
-field and reaches no engine, or reaches it with the one value the policy decides,
-as Go's encoding/json (Ollama) reads it.
+above and beside the cap (`tuned`: llama.cpp's `n_predict` under `defaults.extra`).
+Every dodge (null, -1, floats, strings, huge values, another token field,
+`n`/`best_of`, route defaults) either gets a 400 naming the field and reaches no
+engine, or reaches it with the one value the policy decides, as Go's encoding/json
+(Ollama) reads it.
 """
 
 from __future__ import annotations
@@ -43,6 +44,13 @@ routes:
     upstream_model: tiny
     defaults: {{max_completion_tokens: 5000}}
   - {{model: four-choices, engine: rec, upstream_model: tiny, defaults: {{n: 4}}}}
+  - model: tuned
+    engine: rec
+    upstream_model: tiny
+    defaults:
+      temperature: 0.2
+      logprobs: true
+      extra: {{top_k: 40, mirostat: 2, samplers: [top_k, min_p], n_predict: 5000}}
   - {{model: tiny, engine: rec}}
 security:
   request_limits: {{max_tokens: 200}}
@@ -184,6 +192,37 @@ def test_route_defaults_are_decided_before_the_cap(
     assert seen.go_field("model") == "tiny"
     for name in ("max_tokens", "max_completion_tokens", "n"):
         assert seen.go_field(name) == expected.get(name), name
+
+
+def test_route_extra_defaults_reach_the_engine_with_their_tokens_capped(
+    port: int, engine: RecordingEngine
+) -> None:
+    tuned = {"model": "tuned", "messages": MESSAGES}
+    seen = reached(port, engine, json.dumps({**tuned, "top_k": 5}).encode())
+    assert seen.json == {
+        **tuned,
+        "model": "tiny",
+        "top_k": 5,  # the client's value stands
+        "temperature": 0.2,
+        "logprobs": True,
+        "mirostat": 2,
+        "samplers": ["top_k", "min_p"],
+        "n_predict": 200,  # llama.cpp reads it first: the cap holds it too
+        "max_tokens": 200,
+    }
+    # logprobs is a count on /v1/completions: the chat-only default is not sent there.
+    completion = {"model": "tuned", "prompt": "hi"}
+    seen = reached(port, engine, json.dumps(completion).encode(), path="/v1/completions")
+    assert seen.json == {
+        **completion,
+        "model": "tiny",
+        "temperature": 0.2,
+        "top_k": 40,
+        "mirostat": 2,
+        "samplers": ["top_k", "min_p"],
+        "n_predict": 200,
+        "max_tokens": 200,
+    }
 
 
 def test_a_route_n_refuses_a_client_value_it_would_multiply(

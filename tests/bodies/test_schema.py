@@ -87,6 +87,7 @@ def test_route_defaults_are_checked_like_client_fields(
     defaults: dict[str, Any], param: str
 ) -> None:
     with pytest.raises(BodyError) as refused:
-        check_defaults(defaults)
+        check_defaults("chat", defaults)
     assert refused.value.param == param
-    check_defaults({"max_tokens": 5, "temperature": 0.2, "top_k": 40})
+    for kind in ("chat", "completions", "embeddings"):
+        check_defaults(kind, {"max_tokens": 5, "temperature": 0.2, "top_k": 40})

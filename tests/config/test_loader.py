@@ -29,7 +29,7 @@ def test_issue2_reference_config_validates_exactly_as_written() -> None:
     assert [e.name for e in config.engines] == ["alpha", "beta"]
     assert config.engines[1].api_key == "sk-beta"
     chat = config.routes[1]
-    assert (chat.upstream_model, chat.engines, chat.defaults) == (
+    assert (chat.upstream_model, chat.engines, chat.defaults.fields("chat")) == (
         "small-7b",
         ["beta"],
         {"temperature": 0.2},
