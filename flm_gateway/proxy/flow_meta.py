@@ -84,7 +84,8 @@ class MetaKey[T]:
 
 LISTENER: MetaKey[ListenerConfig | None] = MetaKey(
     "flm.listener",
-    "The listener the request came in on; None once a reload removed it (answered 503).",
+    "The `ListenerConfig` whose socket accepted the connection; None once a reload "
+    "removed it (answered 503).",
     writers=("listener_context",),
     readers=(
         "content_type",
@@ -107,7 +108,8 @@ REQUEST_ID: MetaKey[str] = MetaKey(
 )
 CLIENT_IP: MetaKey[str] = MetaKey(
     "flm.client_ip",
-    "The client's address: the peer's, or the one a trusted proxy forwarded.",
+    "The client's address: the peer's (`listener_context`), then the one a trusted "
+    "proxy forwarded (`client_ip`).",
     writers=("client_ip", "listener_context"),
     readers=("flow_summary", "policies"),
 )
@@ -148,13 +150,15 @@ AUTH_KEY_ID: MetaKey[str] = MetaKey(
 )
 AUTH_FAILURE: MetaKey[str] = MetaKey(
     "flm.auth.failure",
-    "Why authentication failed (`missing`, `invalid`, `unavailable`, ...).",
+    "Why authentication failed (`missing`, `unknown`, `expired`, `revoked`, `unavailable`).",
     writers=("auth",),
     readers=("flow_summary",),
 )
 SECURITY_REJECTED: MetaKey[str] = MetaKey(
     "flm.security.rejected",
-    "The reason a security check refused the request (`host`, `origin`, ...).",
+    "An explicit reason a policy refused the request for (`host`, `origin`, ...), for "
+    "the metrics; without it `flow_summary` derives one from `flm.ip_filter.denied`, "
+    "`flm.resource.shed`, `flm.auth.failure` and the security events.",
     writers=("canonical_target", "content_type", "cors", "host_check", "passthrough"),
     readers=("flow_summary",),
 )
@@ -197,7 +201,8 @@ AUTO_BLOCK_COUNTED: MetaKey[bool] = MetaKey(
 )
 AUDIT_WRITTEN: MetaKey[int] = MetaKey(
     "flm.audit.written",
-    "How many of the flow's security events the audit log has already written.",
+    "How many of the flow's security events the audit log has written (a streamed "
+    "flow's on `responseheaders`, later ones on `response`).",
     writers=("audit",),
     readers=("audit",),
 )
@@ -235,13 +240,15 @@ API_KIND: MetaKey[ApiKind] = MetaKey(
 )
 API_BODY: MetaKey[dict[str, Any]] = MetaKey(
     "flm.api.body",
-    "The parsed JSON body of a chat, completions or embeddings call.",
+    "The parsed, type-checked JSON body of a chat, completions or embeddings call; "
+    "whoever changes it re-serialises it into the request.",
     writers=("openai_api",),
     readers=("candidates", "request_limits", "token_accounting"),
 )
 API_FORM: MetaKey[list[Part]] = MetaKey(
     "flm.api.form",
-    "The parts of an audio upload (multipart), re-serialised canonically.",
+    "The parts of an audio upload (multipart), in order; routing re-serialises them "
+    "with the upstream model.",
     writers=("openai_api",),
     readers=("candidates",),
 )
@@ -492,7 +499,8 @@ RATELIMIT_TOKENS_KEY: MetaKey[list[Bucket] | list[Bucket | SharedTokenBucket]] =
 )
 USAGE: MetaKey[dict[str, int | bool]] = MetaKey(
     "flm.usage",
-    "{prompt_tokens, completion_tokens, estimated} of the request (`Usage.as_metadata`).",
+    "{prompt_tokens, completion_tokens, estimated} of the request (`Usage.as_metadata`), "
+    "set before later addons' `response` hooks (and on `error` for a cut stream).",
     writers=("token_accounting",),
     readers=("flow_summary", "token_accounting", "token_charge"),
 )
@@ -531,7 +539,8 @@ REQUEST_LOG_DONE: MetaKey[bool] = MetaKey(
 )
 SUMMARY: MetaKey[FlowSummary] = MetaKey(
     "flm.summary",
-    "What happened to the request, computed once when the flow ends (`summarize`).",
+    "The `FlowSummary` of the finished flow, computed once (`summary_of`) and shared by "
+    "the metrics and the request log.",
     writers=("flow_summary",),
     readers=("flow_summary",),
 )
