@@ -9,6 +9,7 @@ from mitmproxy.test import tflow, tutils
 
 from flm_gateway.config.listener_settings import ListenerConfig
 from flm_gateway.config.route_settings import RouteConfig
+from flm_gateway.proxy.flow_meta import ROUTE_ENGINE, ROUTE_ROUTE
 
 LISTENER = ListenerConfig.model_validate({"name": "main", "bind": "127.0.0.1:8088"})
 
@@ -49,8 +50,8 @@ def routed_flow(
         }
     )
     if engine is not None:
-        flow.metadata["flm.route.engine"] = engine
+        ROUTE_ENGINE.set(flow, engine)
     if route is not None:
-        flow.metadata["flm.route.route"] = RouteConfig(model=route, engine=engine or "e1")
+        ROUTE_ROUTE.set(flow, RouteConfig(model=route, engine=engine or "e1"))
     flow.metadata.update({key.replace("__", "."): value for key, value in metadata.items()})
     return flow

@@ -17,6 +17,7 @@ from mitmproxy import http
 
 from flm_gateway.addons.inflight import Inflight
 from flm_gateway.app.pipeline import build_addons
+from flm_gateway.proxy.flow_meta import API_KIND, ROUTE_ENGINE
 from flm_gateway.proxy.runtime import Runtime
 from tests.support.flows import RuntimeFactory, make_flow
 
@@ -68,9 +69,9 @@ async def test_a_request_hook_leaves_an_answered_flow_alone(
     assert (
         hook == "requestheaders"
         or index <= ADDON_NAMES.index("OpenAIApi")
-        or (flow.metadata.get("flm.api.kind") == "chat")
+        or (API_KIND.get(flow) == "chat")
     )
-    flow.metadata.pop("flm.route.engine", None)
+    ROUTE_ENGINE.pop(flow)
     answer = http.Response.make(418, b'{"already": "answered"}', {"x-answer": "first"})
     flow.response = answer
     before = (answer.status_code, answer.content, list(answer.headers.items(multi=True)))
@@ -78,7 +79,7 @@ async def test_a_request_hook_leaves_an_answered_flow_alone(
     assert flow.response is answer
     assert (answer.status_code, answer.content) == before[:2]
     assert list(answer.headers.items(multi=True)) == before[2]
-    assert "flm.route.engine" not in flow.metadata  # never routed, never dialled
+    assert not ROUTE_ENGINE.is_set(flow)  # never routed, never dialled
 
 
 def test_every_addon_with_a_request_hook_is_covered() -> None:

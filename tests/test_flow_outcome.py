@@ -18,6 +18,7 @@ from flm_gateway.observability.outcomes import (
     status_label,
     upstream_error,
 )
+from flm_gateway.proxy.flow_meta import FAILOVER_FAILURES
 from flm_gateway.proxy.mitm_http1 import FLOW_REFUSALS
 from tests.ops_flows import routed_flow
 
@@ -164,17 +165,20 @@ def test_failover_failures_are_counted_as_upstream_errors() -> None:
     """Each failure the failover retried is an upstream error, a stale keep-alive
     connection is not; the failure it gave up on is counted once."""
     flow = routed_flow(engine="e2")
-    flow.metadata["flm.failover.failures"] = [
-        ("e1", "5xx", "e0"),
-        ("e0", "connect", "e3"),
-        ("e3", "stale", "e3"),
-        ("e3", "timeout", "e2"),
-    ]
+    FAILOVER_FAILURES.set(
+        flow,
+        [
+            ("e1", "5xx", "e0"),
+            ("e0", "connect", "e3"),
+            ("e3", "stale", "e3"),
+            ("e3", "timeout", "e2"),
+        ],
+    )
     summary = summarize(flow)
     assert summary.upstream_errors == (("e1", "http_5xx"), ("e0", "connect"), ("e3", "timeout"))
     assert [why for _, why, _ in summary.retries] == ["5xx", "connect", "stale", "timeout"]
     given_up = routed_flow(engine="e1", status=503)
-    given_up.metadata["flm.failover.failures"] = [("e1", "5xx", None)]
+    FAILOVER_FAILURES.set(given_up, [("e1", "5xx", None)])
     assert summarize(given_up).upstream_errors == (("e1", "http_5xx"),)
 
 

@@ -4,6 +4,7 @@ from mitmproxy import flow as mflow
 from mitmproxy import http
 
 from flm_gateway.observability.flow_summary import StreamTap, summarize, summary_of
+from flm_gateway.proxy.flow_meta import METRICS_TAP, SUMMARY
 from tests.ops_flows import routed_flow
 
 
@@ -37,7 +38,7 @@ def test_summary_is_computed_once() -> None:
     flow = routed_flow()
     first = summary_of(flow)
     assert summary_of(flow) is first
-    assert flow.metadata["flm.summary"] is first
+    assert SUMMARY.require(flow) is first
 
 
 def test_local_error_uses_the_openai_error_code() -> None:
@@ -111,7 +112,7 @@ def test_streamed_summary_has_ttft_and_tapped_bytes() -> None:
     tap = StreamTap()
     tap(b"xyz")
     tap.first_chunk_at = 1000.25
-    flow.metadata["flm.metrics.tap"] = tap
+    METRICS_TAP.set(flow, tap)
     assert isinstance(flow.response, http.Response)
     summary = summarize(flow)
     assert summary.streamed
@@ -123,7 +124,7 @@ def test_a_stream_cut_midway_keeps_its_status_and_says_why() -> None:
     flow = routed_flow()
     tap = StreamTap()
     tap(b"data: 1\n\n")
-    flow.metadata["flm.metrics.tap"] = tap
+    METRICS_TAP.set(flow, tap)
     flow.error = mflow.Error("server closed connection")
     summary = summarize(flow)
     assert summary.status == 200

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from flm_gateway.addons.listener_context import ListenerContext
+from flm_gateway.proxy.flow_meta import LISTENER
 from tests.support.flows import RuntimeFactory, make_flow
 
 CONFIG = """\
@@ -58,7 +59,7 @@ async def test_listener_context_tags_and_answers_orphans(make_runtime: RuntimeFa
     context.apply_runtime(runtime)
     flow = make_flow(port=8088, bind_host="127.0.0.2")
     context.requestheaders(flow)
-    assert flow.metadata["flm.listener"].name == "open"
+    assert LISTENER.require(flow).name == "open"
     orphan = make_flow(port=8088, bind_host="127.0.0.9")
     context.requestheaders(orphan)
     context.request(orphan)

@@ -42,7 +42,7 @@ _SEPARATORS: dict[Framing, re.Pattern[bytes]] = {
 
 @dataclass(frozen=True)
 class Usage:
-    """Token counts of one request, as written to `flow.metadata["flm.usage"]`."""
+    """Token counts of one request, as written to `flow_meta.USAGE`."""
 
     prompt_tokens: int
     completion_tokens: int

@@ -30,6 +30,7 @@ from flm_gateway.config.security_settings import AnomalySettings
 from flm_gateway.core.netset import client_subject
 from flm_gateway.core.severity import Severity
 from flm_gateway.proxy.fail_closed import fail_closed
+from flm_gateway.proxy.flow_meta import API_MODEL, AUTH_KEY_ID
 from flm_gateway.security.events import Offence, record
 from flm_gateway.security.policies import client_ip, is_health_check
 
@@ -156,10 +157,10 @@ class Anomaly:
             return
         now = self._clock()
         status = flow.response.status_code if flow.response is not None else None
-        model = flow.metadata.get("flm.api.model")
+        model = API_MODEL.get(flow)
         agent = flow.request.headers.get("user-agent")
         subjects = [("ip", client_subject(client_ip(flow), self._ipv6_prefix))]
-        key_id = flow.metadata.get("flm.auth.key_id")
+        key_id = AUTH_KEY_ID.get(flow)
         if key_id is not None:
             subjects.append(("key", str(key_id)))
         for subject in subjects:

@@ -51,7 +51,8 @@ from flm_gateway.core.errors import error_response
 from flm_gateway.core.severity import Severity
 from flm_gateway.proxy.background import BackgroundTask
 from flm_gateway.proxy.fail_closed import fail_closed
-from flm_gateway.security.events import EVENTS_KEY, events_of
+from flm_gateway.proxy.flow_meta import AUDIT_WRITTEN, AUTH_KEY_ID, REQUEST_ID, SECURITY_EVENTS
+from flm_gateway.security.events import events_of
 from flm_gateway.security.policies import client_ip, listener_name
 from flm_gateway.state.state_service import StateService
 from flm_gateway.state.store import AuditEvent, StateError
@@ -62,7 +63,6 @@ MAX_PER_CLIENT = 60
 FLOOD_WINDOW = 60.0
 MAX_TRACKED = 20_000
 SWEEP_INTERVAL = 10.0
-WRITTEN_KEY = "flm.audit.written"
 RETRY_AFTER_UNAVAILABLE = "5"
 
 Window = tuple[float, int]
@@ -162,10 +162,10 @@ class Audit:
     def _unwritten(self, flow: http.HTTPFlow) -> list[AuditEvent]:
         """The flow's events not written yet and within the flood limit, as audit events."""
         events = events_of(flow)
-        written: int = flow.metadata.get(WRITTEN_KEY, 0)
+        written: int = AUDIT_WRITTEN.get(flow, 0)
         if len(events) <= written:
             return []
-        flow.metadata[WRITTEN_KEY] = len(events)
+        AUDIT_WRITTEN.set(flow, len(events))
         now = self._clock()
         ip = client_ip(flow)
         status = flow.response.status_code if flow.response is not None else None
@@ -175,8 +175,8 @@ class Audit:
                 event.severity,
                 ts=now,
                 ip=ip,
-                key_id=flow.metadata.get("flm.auth.key_id"),
-                request_id=flow.metadata.get("flm.request_id"),
+                key_id=AUTH_KEY_ID.get(flow),
+                request_id=REQUEST_ID.get(flow),
                 listener=listener_name(flow),
                 actor="gateway",
                 details={**event.details, "status": status},
@@ -206,13 +206,13 @@ class Audit:
                 action = "the stream was already sent"
             log.error(
                 "audit events of request %s are not durable yet (%s; they stay queued): %s",
-                flow.metadata.get("flm.request_id"),
+                REQUEST_ID.get(flow),
                 exc,
                 action,
             )
 
     def _write(self, flow: http.HTTPFlow, hook: str) -> Awaitable[None] | None:
-        if not flow.metadata.get(EVENTS_KEY):
+        if not SECURITY_EVENTS.get(flow):
             return None
         events = self._unwritten(flow)
         return self._commit(flow, events, hook) if events else None

@@ -55,6 +55,7 @@ from flm_gateway.config.listener_settings import auth_summary, requires_api_key
 from flm_gateway.core.errors import error_response
 from flm_gateway.core.severity import Severity
 from flm_gateway.proxy.fail_closed import fail_closed
+from flm_gateway.proxy.flow_meta import AUTH_FAILURE, AUTH_KEY, AUTH_KEY_ID
 from flm_gateway.security.events import Offence, record
 from flm_gateway.security.keys import (
     CredentialProblem,
@@ -204,8 +205,8 @@ class Auth:
             self._refuse(flow, verdict.failure or "unknown")
             return True
         key = verdict.key
-        flow.metadata["flm.auth.key"] = key
-        flow.metadata["flm.auth.key_id"] = key.id
+        AUTH_KEY.set(flow, key)
+        AUTH_KEY_ID.set(flow, key.id)
         if not key_allowed_on(key, listener):
             record(flow, "auth.forbidden", Severity.LOW, None, reason="listener_scope")
             flow.response = error_response(
@@ -220,7 +221,7 @@ class Auth:
             self._decide(flow, presented, listener, final=True)
             return
         # The key may be valid: refusing it as unknown would count it as a guess.
-        flow.metadata["flm.auth.failure"] = "unavailable"
+        AUTH_FAILURE.set(flow, "unavailable")
         flow.response = error_response(
             503,
             "The gateway's security state is unavailable; retry shortly.",
@@ -230,7 +231,7 @@ class Auth:
 
     def _refuse(self, flow: http.HTTPFlow, failure: str) -> None:
         refusal = REFUSALS.get(failure, _INVALID)
-        flow.metadata["flm.auth.failure"] = failure
+        AUTH_FAILURE.set(flow, failure)
         counts = refusal.offence or (failure == "missing" and self._count_missing)
         if failure != "missing" or counts:
             offence = Offence.AUTH if counts else None

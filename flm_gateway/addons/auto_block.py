@@ -40,6 +40,7 @@ from flm_gateway.config.security_settings import AutoBlockSettings
 from flm_gateway.core.netset import IPNetwork, client_network, parse_ip, parse_network
 from flm_gateway.core.severity import Severity
 from flm_gateway.proxy.fail_closed import fail_closed
+from flm_gateway.proxy.flow_meta import AUTO_BLOCK_COUNTED
 from flm_gateway.security.events import Offence, events_of, record
 from flm_gateway.security.policies import client_ip
 from flm_gateway.state.state_service import StateService
@@ -137,9 +138,9 @@ class AutoBlock:
         return block
 
     def _finish(self, flow: http.HTTPFlow) -> None:
-        if flow.metadata.get("flm.auto_block.counted"):
+        if AUTO_BLOCK_COUNTED.get(flow):
             return
-        flow.metadata["flm.auto_block.counted"] = True
+        AUTO_BLOCK_COUNTED.set(flow, True)
         # One request counts once per kind of offence, however many rules it hit.
         offences = list(dict.fromkeys(e.offence for e in events_of(flow) if e.offence is not None))
         if not offences:

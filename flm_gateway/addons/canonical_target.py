@@ -28,10 +28,10 @@ from mitmproxy import http
 from flm_gateway.core.errors import error_response
 from flm_gateway.core.severity import Severity
 from flm_gateway.proxy.fail_closed import fail_closed
+from flm_gateway.proxy.flow_meta import SECURITY_REJECTED, TARGET_ORIGINAL
 from flm_gateway.security.events import record
 from flm_gateway.security.target import (
     EXPLANATIONS,
-    ORIGINAL_TARGET_KEY,
     TargetRefused,
     canonical_target,
 )
@@ -47,7 +47,7 @@ class CanonicalTarget:
         try:
             canonical = canonical_target(target)
         except TargetRefused as refused:
-            flow.metadata["flm.security.rejected"] = "invalid_path"
+            SECURITY_REJECTED.set(flow, "invalid_path")
             record(
                 flow,
                 "path.refused",
@@ -61,5 +61,5 @@ class CanonicalTarget:
         if request.data.authority and not (request.is_http2 or request.is_http3):
             request.authority = ""  # absolute-form: forward origin-form
         if canonical != target:
-            flow.metadata[ORIGINAL_TARGET_KEY] = target
+            TARGET_ORIGINAL.set(flow, target)
             request.path = canonical

@@ -19,6 +19,7 @@ from mitmproxy import http
 from flm_gateway.config import LoadedConfig
 from flm_gateway.core.netset import IPAddress, NetworkMap, parse_ip
 from flm_gateway.proxy.fail_closed import fail_closed
+from flm_gateway.proxy.flow_meta import CLIENT_IP, PEER_IP
 from flm_gateway.security.policies import listener_name, per_listener
 
 
@@ -63,13 +64,14 @@ class ClientIp:
         peer_text = flow.client_conn.peername[0] if flow.client_conn.peername else ""
         peer = parse_ip(peer_text)
         if peer is None:
-            flow.metadata["flm.client_ip"] = flow.metadata["flm.peer_ip"] = peer_text
+            CLIENT_IP.set(flow, peer_text)
+            PEER_IP.set(flow, peer_text)
             return
-        flow.metadata["flm.peer_ip"] = str(peer)
+        PEER_IP.set(flow, str(peer))
         trusted = self._trusted.get(listener_name(flow) or "")
         client = peer
         if trusted:
             client = forwarded_client(
                 peer, flow.request.headers.get_all("x-forwarded-for"), trusted
             )
-        flow.metadata["flm.client_ip"] = str(client)
+        CLIENT_IP.set(flow, str(client))

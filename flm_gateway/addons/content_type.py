@@ -31,6 +31,7 @@ from mitmproxy import http
 from flm_gateway.core.errors import error_response
 from flm_gateway.proxy.api_kind import MULTIPART_ENDPOINTS
 from flm_gateway.proxy.fail_closed import fail_closed
+from flm_gateway.proxy.flow_meta import LISTENER, SECURITY_REJECTED
 
 MULTIPART = b"multipart/form-data"
 _CONTENT_TYPE = b"content-type"
@@ -73,7 +74,7 @@ class ContentType:
     @fail_closed()
     def requestheaders(self, flow: http.HTTPFlow) -> None:
         request = flow.request
-        if flow.response is not None or flow.metadata.get("flm.listener") is None:
+        if flow.response is not None or LISTENER.get(flow) is None:
             return
         body, types = body_and_types(request)
         if not body:
@@ -91,4 +92,4 @@ class ContentType:
                 "(with curl: -H 'Content-Type: application/json')."
             )
         flow.response = error_response(415, message, code="unsupported_media_type")
-        flow.metadata["flm.security.rejected"] = "content_type"
+        SECURITY_REJECTED.set(flow, "content_type")

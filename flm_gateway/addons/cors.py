@@ -39,8 +39,16 @@ from mitmproxy import http
 
 from flm_gateway.config import LoadedConfig
 from flm_gateway.core.errors import error_response
-from flm_gateway.core.hostnames import HOST_KEY, Authority, parse_authority
+from flm_gateway.core.hostnames import Authority, parse_authority
+from flm_gateway.proxy.api_kind import ApiKind
 from flm_gateway.proxy.fail_closed import fail_closed
+from flm_gateway.proxy.flow_meta import (
+    API_KIND,
+    CORS_PREFLIGHT,
+    CORS_PREFLIGHT_HEADERS,
+    HOST,
+    SECURITY_REJECTED,
+)
 from flm_gateway.security.cors_policy import CorsPolicy, cors_policies
 from flm_gateway.security.policies import listener_name
 
@@ -55,13 +63,13 @@ def _refuse_origin(flow: http.HTTPFlow) -> None:
         "Requests from this origin are not allowed (security.cors.allow_origins).",
         code="origin_not_allowed",
     )
-    flow.metadata["flm.security.rejected"] = "origin"
+    SECURITY_REJECTED.set(flow, "origin")
 
 
 def _same_origin(flow: http.HTTPFlow, origin: str) -> bool:
     """`origin` is the listener itself: the connection's scheme and the Host the client
     named (as `host_check` accepted it), default ports filled in."""
-    named: Authority | None = flow.metadata.get(HOST_KEY)
+    named: Authority | None = HOST.get(flow)
     scheme, separator, rest = origin.strip().lower().partition("://")
     if named is None or not separator or scheme not in _DEFAULT_PORTS:
         return False
@@ -119,8 +127,8 @@ class Cors:
 
     def _preflight(self, flow: http.HTTPFlow, origin: str) -> None:
         request = flow.request
-        flow.metadata["flm.cors.preflight"] = True
-        flow.metadata["flm.api.kind"] = "preflight"
+        CORS_PREFLIGHT.set(flow, True)
+        API_KIND.set(flow, ApiKind.PREFLIGHT)
         policy = self._policies.get(listener_name(flow) or "")
         method = request.headers["access-control-request-method"].strip().upper()
         wanted = [
@@ -149,19 +157,19 @@ class Cors:
         if policy.credentials:
             headers["access-control-allow-credentials"] = "true"
         flow.response = http.Response.make(204, b"", headers)
-        flow.metadata["flm.cors.preflight_headers"] = headers
+        CORS_PREFLIGHT_HEADERS.set(flow, headers)
 
     @fail_closed()
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         response = flow.response
         if response is None:
             return
-        preflight_headers: dict[str, str] | None = flow.metadata.get("flm.cors.preflight_headers")
+        preflight_headers: dict[str, str] | None = CORS_PREFLIGHT_HEADERS.get(flow)
         _strip_engine_cors(response)
         if preflight_headers is not None:
             response.headers.update(preflight_headers)
             return
-        if flow.metadata.get("flm.cors.preflight"):
+        if CORS_PREFLIGHT.get(flow):
             return  # a refused preflight: no CORS headers at all
         origin = flow.request.headers.get("origin")
         policy = self._policies.get(listener_name(flow) or "")

@@ -2,7 +2,7 @@
 
 Runs after `routing`, in `requestheaders` and `request` (streamed uploads are
 routed in the first, buffered requests in the second). Reads
-`flow.metadata["flm.route.engine"]`; writes `flm.egress.profile` (the
+`flm.route.engine`; writes `flm.egress.profile` (the
 profile's name) and, when the connection through the egress failed,
 `flm.egress.failure` (an `EgressFailure`).
 
@@ -45,12 +45,14 @@ from flm_gateway.egress.egress_service import EgressService
 from flm_gateway.egress.failure import EgressFailure, Reason, failure_from_message
 from flm_gateway.egress.profiles import RuntimeProfile
 from flm_gateway.proxy.fail_closed import fail_closed
+from flm_gateway.proxy.flow_meta import (
+    EGRESS_FAILURE,
+    EGRESS_PROFILE,
+    FAILOVER_RESEND,
+    ROUTE_ENGINE,
+)
 
 log = logging.getLogger(__name__)
-
-ENGINE_KEY = "flm.route.engine"
-PROFILE_KEY = "flm.egress.profile"
-FAILURE_KEY = "flm.egress.failure"
 
 
 class Egress:
@@ -78,15 +80,15 @@ class Egress:
 
     @fail_closed(502)
     async def flm_failover(self, flow: http.HTTPFlow) -> None:
-        if flow.metadata.get("flm.failover.resend"):
+        if FAILOVER_RESEND.get(flow):
             await self._apply(flow)
 
     async def _apply(self, flow: http.HTTPFlow) -> None:
-        engine = flow.metadata.get(ENGINE_KEY)
+        engine = ROUTE_ENGINE.get(flow)
         if engine is None or flow.response is not None or flow.error is not None:
             return
         profile = self.service.profile(str(engine))
-        flow.metadata[PROFILE_KEY] = profile.name
+        EGRESS_PROFILE.set(flow, profile.name)
         via: ServerSpec | None = None
         if profile.proxied:
             if (refusal := await self._tor_refusal(profile, flow)) is not None:
@@ -160,11 +162,11 @@ class Egress:
         server.error = failure.marker()
 
     def error(self, flow: http.HTTPFlow) -> None:
-        if flow.error is None or PROFILE_KEY not in flow.metadata:
+        if flow.error is None or not EGRESS_PROFILE.is_set(flow):
             return
         failure = failure_from_message(flow.error.msg)
         if failure is not None:
-            flow.metadata[FAILURE_KEY] = failure
+            EGRESS_FAILURE.set(flow, failure)
 
 
 def _set_via(flow: http.HTTPFlow, via: ServerSpec | None) -> None:

@@ -26,8 +26,7 @@ from flm_gateway.config import LoadedConfig
 from flm_gateway.config.security_settings import ResourceSettings
 from flm_gateway.core.errors import error_response
 from flm_gateway.proxy.fail_closed import fail_closed
-
-SLOT_KEY = "flm.concurrency.engine"
+from flm_gateway.proxy.flow_meta import CONCURRENCY_ENGINE, FAILOVER_RESEND, ROUTE_ENGINE
 
 
 @dataclass
@@ -102,14 +101,14 @@ class EngineConcurrency:
 
     @fail_closed(503)
     async def request(self, flow: http.HTTPFlow) -> None:
-        engine = flow.metadata.get("flm.route.engine")
-        if flow.response is not None or engine is None or SLOT_KEY in flow.metadata:
+        engine = ROUTE_ENGINE.get(flow)
+        if flow.response is not None or engine is None or CONCURRENCY_ENGINE.is_set(flow):
             return
         slots = self.slots(engine)
         if slots is None:
             return
         if slots.try_acquire():
-            flow.metadata[SLOT_KEY] = engine
+            CONCURRENCY_ENGINE.set(flow, engine)
             return
         if len(slots.waiters) >= slots.max_queue:
             flow.response = self._busy(engine, slots)
@@ -125,14 +124,14 @@ class EngineConcurrency:
         except asyncio.CancelledError:
             self._give_up(waiter, slots)
             raise
-        flow.metadata[SLOT_KEY] = engine
+        CONCURRENCY_ENGINE.set(flow, engine)
 
     @fail_closed(503)
     async def flm_failover(self, flow: http.HTTPFlow) -> None:
-        if not flow.metadata.get("flm.failover.resend"):
+        if not FAILOVER_RESEND.get(flow):
             return
-        engine = flow.metadata.get("flm.route.engine")
-        if flow.metadata.get(SLOT_KEY) == engine:
+        engine = ROUTE_ENGINE.get(flow)
+        if CONCURRENCY_ENGINE.get(flow) == engine:
             return
         self._finish(flow)
         await self.request(flow)
@@ -153,7 +152,7 @@ class EngineConcurrency:
         )
 
     def _finish(self, flow: http.HTTPFlow) -> None:
-        engine = flow.metadata.pop(SLOT_KEY, None)
+        engine = CONCURRENCY_ENGINE.pop(flow)
         if engine is not None and engine in self._slots:
             self._slots[engine].release()
 

@@ -36,12 +36,12 @@ from mitmproxy.net.http import status_codes
 from flm_gateway.core.errors import default_type, error_body
 from flm_gateway.core.text import clip, printable
 from flm_gateway.proxy.fail_closed import fail_closed
+from flm_gateway.proxy.flow_meta import ENGINE_ERRORS_PENDING, LISTENER, ROUTE_ENGINE
 
 MAX_ERROR_BODY = 64 * 1024
 """Bytes of an engine's error body read for its message; the rest is ignored."""
 MAX_MESSAGE = 2000
 """Characters of the engine's message passed on."""
-PENDING_KEY = "flm.engine_errors.pending"
 
 
 def _word(value: Any) -> str | None:
@@ -106,7 +106,7 @@ def openai_error(status: int, content_type: str, body: bytes) -> bytes:
 
 
 def _on_api_listener(flow: http.HTTPFlow) -> bool:
-    listener = flow.metadata.get("flm.listener")
+    listener = LISTENER.get(flow)
     return listener is not None and listener.passthrough is None
 
 
@@ -117,16 +117,16 @@ class EngineErrors:
         if (
             response is not None
             and response.status_code >= 400
-            and flow.metadata.get("flm.route.engine") is not None
+            and ROUTE_ENGINE.get(flow) is not None
             and _on_api_listener(flow)
         ):
-            flow.metadata[PENDING_KEY] = True
+            ENGINE_ERRORS_PENDING.set(flow, True)
 
     @fail_closed()
     def response(self, flow: http.HTTPFlow) -> None:
         response = flow.response
         if (
-            not flow.metadata.pop(PENDING_KEY, False)
+            not ENGINE_ERRORS_PENDING.pop(flow, False)
             or response is None
             or response.status_code < 400
             or response.stream

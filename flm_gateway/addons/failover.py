@@ -42,33 +42,38 @@ from flm_gateway.engines.directory import EngineState
 from flm_gateway.observability.outcomes import STALE
 from flm_gateway.proxy.api_kind import ROUTED_KINDS
 from flm_gateway.proxy.fail_closed import fail_closed
+from flm_gateway.proxy.flow_meta import (
+    API_KIND,
+    API_MODEL,
+    FAILOVER_AGAIN,
+    FAILOVER_ATTEMPT,
+    FAILOVER_ERROR,
+    FAILOVER_FAILURES,
+    FAILOVER_HOLD_TIMEOUT,
+    FAILOVER_IN_FLIGHT,
+    FAILOVER_POSSIBLE,
+    FAILOVER_REASON,
+    FAILOVER_RESEND,
+    FAILOVER_REUSED,
+    FAILOVER_SENT_AT,
+    FAILOVER_STALE_RETRIED,
+    FAILOVER_TRIED,
+    FAILOVER_UNDO_SUCCESS,
+    ROUTE_ENGINE,
+    ROUTE_PENDING,
+    ROUTE_ROUTE,
+    ROUTE_UPSTREAM_MODEL,
+    UPSTREAM_ANSWERED,
+)
 from flm_gateway.proxy.mitm_failover import (
-    ANSWERED_KEY,
     CONNECT,
     DISCONNECTED,
-    ERROR_KEY,
-    HOLD_TIMEOUT_KEY,
     HTTP_5XX,
-    POSSIBLE_KEY,
-    REASON_KEY,
-    RESEND_KEY,
-    REUSED_KEY,
     TIMEOUT,
 )
 from flm_gateway.proxy.runtime import Runtime
 from flm_gateway.routing.candidates import Candidate, apply_candidate
 
-FAILURES_KEY = "flm.failover.failures"
-"""flow.metadata: [(engine, reason, next engine or None)] of each failed attempt."""
-TRIED_KEY = "flm.failover.tried"
-"""flow.metadata: the candidates sent the request, in order (a stale retry not counted)."""
-ATTEMPT_KEY = "flm.failover.attempt"
-"""flow.metadata: 1 for the first send, +1 for each re-send (timers of older ones ignore it)."""
-IN_FLIGHT_KEY = "flm.failover.in_flight"
-SENT_AT_KEY = "flm.failover.sent_at"
-_STALE_RETRIED_KEY = "flm.failover.stale_retried"
-_AGAIN_KEY = "flm.failover.again"
-_UNDO_KEY = "flm.failover.undo_success"
 _TRANSIENT = (HTTP_5XX, TIMEOUT, DISCONNECTED)
 MAX_BACKOFF = 30.0
 """Longest wait before one retry, whatever the doubling reaches."""
@@ -82,7 +87,7 @@ _HOW = {
 
 
 def retries_of(flow: http.HTTPFlow) -> RetrySettings:
-    route = flow.metadata.get("flm.route.route")
+    route = ROUTE_ROUTE.get(flow)
     return route.retries if route is not None else RetrySettings()
 
 
@@ -103,12 +108,12 @@ class Failover:
     def _start(self, flow: http.HTTPFlow, engine: EngineState) -> None:
         self._finish(flow)
         engine.in_flight += 1
-        flow.metadata[IN_FLIGHT_KEY] = engine
-        flow.metadata[SENT_AT_KEY] = time.monotonic()
-        flow.metadata[HOLD_TIMEOUT_KEY] = engine.config.timeouts.response
+        FAILOVER_IN_FLIGHT.set(flow, engine)
+        FAILOVER_SENT_AT.set(flow, time.monotonic())
+        FAILOVER_HOLD_TIMEOUT.set(flow, engine.config.timeouts.response)
 
     def _finish(self, flow: http.HTTPFlow) -> None:
-        engine: EngineState | None = flow.metadata.pop(IN_FLIGHT_KEY, None)
+        engine: EngineState | None = FAILOVER_IN_FLIGHT.pop(flow)
         if engine is not None:
             engine.in_flight = max(0, engine.in_flight - 1)
 
@@ -116,80 +121,73 @@ class Failover:
 
     @fail_closed()
     def request(self, flow: http.HTTPFlow) -> None:
-        engine = self._engine(flow.metadata.get("flm.route.engine"))
-        if (
-            flow.response is not None
-            or engine is None
-            or flow.metadata.get("flm.api.kind") not in ROUTED_KINDS
-        ):
+        engine = self._engine(ROUTE_ENGINE.get(flow))
+        if flow.response is not None or engine is None or API_KIND.get(flow) not in ROUTED_KINDS:
             return
         retries = retries_of(flow)
         possible = {CONNECT, DISCONNECTED}
         if retries.attempts > 1:
             possible.update(condition.value for condition in retries.when)
-        metadata = flow.metadata
-        metadata[POSSIBLE_KEY] = frozenset(possible)
-        metadata[TRIED_KEY] = [Candidate(engine, metadata["flm.route.upstream_model"])]
-        metadata[ATTEMPT_KEY] = 1
+        FAILOVER_POSSIBLE.set(flow, frozenset(possible))
+        FAILOVER_TRIED.set(flow, [Candidate(engine, ROUTE_UPSTREAM_MODEL.require(flow))])
+        FAILOVER_ATTEMPT.set(flow, 1)
         self._start(flow, engine)
 
     @fail_closed()
     async def flm_failover(self, flow: http.HTTPFlow) -> None:
-        metadata = flow.metadata
-        reason: str = metadata[REASON_KEY]
-        engine = self._engine(metadata.get("flm.route.engine"))
+        reason: str = FAILOVER_REASON.require(flow)
+        engine = self._engine(ROUTE_ENGINE.get(flow))
         if engine is None:
             return
-        stale = reason == DISCONNECTED and bool(metadata.get(REUSED_KEY))
-        undo = metadata.pop(_UNDO_KEY, None)
+        stale = reason == DISCONNECTED and bool(FAILOVER_REUSED.get(flow))
+        undo = FAILOVER_UNDO_SUCCESS.pop(flow)
         if undo is not None and undo[0] is engine:  # its head came, its first event did not
             engine.failures, engine.latency, engine.down_until = undo[1:]
         self._finish(flow)
         if not stale:
             engine.record_failure(reason)
-        metadata.pop(ANSWERED_KEY, None)  # counted here, not again on responseheaders
+        UPSTREAM_ANSWERED.pop(flow)  # counted here, not again on responseheaders
         following = self._next(flow, engine, reason, stale)
-        failures: list[tuple[str, str, str | None]] = metadata.setdefault(FAILURES_KEY, [])
+        failures: list[tuple[str, str, str | None]] = FAILOVER_FAILURES.setdefault(flow, [])
         failures.append(
             (engine.name, STALE if stale else reason, following.engine.name if following else None)
         )
         if following is None:
             self._give_up(flow, reason)
             return
-        retry = len(metadata[TRIED_KEY]) - 1
+        retry = len(FAILOVER_TRIED.require(flow)) - 1
         backoff = retries_of(flow).backoff
         if backoff and not stale:
             await asyncio.sleep(min(MAX_BACKOFF, backoff * 2**retry))
         if following.engine is not engine:
-            apply_candidate(flow, following, metadata.get("flm.route.route"))
+            apply_candidate(flow, following, ROUTE_ROUTE.get(flow))
         if not stale:
-            metadata[TRIED_KEY].append(following)
-        metadata[ATTEMPT_KEY] = metadata.get(ATTEMPT_KEY, 1) + 1
-        metadata[RESEND_KEY] = True
+            FAILOVER_TRIED.require(flow).append(following)
+        FAILOVER_ATTEMPT.set(flow, FAILOVER_ATTEMPT.get(flow, 1) + 1)
+        FAILOVER_RESEND.set(flow, True)
         self._start(flow, following.engine)
 
     def _next(
         self, flow: http.HTTPFlow, engine: EngineState, reason: str, stale: bool
     ) -> Candidate | None:
         """The candidate to send the request to now, or None to give up."""
-        metadata = flow.metadata
-        if stale and not metadata.get(_STALE_RETRIED_KEY):
-            metadata[_STALE_RETRIED_KEY] = True
-            return Candidate(engine, metadata["flm.route.upstream_model"])
+        if stale and not FAILOVER_STALE_RETRIED.get(flow):
+            FAILOVER_STALE_RETRIED.set(flow, True)
+            return Candidate(engine, ROUTE_UPSTREAM_MODEL.require(flow))
         retries = retries_of(flow)
-        tried: list[Candidate] = metadata[TRIED_KEY]
+        tried: list[Candidate] = FAILOVER_TRIED.require(flow)
         if reason not in retries.when or len(tried) >= retries.attempts:
             return None
-        pending: list[Candidate] = metadata.get("flm.route.pending") or []
+        pending: list[Candidate] = ROUTE_PENDING.get(flow) or []
         if pending:
             pending.sort(key=lambda candidate: candidate.engine.tier)  # stable: route order
-            metadata["flm.route.pending"] = pending[1:]
+            ROUTE_PENDING.set(flow, pending[1:])
             return pending[0]
         if not retries.backoff:
             return None
-        again: list[Candidate] | None = metadata.get(_AGAIN_KEY)
+        again: list[Candidate] | None = FAILOVER_AGAIN.get(flow)
         if again is None:
-            failed = metadata.get(FAILURES_KEY, ())
+            failed = FAILOVER_FAILURES.get(flow) or ()
             transient = {name for name, why, _ in failed if why in _TRANSIENT}
             if reason in _TRANSIENT:
                 transient.add(engine.name)
@@ -201,21 +199,21 @@ class Failover:
                     again.append(candidate)
         if not again:
             return None
-        metadata[_AGAIN_KEY] = again[1:] + again[:1]  # round after round
+        FAILOVER_AGAIN.set(flow, again[1:] + again[:1])  # round after round
         return again[0]
 
     def _give_up(self, flow: http.HTTPFlow, reason: str) -> None:
         """No retry left: a held 5xx or timeout stands; else a clear 502 (or the egress's)."""
         if reason in (HTTP_5XX, TIMEOUT):
             return
-        egress = failure_from_message(flow.metadata.get(ERROR_KEY) or "")
+        egress = failure_from_message(FAILOVER_ERROR.get(flow) or "")
         if egress is not None:
             flow.response = egress.response()
             return
-        model = echo(str(flow.metadata.get("flm.api.model", "")))
+        model = echo(str(API_MODEL.get(flow, "")))
         how = "; ".join(
             f"engine {name!r} {_HOW.get(why, why)}"
-            for name, why, _ in flow.metadata.get(FAILURES_KEY, ())
+            for name, why, _ in FAILOVER_FAILURES.get(flow) or ()
         )
         flow.response = error_response(
             502,
@@ -225,10 +223,9 @@ class Failover:
 
     @fail_closed()
     def responseheaders(self, flow: http.HTTPFlow) -> None:
-        metadata = flow.metadata
-        if flow.response is None or not metadata.pop(ANSWERED_KEY, False):
+        if flow.response is None or not UPSTREAM_ANSWERED.pop(flow, False):
             return
-        engine: EngineState | None = metadata.get(IN_FLIGHT_KEY)
+        engine: EngineState | None = FAILOVER_IN_FLIGHT.get(flow)
         if engine is None:
             return
         if flow.response.status_code >= 500:
@@ -236,8 +233,10 @@ class Failover:
         else:
             # A stream's head is held until its first event (`mitm_failover`): should the
             # engine die before it, `flm_failover` takes this success back.
-            metadata[_UNDO_KEY] = (engine, engine.failures, engine.latency, engine.down_until)
-            engine.record_success(time.monotonic() - metadata.get(SENT_AT_KEY, time.monotonic()))
+            FAILOVER_UNDO_SUCCESS.set(
+                flow, (engine, engine.failures, engine.latency, engine.down_until)
+            )
+            engine.record_success(time.monotonic() - FAILOVER_SENT_AT.get(flow, time.monotonic()))
 
     @fail_closed()
     def response(self, flow: http.HTTPFlow) -> None:

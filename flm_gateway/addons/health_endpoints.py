@@ -18,6 +18,7 @@ from flm_gateway.core.errors import error_response, json_response
 from flm_gateway.observability.health import readiness
 from flm_gateway.proxy.api_kind import HEALTH_PATHS, ApiKind
 from flm_gateway.proxy.fail_closed import fail_closed
+from flm_gateway.proxy.flow_meta import API_KIND
 from flm_gateway.proxy.runtime import Runtime
 
 
@@ -32,7 +33,7 @@ class Health:
     def request(self, flow: http.HTTPFlow) -> None:
         if flow.response is not None or flow.request.path not in HEALTH_PATHS:
             return
-        flow.metadata["flm.api.kind"] = ApiKind.HEALTH
+        API_KIND.set(flow, ApiKind.HEALTH)
         if flow.request.method not in ("GET", "HEAD"):
             flow.response = error_response(405, "Use GET.", code="method_not_allowed")
             return

@@ -21,7 +21,9 @@ from mitmproxy import http
 from flm_gateway.config import LoadedConfig
 from flm_gateway.core.paths import canonical_path, path_matches
 from flm_gateway.core.severity import Severity
+from flm_gateway.proxy.api_kind import ApiKind
 from flm_gateway.proxy.fail_closed import fail_closed
+from flm_gateway.proxy.flow_meta import API_KIND
 from flm_gateway.security.events import Offence, record
 from flm_gateway.security.policies import is_health_check, listener_name, per_listener
 
@@ -101,7 +103,7 @@ class Honeypot:
         hit = self.match(listener_name(flow), flow.request.path)
         if hit is None:
             return
-        flow.metadata["flm.api.kind"] = "honeypot"
+        API_KIND.set(flow, ApiKind.HONEYPOT)
         record(
             flow,
             "honeypot.hit",

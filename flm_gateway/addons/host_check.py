@@ -39,9 +39,10 @@ from mitmproxy import http
 from flm_gateway.config import LoadedConfig
 from flm_gateway.config.listener_settings import ListenerConfig
 from flm_gateway.core.errors import error_response
-from flm_gateway.core.hostnames import HOST_KEY, Authority, parse_authority
+from flm_gateway.core.hostnames import Authority, parse_authority
 from flm_gateway.core.text import echo
 from flm_gateway.proxy.fail_closed import fail_closed
+from flm_gateway.proxy.flow_meta import HOST, LISTENER, SECURITY_REJECTED
 from flm_gateway.security.host_policy import HostPolicy
 
 
@@ -103,7 +104,7 @@ class HostCheck:
 
     @fail_closed()
     def requestheaders(self, flow: http.HTTPFlow) -> None:
-        listener = flow.metadata.get("flm.listener")
+        listener = LISTENER.get(flow)
         if flow.response is not None or listener is None:
             return
         request = flow.request
@@ -112,13 +113,13 @@ class HostCheck:
         if len(hosts) == 1 and not request.data.authority:
             usual = policy.usual.get(hosts[0])
             if usual is not None:
-                flow.metadata[HOST_KEY] = usual
+                HOST.set(flow, usual)
                 return
         try:
             named = named_authority(request, hosts, 443 if flow.client_conn.tls_established else 80)
         except BadHost as problem:
             flow.response = error_response(400, str(problem), code=problem.code)
-            flow.metadata["flm.security.rejected"] = "host"
+            SECURITY_REJECTED.set(flow, "host")
             return
         if named is not None and not policy.accepts(named):
             flow.response = error_response(
@@ -127,7 +128,7 @@ class HostCheck:
                 "or add the name to the listener's hosts: in flm.yaml.",
                 code="misdirected_request",
             )
-            flow.metadata["flm.security.rejected"] = "host"
+            SECURITY_REJECTED.set(flow, "host")
             return
         # A name only `hosts: ["*"]` let in names nothing: no same-origin pass for it in cors.
-        flow.metadata[HOST_KEY] = named if named is None or policy.names(named) else None
+        HOST.set(flow, named if named is None or policy.names(named) else None)

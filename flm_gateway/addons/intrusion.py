@@ -38,6 +38,7 @@ from flm_gateway.core.errors import error_response
 from flm_gateway.core.paths import decode_repeatedly
 from flm_gateway.core.text import echo
 from flm_gateway.proxy.fail_closed import fail_closed
+from flm_gateway.proxy.flow_meta import INTRUSION_RULES
 from flm_gateway.security.events import Offence, record
 from flm_gateway.security.intrusion_rules import (
     HEADERS,
@@ -141,7 +142,7 @@ class Intrusion:
         if not found:
             return
         action = action_for(found, policy.settings)
-        flow.metadata["flm.intrusion.rules"] = [hit.rule.id for hit in found]
+        INTRUSION_RULES.set(flow, [hit.rule.id for hit in found])
         for hit in found:
             rule_action = policy.settings.actions.get(hit.rule.severity, IntrusionAction.LOG)
             record(

@@ -25,6 +25,7 @@ from flm_gateway.config import LoadedConfig
 from flm_gateway.core.errors import error_response
 from flm_gateway.core.netset import NetworkMap, parse_ip
 from flm_gateway.proxy.fail_closed import fail_closed
+from flm_gateway.proxy.flow_meta import IP_FILTER_DENIED
 from flm_gateway.security.policies import client_ip, is_health_check, listener_name, per_listener
 from flm_gateway.state.state_service import StateService
 
@@ -75,12 +76,12 @@ class IpFilter:
         address = parse_ip(client_ip(flow))
         allow = self._allow.get(listener or "")
         if address is None or (allow is not None and address not in allow):
-            flow.metadata["flm.ip_filter.denied"] = "not_allowed"
+            IP_FILTER_DENIED.set(flow, "not_allowed")
             flow.response = error_response(
                 403, "Your address is not allowed to use this gateway.", code="ip_not_allowed"
             )
             return
         if self.is_blocked(str(address), listener, time.time()):
-            flow.metadata["flm.ip_filter.denied"] = "blocked"
+            IP_FILTER_DENIED.set(flow, "blocked")
             self._state.count({"blocked_requests": 1})
             flow.response = error_response(403, "Your address is blocked.", code="ip_blocked")

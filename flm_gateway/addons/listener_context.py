@@ -18,6 +18,7 @@ from mitmproxy import http
 
 from flm_gateway.core.errors import error_response
 from flm_gateway.proxy.fail_closed import fail_closed
+from flm_gateway.proxy.flow_meta import CLIENT_IP, LISTENER, REQUEST_ID
 from flm_gateway.proxy.runtime import Runtime
 
 _REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
@@ -35,17 +36,17 @@ class ListenerContext:
         assert self._runtime is not None
         offered = flow.request.headers.get("x-request-id", "")
         request_id = offered if _REQUEST_ID_RE.match(offered) else secrets.token_hex(12)
-        flow.metadata["flm.request_id"] = request_id
-        flow.metadata["flm.client_ip"] = flow.client_conn.peername[0]
+        REQUEST_ID.set(flow, request_id)
+        CLIENT_IP.set(flow, flow.client_conn.peername[0])
         listener = self._runtime.listener_of(flow)
         if listener is None:
-            flow.metadata["flm.listener"] = None
+            LISTENER.set(flow, None)
             return
-        flow.metadata["flm.listener"] = listener
+        LISTENER.set(flow, listener)
 
     @fail_closed()
     def request(self, flow: http.HTTPFlow) -> None:
-        if flow.response is None and flow.metadata.get("flm.listener") is None:
+        if flow.response is None and LISTENER.get(flow) is None:
             # Connection: close, so a keep-alive client reconnects instead of retrying here.
             flow.response = error_response(
                 503,
@@ -56,5 +57,5 @@ class ListenerContext:
 
     @fail_closed()
     def responseheaders(self, flow: http.HTTPFlow) -> None:
-        if flow.response is not None and "flm.request_id" in flow.metadata:
-            flow.response.headers["x-request-id"] = flow.metadata["flm.request_id"]
+        if flow.response is not None and REQUEST_ID.is_set(flow):
+            flow.response.headers["x-request-id"] = REQUEST_ID.require(flow)

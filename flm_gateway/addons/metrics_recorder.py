@@ -24,6 +24,7 @@ from mitmproxy import http
 from flm_gateway.observability.flow_summary import StreamTap, summary_of
 from flm_gateway.observability.metrics import GatewayMetrics
 from flm_gateway.proxy.fail_closed import fail_closed
+from flm_gateway.proxy.flow_meta import METRICS_DONE, METRICS_TAP
 from flm_gateway.proxy.mitm_http1 import HttpRefusal
 
 log = logging.getLogger("flm_gateway.observability.metrics")
@@ -39,13 +40,13 @@ class Metrics:
         if (
             response is None
             or not response.stream
-            or flow.metadata.get("flm.metrics.tap") is response.stream  # tapped already
+            or METRICS_TAP.get(flow) is response.stream  # tapped already
         ):
             return
         inner = response.stream if callable(response.stream) else None
         tap = StreamTap(inner)
         response.stream = tap
-        flow.metadata["flm.metrics.tap"] = tap
+        METRICS_TAP.set(flow, tap)
 
     @fail_closed()
     def response(self, flow: http.HTTPFlow) -> None:
@@ -59,9 +60,9 @@ class Metrics:
         self.metrics.protocol_refusals.labels(str(refusal.status), refusal.reason).inc()
 
     def _finish(self, flow: http.HTTPFlow) -> None:
-        if flow.metadata.get("flm.metrics.done"):
+        if METRICS_DONE.get(flow):
             return
-        flow.metadata["flm.metrics.done"] = True
+        METRICS_DONE.set(flow, True)
         try:
             self.metrics.observe(summary_of(flow))
         except Exception:  # metrics must never break serving

@@ -31,6 +31,13 @@ from collections.abc import Callable, Iterable
 from mitmproxy import http
 
 from flm_gateway.proxy.fail_closed import fail_closed
+from flm_gateway.proxy.flow_meta import (
+    API_KIND,
+    API_MODEL,
+    LISTENER,
+    ROUTE_ENGINE,
+    ROUTE_UPSTREAM_MODEL,
+)
 
 MAX_LINE = 1024 * 1024
 """Bytes without a newline after which a stream is passed through unrewritten."""
@@ -83,24 +90,24 @@ class AliasFilter:
 
 def _wants_alias(flow: http.HTTPFlow) -> str | None:
     """The model the client asked for, when this answer should carry it."""
-    listener = flow.metadata.get("flm.listener")
+    listener = LISTENER.get(flow)
     response = flow.response
     if (
         response is None
         or response.status_code >= 400
         or listener is None
         or listener.passthrough is not None
-        or flow.metadata.get("flm.route.engine") is None
-        or flow.metadata.get("flm.api.kind") not in ALIASED_KINDS
+        or ROUTE_ENGINE.get(flow) is None
+        or API_KIND.get(flow) not in ALIASED_KINDS
     ):
         return None
-    model = flow.metadata.get("flm.api.model")
+    model = API_MODEL.get(flow)
     return model if isinstance(model, str) else None
 
 
 def _name_the_engine(flow: http.HTTPFlow, response: http.Response) -> None:
-    response.headers[ENGINE_HEADER] = flow.metadata["flm.route.engine"]
-    upstream = flow.metadata.get("flm.route.upstream_model")
+    response.headers[ENGINE_HEADER] = ROUTE_ENGINE.require(flow)
+    upstream = ROUTE_UPSTREAM_MODEL.get(flow)
     if isinstance(upstream, str):
         response.headers[UPSTREAM_MODEL_HEADER] = upstream
 

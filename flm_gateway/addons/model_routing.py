@@ -35,6 +35,15 @@ from flm_gateway.core.errors import error_response
 from flm_gateway.core.text import echo
 from flm_gateway.proxy.api_kind import ROUTED_KINDS
 from flm_gateway.proxy.fail_closed import fail_closed
+from flm_gateway.proxy.flow_meta import (
+    API_KIND,
+    API_MODEL,
+    EGRESS_FAILURES,
+    ROUTE_ENGINE,
+    ROUTE_FAILURES,
+    ROUTE_PENDING,
+    ROUTE_ROUTE,
+)
 from flm_gateway.proxy.runtime import Runtime
 from flm_gateway.routing.candidates import (
     Candidate,
@@ -43,7 +52,7 @@ from flm_gateway.routing.candidates import (
     unreachable_response,
 )
 from flm_gateway.routing.table import RoutingTable, route_fallbacks
-from flm_gateway.routing.upstream import EGRESS_FAILURES_KEY, ProbeResult, probe
+from flm_gateway.routing.upstream import ProbeResult, probe
 
 MISS_WAIT = 3.0
 
@@ -93,32 +102,30 @@ class Routing:
 
     @fail_closed()
     async def request(self, flow: http.HTTPFlow) -> None:
-        if flow.response is not None or flow.metadata.get("flm.api.kind") not in ROUTED_KINDS:
+        if flow.response is not None or API_KIND.get(flow) not in ROUTED_KINDS:
             return
-        model: str = flow.metadata["flm.api.model"]
+        model: str = API_MODEL.require(flow)
         route, candidates = await self.candidates(model)
         if not candidates:
             flow.response = error_response(
                 404, f"The model '{echo(model)}' does not exist.", code="model_not_found"
             )
             return
-        flow.metadata["flm.route.route"] = route
+        ROUTE_ROUTE.set(flow, route)
         failures: list[tuple[str, ProbeResult]] = []
-        flow.metadata["flm.route.failures"] = failures
+        ROUTE_FAILURES.set(flow, failures)
         for index, candidate in enumerate(candidates):
             result = await probe(flow, candidate.engine)
             if result is ProbeResult.OK:
                 apply_candidate(flow, candidate, route)
-                flow.metadata["flm.route.pending"] = candidates[index + 1 :]
+                ROUTE_PENDING.set(flow, candidates[index + 1 :])
                 return
             failures.append((candidate.engine.name, result))
-        flow.response = unreachable_response(
-            model, failures, flow.metadata.get(EGRESS_FAILURES_KEY)
-        )
+        flow.response = unreachable_response(model, failures, EGRESS_FAILURES.get(flow))
 
     @fail_closed()
     def responseheaders(self, flow: http.HTTPFlow) -> None:
-        engine = flow.metadata.get("flm.route.engine")
+        engine = ROUTE_ENGINE.get(flow)
         if engine is not None and self._runtime is not None and flow.server_conn.connected:
             state = self._runtime.directory.engines.get(engine)
             if state is not None:

@@ -45,6 +45,15 @@ from flm_gateway.core.errors import error_response, json_response
 from flm_gateway.core.text import echo
 from flm_gateway.proxy.api_kind import JSON_ENDPOINTS, MODELS_PATH, MULTIPART_ENDPOINTS, ApiKind
 from flm_gateway.proxy.fail_closed import fail_closed
+from flm_gateway.proxy.flow_meta import (
+    API_BODY,
+    API_FORM,
+    API_KIND,
+    API_MODEL,
+    API_STREAM,
+    LISTENER,
+    ROUTE_ENGINE,
+)
 from flm_gateway.proxy.runtime import Runtime
 from flm_gateway.routing.table import is_pattern
 
@@ -119,9 +128,9 @@ class OpenAIApi:
 
     @fail_closed()
     def request(self, flow: http.HTTPFlow) -> None:
-        if flow.response is not None or "flm.route.engine" in flow.metadata:
+        if flow.response is not None or ROUTE_ENGINE.is_set(flow):
             return
-        listener = flow.metadata.get("flm.listener")
+        listener = LISTENER.get(flow)
         if listener is None or listener.passthrough is not None:
             return
         path = flow.request.path.split("?", 1)[0]
@@ -133,26 +142,26 @@ class OpenAIApi:
                     405, f"Use POST for {path}.", code="method_not_allowed"
                 )
                 return
-            flow.metadata["flm.api.kind"] = kind
+            API_KIND.set(flow, kind)
             if path in JSON_ENDPOINTS:
                 body = parse_json_body(flow.request, kind)
                 if isinstance(body, http.Response):
                     flow.response = body
                     return
-                flow.metadata["flm.api.body"] = body
-                flow.metadata["flm.api.model"] = body["model"]
-                flow.metadata["flm.api.stream"] = body.get("stream") is True
+                API_BODY.set(flow, body)
+                API_MODEL.set(flow, body["model"])
+                API_STREAM.set(flow, body.get("stream") is True)
             else:
                 form = parse_form(flow.request)
                 if isinstance(form, http.Response):
                     flow.response = form
                     return
                 parts, fields = form
-                flow.metadata["flm.api.form"] = parts
-                flow.metadata["flm.api.model"] = fields["model"]
-                flow.metadata["flm.api.stream"] = fields.get("stream") == "true"
+                API_FORM.set(flow, parts)
+                API_MODEL.set(flow, fields["model"])
+                API_STREAM.set(flow, fields.get("stream") == "true")
         elif path == MODELS_PATH or path.startswith(MODELS_PATH + "/"):
-            flow.metadata["flm.api.kind"] = ApiKind.MODELS
+            API_KIND.set(flow, ApiKind.MODELS)
             if method not in ("GET", "HEAD"):
                 flow.response = error_response(
                     405, "Use GET for /v1/models.", code="method_not_allowed"
@@ -162,7 +171,7 @@ class OpenAIApi:
             # canonical path has no `%2F` and only UTF-8 escapes.
             flow.response = self._models_response(unquote(path[len(MODELS_PATH) + 1 :]))
         else:
-            flow.metadata["flm.api.kind"] = ApiKind.UNKNOWN
+            API_KIND.set(flow, ApiKind.UNKNOWN)
             flow.response = error_response(
                 404,
                 f"Unknown path '{echo(path)}'; this gateway serves the OpenAI API under /v1.",

@@ -31,11 +31,17 @@ from flm_gateway.engines.admin_routes import AdminRoutes
 from flm_gateway.engines.registry import refused_admin_routes
 from flm_gateway.proxy.api_kind import ApiKind
 from flm_gateway.proxy.fail_closed import fail_closed
+from flm_gateway.proxy.flow_meta import (
+    API_KIND,
+    EGRESS_FAILURES,
+    LISTENER,
+    SECURITY_REJECTED,
+    TARGET_ORIGINAL,
+)
 from flm_gateway.proxy.runtime import Runtime
 from flm_gateway.routing.candidates import unreachable_response
-from flm_gateway.routing.upstream import EGRESS_FAILURES_KEY, ProbeResult, point_at, probe
+from flm_gateway.routing.upstream import ProbeResult, point_at, probe
 from flm_gateway.security.events import record
-from flm_gateway.security.target import ORIGINAL_TARGET_KEY
 
 
 class Passthrough:
@@ -49,7 +55,7 @@ class Passthrough:
 
     @fail_closed()
     def requestheaders(self, flow: http.HTTPFlow) -> None:
-        listener = flow.metadata.get("flm.listener")
+        listener = LISTENER.get(flow)
         if flow.response is not None or listener is None or listener.passthrough is None:
             return
         admin = self._locked.get(listener.name)
@@ -59,15 +65,15 @@ class Passthrough:
         route = admin.match(request.method, request.path.partition("?")[0])
         if route is None:
             return
-        flow.metadata["flm.api.kind"] = ApiKind.PASSTHROUGH
-        flow.metadata["flm.security.rejected"] = "admin_endpoint"
+        API_KIND.set(flow, ApiKind.PASSTHROUGH)
+        SECURITY_REJECTED.set(flow, "admin_endpoint")
         record(
             flow,
             "passthrough.admin_refused",
             Severity.MEDIUM,
             route=route.path,
             method=request.method,
-            path=flow.metadata.get(ORIGINAL_TARGET_KEY, request.path).partition("?")[0][:200],
+            path=TARGET_ORIGINAL.get(flow, request.path).partition("?")[0][:200],
         )
         flow.response = error_response(
             403,
@@ -78,18 +84,18 @@ class Passthrough:
 
     @fail_closed()
     async def request(self, flow: http.HTTPFlow) -> None:
-        listener = flow.metadata.get("flm.listener")
+        listener = LISTENER.get(flow)
         if flow.response is not None or listener is None or listener.passthrough is None:
             return
         assert self._runtime is not None
         engine = self._runtime.directory.get(listener.passthrough)
-        flow.metadata["flm.api.kind"] = ApiKind.PASSTHROUGH
+        API_KIND.set(flow, ApiKind.PASSTHROUGH)
         result = await probe(flow, engine)
         if result is not ProbeResult.OK:
             flow.response = unreachable_response(
                 listener.passthrough,
                 [(engine.name, result)],
-                flow.metadata.get(EGRESS_FAILURES_KEY),
+                EGRESS_FAILURES.get(flow),
             )
             return
         point_at(flow, engine, flow.request.path)

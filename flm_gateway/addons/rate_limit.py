@@ -57,6 +57,12 @@ from flm_gateway.core.netset import client_subject
 from flm_gateway.core.severity import Severity
 from flm_gateway.proxy.background import BackgroundTask
 from flm_gateway.proxy.fail_closed import fail_closed
+from flm_gateway.proxy.flow_meta import (
+    AUTH_KEY,
+    RATELIMIT_HEADERS,
+    RATELIMIT_TOKENS_IP,
+    RATELIMIT_TOKENS_KEY,
+)
 from flm_gateway.security.events import record
 from flm_gateway.security.policies import client_ip, is_health_check, listener_name
 from flm_gateway.security.ratelimit import Applied, Bucket, headers_for, merge_headers
@@ -178,7 +184,7 @@ class RateLimiter:
         scope = self._scopes.get(listener_name(flow) or "")
         if scope is None:
             return None
-        key: KeyRecord | None = flow.metadata.get("flm.auth.key")
+        key: KeyRecord | None = AUTH_KEY.get(flow)
         subject = client_subject(client_ip(flow), self._ipv6_prefix)
         requests, tokens = self._limits(scope, subject, key)
         if not requests and not tokens:
@@ -250,11 +256,10 @@ class RateLimiter:
         When refused, no bucket was charged: the short ones are the request buckets
         below one request and the token buckets at zero or in debt.
         """
-        flow.metadata[f"flm.ratelimit.tokens.{self._subject}"] = charged
-        headers = merge_headers(
-            flow.metadata.get("flm.ratelimit.headers"), headers_for(requests, tokens)
-        )
-        flow.metadata["flm.ratelimit.headers"] = headers
+        tokens_key = RATELIMIT_TOKENS_IP if self._subject == "ip" else RATELIMIT_TOKENS_KEY
+        tokens_key.set(flow, charged)
+        headers = merge_headers(RATELIMIT_HEADERS.get(flow), headers_for(requests, tokens))
+        RATELIMIT_HEADERS.set(flow, headers)
         if not admitted:
             short_requests = [a for a in requests if a.bucket.level < 1.0]
             short_tokens = [a for a in tokens if a.bucket.level <= 0.0]
@@ -276,7 +281,7 @@ class RateLimiter:
 
     @fail_closed()
     def responseheaders(self, flow: http.HTTPFlow) -> None:
-        headers: dict[str, str] | None = flow.metadata.get("flm.ratelimit.headers")
+        headers: dict[str, str] | None = RATELIMIT_HEADERS.get(flow)
         if headers and flow.response is not None:
             for name, value in headers.items():
                 flow.response.headers[name] = value

@@ -45,6 +45,7 @@ from flm_gateway.config.security_settings import RequestLimitSettings
 from flm_gateway.core.errors import error_response
 from flm_gateway.core.text import echo
 from flm_gateway.proxy.fail_closed import fail_closed
+from flm_gateway.proxy.flow_meta import API_BODY, API_KIND, API_MODEL, AUTH_KEY
 from flm_gateway.routing.rewrite import with_defaults
 from flm_gateway.routing.table import RoutingTable
 from flm_gateway.security.policies import is_health_check, listener_name, per_listener
@@ -143,15 +144,15 @@ class RequestLimits:
         if len(flow.request.raw_content or b"") > limits.max_body:
             flow.response = _too_large(limits.max_body)
             return
-        body = flow.metadata.get("flm.api.body")
-        if not isinstance(body, dict) or flow.metadata.get("flm.api.kind") not in CAPPED_KINDS:
+        body = API_BODY.get(flow)
+        if not isinstance(body, dict) or API_KIND.get(flow) not in CAPPED_KINDS:
             return
-        route = self._routes.match(flow.metadata["flm.api.model"])
-        cap = token_cap(limits.settings, route, flow.metadata.get("flm.auth.key"))
+        route = self._routes.match(API_MODEL.require(flow))
+        cap = token_cap(limits.settings, route, AUTH_KEY.get(flow))
         if cap is None:
             return
         try:
-            kind = flow.metadata["flm.api.kind"]
+            kind = API_KIND.require(flow)
             defaults = route.defaults.fields(kind) if route is not None else {}
             changed = budget_tokens(body, defaults, cap)
         except BodyError as error:

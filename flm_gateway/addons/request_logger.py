@@ -20,7 +20,9 @@ from flm_gateway.config import LoadedConfig
 from flm_gateway.observability.flow_summary import summary_of
 from flm_gateway.observability.metrics import GatewayMetrics
 from flm_gateway.observability.outcomes import status_label
+from flm_gateway.proxy.api_kind import ApiKind
 from flm_gateway.proxy.fail_closed import fail_closed
+from flm_gateway.proxy.flow_meta import API_KIND, REQUEST_LOG_DONE
 from flm_gateway.requestlog.log_table import request_log_path
 from flm_gateway.requestlog.writer import RequestLogWriter
 
@@ -64,12 +66,9 @@ class RequestLog:
         self._finish(flow)
 
     def _finish(self, flow: http.HTTPFlow) -> None:
-        if (
-            flow.metadata.get("flm.request_log.done")
-            or flow.metadata.get("flm.api.kind") == "health"
-        ):
+        if REQUEST_LOG_DONE.get(flow) or API_KIND.get(flow) == ApiKind.HEALTH:
             return
-        flow.metadata["flm.request_log.done"] = True
+        REQUEST_LOG_DONE.set(flow, True)
         try:
             summary = summary_of(flow)
             if self._enabled and self.writer is not None:

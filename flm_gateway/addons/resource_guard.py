@@ -37,6 +37,7 @@ from flm_gateway.core.severity import Severity
 from flm_gateway.observability.memory import Reclaimer
 from flm_gateway.proxy.background import BackgroundTask
 from flm_gateway.proxy.fail_closed import fail_closed
+from flm_gateway.proxy.flow_meta import RESOURCE_SHED
 from flm_gateway.security.policies import is_health_check
 from flm_gateway.state.state_service import StateService
 from flm_gateway.state.store import AuditEvent
@@ -157,7 +158,7 @@ class ResourceGuard:
         reason = self.overloaded()
         if reason is None:
             return
-        flow.metadata["flm.resource.shed"] = reason
+        RESOURCE_SHED.set(flow, reason)
         flow.response = error_response(
             503,
             "The gateway is overloaded; retry later.",

@@ -23,6 +23,7 @@ from mitmproxy import http
 from mitmproxy.net.http.http1 import read
 
 from flm_gateway.proxy.fail_closed import fail_closed
+from flm_gateway.proxy.flow_meta import LISTENER, ROUTE_ENGINE
 
 HOP_BY_HOP = frozenset({"keep-alive", "proxy-connection", "proxy-authenticate", "te", "upgrade"})
 IDENTITY_HEADERS = frozenset(
@@ -53,10 +54,10 @@ def strip_identity(response: http.Response) -> None:
 
 def _clean(flow: http.HTTPFlow) -> None:
     response = flow.response
-    if response is None or flow.metadata.get("flm.route.engine") is None:
+    if response is None or ROUTE_ENGINE.get(flow) is None:
         return
     strip_hop_by_hop(response)
-    listener = flow.metadata.get("flm.listener")
+    listener = LISTENER.get(flow)
     if listener is None or listener.passthrough is None:
         strip_identity(response)
 

@@ -23,6 +23,12 @@ from mitmproxy.proxy import events
 
 from flm_gateway.core.errors import error_body
 from flm_gateway.proxy.fail_closed import fail_closed
+from flm_gateway.proxy.flow_meta import (
+    FAILOVER_ATTEMPT,
+    FAILOVER_RESEND,
+    ROUTE_ENGINE,
+    UPSTREAM_TIMED_OUT,
+)
 from flm_gateway.proxy.runtime import Runtime
 
 log = logging.getLogger("flm_gateway.addons")
@@ -57,18 +63,18 @@ class ResponseTimeout:
     @fail_closed()
     def flm_failover(self, flow: http.HTTPFlow) -> None:
         self._stop(flow)
-        if flow.metadata.get("flm.failover.resend"):
+        if FAILOVER_RESEND.get(flow):
             self._start(flow)
 
     def _start(self, flow: http.HTTPFlow) -> None:
-        engine_name = flow.metadata.get("flm.route.engine")
+        engine_name = ROUTE_ENGINE.get(flow)
         if flow.response is not None or engine_name is None or self._runtime is None:
             return
         engine = self._runtime.directory.engines.get(engine_name)
         if engine is None:
             return
         seconds = engine.config.timeouts.response
-        attempt = flow.metadata.get("flm.failover.attempt")
+        attempt = FAILOVER_ATTEMPT.get(flow)
         self._stop(flow)
         self._timers[flow.id] = asyncio.get_running_loop().call_later(
             seconds, self._expire, flow, engine_name, seconds, attempt
@@ -95,10 +101,10 @@ class ResponseTimeout:
             handler is None
             or flow.response is not None
             or not flow.server_conn.connected
-            or flow.metadata.get("flm.failover.attempt") != attempt
+            or FAILOVER_ATTEMPT.get(flow) != attempt
         ):
             return
         log.warning("engine %s sent no response headers within %gs", engine, seconds)
-        flow.metadata["flm.upstream.timed_out"] = True  # failover counts it (passive health)
+        UPSTREAM_TIMED_OUT.set(flow, True)  # failover counts it (passive health)
         event = events.DataReceived(flow.server_conn, timeout_response_bytes(engine, seconds))
         asyncio.get_running_loop().create_task(handler.server_event(event))

@@ -24,8 +24,9 @@ from flm_gateway.config import LoadedConfig
 from flm_gateway.core.errors import error_response
 from flm_gateway.core.severity import Severity
 from flm_gateway.core.text import echo
-from flm_gateway.proxy.api_kind import ROUTED_KINDS
+from flm_gateway.proxy.api_kind import ROUTED_KINDS, ApiKind
 from flm_gateway.proxy.fail_closed import fail_closed
+from flm_gateway.proxy.flow_meta import API_KIND, API_MODEL, AUTH_KEY
 from flm_gateway.routing.table import RoutingTable
 from flm_gateway.security.events import record
 from flm_gateway.state.store import KeyRecord, KeyScopes
@@ -49,17 +50,17 @@ class Scopes:
 
     @fail_closed()
     def request(self, flow: http.HTTPFlow) -> None:
-        key: KeyRecord | None = flow.metadata.get("flm.auth.key")
+        key: KeyRecord | None = AUTH_KEY.get(flow)
         if key is None or not (key.scopes.models or key.scopes.routes):
             return
-        kind = flow.metadata.get("flm.api.kind")
+        kind = API_KIND.get(flow)
         if kind == "models" and flow.response is not None:
             self._filter_models(flow, key.scopes)
             return
         if flow.response is not None:
             return
-        model: str | None = flow.metadata.get("flm.api.model")
-        if kind == "passthrough" or (
+        model: str | None = API_MODEL.get(flow)
+        if kind == ApiKind.PASSTHROUGH or (
             kind in ROUTED_KINDS and not self.allows(key.scopes, model or "")
         ):
             record(flow, "auth.forbidden", Severity.LOW, None, reason="model_scope")

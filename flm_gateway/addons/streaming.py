@@ -15,6 +15,7 @@ from __future__ import annotations
 from mitmproxy import http
 
 from flm_gateway.proxy.fail_closed import fail_closed
+from flm_gateway.proxy.flow_meta import STREAMED
 
 STREAM_TYPES = ("text/event-stream", "application/x-ndjson")
 
@@ -28,4 +29,4 @@ class Streaming:
         content_type = response.headers.get("content-type", "").lower()
         if content_type.startswith(STREAM_TYPES) and not response.stream:
             response.stream = True
-            flow.metadata["flm.streamed"] = True
+            STREAMED.set(flow, True)

@@ -20,7 +20,7 @@ Policy (for flows with `flm.route.engine`: routed API calls and passthrough):
   A buffered event stream (one that arrived whole) is metered, and stripped, whole.
 - `error` (a stream cut short): the counts of what passed, estimated where no
   report came.
-Writes `flow.metadata["flm.usage"] = {"prompt_tokens", "completion_tokens",
+Writes `flm.usage` = `{"prompt_tokens", "completion_tokens",
 "estimated"}` before the `response` hooks of later addons run, and
 `flm.usage.strip`. Reads `flm.route.engine`, `flm.api.kind`, `flm.api.body`,
 `flm.api.stream`. Fails closed like every hook (`guard`); the stream meter itself
@@ -47,7 +47,18 @@ from flm_gateway.accounting.usage import (
     reported_usage,
 )
 from flm_gateway.bodies.strict_json import read_object
+from flm_gateway.proxy.api_kind import ApiKind
 from flm_gateway.proxy.fail_closed import fail_closed
+from flm_gateway.proxy.flow_meta import (
+    API_BODY,
+    API_KIND,
+    API_STREAM,
+    FAILOVER_RESEND,
+    REQUEST_ID,
+    ROUTE_ENGINE,
+    USAGE,
+    USAGE_STRIP,
+)
 from flm_gateway.proxy.runtime import Runtime
 
 log = logging.getLogger("flm_gateway.accounting.usage")
@@ -71,7 +82,7 @@ def client_asked_usage(body: dict[str, Any]) -> bool:
 
 def request_body(flow: http.HTTPFlow) -> Any:
     """The client's JSON body: parsed by `openai_api`, or (passthrough) parsed here."""
-    body = flow.metadata.get("flm.api.body")
+    body = API_BODY.get(flow)
     if body is not None:
         return body
     raw = flow.request.get_content(strict=False) or b""
@@ -85,10 +96,10 @@ def request_body(flow: http.HTTPFlow) -> Any:
 
 def generates_text(flow: http.HTTPFlow) -> bool:
     """False for embeddings (OpenAI's, Ollama's /api/embed(dings), llama.cpp's /embedding)."""
-    kind = flow.metadata.get("flm.api.kind")
+    kind = API_KIND.get(flow)
     if kind == "embeddings":
         return False
-    return not (kind == "passthrough" and "embed" in flow.request.path.lower())
+    return not (kind == ApiKind.PASSTHROUGH and "embed" in flow.request.path.lower())
 
 
 class TokenAccounting:
@@ -106,13 +117,13 @@ class TokenAccounting:
 
     @fail_closed()
     def request(self, flow: http.HTTPFlow) -> None:
-        engine = flow.metadata.get("flm.route.engine")
+        engine = ROUTE_ENGINE.get(flow)
         if (
             flow.response is not None
             or engine is None
-            or flow.metadata.get("flm.api.kind") not in USAGE_STREAM_KINDS
-            or not flow.metadata.get("flm.api.stream")
-            or client_asked_usage(flow.metadata["flm.api.body"])
+            or API_KIND.get(flow) not in USAGE_STREAM_KINDS
+            or not API_STREAM.get(flow)
+            or client_asked_usage(API_BODY.require(flow))
             or not self._engine_streams_usage(engine)
         ):
             return
@@ -121,28 +132,24 @@ class TokenAccounting:
         body["stream_options"] = {**(options if isinstance(options, dict) else {})}
         body["stream_options"]["include_usage"] = True
         flow.request.content = json.dumps(body).encode()
-        flow.metadata["flm.usage.strip"] = True
+        USAGE_STRIP.set(flow, True)
 
     @fail_closed()
     def flm_failover(self, flow: http.HTTPFlow) -> None:
         """A retry on another engine: routing rewrote the body for it; ask that one again."""
-        if flow.metadata.get("flm.failover.resend"):
-            flow.metadata.pop("flm.usage.strip", None)
+        if FAILOVER_RESEND.get(flow):
+            USAGE_STRIP.pop(flow)
             self.request(flow)
 
     @fail_closed()
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         response = flow.response
-        if (
-            response is None
-            or response.stream is not True
-            or "flm.route.engine" not in flow.metadata
-        ):
+        if response is None or response.stream is not True or not ROUTE_ENGINE.is_set(flow):
             return
         framing = framing_of(response)
         if framing is None:
             return
-        strip = bool(flow.metadata.get("flm.usage.strip")) and framing == "sse"
+        strip = bool(USAGE_STRIP.get(flow)) and framing == "sse"
         if strip and "content-length" in response.headers:
             del response.headers["content-length"]
             response.headers["transfer-encoding"] = "chunked"
@@ -150,22 +157,22 @@ class TokenAccounting:
 
     @fail_closed()
     def response(self, flow: http.HTTPFlow) -> None:
-        if flow.response is None or "flm.route.engine" not in flow.metadata:
+        if flow.response is None or not ROUTE_ENGINE.is_set(flow):
             return
         self._record(flow, self.count(flow, flow.response))
 
     def error(self, flow: http.HTTPFlow) -> None:
         response = flow.response
         meter = find_filter(response.stream, StreamMeter) if response is not None else None
-        if meter is not None and "flm.usage" not in flow.metadata:
+        if meter is not None and not USAGE.is_set(flow):
             self._record(flow, self._metered(flow, meter))
 
     def _record(self, flow: http.HTTPFlow, usage: Usage) -> None:
-        flow.metadata["flm.usage"] = usage.as_metadata()
+        USAGE.set(flow, usage.as_metadata())
         log.debug(
             "usage request=%s engine=%s prompt=%d completion=%d estimated=%s",
-            flow.metadata.get("flm.request_id"),
-            flow.metadata.get("flm.route.engine"),
+            REQUEST_ID.get(flow),
+            ROUTE_ENGINE.get(flow),
             usage.prompt_tokens,
             usage.completion_tokens,
             usage.estimated,
@@ -187,7 +194,7 @@ class TokenAccounting:
         content = response.get_content(strict=False) or b""
         framing = framing_of(response)
         if framing is not None:  # an event stream that arrived whole
-            meter = StreamMeter(framing, bool(flow.metadata.get("flm.usage.strip")))
+            meter = StreamMeter(framing, bool(USAGE_STRIP.get(flow)))
             kept = b"".join([*meter(content), *meter(b"")]) if content else b""
             if meter.strip:
                 response.content = kept

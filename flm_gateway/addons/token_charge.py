@@ -29,17 +29,22 @@ from mitmproxy import http
 
 from flm_gateway.observability.flow_summary import reached_engine
 from flm_gateway.proxy.fail_closed import fail_closed
+from flm_gateway.proxy.flow_meta import (
+    AUTH_KEY_ID,
+    RATELIMIT_TOKENS_IP,
+    RATELIMIT_TOKENS_KEY,
+    TOKEN_CHARGE_DONE,
+    USAGE,
+)
 from flm_gateway.security.ratelimit import Bucket
 from flm_gateway.state.state_service import StateService
 
 if TYPE_CHECKING:
     from flm_gateway.security.shared_buckets import SharedTokenBucket
 
-BUCKET_KEYS = ("flm.ratelimit.tokens.ip", "flm.ratelimit.tokens.key")
-
 
 def used_tokens(flow: http.HTTPFlow) -> int:
-    usage = flow.metadata.get("flm.usage")
+    usage = USAGE.get(flow)
     if not isinstance(usage, Mapping):
         return 0
     return max(0, int(usage.get("prompt_tokens") or 0) + int(usage.get("completion_tokens") or 0))
@@ -52,24 +57,23 @@ class TokenCharge:
 
     def _charge(self, flow: http.HTTPFlow) -> Awaitable[None] | None:
         """Charges the local buckets; an awaitable that charges the shared ones, if any."""
-        if flow.metadata.get("flm.token_charge.done"):
+        if TOKEN_CHARGE_DONE.get(flow):
             return None
-        flow.metadata["flm.token_charge.done"] = True
+        TOKEN_CHARGE_DONE.set(flow, True)
         if not reached_engine(flow):
             return None
         used = used_tokens(flow)
         shared: list[SharedTokenBucket] = []
         now = self._clock()
         if used:
-            for name in BUCKET_KEYS:
-                buckets: list[Bucket | SharedTokenBucket] = flow.metadata.get(name) or []
-                for bucket in buckets:
+            for buckets in (RATELIMIT_TOKENS_IP, RATELIMIT_TOKENS_KEY):
+                for bucket in buckets.get(flow) or ():
                     if isinstance(bucket, Bucket):
                         bucket.refill(now)
                         bucket.take(float(used))
                     else:
                         shared.append(bucket)
-        key_id = flow.metadata.get("flm.auth.key_id")
+        key_id = AUTH_KEY_ID.get(flow)
         if key_id is not None:
             deltas = {f"usage:{key_id}:requests": 1}
             if used:

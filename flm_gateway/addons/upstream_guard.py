@@ -15,6 +15,7 @@ from mitmproxy.proxy import server_hooks
 
 from flm_gateway.core.errors import error_response
 from flm_gateway.proxy.fail_closed import fail_closed
+from flm_gateway.proxy.flow_meta import ROUTE_ENGINE
 from flm_gateway.proxy.mitm_listeners import PLACEHOLDER_TARGET
 
 log = logging.getLogger("flm_gateway.addons")
@@ -23,7 +24,7 @@ log = logging.getLogger("flm_gateway.addons")
 class UpstreamGuard:
     @fail_closed()
     def request(self, flow: http.HTTPFlow) -> None:
-        if flow.response is None and "flm.route.engine" not in flow.metadata:
+        if flow.response is None and not ROUTE_ENGINE.is_set(flow):
             log.error("refusing unrouted flow %s %s", flow.request.method, flow.request.path)
             flow.response = error_response(
                 500, "The gateway could not route this request.", code="unrouted"

@@ -28,8 +28,6 @@ _OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
 _IPV4_RE = re.compile(rf"{_OCTET}(?:\.{_OCTET}){{3}}")
 """A dotted-quad IPv4 address in its one canonical spelling (no leading zeros)."""
 ANY_HOST = "*"
-HOST_KEY = "flm.host"
-"""flow.metadata: the `Authority` a request named, as `host_check` accepted it (or None)."""
 
 
 def ip_text(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str:

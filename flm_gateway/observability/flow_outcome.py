@@ -11,6 +11,7 @@ from mitmproxy import http
 
 from flm_gateway.egress.failure import failure_from_message
 from flm_gateway.observability.outcomes import ERROR_KIND_OF_UPSTREAM, ErrorKind, UpstreamError
+from flm_gateway.proxy.flow_meta import METRICS_TAP, UPSTREAM_TIMED_OUT
 from flm_gateway.proxy.mitm_http1 import FLOW_REFUSALS
 
 # mitmproxy's messages for flows whose client gets no answer.
@@ -27,7 +28,7 @@ def _client_saw_headers(flow: http.HTTPFlow) -> bool:
     """A streamed response's status line leaves right after `responseheaders`."""
     response = flow.response
     return response is not None and (
-        bool(response.stream) or "flm.metrics.tap" in flow.metadata  # the metrics addon's tap
+        bool(response.stream) or METRICS_TAP.is_set(flow)  # the metrics addon's tap
     )
 
 
@@ -96,7 +97,7 @@ def engine_error_kind(flow: http.HTTPFlow, code: str | None) -> tuple[str, Upstr
     """
     assert flow.response is not None
     status = flow.response.status_code
-    if flow.metadata.get("flm.upstream.timed_out"):
+    if UPSTREAM_TIMED_OUT.get(flow):
         return ErrorKind.UPSTREAM_TIMEOUT, UpstreamError.TIMEOUT
     kind = code if code and not code.isdigit() else f"upstream_{status}"
     return kind, UpstreamError.HTTP_5XX if status >= 500 else None

@@ -2,7 +2,7 @@
 
 Both the metrics and the request log describe a finished flow the same way, so
 the description is made here, once per flow, by `summarize`, and kept in
-`flow.metadata["flm.summary"]` for whoever runs later on the same hook. The names
+`flm.summary` for whoever runs later on the same hook. The names
 of statuses and reasons, and the rules choosing them, are `outcomes`'.
 
 `StreamTap` sits in a streamed response's chunk path (`response.stream`) and
@@ -32,6 +32,30 @@ from mitmproxy import http
 
 from flm_gateway.observability.flow_outcome import engine_error_kind, error_kind_of, sent_status
 from flm_gateway.observability.outcomes import STALE, ErrorKind, UpstreamError, upstream_error
+from flm_gateway.proxy.flow_meta import (
+    API_KIND,
+    API_MODEL,
+    AUTH_FAILURE,
+    AUTH_KEY_ID,
+    CLIENT_IP,
+    EGRESS_FAILURE,
+    EGRESS_FAILURES,
+    FAILOVER_FAILURES,
+    GUARD_FAILED,
+    IP_FILTER_DENIED,
+    LISTENER,
+    METRICS_TAP,
+    REQUEST_ID,
+    RESOURCE_SHED,
+    ROUTE_ENGINE,
+    ROUTE_FAILURES,
+    ROUTE_ROUTE,
+    SECURITY_EVENTS,
+    SECURITY_REJECTED,
+    STREAMED,
+    SUMMARY,
+    USAGE,
+)
 
 MAX_FIELD = 200
 
@@ -108,9 +132,9 @@ def reached_engine(flow: http.HTTPFlow) -> bool:
     before forwarding) and for a connect that failed, directly or at a proxied egress.
     """
     return (
-        flow.metadata.get("flm.route.engine") is not None
+        ROUTE_ENGINE.get(flow) is not None
         and flow.server_conn.timestamp_tcp_setup is not None
-        and flow.metadata.get("flm.egress.failure") is None
+        and EGRESS_FAILURE.get(flow) is None
     )
 
 
@@ -146,9 +170,9 @@ def _error_kind(flow: http.HTTPFlow, engine: str | None) -> tuple[str | None, Up
     response = flow.response
     if response is None or response.status_code < 400:
         return None, None
-    if "flm.guard.failed" in flow.metadata:
+    if GUARD_FAILED.is_set(flow):
         return ErrorKind.INTERNAL_ERROR, None
-    code = _engine_error_code(response) if not flow.metadata.get("flm.streamed") else None
+    code = _engine_error_code(response) if not STREAMED.get(flow) else None
     if engine is not None and flow.server_conn.timestamp_start is not None:
         return engine_error_kind(flow, code)
     return code or f"http_{response.status_code}", None
@@ -188,22 +212,21 @@ def rejection_reason(flow: http.HTTPFlow, engine: str | None) -> str | None:
     `rate_limit_requests`, `rate_limit_tokens`, `auth_<reason>`,
     `forbidden_<reason>`, `honeypot`, `intrusion`.
     """
-    metadata = flow.metadata
-    explicit = metadata.get("flm.security.rejected")
+    explicit = SECURITY_REJECTED.get(flow)
     if explicit:
         return str(explicit)
     response = flow.response
     if response is None or response.status_code < 400 or engine is not None:
         return None
-    denied = metadata.get("flm.ip_filter.denied")
+    denied = IP_FILTER_DENIED.get(flow)
     if denied:
         return f"ip_{denied}"
-    if metadata.get("flm.resource.shed"):
+    if RESOURCE_SHED.get(flow):
         return "resource_shed"
-    failure = metadata.get("flm.auth.failure")
+    failure = AUTH_FAILURE.get(flow)
     if failure:
         return f"auth_{failure}"
-    for event in reversed(metadata.get("flm.security.events") or ()):
+    for event in reversed(SECURITY_EVENTS.get(flow) or ()):
         rule = _REJECTING_EVENTS.get(getattr(event, "type", ""))
         if rule is not None:
             prefix, detail = rule
@@ -214,14 +237,13 @@ def rejection_reason(flow: http.HTTPFlow, engine: str | None) -> str | None:
 
 def summarize(flow: http.HTTPFlow) -> FlowSummary:
     """Describe a finished flow (call from `response` or `error`)."""
-    metadata = flow.metadata
     request = flow.request
     response = flow.response
-    tap: StreamTap | None = metadata.get("flm.metrics.tap")
-    listener = metadata.get("flm.listener")
-    route = metadata.get("flm.route.route")
-    engine: str | None = metadata.get("flm.route.engine")
-    usage = metadata.get("flm.usage") or {}
+    tap: StreamTap | None = METRICS_TAP.get(flow)
+    listener = LISTENER.get(flow)
+    route = ROUTE_ROUTE.get(flow)
+    engine: str | None = ROUTE_ENGINE.get(flow)
+    usage = USAGE.get(flow) or {}
     started = request.timestamp_start
     status = sent_status(flow)
     ended = (
@@ -240,17 +262,17 @@ def summarize(flow: http.HTTPFlow) -> FlowSummary:
         bytes_out = 0
     bytes_in = len(request.raw_content) if request.raw_content is not None else 0
     error_kind, upstream_kind = _error_kind(flow, engine)
-    egress_failures = metadata.get("flm.egress.failures") or {}
+    egress_failures = EGRESS_FAILURES.get(flow) or {}
     upstream_errors = [
         (name, _egress_kind(egress_failures.get(name)) or f"probe_{result}")
-        for name, result in metadata.get("flm.route.failures") or ()
+        for name, result in ROUTE_FAILURES.get(flow) or ()
     ]
-    failed_over: list[tuple[str, str, str | None]] = metadata.get("flm.failover.failures") or []
+    failed_over: list[tuple[str, str, str | None]] = FAILOVER_FAILURES.get(flow) or []
     upstream_errors.extend(
         (name, str(upstream_error(why))) for name, why, _ in failed_over if why != STALE
     )
     gave_up = bool(failed_over) and failed_over[-1][2] is None  # the last failure is counted
-    egress_kind = _egress_kind(metadata.get("flm.egress.failure"))
+    egress_kind = _egress_kind(EGRESS_FAILURE.get(flow))
     if egress_kind is not None and engine is not None:
         upstream_errors.append((engine, egress_kind))
     elif upstream_kind is not None and engine is not None and not gave_up:
@@ -258,15 +280,15 @@ def summarize(flow: http.HTTPFlow) -> FlowSummary:
     retries = tuple((name, why, following) for name, why, following in failed_over if following)
     rejected = rejection_reason(flow, engine)
     return FlowSummary(
-        request_id=str(metadata.get("flm.request_id", "")),
+        request_id=str(REQUEST_ID.get(flow, "")),
         started=started,
         listener=listener.name if listener is not None else "",
-        client_ip=str(metadata.get("flm.client_ip") or (flow.client_conn.peername or ("",))[0]),
-        key_id=_clip(metadata.get("flm.auth.key_id")),
+        client_ip=str(CLIENT_IP.get(flow) or (flow.client_conn.peername or ("",))[0]),
+        key_id=_clip(AUTH_KEY_ID.get(flow)),
         method=request.method,
         path=_clip(request.path.split("?", 1)[0]) or "",
-        kind=metadata.get("flm.api.kind"),
-        model=_clip(metadata.get("flm.api.model")),
+        kind=API_KIND.get(flow),
+        model=_clip(API_MODEL.get(flow)),
         route=_clip(getattr(route, "model", None)),
         engine=engine,
         status=status,
@@ -289,8 +311,8 @@ def summarize(flow: http.HTTPFlow) -> FlowSummary:
 
 def summary_of(flow: http.HTTPFlow) -> FlowSummary:
     """The flow's summary, computed on first use and kept in `flm.summary`."""
-    summary: FlowSummary | None = flow.metadata.get("flm.summary")
+    summary: FlowSummary | None = SUMMARY.get(flow)
     if summary is None:
         summary = summarize(flow)
-        flow.metadata["flm.summary"] = summary
+        SUMMARY.set(flow, summary)
     return summary

@@ -1,9 +1,6 @@
-"""The kind of API call a flow is: written once per flow, read by many addons.
+"""The kind of API call a flow is, and the endpoint tables that decide it.
 
-`flow.metadata["flm.api.kind"]` holds an `ApiKind`:
-- written by `openai_api` (the OpenAI endpoints, `models`, `unknown`), by
-  `passthrough` (`passthrough`) and by `health` (`health`);
-- read by routing, scopes, failover, token accounting, metrics and the request log.
+`flow_meta.API_KIND` holds an `ApiKind` (who writes and reads it is listed there).
 `ROUTED_KINDS` are the calls routed to an engine by their `model`: the one definition,
 so routing and the key's model scopes can never disagree on which calls carry a model.
 """
@@ -23,6 +20,10 @@ class ApiKind(StrEnum):
     UNKNOWN = "unknown"
     PASSTHROUGH = "passthrough"
     HEALTH = "health"
+    PREFLIGHT = "preflight"
+    """A CORS preflight the gateway answers itself."""
+    HONEYPOT = "honeypot"
+    """A scanner's probe the honeypot answered."""
 
 
 ROUTED_KINDS = frozenset(

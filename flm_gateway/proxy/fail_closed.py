@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 from mitmproxy import http
 
 from flm_gateway.core.errors import error_response
+from flm_gateway.proxy.flow_meta import GUARD_FAILED
 
 log = logging.getLogger("flm_gateway.addons")
 
@@ -32,7 +33,7 @@ Hook = TypeVar("Hook", bound=Callable[..., Any])
 def _fail(addon: object, hook: str, flow: http.HTTPFlow, status: int) -> None:
     name = type(addon).__name__
     log.exception("%s.%s failed on %s %s", name, hook, flow.request.method, flow.request.path)
-    flow.metadata["flm.guard.failed"] = f"{name}.{hook}"
+    GUARD_FAILED.set(flow, f"{name}.{hook}")
     if flow.response is not None and flow.response.stream:
         flow.kill()
         return

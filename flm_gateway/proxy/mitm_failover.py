@@ -70,22 +70,26 @@ from mitmproxy.proxy.layers.http._events import (
 )
 from mitmproxy.proxy.layers.http._hooks import HttpResponseHeadersHook
 
+from flm_gateway.proxy.api_kind import ApiKind
+from flm_gateway.proxy.flow_meta import (
+    API_KIND,
+    FAILOVER_ERROR,
+    FAILOVER_HOLD_TIMEOUT,
+    FAILOVER_POSSIBLE,
+    FAILOVER_REASON,
+    FAILOVER_RESEND,
+    FAILOVER_REUSED,
+    STREAM_INTERRUPTED,
+    UPSTREAM_ANSWERED,
+    UPSTREAM_TIMED_OUT,
+)
+
 HOLD_LIMIT = 64 * 1024
 """Bytes of a 5xx body held while deciding on a retry; a larger one is the answer."""
 HOLD_TIMEOUT = 10.0
 """Seconds a held 5xx body may take to arrive (at most; `flm.failover.hold_timeout` may
 say less): a stalled one counts as a timeout."""
 
-POSSIBLE_KEY = "flm.failover.possible"
-"""flow.metadata: frozenset of the reasons this flow may fail over on (the addon sets it)."""
-HOLD_TIMEOUT_KEY = "flm.failover.hold_timeout"
-REASON_KEY = "flm.failover.reason"
-RESEND_KEY = "flm.failover.resend"
-REUSED_KEY = "flm.failover.reused"
-ERROR_KEY = "flm.failover.error"
-"""flow.metadata: mitmproxy's message for a `connect`/`disconnected` failure."""
-ANSWERED_KEY = "flm.upstream.answered"
-TIMED_OUT_KEY = "flm.upstream.timed_out"
 
 CONNECT = "connect"
 DISCONNECTED = "disconnected"
@@ -137,7 +141,7 @@ class FailoverHttpStream(http_layers.HttpStream):
                 yield commands.CloseConnection(self.flow.server_conn)
                 self._held = None
                 self.flow.response = None
-                reason = self.flow.metadata[REASON_KEY]  # what was held: 5xx or timeout
+                reason = FAILOVER_REASON.require(self.flow)  # what was held: 5xx or timeout
                 if self._allows(reason):
                     yield from self._fail_over(reason, "the engine's error answer stalled")
                 else:
@@ -153,7 +157,7 @@ class FailoverHttpStream(http_layers.HttpStream):
 
     def _allows(self, reason: str) -> bool:
         """Whether the flow may still fail over on `reason` (nothing was answered yet)."""
-        possible = self.flow.metadata.get(POSSIBLE_KEY)
+        possible = FAILOVER_POSSIBLE.get(self.flow)
         return bool(
             possible
             and reason in possible
@@ -168,7 +172,7 @@ class FailoverHttpStream(http_layers.HttpStream):
             if self.server_state in (self.state_wait_for_response_headers, self.state_hold_error):
                 reason = CONNECT if event.code is ErrorCode.CONNECT_FAILED else DISCONNECTED
                 if self.server_state == self.state_hold_error:
-                    reason = self.flow.metadata[REASON_KEY]  # the held 5xx's body was cut
+                    reason = FAILOVER_REASON.require(self.flow)  # the held 5xx's body was cut
                     self.flow.response = None
                 if self._allows(reason):
                     yield from self._fail_over(reason, event.message)
@@ -191,9 +195,9 @@ class FailoverHttpStream(http_layers.HttpStream):
     def state_wait_for_response_headers(
         self, event: ResponseHeaders
     ) -> layer.CommandGenerator[None]:
-        self.flow.metadata[ANSWERED_KEY] = True
+        UPSTREAM_ANSWERED.set(self.flow, True)
         response = event.response
-        reason = TIMEOUT if self.flow.metadata.get(TIMED_OUT_KEY) else HTTP_5XX
+        reason = TIMEOUT if UPSTREAM_TIMED_OUT.get(self.flow) else HTTP_5XX
         if response.status_code < 500 or not self._allows(reason):
             yield from super().state_wait_for_response_headers(event)
             return
@@ -202,10 +206,10 @@ class FailoverHttpStream(http_layers.HttpStream):
             return
         if (yield from self.check_invalid(False)):
             return
-        self.flow.metadata[REASON_KEY] = reason
+        FAILOVER_REASON.set(self.flow, reason)
         self._held = bytearray()
         self.server_state = self.state_hold_error
-        hold = min(HOLD_TIMEOUT, self.flow.metadata.get(HOLD_TIMEOUT_KEY, HOLD_TIMEOUT))
+        hold = min(HOLD_TIMEOUT, FAILOVER_HOLD_TIMEOUT.get(self.flow, HOLD_TIMEOUT))
         self._hold_wakeup = commands.RequestWakeup(hold)
         yield self._hold_wakeup
 
@@ -219,7 +223,7 @@ class FailoverHttpStream(http_layers.HttpStream):
         elif isinstance(event, ResponseTrailers):
             self.flow.response.trailers = event.trailers
         elif isinstance(event, ResponseEndOfMessage):
-            reason = self.flow.metadata[REASON_KEY]
+            reason = FAILOVER_REASON.require(self.flow)
             held = self.flow.response
             held.data.content = bytes(self._held)
             self._held = None
@@ -248,10 +252,9 @@ class FailoverHttpStream(http_layers.HttpStream):
     def _fail_over(
         self, reason: str, message: str | None, held: http.Response | None = None
     ) -> layer.CommandGenerator[None]:
-        metadata = self.flow.metadata
-        metadata[REASON_KEY] = reason
-        metadata[ERROR_KEY] = message
-        metadata[RESEND_KEY] = False
+        FAILOVER_REASON.set(self.flow, reason)
+        FAILOVER_ERROR.set(self.flow, message)
+        FAILOVER_RESEND.set(self.flow, False)
         if held is None:
             # The connection broke (or never opened): whatever its HTTP/1 layer still has to
             # say (a second error when it closes, after a head that was not HTTP) must not
@@ -263,11 +266,11 @@ class FailoverHttpStream(http_layers.HttpStream):
         if (yield from self.check_killed(True)):
             return
         if self.flow.response is not None:  # an addon answered: every candidate failed
-            metadata.pop(ANSWERED_KEY, None)
+            UPSTREAM_ANSWERED.pop(self.flow)
             yield from self._answer_set_response()
-        elif metadata.pop(RESEND_KEY, False):
-            metadata.pop(ANSWERED_KEY, None)
-            metadata.pop(TIMED_OUT_KEY, None)
+        elif FAILOVER_RESEND.pop(self.flow, False):
+            UPSTREAM_ANSWERED.pop(self.flow)
+            UPSTREAM_TIMED_OUT.pop(self.flow)
             yield from self._send_buffered_request()
         elif held is not None:
             self.flow.response = held
@@ -323,7 +326,7 @@ class FailoverHttpStream(http_layers.HttpStream):
         ok = yield from super().make_server_connection()
         if ok:
             setup = self.flow.server_conn.timestamp_tcp_setup
-            self.flow.metadata[REUSED_KEY] = setup is not None and setup < asked
+            FAILOVER_REUSED.set(self.flow, setup is not None and setup < asked)
         return ok
 
     def _send_buffered_request(self) -> layer.CommandGenerator[None]:
@@ -379,32 +382,24 @@ class FailoverHttpStream(http_layers.HttpStream):
         response = self.flow.response
         if (
             response is None
-            or self.flow.metadata.get("flm.api.kind") in (None, "passthrough")
+            or API_KIND.get(self.flow) in (None, ApiKind.PASSTHROUGH)
             or not response.headers.get("content-type", "").lower().startswith(_SSE)
             or not self._sent_tail.endswith((b"\n\n", b"\r\n\r\n"))
             or not self.context.client.state & connection.ConnectionState.CAN_WRITE
         ):
             return
-        self.flow.metadata["flm.stream.interrupted"] = True
+        STREAM_INTERRUPTED.set(self.flow, True)
         yield http_layers.SendHttp(
             ResponseData(self.stream_id, stream_interrupted_event()), self.context.client
         )
 
 
 __all__ = [
-    "ANSWERED_KEY",
     "CONNECT",
     "DISCONNECTED",
-    "ERROR_KEY",
     "HOLD_LIMIT",
     "HOLD_TIMEOUT",
-    "HOLD_TIMEOUT_KEY",
     "HTTP_5XX",
-    "POSSIBLE_KEY",
-    "REASON_KEY",
-    "RESEND_KEY",
-    "REUSED_KEY",
-    "TIMED_OUT_KEY",
     "TIMEOUT",
     "FailoverHook",
     "FailoverHttpStream",

@@ -19,6 +19,14 @@ from flm_gateway.core.errors import error_response
 from flm_gateway.core.text import echo
 from flm_gateway.egress.failure import EgressFailure
 from flm_gateway.engines.directory import EngineState
+from flm_gateway.proxy.flow_meta import (
+    API_BODY,
+    API_FORM,
+    API_KIND,
+    API_MODEL,
+    ROUTE_CLIENT_REQUEST,
+    ROUTE_UPSTREAM_MODEL,
+)
 from flm_gateway.routing.rewrite import rewrite_form, rewrite_json
 from flm_gateway.routing.upstream import ProbeResult, point_at
 
@@ -29,19 +37,14 @@ class Candidate:
     upstream_model: str
 
 
-CLIENT_REQUEST_KEY = "flm.route.client_request"
-"""flow.metadata: (path, content-type, body) as the client sent them (canonical path), kept
-by the first `apply_candidate` so a retry rewrites the client's request, not the last one."""
-
-
 def apply_candidate(flow: http.HTTPFlow, candidate: Candidate, route: RouteConfig | None) -> None:
     """Rewrite `flow` for `candidate`: body, path and credentials, always from the client's
     own request (a retry must not carry what the previous engine was sent)."""
     request = flow.request
-    original = flow.metadata.get(CLIENT_REQUEST_KEY)
+    original = ROUTE_CLIENT_REQUEST.get(flow)
     if original is None:
         original = (request.path, request.headers.get("content-type"), request.raw_content)
-        flow.metadata[CLIENT_REQUEST_KEY] = original
+        ROUTE_CLIENT_REQUEST.set(flow, original)
     else:
         _, content_type, content = original
         if content_type is not None:
@@ -49,20 +52,20 @@ def apply_candidate(flow: http.HTTPFlow, candidate: Candidate, route: RouteConfi
         request.raw_content = content
         if "transfer-encoding" not in request.headers:
             request.headers["content-length"] = str(len(content or b""))
-    kind = flow.metadata["flm.api.kind"]
+    kind = API_KIND.require(flow)
     engine = candidate.engine
-    body: dict[str, Any] | None = flow.metadata.get("flm.api.body")
+    body: dict[str, Any] | None = API_BODY.get(flow)
     if body is not None:
         new_body = rewrite_json(body, route, candidate.upstream_model, kind)
         if new_body is not None:
             request.content = json.dumps(new_body).encode()
-    elif candidate.upstream_model != flow.metadata["flm.api.model"]:
+    elif candidate.upstream_model != API_MODEL.require(flow):
         request.headers["content-type"], request.content = rewrite_form(
-            flow.metadata["flm.api.form"], candidate.upstream_model
+            API_FORM.require(flow), candidate.upstream_model
         )
     suffix = original[0][len("/v1") :]
     point_at(flow, engine, engine.adapter.openai_prefix + suffix)
-    flow.metadata["flm.route.upstream_model"] = candidate.upstream_model
+    ROUTE_UPSTREAM_MODEL.set(flow, candidate.upstream_model)
 
 
 def fallback_model(engine: EngineState, upstream: str) -> str:

@@ -9,7 +9,7 @@ dials through the engine's own dialer (its egress), never around it. The small
 window between a successful probe and mitmproxy's own connect is covered by
 `mitm_errors`, which renders mitmproxy's errors in OpenAI's shape too. A probe
 that fails at a proxied egress (SOCKS5/Tor) records the `EgressFailure` in
-`flow.metadata["flm.egress.failures"]`, so the client learns which egress
+`flm.egress.failures`, so the client learns which egress
 failed and why; its bound is the egress profile's connect timeout.
 
 Host: the engine's own, whatever the client sent. Credentials: the client's own
@@ -28,11 +28,10 @@ from mitmproxy.net.http import url
 
 from flm_gateway.egress.failure import EgressError, Reason
 from flm_gateway.engines.directory import EngineState
+from flm_gateway.proxy.flow_meta import EGRESS_FAILURES, ROUTE_ENGINE
 
 PROBE_FRESHNESS = 1.0
 DIAL_GRACE = 1.0
-EGRESS_FAILURES_KEY = "flm.egress.failures"
-"""flow.metadata: {engine name: EgressFailure} of probes that failed at the egress."""
 CLIENT_CREDENTIAL_HEADERS = ("authorization", "x-api-key", "cookie", "proxy-authorization")
 _CREDENTIAL_FIELD_NAMES = frozenset(name.encode() for name in CLIENT_CREDENTIAL_HEADERS)
 
@@ -70,7 +69,7 @@ async def probe(flow: http.HTTPFlow, engine: EngineState) -> ProbeResult:
     except EgressError as exc:
         engine.mark_down(exc.failure.log_message())
         if exc.failure.proxied:
-            flow.metadata.setdefault(EGRESS_FAILURES_KEY, {})[engine.name] = exc.failure
+            EGRESS_FAILURES.setdefault(flow, {})[engine.name] = exc.failure
         if exc.failure.reason is Reason.TIMEOUT:
             return ProbeResult.TIMEOUT
         return ProbeResult.REFUSED
@@ -117,4 +116,4 @@ def point_at(flow: http.HTTPFlow, engine: EngineState, path: str) -> None:
     strip_client_credentials(request)
     if engine.config.api_key:
         request.headers["authorization"] = f"Bearer {engine.config.api_key}"
-    flow.metadata["flm.route.engine"] = engine.name
+    ROUTE_ENGINE.set(flow, engine.name)

@@ -1,7 +1,7 @@
 """Security events travel with the flow until the `audit` addon writes them.
 
 An addon that notices something calls `record(flow, ...)`; the event lands in
-`flow.metadata["flm.security.events"]`. At the end of the flow (`response` or
+`flm.security.events`. At the end of the flow (`response` or
 `error`), `auto_block` counts the events that carry an `offence` and `audit`
 writes every event with the flow's client address, key id, request id and
 listener filled in. So each addon reports what it saw, once, in one shape.
@@ -22,8 +22,7 @@ from mitmproxy import http
 
 from flm_gateway.core.severity import Severity
 from flm_gateway.core.text import printable
-
-EVENTS_KEY = "flm.security.events"
+from flm_gateway.proxy.flow_meta import SECURITY_EVENTS
 
 
 class Offence(StrEnum):
@@ -53,10 +52,10 @@ def record(
     """Attach an event to `flow` (text details made printable, see the module docstring)."""
     safe = {name: printable(v) if isinstance(v, str) else v for name, v in details.items()}
     event = SecurityEvent(type_, severity, offence, safe)
-    flow.metadata.setdefault(EVENTS_KEY, []).append(event)
+    SECURITY_EVENTS.setdefault(flow, []).append(event)
     return event
 
 
 def events_of(flow: http.HTTPFlow) -> list[SecurityEvent]:
-    events: list[SecurityEvent] = flow.metadata.get(EVENTS_KEY) or []
+    events: list[SecurityEvent] = SECURITY_EVENTS.get(flow) or []
     return events

@@ -10,6 +10,7 @@ from mitmproxy import http
 from flm_gateway.config.model import GatewayConfig
 from flm_gateway.config.security_settings import SecurityConfig, effective_security
 from flm_gateway.proxy.api_kind import HEALTH_PATHS
+from flm_gateway.proxy.flow_meta import CLIENT_IP, LISTENER
 
 
 def per_listener(config: GatewayConfig) -> Mapping[str, SecurityConfig]:
@@ -29,10 +30,10 @@ def is_health_check(flow: http.HTTPFlow) -> bool:
 
 
 def listener_name(flow: http.HTTPFlow) -> str | None:
-    listener = flow.metadata.get("flm.listener")
+    listener = LISTENER.get(flow)
     return None if listener is None else str(listener.name)
 
 
 def client_ip(flow: http.HTTPFlow) -> str:
     """The client address after trusted-proxy handling (`client_ip` addon)."""
-    return str(flow.metadata.get("flm.client_ip") or flow.client_conn.peername[0])
+    return str(CLIENT_IP.get(flow) or flow.client_conn.peername[0])

@@ -38,9 +38,6 @@ from __future__ import annotations
 import re
 from enum import StrEnum
 
-ORIGINAL_TARGET_KEY = "flm.target.original"
-"""flow.metadata: the target as the client sent it, when the canonical form differs."""
-
 # A path that is already canonical: segments of RFC 3986 pchars without `%` and `;`,
 # no empty segment but a trailing slash, no `.`/`..` segment. Possessive: nothing is
 # ever matched twice, so a long target that fails costs no backtracking.

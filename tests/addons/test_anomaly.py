@@ -7,6 +7,7 @@ from pathlib import Path
 from mitmproxy import http
 
 from flm_gateway.addons.anomaly import Anomaly
+from flm_gateway.proxy.flow_meta import API_MODEL, AUTH_KEY_ID
 from flm_gateway.security.events import events_of
 from tests.support.security import flow, loaded
 
@@ -34,9 +35,9 @@ def _finished(
     target = flow(config, ip="192.0.2.50", headers={"user-agent": agent})
     target.response = http.Response.make(status)
     if model:
-        target.metadata["flm.api.model"] = model
+        API_MODEL.set(target, model)
     if key:
-        target.metadata["flm.auth.key_id"] = key
+        AUTH_KEY_ID.set(target, key)
     return target
 
 

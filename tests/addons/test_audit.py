@@ -14,8 +14,9 @@ import pytest
 from mitmproxy import http
 
 import flm_gateway.state.state_service as service_module
-from flm_gateway.addons.audit import MAX_PER_CLIENT, MAX_TRACKED, WRITTEN_KEY, Audit
+from flm_gateway.addons.audit import MAX_PER_CLIENT, MAX_TRACKED, Audit
 from flm_gateway.core.severity import Severity
+from flm_gateway.proxy.flow_meta import AUDIT_WRITTEN, AUTH_KEY_ID
 from flm_gateway.security.events import record
 from flm_gateway.state.sqlite import SqliteStore
 from flm_gateway.state.state_service import StateService
@@ -51,7 +52,7 @@ async def test_events_are_durable_before_the_answer_with_their_context(tmp_path:
     with opened_service(config) as service:
         audit = Audit(service)
         target = flow(config, ip="192.0.2.3", headers={"authorization": "Bearer flm-secret"})
-        target.metadata["flm.auth.key_id"] = "key_x"
+        AUTH_KEY_ID.set(target, "key_x")
         record(target, "intrusion.detected", Severity.HIGH, None, rule="SQL-001")
         target.response = http.Response.make(403)
         pending = audit.response(target)
@@ -108,7 +109,7 @@ async def test_a_streamed_answer_waits_on_responseheaders_later_events_on_respon
         target.response.stream = True
         await finish(audit.responseheaders(target))
         assert [r.event.type for r in stored(config.state_dir)] == ["intrusion.detected"]
-        assert target.metadata[WRITTEN_KEY] == 1
+        assert AUDIT_WRITTEN.require(target) == 1
         assert audit.response(target) is None  # nothing new
         record(target, "anomaly.rate_spike", Severity.MEDIUM, None)
         await finish(audit.response(target))

@@ -13,6 +13,7 @@ from mitmproxy import http
 from flm_gateway.addons.auth import Auth
 from flm_gateway.addons.token_charge import TokenCharge
 from flm_gateway.config import LoadedConfig
+from flm_gateway.proxy.flow_meta import AUTH_FAILURE, AUTH_KEY, AUTH_KEY_ID, ROUTE_ENGINE, USAGE
 from flm_gateway.security.events import events_of
 from flm_gateway.security.keys import generate_secret, hash_secret
 from flm_gateway.state import open_store
@@ -62,9 +63,9 @@ keys:
         auth = Auth(service)
         auth.apply_config(config)
         ok = await _check(auth, config, {"authorization": f"Bearer {SECRET}"})
-        assert ok.response is None and ok.metadata["flm.auth.key_id"] == "key_a"
+        assert ok.response is None and AUTH_KEY_ID.require(ok) == "key_a"
         declared = await _check(auth, config, {"x-api-key": DECLARED})
-        assert declared.response is None and declared.metadata["flm.auth.key_id"] == "ci"
+        assert declared.response is None and AUTH_KEY_ID.require(declared) == "ci"
         missing = await _check(auth, config, {})
         assert error_of(missing)[0] == 401 and missing.response is not None
         assert missing.response.headers["www-authenticate"].startswith("Bearer")
@@ -83,7 +84,7 @@ keys:
         sneaky = await _check(auth, config, {}, path="/healthz/../v1/models")
         assert error_of(sneaky)[0] == 401
         open_listener = await _check(auth, config, {}, port=8089)
-        assert open_listener.response is None and "flm.auth.key" not in open_listener.metadata
+        assert open_listener.response is None and not AUTH_KEY.is_set(open_listener)
 
 
 async def test_listener_scope_is_403(tmp_path: Path) -> None:
@@ -199,12 +200,15 @@ async def test_key_usage_is_counted(tmp_path: Path) -> None:
         auth = Auth(service)
         auth.apply_config(config)
         target = await _check(auth, config, {"x-api-key": SECRET})
-        target.metadata["flm.route.engine"] = "alpha"  # forwarded to an engine
-        target.metadata["flm.usage"] = {
-            "prompt_tokens": 3,
-            "completion_tokens": 4,
-            "estimated": False,
-        }
+        ROUTE_ENGINE.set(target, "alpha")  # forwarded to an engine
+        USAGE.set(
+            target,
+            {
+                "prompt_tokens": 3,
+                "completion_tokens": 4,
+                "estimated": False,
+            },
+        )
         TokenCharge(service).response(target)
         service.flush_sync()
         counters = service.call_sync(lambda store: store.get_counters("usage:key_a:"))
@@ -236,8 +240,8 @@ async def test_a_new_key_works_at_once_and_is_no_auth_failure(tmp_path: Path) ->
         secret = _new_key_in_store(config)
         assert hash_secret(secret) not in service.view.by_hash  # the view has not seen it
         first = await _check(auth, config, {"authorization": f"Bearer {secret}"})
-        assert first.response is None and first.metadata["flm.auth.key_id"] == "key_new"
-        assert events_of(first) == [] and "flm.auth.failure" not in first.metadata
+        assert first.response is None and AUTH_KEY_ID.require(first) == "key_new"
+        assert events_of(first) == [] and not AUTH_FAILURE.is_set(first)
 
 
 async def test_unknown_keys_share_paced_store_checks(tmp_path: Path) -> None:
@@ -316,4 +320,4 @@ async def test_expired_revoked_and_rotated_get_their_own_answer(
             severity,
         )
         assert event.offence is None  # a lapsed key is not a guess: no auto-block
-        assert target.metadata["flm.auth.failure"] == state
+        assert AUTH_FAILURE.require(target) == state

@@ -12,6 +12,7 @@ from flm_gateway.addons.auto_block import AutoBlock, block_duration
 from flm_gateway.addons.ip_filter import IpFilter
 from flm_gateway.config.security_settings import AutoBlockSettings
 from flm_gateway.core.severity import Severity
+from flm_gateway.proxy.flow_meta import CLIENT_IP
 from flm_gateway.security.events import Offence, events_of, record
 from tests.support.security import flow, loaded, opened_service
 
@@ -161,7 +162,7 @@ async def test_the_client_behind_a_trusted_proxy_counts_not_the_proxy(tmp_path: 
         blocker = AutoBlock(service)
         blocker.apply_config(config)
         target = _offending(config, Offence.HONEYPOT, ip="127.0.0.1")
-        target.metadata["flm.client_ip"] = "198.51.100.7"  # as client_ip found it in XFF
+        CLIENT_IP.set(target, "198.51.100.7")  # as client_ip found it in XFF
         blocker.response(target)
         assert [cidr for cidr, _ in service.view.blocks.items()] == ["198.51.100.7/32"]
 

@@ -4,6 +4,7 @@ import pytest
 from mitmproxy import http
 
 from flm_gateway.addons.canonical_target import CanonicalTarget
+from flm_gateway.proxy.flow_meta import SECURITY_REJECTED, TARGET_ORIGINAL
 from flm_gateway.security.events import events_of
 from tests.support.flows import error_of, make_flow
 
@@ -22,14 +23,14 @@ def test_the_flow_carries_the_canonical_target(target: str, canonical: str) -> N
     CanonicalTarget().requestheaders(flow)
     assert flow.response is None
     assert flow.request.path == canonical
-    assert flow.metadata["flm.target.original"] == target
+    assert TARGET_ORIGINAL.require(flow) == target
 
 
 def test_a_canonical_target_is_left_alone() -> None:
     flow = make_flow("POST", "/v1/chat/completions?x=1")
     CanonicalTarget().requestheaders(flow)
     assert flow.response is None and flow.request.path == "/v1/chat/completions?x=1"
-    assert "flm.target.original" not in flow.metadata
+    assert not TARGET_ORIGINAL.is_set(flow)
 
 
 @pytest.mark.parametrize(
@@ -50,7 +51,7 @@ def test_refusals_are_400_in_openai_shape_and_recorded(target: str, reason: str)
     status, error = error_of(flow)
     assert (status, error["code"], error["type"]) == (400, "invalid_path", "invalid_request_error")
     assert target not in error["message"]
-    assert flow.metadata["flm.security.rejected"] == "invalid_path"
+    assert SECURITY_REJECTED.require(flow) == "invalid_path"
     [event] = events_of(flow)
     assert (event.type, event.offence, event.details["reason"]) == ("path.refused", None, reason)
 

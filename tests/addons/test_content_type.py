@@ -9,6 +9,7 @@ from mitmproxy import http
 
 from flm_gateway.addons.content_type import ContentType, body_and_types, is_json, media_type
 from flm_gateway.config import LoadedConfig
+from flm_gateway.proxy.flow_meta import SECURITY_REJECTED
 from tests.support.flows import error_of
 from tests.support.security import flow, loaded
 
@@ -51,7 +52,7 @@ def check(config: LoadedConfig, target: http.HTTPFlow) -> int | None:
         return None
     status, error = error_of(target)
     assert error["code"] == "unsupported_media_type"
-    assert target.metadata["flm.security.rejected"] == "content_type"
+    assert SECURITY_REJECTED.require(target) == "content_type"
     return status
 
 

@@ -10,6 +10,7 @@ from mitmproxy import http
 
 from flm_gateway.addons.cors import Cors
 from flm_gateway.addons.host_check import HostCheck
+from flm_gateway.proxy.flow_meta import SECURITY_REJECTED
 from tests.support.flows import error_of
 from tests.support.security import BASE, flow, loaded, run_hooks
 
@@ -130,7 +131,7 @@ def _refused(target: http.HTTPFlow) -> bool:
         return False
     status, error = error_of(target)
     assert (status, error["code"]) == (403, "origin_not_allowed")
-    assert target.metadata["flm.security.rejected"] == "origin"
+    assert SECURITY_REJECTED.require(target) == "origin"
     return True
 
 

@@ -11,11 +11,12 @@ from mitmproxy import connection
 from mitmproxy.proxy import server_hooks
 from mitmproxy.test import tflow, tutils
 
-from flm_gateway.addons.egress_dispatch import FAILURE_KEY, PROFILE_KEY, Egress
+from flm_gateway.addons.egress_dispatch import Egress
 from flm_gateway.config import LoadedConfig, parse_config
 from flm_gateway.egress.dialer import SocksDialer
 from flm_gateway.egress.failure import EgressFailure, Reason
 from flm_gateway.egress.tor import BootstrapStatus, TorControl
+from flm_gateway.proxy.flow_meta import EGRESS_FAILURE, EGRESS_PROFILE, ROUTE_ENGINE
 
 CONFIG = """\
 listeners: [{name: main, bind: "127.0.0.1:8088"}]
@@ -46,7 +47,7 @@ def routed(engine: str, host: str, port: int) -> tflow.HTTPFlow:
     flow.response = None
     flow.request.host, flow.request.port = host, port
     flow.server_conn = connection.Server(address=(host, port))
-    flow.metadata["flm.route.engine"] = engine
+    ROUTE_ENGINE.set(flow, engine)
     return flow
 
 
@@ -62,7 +63,7 @@ async def test_proxied_engine_goes_via_its_bridge(addon: Egress) -> None:
     bridge = addon.service.bridge.address("bastion")
     assert bridge is not None
     assert flow.server_conn.via == ("http", bridge)
-    assert flow.metadata[PROFILE_KEY] == "bastion"
+    assert EGRESS_PROFILE.require(flow) == "bastion"
     assert flow.response is None
 
 
@@ -71,7 +72,7 @@ async def test_direct_engine_resets_a_sticky_via(addon: Egress) -> None:
     flow.server_conn.via = ("http", ("127.0.0.1", 3128))
     await addon.request(flow)
     assert flow.server_conn.via is None
-    assert flow.metadata[PROFILE_KEY] == "direct"
+    assert EGRESS_PROFILE.require(flow) == "direct"
 
 
 async def test_a_used_shared_server_conn_is_replaced_not_changed(addon: Egress) -> None:
@@ -90,7 +91,7 @@ async def test_unrouted_and_answered_flows_are_left_alone(addon: Egress) -> None
     flow = tflow.tflow()
     flow.response = None
     await addon.request(flow)
-    assert PROFILE_KEY not in flow.metadata
+    assert not EGRESS_PROFILE.is_set(flow)
     answered = routed("far", "10.0.0.7", 8000)
     answered.response = tutils.tresp()
     await addon.request(answered)
@@ -161,11 +162,11 @@ async def test_bridge_token_is_added_to_connects_to_the_bridge_only(addon: Egres
 
 def test_error_hook_records_the_egress_failure(addon: Egress) -> None:
     flow = routed("far", "10.0.0.7", 8000)
-    flow.metadata[PROFILE_KEY] = "bastion"
+    EGRESS_PROFILE.set(flow, "bastion")
     failure = EgressFailure("bastion", "socks5", Reason.PROXY_AUTH_REJECTED)
     flow.error = tflow.terr(
         f"Upstream proxy x refused HTTP CONNECT request: 502 {failure.marker()}"
     )
     addon.error(flow)
-    recorded = flow.metadata[FAILURE_KEY]
+    recorded = EGRESS_FAILURE.require(flow)
     assert isinstance(recorded, EgressFailure) and recorded.reason is Reason.PROXY_AUTH_REJECTED

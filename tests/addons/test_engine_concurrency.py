@@ -8,13 +8,14 @@ from pathlib import Path
 from mitmproxy import http
 
 from flm_gateway.addons.engine_concurrency import EngineConcurrency
+from flm_gateway.proxy.flow_meta import CONCURRENCY_ENGINE, ROUTE_ENGINE
 from tests.support.flows import error_of
 from tests.support.security import flow, loaded
 
 
 def _routed(config) -> http.HTTPFlow:  # type: ignore[no-untyped-def]
     target = flow(config, "POST", "/v1/chat/completions", body={"model": "tiny-a"})
-    target.metadata["flm.route.engine"] = "alpha"
+    ROUTE_ENGINE.set(target, "alpha")
     return target
 
 
@@ -37,7 +38,7 @@ async def test_cap_queue_and_timeout(tmp_path: Path) -> None:
     assert fourth.response is not None and fourth.response.headers["retry-after"]
     addon.response(first)  # frees a slot: the waiter gets it
     await asyncio.wait_for(waiting, 1)
-    assert third.response is None and third.metadata["flm.concurrency.engine"] == "alpha"
+    assert third.response is None and CONCURRENCY_ENGINE.require(third) == "alpha"
     late = _routed(config)
     await addon.request(late)  # waits 200 ms, nobody leaves
     assert error_of(late)[0] == 503

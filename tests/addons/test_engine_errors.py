@@ -8,8 +8,9 @@ import json
 import pytest
 from mitmproxy import http
 
-from flm_gateway.addons.engine_errors import MAX_ERROR_BODY, PENDING_KEY, EngineErrors
+from flm_gateway.addons.engine_errors import MAX_ERROR_BODY, EngineErrors
 from flm_gateway.config.listener_settings import ListenerConfig
+from flm_gateway.proxy.flow_meta import ENGINE_ERRORS_PENDING
 from tests.ops_flows import routed_flow
 
 DROPIN = ListenerConfig.model_validate(
@@ -162,7 +163,7 @@ def test_success_and_gateway_answers_are_left_alone() -> None:
     assert ok.response is not None and ok.response.content == b'{"ok": true}'
     local = answered(404, b"plain", "text/plain", engine=None)
     assert local.response is not None and local.response.content == b"plain"
-    assert PENDING_KEY not in local.metadata
+    assert not ENGINE_ERRORS_PENDING.is_set(local)
 
 
 def test_an_error_replaced_by_a_success_is_left_alone() -> None:

@@ -8,6 +8,7 @@ from mitmproxy import http
 
 from flm_gateway.addons.upstream_guard import UpstreamGuard
 from flm_gateway.proxy.fail_closed import fail_closed
+from flm_gateway.proxy.flow_meta import GUARD_FAILED, ROUTE_ENGINE
 from tests.support.flows import error_of, make_flow
 
 
@@ -29,7 +30,7 @@ def test_exception_becomes_500_without_details(caplog: pytest.LogCaptureFixture)
     assert (status, error["type"]) == (500, "server_error")
     assert "boom" not in error["message"] and "Traceback" not in error["message"]
     assert "Broken.request failed" in caplog.text
-    assert flow.metadata["flm.guard.failed"] == "Broken.request"
+    assert GUARD_FAILED.require(flow) == "Broken.request"
 
 
 async def test_async_hook_uses_its_status() -> None:
@@ -51,7 +52,7 @@ def test_unrouted_flow_is_never_forwarded() -> None:
     UpstreamGuard().request(flow)
     assert error_of(flow)[0] == 500
     routed = make_flow(body={"model": "m"})
-    routed.metadata["flm.route.engine"] = "alpha"
+    ROUTE_ENGINE.set(routed, "alpha")
     UpstreamGuard().request(routed)
     assert routed.response is None
 
@@ -93,4 +94,4 @@ async def test_a_sync_hook_may_defer_to_async_work_which_is_guarded_too() -> Non
     assert pending is not None and later.response is None
     await pending
     assert error_of(later)[0] == 503
-    assert later.metadata["flm.guard.failed"] == "Deferring.requestheaders"
+    assert GUARD_FAILED.require(later) == "Deferring.requestheaders"

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from flm_gateway.addons.honeypot import Honeypot
+from flm_gateway.proxy.flow_meta import API_KIND
 from flm_gateway.security.events import events_of
 from tests.support.security import flow, loaded, run_hooks
 
@@ -31,7 +32,7 @@ async def test_default_decoys(tmp_path: Path, path: str, expected: str) -> None:
     await run_hooks([addon], target, ("requestheaders",))
     assert target.response is not None and target.response.status_code == 200
     assert expected in target.response.text
-    assert target.metadata["flm.api.kind"] == "honeypot"
+    assert API_KIND.require(target) == "honeypot"
     (event,) = events_of(target)
     assert (event.type, event.offence) == ("honeypot.hit", "honeypot")
 

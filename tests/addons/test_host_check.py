@@ -9,7 +9,8 @@ from mitmproxy import http
 
 from flm_gateway.addons.host_check import HostCheck, policy_for
 from flm_gateway.config import LoadedConfig
-from flm_gateway.core.hostnames import HOST_KEY, Authority, parse_authority
+from flm_gateway.core.hostnames import Authority, parse_authority
+from flm_gateway.proxy.flow_meta import HOST, LISTENER, SECURITY_REJECTED
 from flm_gateway.security.host_policy import HostPolicy
 from tests.support.flows import error_of
 from tests.support.security import flow, loaded
@@ -118,7 +119,7 @@ def run(config: LoadedConfig, port: int, **kwargs: object) -> http.HTTPFlow:
 def test_accepted_hosts_are_noted_for_same_origin_checks(config: LoadedConfig) -> None:
     target = run(config, 8088, headers={"host": "LOCALHOST.:8088"})
     assert target.response is None
-    assert target.metadata[HOST_KEY] == Authority("localhost", 8088, False)
+    assert HOST.require(target) == Authority("localhost", 8088, False)
 
 
 def test_misdirected_and_malformed(config: LoadedConfig) -> None:
@@ -126,8 +127,8 @@ def test_misdirected_and_malformed(config: LoadedConfig) -> None:
     status, error = error_of(target)
     assert (status, error["code"]) == (421, "misdirected_request")
     assert "rebind.attacker.example" in error["message"]
-    assert target.metadata["flm.security.rejected"] == "host"
-    assert HOST_KEY not in target.metadata
+    assert SECURITY_REJECTED.require(target) == "host"
+    assert not HOST.is_set(target)
     target = run(config, 8088, headers={"host": "user@127.0.0.1"})
     assert error_of(target)[0] == 400
     assert error_of(target)[1]["code"] == "invalid_host"
@@ -157,7 +158,7 @@ def test_duplicate_and_missing_host(config: LoadedConfig) -> None:
         target.request.http_version = version
         checker.requestheaders(target)
         if status is None:
-            assert target.response is None and target.metadata[HOST_KEY] is None
+            assert target.response is None and HOST.require(target) is None
         else:
             assert error_of(target)[0] == status
 
@@ -197,7 +198,7 @@ def test_already_answered_and_unknown_listener_flows_are_left_alone(
     checker.requestheaders(answered)
     assert answered.response.status_code == 204
     orphan = flow(config, port=9999, headers={"host": "rebind.attacker.example"})
-    assert orphan.metadata["flm.listener"] is None
+    assert LISTENER.require(orphan) is None
     checker.requestheaders(orphan)
     assert orphan.response is None  # listener_context answers 503 for it
 
@@ -213,6 +214,6 @@ def test_the_usual_spellings_are_what_the_parser_reads(config: LoadedConfig) -> 
 
 def test_a_name_only_star_lets_in_vouches_for_nothing(config: LoadedConfig) -> None:
     target = run(config, 8091, headers={"host": "rebind.attacker.example:8091"})
-    assert target.response is None and target.metadata[HOST_KEY] is None
+    assert target.response is None and HOST.require(target) is None
     target = run(config, 8091, headers={"host": "localhost:8091"})
-    assert target.metadata[HOST_KEY] == Authority("localhost", 8091, False)
+    assert HOST.require(target) == Authority("localhost", 8091, False)

@@ -9,6 +9,7 @@ import pytest
 from mitmproxy import http
 
 from flm_gateway.addons.intrusion import Intrusion
+from flm_gateway.proxy.flow_meta import INTRUSION_RULES, SECURITY_REJECTED
 from flm_gateway.security.events import events_of
 from tests.support.flows import error_of
 from tests.support.security import BASE, flow, loaded, run_hooks
@@ -67,7 +68,7 @@ async def test_attacks_are_rejected(
     addon.apply_config(config)
     target = flow(config, path=path, headers=headers)
     await run_hooks([addon], target, ("requestheaders",))
-    assert rule in target.metadata["flm.intrusion.rules"]
+    assert rule in INTRUSION_RULES.require(target)
     code, error = error_of(target)
     assert (code, error["code"]) == (status, "request_rejected")
     event = next(e for e in events_of(target) if e.details["rule"] == rule)
@@ -183,7 +184,7 @@ async def test_values_of_any_length_are_inspected_in_full(
 ) -> None:
     target = await _inspected(tmp_path, path=path, headers=headers)
     assert error_of(target)[0] == 403
-    assert rule in target.metadata["flm.intrusion.rules"]
+    assert rule in INTRUSION_RULES.require(target)
     event = next(e for e in events_of(target) if e.details["rule"] == rule)
     assert event.details["location"] == location
 
@@ -196,7 +197,7 @@ async def test_length_alone_is_never_refused_here(tmp_path: Path) -> None:
         headers={"x-pad": PADDING, **{f"x-pad-{n}": "a" * 8000 for n in range(9)}},
     )
     assert target.response is None and events_of(target) == []
-    assert "flm.security.rejected" not in target.metadata
+    assert not SECURITY_REJECTED.is_set(target)
 
 
 async def test_the_fragment_is_inspected_too(tmp_path: Path) -> None:

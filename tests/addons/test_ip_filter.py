@@ -7,6 +7,7 @@ from pathlib import Path
 
 from flm_gateway.addons.client_ip import ClientIp
 from flm_gateway.addons.ip_filter import IpFilter
+from flm_gateway.proxy.flow_meta import CLIENT_IP
 from flm_gateway.state.store import BlockRecord
 from tests.support.flows import error_of
 from tests.support.security import flow, loaded, opened_service, run_hooks
@@ -88,7 +89,7 @@ async def test_forwarded_for_only_from_trusted_proxies(tmp_path: Path) -> None:
         for value in forwarded:
             target.request.headers.add("x-forwarded-for", value)
         await run_hooks([addon], target, ("requestheaders",))
-        return str(target.metadata["flm.client_ip"])
+        return str(CLIENT_IP.require(target))
 
     assert await client("127.0.0.1", "203.0.113.5") == "127.0.0.1"  # not a trusted proxy
     assert await client("127.0.0.2", "203.0.113.5") == "203.0.113.5"

@@ -12,6 +12,7 @@ from flm_gateway.addons.metrics_recorder import Metrics
 from flm_gateway.engines.adapter import HealthState
 from flm_gateway.observability.flow_summary import StreamTap
 from flm_gateway.observability.metrics import LABEL_CAP, OTHER, GatewayMetrics
+from flm_gateway.proxy.flow_meta import METRICS_TAP
 from flm_gateway.tls.mode import CertificateStatus
 from tests.ops_flows import routed_flow
 
@@ -71,7 +72,7 @@ def test_buffered_responses_are_not_tapped() -> None:
     flow = routed_flow()
     addon.responseheaders(flow)
     assert flow.response is not None and flow.response.stream is False
-    assert "flm.metrics.tap" not in flow.metadata
+    assert not METRICS_TAP.is_set(flow)
 
 
 def test_tokens_by_model_and_key() -> None:

@@ -7,6 +7,7 @@ import pytest
 from flm_gateway.addons.canonical_target import CanonicalTarget
 from flm_gateway.addons.listener_context import ListenerContext
 from flm_gateway.addons.openai_api import OpenAIApi
+from flm_gateway.proxy.flow_meta import API_FORM, API_KIND, API_MODEL, API_STREAM
 from flm_gateway.proxy.runtime import Runtime
 from tests.support.flows import RuntimeFactory, error_of, make_flow
 
@@ -24,9 +25,9 @@ async def test_chat_body_is_parsed_into_metadata(make_runtime: RuntimeFactory) -
     context.requestheaders(flow)
     api.request(flow)
     assert flow.response is None
-    assert flow.metadata["flm.api.kind"] == "chat"
-    assert flow.metadata["flm.api.model"] == "tiny-a"
-    assert flow.metadata["flm.api.stream"] is True
+    assert API_KIND.require(flow) == "chat"
+    assert API_MODEL.require(flow) == "tiny-a"
+    assert API_STREAM.require(flow) is True
 
 
 @pytest.mark.parametrize(
@@ -146,7 +147,7 @@ async def test_transcription_model_comes_from_the_form_field(make_runtime: Runti
     context.requestheaders(flow)
     api.request(flow)
     assert flow.response is None
-    assert flow.metadata["flm.api.model"] == "whisper-1"
+    assert API_MODEL.require(flow) == "whisper-1"
 
 
 async def test_passthrough_listeners_are_left_alone(make_runtime: RuntimeFactory) -> None:
@@ -154,7 +155,7 @@ async def test_passthrough_listeners_are_left_alone(make_runtime: RuntimeFactory
     flow = make_flow("GET", "/api/tags", port=11435)
     context.requestheaders(flow)
     api.request(flow)
-    assert flow.response is None and "flm.api.kind" not in flow.metadata
+    assert flow.response is None and not API_KIND.is_set(flow)
 
 
 async def test_checked_body_refusals_carry_param(make_runtime: RuntimeFactory) -> None:
@@ -180,7 +181,7 @@ async def test_null_known_fields_are_removed_from_what_is_sent(
     api.request(flow)
     assert flow.response is None
     assert json.loads(flow.request.content or b"") == {"model": "tiny-a", "x": None}
-    assert flow.metadata["flm.api.stream"] is False
+    assert API_STREAM.require(flow) is False
 
 
 async def test_uploads_are_sent_in_canonical_form(make_runtime: RuntimeFactory) -> None:
@@ -203,4 +204,4 @@ async def test_uploads_are_sent_in_canonical_form(make_runtime: RuntimeFactory) 
     assert b'Content-Disposition: form-data; name="model"\r\n\r\nwhisper-1' in (
         flow.request.content or b""
     )
-    assert [part.name for part in flow.metadata["flm.api.form"]] == ["model", "file"]
+    assert [part.name for part in API_FORM.require(flow)] == ["model", "file"]

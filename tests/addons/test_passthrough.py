@@ -6,6 +6,7 @@ from mitmproxy import http
 from flm_gateway.addons.canonical_target import CanonicalTarget
 from flm_gateway.addons.listener_context import ListenerContext
 from flm_gateway.addons.passthrough import Passthrough
+from flm_gateway.proxy.flow_meta import ROUTE_ENGINE, SECURITY_REJECTED
 from flm_gateway.proxy.runtime import Runtime
 from flm_gateway.security.events import events_of
 from tests.support.flows import RuntimeFactory, error_of, make_flow
@@ -71,7 +72,7 @@ async def test_admin_routes_are_403_before_the_body(
         "admin_endpoint_disabled",
         "permission_error",
     )
-    assert flow.metadata["flm.security.rejected"] == "admin_endpoint"
+    assert SECURITY_REJECTED.require(flow) == "admin_endpoint"
     [event] = events_of(flow)
     assert event.type == "passthrough.admin_refused" and event.offence is None
     assert event.details["path"] == target.partition("?")[0]
@@ -107,7 +108,7 @@ async def test_an_answered_flow_is_left_alone(make_runtime: RuntimeFactory) -> N
     passthrough.requestheaders(flow)
     await passthrough.request(flow)
     assert flow.response.status_code == 401 and not events_of(flow)
-    assert "flm.route.engine" not in flow.metadata
+    assert not ROUTE_ENGINE.is_set(flow)
 
 
 async def test_the_canonical_target_is_forwarded_below_the_base_path(
@@ -120,7 +121,7 @@ async def test_the_canonical_target_is_forwarded_below_the_base_path(
     passthrough.requestheaders(flow)
     await passthrough.request(flow)
     assert flow.response is None
-    assert flow.metadata["flm.route.engine"] == "vllm"
+    assert ROUTE_ENGINE.require(flow) == "vllm"
     assert (flow.request.host, flow.request.port) == ("127.0.0.1", 8000)
     assert flow.request.path == "/base/v1/chat/completions?stream=%2F"
 

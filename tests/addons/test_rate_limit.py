@@ -13,6 +13,13 @@ from mitmproxy import http
 from flm_gateway.addons.rate_limit import RateLimiter
 from flm_gateway.addons.token_charge import TokenCharge
 from flm_gateway.config import LoadedConfig
+from flm_gateway.proxy.flow_meta import (
+    AUTH_KEY,
+    RATELIMIT_HEADERS,
+    ROUTE_ENGINE,
+    SECURITY_EVENTS,
+    USAGE,
+)
 from flm_gateway.state.state_service import StateService
 from flm_gateway.state.store import KeyLimits, KeyRecord
 from tests.support.flows import error_of
@@ -40,7 +47,7 @@ async def test_exactly_n_of_5n_concurrent_requests_pass(tmp_path: Path) -> None:
 
     async def one() -> int:
         target = flow(config)
-        target.metadata["flm.auth.key"] = key
+        AUTH_KEY.set(target, key)
         await asyncio.sleep(0)
         await run_hooks([limiter], target, ("requestheaders",))
         return 200 if target.response is None else target.response.status_code
@@ -69,7 +76,7 @@ async def test_headers_retry_after_and_refill(tmp_path: Path) -> None:
     assert headers["x-ratelimit-limit-requests"] == "2"
     assert headers["x-ratelimit-remaining-requests"] == "0"
     assert headers["x-ratelimit-reset-requests"] == "2s"
-    assert [e.type for e in refused.metadata["flm.security.events"]] == ["ratelimit.exceeded"]
+    assert [e.type for e in SECURITY_EVENTS.require(refused)] == ["ratelimit.exceeded"]
     # A passed request carries the headers on its (engine's) response too.
     results[0].response = http.Response.make(200, b"{}")
     limiter.responseheaders(results[0])
@@ -93,7 +100,7 @@ async def test_per_ip_and_per_key_both_apply_and_keys_override(tmp_path: Path) -
     async def send(key: KeyRecord | None, ip: str = "10.0.0.1") -> http.HTTPFlow:
         target = flow(config, ip=ip)
         if key is not None:
-            target.metadata["flm.auth.key"] = key  # as auth, which runs between the two
+            AUTH_KEY.set(target, key)  # as auth, which runs between the two
         await run_hooks([by_ip, by_key], target, ("requestheaders",))
         return target
 
@@ -110,7 +117,7 @@ async def test_per_ip_and_per_key_both_apply_and_keys_override(tmp_path: Path) -
     # Headers show the tightest limit: the key's (2/min) while it has less left.
     clock.now += 120
     target = await send(small, ip="10.0.0.3")
-    headers = target.metadata["flm.ratelimit.headers"]
+    headers = RATELIMIT_HEADERS.require(target)
     assert (headers["x-ratelimit-limit-requests"], headers["x-ratelimit-remaining-requests"]) == (
         "2",
         "1",
@@ -127,17 +134,20 @@ async def test_tokens_are_charged_after_the_fact(tmp_path: Path) -> None:
 
     async def send(used: int | None = None) -> int:
         target = flow(config)
-        target.metadata["flm.auth.key"] = key
+        AUTH_KEY.set(target, key)
         await run_hooks([limiter], target, ("requestheaders",))
         if target.response is not None:
             return target.response.status_code
-        target.metadata["flm.route.engine"] = "alpha"  # forwarded
+        ROUTE_ENGINE.set(target, "alpha")  # forwarded
         if used is not None:
-            target.metadata["flm.usage"] = {
-                "prompt_tokens": used,
-                "completion_tokens": 0,
-                "estimated": True,
-            }
+            USAGE.set(
+                target,
+                {
+                    "prompt_tokens": used,
+                    "completion_tokens": 0,
+                    "estimated": True,
+                },
+            )
         charge.response(target)
         charge.error(target)  # charged once, however the flow ends
         return 200
@@ -212,7 +222,7 @@ async def test_replicas_share_one_limit(tmp_path: Path, redis_url: str) -> None:
 
     async def one(index: int) -> http.HTTPFlow:
         target = flow(config)
-        target.metadata["flm.auth.key"] = key
+        AUTH_KEY.set(target, key)
         await run_hooks([replicas[index % 2]], target, ("requestheaders",))
         return target
 
@@ -224,7 +234,7 @@ async def test_replicas_share_one_limit(tmp_path: Path, redis_url: str) -> None:
     assert refused.headers["x-ratelimit-limit-requests"] == "10"
     assert refused.headers["x-ratelimit-remaining-requests"] == "0"
     passed = next(f for f in flows if f.response is None)
-    assert passed.metadata["flm.ratelimit.headers"]["x-ratelimit-limit-requests"] == "10"
+    assert RATELIMIT_HEADERS.require(passed)["x-ratelimit-limit-requests"] == "10"
     for replica in replicas:
         await replica.done()
 
@@ -241,12 +251,12 @@ async def test_shared_tokens_are_charged_in_redis(tmp_path: Path, redis_url: str
 
     async def send(limiter: RateLimiter, used: int = 0) -> int:
         target = flow(config)
-        target.metadata["flm.auth.key"] = key
+        AUTH_KEY.set(target, key)
         await run_hooks([limiter], target, ("requestheaders",))
         if target.response is not None:
             return target.response.status_code
-        target.metadata["flm.route.engine"] = "alpha"  # forwarded
-        target.metadata["flm.usage"] = {"prompt_tokens": used, "completion_tokens": 0}
+        ROUTE_ENGINE.set(target, "alpha")  # forwarded
+        USAGE.set(target, {"prompt_tokens": used, "completion_tokens": 0})
         pending = charge.response(target)
         assert pending is not None  # shared buckets: charged in Redis, awaited
         await pending

@@ -9,6 +9,7 @@ import pytest
 
 from flm_gateway.addons.request_limits import RequestLimits, budget_tokens
 from flm_gateway.bodies import BodyError
+from flm_gateway.proxy.flow_meta import API_BODY, API_KIND, API_MODEL, AUTH_KEY
 from flm_gateway.state.store import KeyLimits, KeyRecord
 from tests.support.flows import error_of
 from tests.support.security import BASE, flow, loaded, run_hooks
@@ -24,11 +25,11 @@ request_limits:
 
 def _chat(config, body: dict[str, object], key: KeyRecord | None = None):  # type: ignore[no-untyped-def]
     target = flow(config, "POST", "/v1/chat/completions", body=body)
-    target.metadata["flm.api.kind"] = "chat"
-    target.metadata["flm.api.body"] = body
-    target.metadata["flm.api.model"] = body["model"]
+    API_KIND.set(target, "chat")
+    API_BODY.set(target, body)
+    API_MODEL.set(target, body["model"])
     if key is not None:
-        target.metadata["flm.auth.key"] = key
+        AUTH_KEY.set(target, key)
     return target
 
 
@@ -75,7 +76,7 @@ async def test_max_tokens_caps(tmp_path: Path) -> None:
     await run_hooks([addon], unset, ("request",))
     assert unset.response is None
     assert json.loads(unset.request.content or b"{}")["max_tokens"] == 100
-    assert unset.metadata["flm.api.body"]["max_tokens"] == 100
+    assert API_BODY.require(unset)["max_tokens"] == 100
     # Types (a string, -1, null) are openai_api's (tests/addons/test_openai_api.py).
 
 

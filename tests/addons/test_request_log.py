@@ -9,6 +9,7 @@ from flm_gateway.addons.request_logger import RequestLog
 from flm_gateway.config import parse_config
 from flm_gateway.config.loader import LoadedConfig
 from flm_gateway.observability.metrics import GatewayMetrics
+from flm_gateway.proxy.flow_meta import API_KIND
 from flm_gateway.requestlog.log_table import RequestLogStore
 from flm_gateway.requestlog.query import LogFilter, search
 from tests.ops_flows import routed_flow
@@ -43,7 +44,7 @@ async def test_one_record_per_request(tmp_path: Path) -> None:
         addon.response(flow)
         addon.error(flow)  # counted once
         health = routed_flow(engine=None)
-        health.metadata["flm.api.kind"] = "health"
+        API_KIND.set(health, "health")
         addon.response(health)
         await addon.done()
     [row] = logged(tmp_path)

@@ -14,6 +14,7 @@ import pytest
 from flm_gateway.addons.listener_context import ListenerContext
 from flm_gateway.addons.model_routing import Routing
 from flm_gateway.addons.openai_api import OpenAIApi
+from flm_gateway.proxy.flow_meta import ROUTE_ENGINE
 from flm_gateway.proxy.runtime import Runtime
 from tests.support.flows import RuntimeFactory, error_of, make_flow
 
@@ -64,7 +65,7 @@ async def test_glob_route_goes_to_its_engine(make_runtime: RuntimeFactory) -> No
         18001,
         "/v1/chat/completions",
     )
-    assert flow.metadata["flm.route.engine"] == "alpha"
+    assert ROUTE_ENGINE.require(flow) == "alpha"
     assert flow.request.get_content() == json.dumps({"model": "tiny-a", "messages": []}).encode()
 
 
@@ -102,7 +103,7 @@ async def test_down_engine_falls_back(make_runtime: RuntimeFactory) -> None:
     runtime = make_runtime(healthy={"alpha": [], "beta": []})
     _set(runtime, beta="refused", alpha="ok")
     flow = await _route(runtime, {"model": "chat", "messages": []})
-    assert flow.metadata["flm.route.engine"] == "alpha"
+    assert ROUTE_ENGINE.require(flow) == "alpha"
     assert json.loads(flow.request.get_content() or b"")["model"] == "small-7b"
     assert not runtime.directory.get("beta").healthy  # marked down at once
 
@@ -148,7 +149,7 @@ async def test_unhealthy_replica_is_tried_last(make_runtime: RuntimeFactory) -> 
     _set(runtime, one="ok", two="ok")
     for _ in range(3):
         flow = await _route(runtime, {"model": "m", "messages": []})
-        assert flow.metadata["flm.route.engine"] == "one"
+        assert ROUTE_ENGINE.require(flow) == "one"
 
 
 BASE_REPLICAS = """\

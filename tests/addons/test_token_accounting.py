@@ -22,6 +22,7 @@ from flm_gateway.addons.streaming import Streaming
 from flm_gateway.addons.token_accounting import TokenAccounting
 from flm_gateway.config.engine_settings import EngineKind
 from flm_gateway.engines.registry import adapter_for
+from flm_gateway.proxy.flow_meta import USAGE
 
 LLAMACPP_STREAM = (
     b'data: {"choices":[{"finish_reason":null,"index":0,"delta":{"role":"assistant",'
@@ -181,7 +182,7 @@ def test_stream_usage_is_requested_counted_and_stripped(
         respond(flow, "text/event-stream")
         got = run_stream(addon, flow, wire + usage + DONE, seed)
     assert got == wire + DONE
-    assert flow.metadata["flm.usage"] == {
+    assert USAGE.require(flow) == {
         "prompt_tokens": expected[0],
         "completion_tokens": expected[1],
         "estimated": False,
@@ -204,7 +205,7 @@ def test_client_that_asked_for_usage_gets_it_unchanged(
         respond(flow, "text/event-stream")
         got = run_stream(addon, flow, wire + usage + DONE)
     assert got == wire + usage + DONE
-    assert flow.metadata["flm.usage"]["estimated"] is False
+    assert USAGE.require(flow)["estimated"] is False
 
 
 def test_events_pass_at_once_and_only_an_incomplete_event_waits() -> None:
@@ -245,7 +246,7 @@ def test_generic_openai_engine_is_not_asked_and_stream_is_estimated() -> None:
         got = run_stream(addon, flow, wire)
     assert got == wire
     # prompt: 40 chars -> 10 tokens + 4 per message; completion: 20 chars -> 5 tokens
-    assert flow.metadata["flm.usage"] == {
+    assert USAGE.require(flow) == {
         "prompt_tokens": 14,
         "completion_tokens": 5,
         "estimated": True,
@@ -277,7 +278,7 @@ def test_stream_cut_by_engine_error_is_estimated_from_what_passed() -> None:
         got = run_stream(addon, flow, LLAMACPP_STREAM + error)
     assert got == LLAMACPP_STREAM + error
     # " n" + " world" = 8 chars -> 2 tokens
-    assert flow.metadata["flm.usage"] == {
+    assert USAGE.require(flow) == {
         "prompt_tokens": 14,
         "completion_tokens": 2,
         "estimated": True,
@@ -294,7 +295,7 @@ def test_client_disconnect_records_partial_usage() -> None:
         assert callable(flow.response.stream)
         flow.response.stream(openai_stream("", ["abcdefgh"]))
         addon.error(flow)
-    assert flow.metadata["flm.usage"] == {
+    assert USAGE.require(flow) == {
         "prompt_tokens": 14,
         "completion_tokens": 2,
         "estimated": True,
@@ -333,7 +334,7 @@ def test_json_response_usage(kind: EngineKind) -> None:
         respond(flow, "application/json", json.dumps(answer).encode())
         addon.responseheaders(flow)
         addon.response(flow)
-    assert flow.metadata["flm.usage"] == {
+    assert USAGE.require(flow) == {
         "prompt_tokens": 11,
         "completion_tokens": 2,
         "estimated": False,
@@ -348,7 +349,7 @@ def test_json_response_without_usage_is_estimated() -> None:
         flow = routed_flow(body, kind="completions", path="/v1/completions")
         respond(flow, "application/json", json.dumps(answer).encode())
         addon.response(flow)
-    assert flow.metadata["flm.usage"] == {
+    assert USAGE.require(flow) == {
         "prompt_tokens": 2,
         "completion_tokens": 3,
         "estimated": True,
@@ -367,7 +368,7 @@ def test_embeddings_count_prompt_tokens_only() -> None:
         flow = routed_flow(body, kind="embeddings", path="/v1/embeddings")
         respond(flow, "application/json", json.dumps(answer).encode())
         addon.response(flow)
-        assert flow.metadata["flm.usage"] == {
+        assert USAGE.require(flow) == {
             "prompt_tokens": 10,
             "completion_tokens": 0,
             "estimated": False,
@@ -379,7 +380,7 @@ def test_embeddings_count_prompt_tokens_only() -> None:
         )
         respond(flow, "application/json", b'{"data": []}')
         addon.response(flow)
-        assert flow.metadata["flm.usage"] == {
+        assert USAGE.require(flow) == {
             "prompt_tokens": 5,
             "completion_tokens": 0,
             "estimated": True,
@@ -397,7 +398,7 @@ def test_engine_error_counts_zero() -> None:
             400,
         )
         addon.response(flow)
-    assert flow.metadata["flm.usage"] == {
+    assert USAGE.require(flow) == {
         "prompt_tokens": 0,
         "completion_tokens": 0,
         "estimated": False,
@@ -456,7 +457,7 @@ def test_ollama_native_ndjson_stream_on_passthrough(seed: int) -> None:
         respond(flow, "application/x-ndjson")
         got = run_stream(addon, flow, OLLAMA_NATIVE_CHAT, seed)
     assert got == OLLAMA_NATIVE_CHAT
-    assert flow.metadata["flm.usage"] == {
+    assert USAGE.require(flow) == {
         "prompt_tokens": 26,
         "completion_tokens": 282,
         "estimated": False,
@@ -478,7 +479,7 @@ def test_ollama_native_json_generate_and_embed() -> None:
         }
         respond(flow, "application/json; charset=utf-8", json.dumps(answer).encode())
         addon.response(flow)
-        assert flow.metadata["flm.usage"] == {
+        assert USAGE.require(flow) == {
             "prompt_tokens": 7,
             "completion_tokens": 3,
             "estimated": False,
@@ -487,7 +488,7 @@ def test_ollama_native_json_generate_and_embed() -> None:
         answer = {"model": "all-minilm", "embeddings": [[0.1]], "prompt_eval_count": 8}
         respond(flow, "application/json", json.dumps(answer).encode())
         addon.response(flow)
-        assert flow.metadata["flm.usage"] == {
+        assert USAGE.require(flow) == {
             "prompt_tokens": 8,
             "completion_tokens": 0,
             "estimated": False,
@@ -504,7 +505,7 @@ def test_llamacpp_native_completion_stream() -> None:
         flow = passthrough_flow("/completion", {"prompt": "hello", "stream": True})
         respond(flow, "text/event-stream")
         assert run_stream(addon, flow, wire) == wire
-    assert flow.metadata["flm.usage"] == {
+    assert USAGE.require(flow) == {
         "prompt_tokens": 6,
         "completion_tokens": 2,
         "estimated": False,
@@ -518,8 +519,8 @@ def test_passthrough_get_counts_zero_estimated() -> None:
         flow.metadata.update({"flm.route.engine": "e", "flm.api.kind": "passthrough"})
         respond(flow, "application/json", b'{"models": []}')
         addon.response(flow)
-    assert flow.metadata["flm.usage"]["prompt_tokens"] == 0
-    assert flow.metadata["flm.usage"]["completion_tokens"] == 0
+    assert USAGE.require(flow)["prompt_tokens"] == 0
+    assert USAGE.require(flow)["completion_tokens"] == 0
 
 
 def test_buffered_stream_after_fallback_is_counted_and_stripped() -> None:
@@ -530,7 +531,7 @@ def test_buffered_stream_after_fallback_is_counted_and_stripped() -> None:
         respond(flow, "text/event-stream", wire)
         addon.response(flow)
     assert flow.response.content == openai_stream("", ["Hello"]) + DONE
-    assert flow.metadata["flm.usage"] == {
+    assert USAGE.require(flow) == {
         "prompt_tokens": 5,
         "completion_tokens": 1,
         "estimated": False,
@@ -544,7 +545,7 @@ def test_unrouted_flows_are_ignored() -> None:
         addon.request(flow)
         addon.responseheaders(flow)
         addon.response(flow)
-    assert "flm.usage" not in flow.metadata
+    assert not USAGE.is_set(flow)
 
 
 def test_oversized_event_stops_parsing_but_passes_through() -> None:

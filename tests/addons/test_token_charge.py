@@ -9,6 +9,7 @@ from mitmproxy import http
 
 from flm_gateway.addons.token_charge import TokenCharge
 from flm_gateway.config import LoadedConfig
+from flm_gateway.proxy.flow_meta import RATELIMIT_TOKENS_KEY
 from flm_gateway.security.ratelimit import Bucket
 from flm_gateway.state.state_service import StateService
 from tests.support.security import flow, loaded, opened_service
@@ -61,7 +62,7 @@ async def test_what_never_reached_an_engine_is_not_usage(tmp_path: Path) -> None
         not_connected.server_conn.timestamp_tcp_setup = None
         proxy_failed = forwarded(config, **{"flm.usage": USAGE, "flm.egress.failure": object()})
         for target in (refused, not_connected, proxy_failed):
-            target.metadata["flm.ratelimit.tokens.key"] = [bucket]
+            RATELIMIT_TOKENS_KEY.set(target, [bucket])
             charge.response(target)
         assert counters(service) == {}
         assert bucket.level == 60.0

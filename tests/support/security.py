@@ -12,6 +12,7 @@ from typing import Any
 from mitmproxy import http
 
 from flm_gateway.config import LoadedConfig, parse_config
+from flm_gateway.proxy.flow_meta import CLIENT_IP, LISTENER, REQUEST_ID
 from flm_gateway.proxy.runtime import Runtime
 from flm_gateway.state.state_service import StateService
 from tests.support.flows import make_flow
@@ -63,9 +64,9 @@ def flow(
     result = make_flow(method, path, body, port=port, headers=headers)
     result.client_conn.peername = (ip, 50000)
     listener = next((x for x in config.config.listeners if x.bind[1] == port), None)
-    result.metadata["flm.listener"] = listener
-    result.metadata["flm.request_id"] = "req-1"
-    result.metadata["flm.client_ip"] = ip
+    LISTENER.set(result, listener)
+    REQUEST_ID.set(result, "req-1")
+    CLIENT_IP.set(result, ip)
     return result
 
 
