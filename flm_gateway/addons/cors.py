@@ -40,11 +40,11 @@ from dataclasses import dataclass
 
 from mitmproxy import http
 
-from flm_gateway.config import LoadedConfig
 from flm_gateway.config.security_settings import CorsSettings
 from flm_gateway.core.errors import error_response
 from flm_gateway.core.hostnames import HOST_KEY, Authority, parse_authority
 from flm_gateway.proxy.fail_closed import fail_closed
+from flm_gateway.proxy.runtime import Runtime
 from flm_gateway.security.policies import listener_name, per_listener
 
 _ORIGIN_RE = re.compile(r"^(https?)://([a-z0-9.\-]+|\[[0-9a-f:.]+\])(?::(\d{1,5}))?$")
@@ -152,11 +152,14 @@ class Cors:
     def __init__(self) -> None:
         self._policies: Mapping[str, CorsPolicy] = {}
 
-    def apply_config(self, loaded: LoadedConfig) -> None:
-        self._policies = {
+    def prepare(self, runtime: Runtime) -> Mapping[str, CorsPolicy]:
+        return {
             name: CorsPolicy.from_settings(security.cors)
-            for name, security in per_listener(loaded.config).items()
+            for name, security in per_listener(runtime.loaded.config).items()
         }
+
+    def commit(self, prepared: Mapping[str, CorsPolicy]) -> None:
+        self._policies = prepared
 
     @fail_closed()
     def requestheaders(self, flow: http.HTTPFlow) -> None:

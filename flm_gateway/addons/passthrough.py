@@ -28,6 +28,8 @@ from mitmproxy import http
 from flm_gateway.core.errors import error_response
 from flm_gateway.core.severity import Severity
 from flm_gateway.engines.admin_routes import AdminRoutes
+from flm_gateway.engines.directory import EngineDirectory
+from flm_gateway.proxy.addon_contract import NotConfigured
 from flm_gateway.proxy.api_kind import ApiKind
 from flm_gateway.proxy.fail_closed import fail_closed
 from flm_gateway.proxy.runtime import Runtime
@@ -39,18 +41,21 @@ from flm_gateway.security.target import ORIGINAL_TARGET_KEY
 
 class Passthrough:
     def __init__(self) -> None:
-        self._runtime: Runtime | None = None
+        self._directory: EngineDirectory | None = None
         self._locked: Mapping[str, AdminRoutes] = {}
 
-    def apply_runtime(self, runtime: Runtime) -> None:
-        self._locked = MappingProxyType(
+    def prepare(self, runtime: Runtime) -> tuple[Mapping[str, AdminRoutes], EngineDirectory]:
+        locked = MappingProxyType(
             {
                 listener.name: runtime.directory.get(listener.passthrough).adapter.admin_routes
                 for listener in runtime.loaded.config.listeners
                 if listener.passthrough is not None and not listener.allow_admin_endpoints
             }
         )
-        self._runtime = runtime
+        return locked, runtime.directory
+
+    def commit(self, prepared: tuple[Mapping[str, AdminRoutes], EngineDirectory]) -> None:
+        self._locked, self._directory = prepared
 
     @fail_closed()
     def requestheaders(self, flow: http.HTTPFlow) -> None:
@@ -86,8 +91,9 @@ class Passthrough:
         listener = flow.metadata.get("flm.listener")
         if flow.response is not None or listener is None or listener.passthrough is None:
             return
-        assert self._runtime is not None
-        engine = self._runtime.directory.get(listener.passthrough)
+        if self._directory is None:
+            raise NotConfigured(self)
+        engine = self._directory.get(listener.passthrough)
         flow.metadata["flm.api.kind"] = ApiKind.PASSTHROUGH
         result = await probe(flow, engine)
         if result is not ProbeResult.OK:

@@ -49,7 +49,6 @@ from typing import TYPE_CHECKING, Literal
 
 from mitmproxy import http
 
-from flm_gateway.config import LoadedConfig
 from flm_gateway.config.security_settings import RateLimit, RateLimitSettings
 from flm_gateway.config.state_settings import StateBackend
 from flm_gateway.core.errors import error_response
@@ -57,6 +56,7 @@ from flm_gateway.core.netset import client_subject
 from flm_gateway.core.severity import Severity
 from flm_gateway.proxy.background import BackgroundTask
 from flm_gateway.proxy.fail_closed import fail_closed
+from flm_gateway.proxy.runtime import Runtime
 from flm_gateway.security.events import record
 from flm_gateway.security.policies import client_ip, is_health_check, listener_name
 from flm_gateway.security.ratelimit import Applied, Bucket, headers_for, merge_headers
@@ -91,6 +91,15 @@ def _key_limit(base: RateLimit, key: KeyRecord) -> RateLimit:
     )
 
 
+@dataclass(frozen=True)
+class _Limits:
+    """One config's limits: per listener, the IPv6 grouping, the Redis target when shared."""
+
+    scopes: Mapping[str, _Scope]
+    ipv6_prefix: int
+    shared: tuple[str, str] | None
+
+
 class RateLimiter:
     def __init__(self, subject: Subject, clock: Callable[[], float] = time.monotonic) -> None:
         self._subject = subject
@@ -103,24 +112,27 @@ class RateLimiter:
         self._retired: list[SharedBuckets] = []
         self._background = BackgroundTask("flm-ratelimit-sweep", self._sweeper)
 
-    def apply_config(self, loaded: LoadedConfig) -> None:
-        config = loaded.config
+    def prepare(self, runtime: Runtime) -> _Limits:
+        config = runtime.loaded.config
         scopes = {}
         for listener in config.listeners:
             own = listener.security.rate_limits if listener.security is not None else None
             settings = own or config.security.rate_limits
             scopes[listener.name] = _Scope(listener.name if own is not None else "*", settings)
-        self._scopes = scopes
-        self._ipv6_prefix = config.security.ipv6_prefix
         state = config.state
-        target = (state.redis_url, state.redis_prefix)
         shared = state.backend is StateBackend.REDIS
-        if shared and self._shared is not None and self._shared.target == target:
+        target = (state.redis_url, state.redis_prefix) if shared else None
+        return _Limits(scopes, config.security.ipv6_prefix, target)
+
+    def commit(self, prepared: _Limits) -> None:
+        self._scopes, self._ipv6_prefix = prepared.scopes, prepared.ipv6_prefix
+        target = prepared.shared
+        if target is not None and self._shared is not None and self._shared.target == target:
             return
         if self._shared is not None:
             self._retired.append(self._shared)  # closed in `done`
             self._shared = None
-        if shared:
+        if target is not None:
             # Imported here: a gateway on SQLite never loads redis.asyncio.
             from flm_gateway.security.shared_buckets import SharedBuckets
 

@@ -22,8 +22,8 @@ from mitmproxy import ctx, http
 from mitmproxy.proxy import events
 
 from flm_gateway.core.errors import error_body
+from flm_gateway.proxy.addon_contract import ReadsEngines
 from flm_gateway.proxy.fail_closed import fail_closed
-from flm_gateway.proxy.runtime import Runtime
 
 log = logging.getLogger("flm_gateway.addons")
 
@@ -42,13 +42,9 @@ def timeout_response_bytes(engine: str, seconds: float) -> bytes:
     return head.encode() + body
 
 
-class ResponseTimeout:
+class ResponseTimeout(ReadsEngines):
     def __init__(self) -> None:
-        self._runtime: Runtime | None = None
         self._timers: dict[str, asyncio.TimerHandle] = {}
-
-    def apply_runtime(self, runtime: Runtime) -> None:
-        self._runtime = runtime
 
     @fail_closed()
     def request(self, flow: http.HTTPFlow) -> None:
@@ -62,9 +58,9 @@ class ResponseTimeout:
 
     def _start(self, flow: http.HTTPFlow) -> None:
         engine_name = flow.metadata.get("flm.route.engine")
-        if flow.response is not None or engine_name is None or self._runtime is None:
+        if flow.response is not None or engine_name is None or self._directory is None:
             return
-        engine = self._runtime.directory.engines.get(engine_name)
+        engine = self._directory.engines.get(engine_name)
         if engine is None:
             return
         seconds = engine.config.timeouts.response

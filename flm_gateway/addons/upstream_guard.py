@@ -14,13 +14,14 @@ from mitmproxy import http
 from mitmproxy.proxy import server_hooks
 
 from flm_gateway.core.errors import error_response
+from flm_gateway.proxy.addon_contract import Unconfigured
 from flm_gateway.proxy.fail_closed import fail_closed
 from flm_gateway.proxy.mitm_listeners import PLACEHOLDER_TARGET
 
 log = logging.getLogger("flm_gateway.addons")
 
 
-class UpstreamGuard:
+class UpstreamGuard(Unconfigured):
     @fail_closed()
     def request(self, flow: http.HTTPFlow) -> None:
         if flow.response is None and "flm.route.engine" not in flow.metadata:
