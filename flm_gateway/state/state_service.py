@@ -597,7 +597,8 @@ class StateService:
         return anchor is not None and anchor.pending
 
     async def _flush_loop(self) -> None:
-        assert self._wake is not None  # set by start()
+        if self._wake is None:
+            raise RuntimeError("the flush loop runs only after start()")
         while True:
             await self._wake.wait()
             self._wake.clear()
