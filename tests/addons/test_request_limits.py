@@ -10,7 +10,7 @@ import pytest
 from flm_gateway.addons.request_limits import RequestLimits, budget_tokens
 from flm_gateway.bodies import BodyError
 from flm_gateway.state.store import KeyLimits, KeyRecord
-from tests.support.flows import error_of
+from tests.support.flows import configure, error_of
 from tests.support.security import BASE, flow, loaded, run_hooks
 
 SECURITY = """
@@ -35,7 +35,7 @@ def _chat(config, body: dict[str, object], key: KeyRecord | None = None):  # typ
 async def test_paths_and_sizes(tmp_path: Path) -> None:
     config = loaded(SECURITY, tmp_path)
     addon = RequestLimits()
-    addon.apply_config(config)
+    configure(config, addon)
     for path, allowed in (
         ("/v1/chat/completions", True),
         ("/v1/models/tiny-a", True),
@@ -56,7 +56,7 @@ async def test_paths_and_sizes(tmp_path: Path) -> None:
 async def test_max_tokens_caps(tmp_path: Path) -> None:
     config = loaded(SECURITY.replace("  max_body_size: 1KiB\n", ""), tmp_path)
     addon = RequestLimits()
-    addon.apply_config(config)
+    configure(config, addon)
 
     over = _chat(config, {"model": "big", "messages": [], "max_tokens": 600})
     await run_hooks([addon], over, ("request",))
@@ -142,7 +142,7 @@ async def test_route_default_below_the_listener_cap_is_kept(tmp_path: Path) -> N
     )
     config = loaded("request_limits:\n  max_tokens: 512", tmp_path, base)
     addon = RequestLimits()
-    addon.apply_config(config)
+    configure(config, addon)
     target = _chat(config, {"model": "chat", "messages": []})
     await run_hooks([addon], target, ("request",))
     assert target.response is None

@@ -22,6 +22,7 @@ from OpenSSL import SSL
 from flm_gateway.addons.tls_termination import TlsTermination
 from flm_gateway.config.loader import LoadedConfig
 from flm_gateway.proxy.tls_layers import RefuseLayer, could_be_tls, https_required_response
+from tests.support.flows import configure
 from tests.tls.helpers import load
 
 CONFIG = """\
@@ -48,7 +49,7 @@ def loaded(tmp_path: Path) -> LoadedConfig:
 def addon(loaded: LoadedConfig) -> Iterator[TlsTermination]:
     termination = TlsTermination()
     with taddons.context(termination):
-        termination.apply_config(loaded)
+        configure(loaded, termination)
         yield termination
 
 
@@ -165,18 +166,18 @@ def test_reload_keeps_unchanged_sources_and_plans_side_servers(tmp_path: Path) -
     )
     termination = TlsTermination()
     with taddons.context(termination):
-        termination.apply_config(load(text, tmp_path))
+        configure(load(text, tmp_path), termination)
         lan, acme = termination.source("lan"), termination.source("acme")
         [server] = termination._state.side_servers.values()
         assert server.address == ("127.0.0.1", 18080)
         assert server.redirect is not None and server.redirect.https_port == 18443
         # HSTS is not the source's business: the source (and its leaf cache) is kept.
         changed = text.replace("hsts: {max_age: 1d, include_subdomains: true}", "hsts: {}")
-        termination.apply_config(load(changed, tmp_path))
+        configure(load(changed, tmp_path), termination)
         assert termination.source("acme") is acme and termination.source("lan") is lan
         # New names: a new source.
         renamed = changed.replace("hostnames: [gw.lan]", "hostnames: [gw2.lan]")
-        termination.apply_config(load(renamed, tmp_path))
+        configure(load(renamed, tmp_path), termination)
         assert termination.source("acme") is acme
         assert termination.source("lan") is not lan
         assert [s.listener for s in termination.certificate_status()] == [
