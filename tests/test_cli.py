@@ -65,8 +65,8 @@ def test_run_reports_a_config_that_cannot_be_applied_in_one_line(tmp_path: Path)
     result = run_cli("run", "--config", str(config))
     assert result.returncode == 1
     assert (
-        "cannot apply the config: listener a: acme.ca_bundle /nonexistent.pem does not exist"
-        in result.stderr
+        f"cannot serve the config: {config}:7:63: listeners[0].tls.acme.ca_bundle: cannot read "
+        "/nonexistent.pem: No such file or directory" in result.stderr
     )
     assert "Traceback" not in result.stderr
 

@@ -184,7 +184,8 @@ class Gateway:
         try:
             prepared = self._prepare(self.runtime)
         except ConfigError as exc:  # e.g. an unreadable certificate or a world-readable key
-            raise StartupError(f"cannot serve the config:\n{exc}") from None
+            lines = (f"cannot serve the config: {problem}" for problem in exc.problems)
+            raise StartupError("\n".join(lines)) from None
         self.state.open(self.loaded)  # the store is opened once, at start (StateError stops it)
         commit_all(prepared)
         # The first check of every engine runs while the listeners come up; requests that
