@@ -52,7 +52,7 @@ from flm_gateway.app.hot_reload import Reloader, ReloadError, carry_over_health
 from flm_gateway.app.operations_audit import AuditSink, StateAudit
 from flm_gateway.app.pipeline import build_addons
 from flm_gateway.app.process_logs import set_level, setup_logging
-from flm_gateway.config import ConfigError, LoadedConfig
+from flm_gateway.config import ConfigError, ConfigProblem, LoadedConfig
 from flm_gateway.config.egress_settings import engine_connect_timeout
 from flm_gateway.config.loader import position_of
 from flm_gateway.config.problems import render_path
@@ -93,6 +93,18 @@ def engine_directory(loaded: LoadedConfig, egress: EgressService) -> EngineDirec
         egress.dialer_factory,
         lambda engine: engine_connect_timeout(loaded.config.egress, engine),
     )
+
+
+def serving_problems(loaded: LoadedConfig) -> list[ConfigProblem]:
+    """Every problem a start would refuse `loaded` for beyond the loader's, in one pass and
+    without serving: every addon prepares a runtime of it (no socket bound, no file written;
+    the engines are not contacted). For `flm-gateway validate`."""
+    gateway = Gateway(loaded)
+    try:
+        gateway._prepare(gateway._build_runtime(loaded))
+    except ConfigError as exc:
+        return exc.problems
+    return []
 
 
 class Gateway:

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from flm_gateway.config import ConfigError, load_config
+from flm_gateway.config import ConfigError, ConfigProblem, load_config
 from flm_gateway.config.listener_settings import auth_summary, requires_api_key
 from flm_gateway.config.model import GatewayConfig
 from flm_gateway.config.reference import markdown_reference
@@ -16,7 +16,8 @@ from flm_gateway.config.reference import markdown_reference
 
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
-        "validate", help="check flm.yaml (syntax, schema, references) without serving"
+        "validate",
+        help="check flm.yaml (syntax, schema, references, what each addon needs) without serving",
     )
     parser.add_argument("file", nargs="?", type=Path, help="config file (default: ./flm.yaml)")
     parser.add_argument("--config", "-c", type=Path, dest="config", default=None, metavar="PATH")
@@ -33,10 +34,13 @@ def run_validate(args: argparse.Namespace) -> int:
     try:
         loaded = load_config(path)
     except ConfigError as exc:
-        for problem in exc.problems:
-            print(problem)
-        print(f"{path}: {len(exc.problems)} problem(s)", file=sys.stderr)
-        return 1
+        return _refuse(path, exc.problems)
+    # Imported here: the gateway (mitmproxy) is needed only once the file itself is valid.
+    from flm_gateway.app.gateway import serving_problems
+
+    problems = serving_problems(loaded)
+    if problems:
+        return _refuse(path, problems)
     config = loaded.config
     for warning in loaded.warnings:
         print(warning.render("warning"))
@@ -55,6 +59,13 @@ def run_validate(args: argparse.Namespace) -> int:
         + (f", {len(loaded.warnings)} warning(s)" if loaded.warnings else "")
     )
     return 0
+
+
+def _refuse(path: Path, problems: list[ConfigProblem]) -> int:
+    for problem in problems:
+        print(problem)
+    print(f"{path}: {len(problems)} problem(s)", file=sys.stderr)
+    return 1
 
 
 def schema_json() -> str:

@@ -80,7 +80,8 @@ def source_problems(listener: ListenerConfig, loaded: LoadedConfig) -> list[tupl
         elif mode == TlsMode.HTTPS_ACME:
             acme.check(listener, loaded.state_dir)
     except (OSError, ValueError) as exc:
-        problems.append((("mode",), f"{mode.value}: cannot use the stored key material: {exc}"))
+        message = f"{mode.value}: the stored key or certificate cannot be used: {exc}"
+        problems.append((("mode",), message))
     bundle = listener.tls.acme.ca_bundle if listener.tls.acme is not None else None
     if mode == TlsMode.HTTPS_ACME and bundle is not None:
         path = resolve_config_path(loaded, bundle)
@@ -88,8 +89,8 @@ def source_problems(listener: ListenerConfig, loaded: LoadedConfig) -> list[tupl
             load_certs_pem(path.read_bytes())
         except OSError as exc:
             problems.append((("acme", "ca_bundle"), f"cannot read {path}: {exc.strerror or exc}"))
-        except ValueError as exc:
-            problems.append((("acme", "ca_bundle"), f"{path} holds no PEM certificate: {exc}"))
+        except ValueError:
+            problems.append((("acme", "ca_bundle"), f"{path} holds no PEM certificate"))
     return problems
 
 
