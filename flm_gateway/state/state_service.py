@@ -234,7 +234,8 @@ class StateService:
             problems.append(
                 (
                     ("state", "audit"),
-                    "the audit key or anchor file changed; restart the gateway to use it",
+                    "state.audit (the audit key or anchor file) changed; restart the gateway "
+                    "to use it",
                 )
             )
         return problems
