@@ -27,7 +27,7 @@ client's next event, or by a sweep every `SWEEP_INTERVAL`), when the client is
 evicted from tracking, and at shutdown; a kill -9 loses the counts of minutes
 not yet summarised.
 
-On every `apply_config` (start and each reload) a `config.loaded` event records
+On every commit of a config (start and each reload) a `config.loaded` event records
 the file and the SHA-256 of its text. Admin actions (keys, block list) are
 audited by the CLI commands that perform them. Secrets and header values are
 never part of an event. Reads `flm.security.events`, `flm.auth.key_id`,

@@ -81,8 +81,8 @@ def build_addons(
         # and closes connections without a first request in time; its one flow hook only
         # ends that wait, so it never decides on a flow.
         ConnectionLimits(metrics),
-        # Opens the state store (apply_config) before the security addons below read it;
-        # no flow hooks.
+        # Keeps the state store (opened by the gateway at start, before any commit) in
+        # step with the config; refuses a reload that moves it. No flow hooks.
         StateSync(state),
         # Replaces the peer with the X-Forwarded-For client, only behind trusted proxies,
         # before any policy looks at the address.

@@ -1,4 +1,9 @@
-"""`flm-gateway validate [FILE]` and `flm-gateway schema`: check a config without serving."""
+"""`flm-gateway validate [FILE]` and `flm-gateway schema`: check a config without serving.
+
+`validate` runs the loader (syntax, schema, cross-references), then every addon's
+`prepare` (`app.gateway.serving_problems`: no port bound, no file written), so it
+refuses everything a start would refuse, every problem at once, as `FILE:LINE:COL`.
+"""
 
 from __future__ import annotations
 

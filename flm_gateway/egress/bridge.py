@@ -16,7 +16,7 @@ Policy:
   error message; the target, proxy address and detail go to the log only.
 - fail: open is the profile's dialer's business (`FallbackDialer`).
 
-Listeners are bound synchronously in `update` (so `apply_config` knows every
+Listeners are bound synchronously in `update` (so the egress commit knows every
 port at once) and accept once `start` ran; a removed profile's listener
 closes, its open tunnels run to their end.
 """
