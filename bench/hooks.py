@@ -33,8 +33,10 @@ from flm_gateway.engines.adapter import HealthState, ModelInfo
 from flm_gateway.engines.directory import EngineDirectory
 from flm_gateway.httpio.http_client import HttpSession
 from flm_gateway.proxy.addon_chain import AddonChain
+from flm_gateway.proxy.addon_contract import commit_all, prepare_all
 from flm_gateway.proxy.mitm_listeners import PLACEHOLDER_TARGET, spec_for
 from flm_gateway.proxy.runtime import Runtime
+from flm_gateway.state.state_service import StateService
 
 CONFIG = """\
 listeners:
@@ -120,12 +122,11 @@ async def per_request_us(chain: Any, built: Runtime, requests: int) -> float:
 
 async def measure(requests: int, repeat: int) -> float:
     built = runtime()
-    addons = build_addons(Inflight())
-    for addon in addons:
-        if hasattr(addon, "apply_runtime"):
-            addon.apply_runtime(built)
-        if hasattr(addon, "apply_config"):
-            addon.apply_config(built.loaded)
+    state = StateService()
+    addons = build_addons(Inflight(), state=state)
+    prepared = prepare_all(addons, built)
+    state.open(built.loaded)  # as the gateway does, between prepare and commit
+    commit_all(prepared)
     chain = AddonChain(addons)
     try:
         return min([await per_request_us(chain, built, requests) for _ in range(repeat)])

@@ -19,7 +19,8 @@ from flm_gateway.addons.inflight import Inflight
 from flm_gateway.app.pipeline import build_addons
 from flm_gateway.proxy.flow_meta import API_KIND, ROUTE_ENGINE
 from flm_gateway.proxy.runtime import Runtime
-from tests.support.flows import RuntimeFactory, make_flow
+from flm_gateway.state.state_service import StateService
+from tests.support.flows import RuntimeFactory, configure, make_flow
 
 REQUEST_HOOKS = ("requestheaders", "request")
 ADDONS = build_addons(Inflight())
@@ -52,12 +53,10 @@ async def test_a_request_hook_leaves_an_answered_flow_alone(
     """The flow first goes through the pipeline up to the addon under test, unanswered, so it
     carries what the earlier addons wrote (listener, API kind, model, body); then it is
     answered, and the addon's hook must leave the answer and the routing alone."""
-    addons = build_addons(Inflight())
-    for addon in addons:
-        if callable(getattr(addon, "apply_runtime", None)):
-            addon.apply_runtime(runtime)
-        if callable(getattr(addon, "apply_config", None)):
-            addon.apply_config(runtime.loaded)
+    state = StateService()
+    addons = build_addons(Inflight(), state=state)
+    state.open(runtime.loaded)  # the gateway opens the store between prepare and commit
+    configure(runtime, *addons)
     runtime.directory.get("alpha").last_connect_ok = time.monotonic()  # no probe dial
     flow = make_flow(body={"model": "tiny-a", "messages": [{"role": "user", "content": "x"}]})
     earlier = [(a, "requestheaders") for a in addons[:index]]

@@ -65,8 +65,8 @@ def test_run_reports_a_config_that_cannot_be_applied_in_one_line(tmp_path: Path)
     result = run_cli("run", "--config", str(config))
     assert result.returncode == 1
     assert (
-        "cannot apply the config: listener a: acme.ca_bundle /nonexistent.pem does not exist"
-        in result.stderr
+        f"cannot serve the config: {config}:7:63: listeners[0].tls.acme.ca_bundle: cannot read "
+        "/nonexistent.pem: No such file or directory" in result.stderr
     )
     assert "Traceback" not in result.stderr
 
@@ -117,3 +117,38 @@ def test_validate_prints_warnings_and_where_keys_are_required(tmp_path: Path) ->
     assert f"{config}: no API key is needed on: local (loopback, no auth:)" in lines
     assert any(line.startswith(f"{config}: note: this file declares no API key") for line in lines)
     assert lines[-1].endswith("valid (2 listener(s), 1 engine(s), 0 route(s)), 1 warning(s)")
+
+
+def test_validate_runs_every_addon_and_refuses_what_a_start_refuses(tmp_path: Path) -> None:
+    """The loader accepts the file; the TLS addon refuses a garbage `ca_bundle` and a garbage
+    stored key. `validate` lists both with their positions, like the loader's problems."""
+    (tmp_path / "bundle.pem").write_text("-----BEGIN CERTIFICATE-----\ngarbage\n")
+    stored = tmp_path / "state" / "tls" / "listeners" / "dev"
+    stored.mkdir(parents=True)
+    (stored / "cert.pem").write_text("junk\n")
+    (stored / "key.pem").write_text("junk\n")
+    (stored / "key.pem").chmod(0o600)
+    config = tmp_path / "flm.yaml"
+    config.write_text(
+        "server: {state_dir: ./state}\nlisteners:\n  - name: a\n    bind: 127.0.0.1:18555\n"
+        "    tls:\n      mode: https-acme\n      domains: [gw.test]\n"
+        "      acme: {directory: 'https://127.0.0.1:1/dir', ca_bundle: bundle.pem, "
+        "http_port: 18556}\n  - name: dev\n    bind: 127.0.0.1:18557\n"
+        "    tls: {mode: dev-selfsigned}\n"
+    )
+    result = run_cli("validate", str(config))
+    assert result.returncode == 1
+    assert result.stdout.splitlines() == [
+        f"{config}:8:63: listeners[0].tls.acme.ca_bundle: {tmp_path / 'bundle.pem'} holds no "
+        "PEM certificate",
+        f"{config}:11:17: listeners[1].tls.mode: dev-selfsigned: the stored key or certificate "
+        f"cannot be used: {stored / 'key.pem'}: not a PEM private key",
+    ]
+    assert f"{config}: 2 problem(s)" in result.stderr
+    assert sorted(p.name for p in (tmp_path / "state").iterdir()) == ["tls"]  # nothing written
+    started = run_cli("run", "--config", str(config))
+    assert started.returncode == 1
+    assert f"cannot serve the config: {config}:8:63: listeners[0].tls.acme.ca_bundle" in (
+        started.stderr
+    )
+    assert f"cannot serve the config: {config}:11:17: listeners[1].tls.mode" in started.stderr

@@ -12,7 +12,10 @@ from mitmproxy.test import tflow
 from flm_gateway.addons.model_routing import Routing
 from flm_gateway.app.gateway import Gateway
 from flm_gateway.app.hot_reload import ReloadError
-from flm_gateway.config import LoadedConfig, load_config
+from flm_gateway.config import ConfigError, LoadedConfig, load_config
+from flm_gateway.config.loader import problem_at
+from flm_gateway.proxy.addon_contract import Unconfigured
+from flm_gateway.proxy.runtime import Runtime
 from tests.support.fake_engines import FakeEngine
 from tests.support.gateway_process import free_port
 
@@ -25,12 +28,18 @@ engines: [{{name: alpha, kind: vllm, url: "{url}"}}]
 """
 
 
-class Refuser:
+class Refuser(Unconfigured):
     """An addon that refuses configs whose listeners include one named `refuse`."""
 
-    def apply_config(self, loaded: LoadedConfig) -> None:
-        if any(listener.name == "refuse" for listener in loaded.config.listeners):
-            raise ValueError("no")
+    def prepare(self, runtime: Runtime) -> None:
+        loaded = runtime.loaded
+        problems = [
+            problem_at(loaded, ("listeners", index, "name"), "refused by the test addon")
+            for index, listener in enumerate(loaded.config.listeners)
+            if listener.name == "refuse"
+        ]
+        if problems:
+            raise ConfigError(problems)
 
 
 def write(tmp_path: Path, url: str, *listeners: tuple[str, int]) -> LoadedConfig:
@@ -72,10 +81,10 @@ async def test_an_addon_refusing_rolls_every_addon_back(
     gateway, engine, port = running
     old = gateway.runtime
     extra = free_port()
-    with pytest.raises(ReloadError, match="an addon refused it"):
+    with pytest.raises(ReloadError, match=r"flm.yaml:\d+:\d+: listeners\[1\].name: refused"):
         await gateway.swap(write(tmp_path, engine.url, ("main", port), ("refuse", extra)))
-    assert gateway.runtime is old
-    assert routing(gateway)._runtime is old
+    assert gateway.runtime is old and old is not None
+    assert routing(gateway)._directory is old.directory  # prepared, never committed
     assert not await can_connect(extra)
     assert await can_connect(port)
 
@@ -91,7 +100,8 @@ async def test_swap_keeps_old_sessions_until_in_flight_requests_end(
     gateway.inflight.requestheaders(flow)
     extra = free_port()
     await gateway.swap(write(tmp_path, engine.url, ("main", port), ("second", extra)))
-    assert gateway.runtime is not old and routing(gateway)._runtime is gateway.runtime
+    assert gateway.runtime is not None and gateway.runtime is not old
+    assert routing(gateway)._directory is gateway.runtime.directory
     assert await can_connect(extra)
     new_engine = gateway.runtime.directory.get("alpha") if gateway.runtime else None
     assert new_engine is not None and new_engine.healthy  # health carried over

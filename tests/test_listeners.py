@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flm_gateway.addons.listener_context import ListenerContext
 from flm_gateway.proxy.flow_meta import LISTENER
-from tests.support.flows import RuntimeFactory, make_flow
+from tests.support.flows import RuntimeFactory, configure, make_flow
 
 CONFIG = """\
 listeners:
@@ -56,7 +56,7 @@ async def test_the_local_address_of_a_connection_does_not_choose(
 async def test_listener_context_tags_and_answers_orphans(make_runtime: RuntimeFactory) -> None:
     runtime = make_runtime(CONFIG)
     context = ListenerContext()
-    context.apply_runtime(runtime)
+    configure(runtime, context)
     flow = make_flow(port=8088, bind_host="127.0.0.2")
     context.requestheaders(flow)
     assert LISTENER.require(flow).name == "open"

@@ -25,12 +25,12 @@ from dataclasses import dataclass, field
 
 from mitmproxy import http
 
-from flm_gateway.config import LoadedConfig
 from flm_gateway.config.security_settings import AnomalySettings
 from flm_gateway.core.netset import client_subject
 from flm_gateway.core.severity import Severity
 from flm_gateway.proxy.fail_closed import fail_closed
 from flm_gateway.proxy.flow_meta import API_MODEL, AUTH_KEY_ID
+from flm_gateway.proxy.runtime import Runtime
 from flm_gateway.security.events import Offence, record
 from flm_gateway.security.policies import client_ip, is_health_check
 
@@ -135,9 +135,12 @@ class Anomaly:
         self._ipv6_prefix = 64
         self._subjects: OrderedDict[tuple[str, str], SubjectStats] = OrderedDict()
 
-    def apply_config(self, loaded: LoadedConfig) -> None:
-        self._settings = loaded.config.security.anomaly
-        self._ipv6_prefix = loaded.config.security.ipv6_prefix
+    def prepare(self, runtime: Runtime) -> tuple[AnomalySettings, int]:
+        security = runtime.loaded.config.security
+        return security.anomaly, security.ipv6_prefix
+
+    def commit(self, prepared: tuple[AnomalySettings, int]) -> None:
+        self._settings, self._ipv6_prefix = prepared
 
     def _stats(self, subject: tuple[str, str], now: float) -> SubjectStats:
         stats = self._subjects.get(subject)

@@ -27,7 +27,7 @@ client's next event, or by a sweep every `SWEEP_INTERVAL`), when the client is
 evicted from tracking, and at shutdown; a kill -9 loses the counts of minutes
 not yet summarised.
 
-On every `apply_config` (start and each reload) a `config.loaded` event records
+On every commit of a config (start and each reload) a `config.loaded` event records
 the file and the SHA-256 of its text. Admin actions (keys, block list) are
 audited by the CLI commands that perform them. Secrets and header values are
 never part of an event. Reads `flm.security.events`, `flm.auth.key_id`,
@@ -46,12 +46,12 @@ from collections.abc import Awaitable, Callable
 
 from mitmproxy import http
 
-from flm_gateway.config import LoadedConfig
 from flm_gateway.core.errors import error_response
 from flm_gateway.core.severity import Severity
 from flm_gateway.proxy.background import BackgroundTask
 from flm_gateway.proxy.fail_closed import fail_closed
 from flm_gateway.proxy.flow_meta import AUDIT_WRITTEN, AUTH_KEY_ID, REQUEST_ID, SECURITY_EVENTS
+from flm_gateway.proxy.runtime import Runtime
 from flm_gateway.security.events import events_of
 from flm_gateway.security.policies import client_ip, listener_name
 from flm_gateway.state.state_service import StateService
@@ -79,19 +79,21 @@ class Audit:
         self._sweeper = BackgroundTask("flm-audit-sweep", self._sweep_loop)
         state.before_stop(self.summarise_all)
 
-    def apply_config(self, loaded: LoadedConfig) -> None:
-        self._state.audit(
-            AuditEvent(
-                "config.loaded",
-                Severity.INFO,
-                actor="gateway",
-                details={
-                    "file": loaded.display_name,
-                    "sha256": hashlib.sha256(loaded.source.encode()).hexdigest(),
-                    "listeners": [listener.name for listener in loaded.config.listeners],
-                },
-            )
+    def prepare(self, runtime: Runtime) -> AuditEvent:
+        loaded = runtime.loaded
+        return AuditEvent(
+            "config.loaded",
+            Severity.INFO,
+            actor="gateway",
+            details={
+                "file": loaded.display_name,
+                "sha256": hashlib.sha256(loaded.source.encode()).hexdigest(),
+                "listeners": [listener.name for listener in loaded.config.listeners],
+            },
         )
+
+    def commit(self, prepared: AuditEvent) -> None:
+        self._state.audit(prepared)
 
     def running(self) -> None:
         self._sweeper.start()

@@ -50,12 +50,12 @@ from dataclasses import dataclass
 
 from mitmproxy import http
 
-from flm_gateway.config import LoadedConfig
 from flm_gateway.config.listener_settings import auth_summary, requires_api_key
 from flm_gateway.core.errors import error_response
 from flm_gateway.core.severity import Severity
 from flm_gateway.proxy.fail_closed import fail_closed
 from flm_gateway.proxy.flow_meta import AUTH_FAILURE, AUTH_KEY, AUTH_KEY_ID
+from flm_gateway.proxy.runtime import Runtime
 from flm_gateway.security.events import Offence, record
 from flm_gateway.security.keys import (
     CredentialProblem,
@@ -109,6 +109,18 @@ REFUSALS: Mapping[str, Refusal] = {
 CHALLENGE = {"www-authenticate": 'Bearer realm="flm-gateway"'}
 
 
+@dataclass(frozen=True)
+class _Keys:
+    """What auth reads per request, for one config."""
+
+    declared: Mapping[str, KeyEntry]
+    declared_ids: frozenset[str]
+    keyed: frozenset[str]
+    names: frozenset[str]
+    count_missing: bool
+    summary: tuple[str, ...]
+
+
 class Auth:
     def __init__(self, state: StateService) -> None:
         self._state = state
@@ -118,21 +130,29 @@ class Auth:
         self._names: frozenset[str] = frozenset()
         self._count_missing = False
 
-    def apply_config(self, loaded: LoadedConfig) -> None:
-        config = loaded.config
+    def prepare(self, runtime: Runtime) -> _Keys:
+        config = runtime.loaded.config
         declared: dict[str, KeyEntry] = {}
         for key in config.security.keys:
             record_ = declared_record(key)
             for secret in record_.secrets:
                 declared[secret.hash] = KeyEntry(record_, secret)
-        self._declared = declared
-        self._declared_ids = frozenset(key.id for key in config.security.keys)
-        self._keyed = frozenset(
-            listener.name for listener in config.listeners if requires_api_key(listener)
+        return _Keys(
+            declared=declared,
+            declared_ids=frozenset(key.id for key in config.security.keys),
+            keyed=frozenset(
+                listener.name for listener in config.listeners if requires_api_key(listener)
+            ),
+            names=frozenset(listener.name for listener in config.listeners),
+            count_missing=config.security.auto_block.count_missing_keys,
+            summary=tuple(auth_summary(config.listeners)),
         )
-        self._names = frozenset(listener.name for listener in config.listeners)
-        self._count_missing = config.security.auto_block.count_missing_keys
-        for line in auth_summary(config.listeners):
+
+    def commit(self, prepared: _Keys) -> None:
+        self._declared, self._declared_ids = prepared.declared, prepared.declared_ids
+        self._keyed, self._names = prepared.keyed, prepared.names
+        self._count_missing = prepared.count_missing
+        for line in prepared.summary:
             log.info("%s", line)
         if self._keyed and not self.keys_exist():
             log.warning(

@@ -35,12 +35,12 @@ from dataclasses import dataclass
 
 from mitmproxy import http
 
-from flm_gateway.config import LoadedConfig
 from flm_gateway.config.security_settings import AutoBlockSettings
 from flm_gateway.core.netset import IPNetwork, client_network, parse_ip, parse_network
 from flm_gateway.core.severity import Severity
 from flm_gateway.proxy.fail_closed import fail_closed
 from flm_gateway.proxy.flow_meta import AUTO_BLOCK_COUNTED
+from flm_gateway.proxy.runtime import Runtime
 from flm_gateway.security.events import Offence, events_of, record
 from flm_gateway.security.policies import client_ip
 from flm_gateway.state.state_service import StateService
@@ -79,10 +79,14 @@ class AutoBlock:
         self._never_block: tuple[IPNetwork, ...] = ()
         self._offences: OrderedDict[tuple[str, Offence], deque[float]] = OrderedDict()
 
-    def apply_config(self, loaded: LoadedConfig) -> None:
-        self._settings = loaded.config.security.auto_block
-        self._ipv6_prefix = loaded.config.security.ipv6_prefix
-        self._never_block = tuple(parse_network(cidr) for cidr in self._settings.never_block)
+    def prepare(self, runtime: Runtime) -> tuple[AutoBlockSettings, int, tuple[IPNetwork, ...]]:
+        security = runtime.loaded.config.security
+        settings = security.auto_block
+        never_block = tuple(parse_network(cidr) for cidr in settings.never_block)
+        return settings, security.ipv6_prefix, never_block
+
+    def commit(self, prepared: tuple[AutoBlockSettings, int, tuple[IPNetwork, ...]]) -> None:
+        self._settings, self._ipv6_prefix, self._never_block = prepared
 
     def spared(self, cidr: str) -> bool:
         """Whether blocking `cidr` would block an address of `never_block`."""

@@ -27,6 +27,7 @@ from mitmproxy import http
 
 from flm_gateway.core.errors import error_response
 from flm_gateway.core.severity import Severity
+from flm_gateway.proxy.addon_contract import Unconfigured
 from flm_gateway.proxy.fail_closed import fail_closed
 from flm_gateway.proxy.flow_meta import SECURITY_REJECTED, TARGET_ORIGINAL
 from flm_gateway.security.events import record
@@ -37,7 +38,7 @@ from flm_gateway.security.target import (
 )
 
 
-class CanonicalTarget:
+class CanonicalTarget(Unconfigured):
     @fail_closed()
     def requestheaders(self, flow: http.HTTPFlow) -> None:
         if flow.response is not None:

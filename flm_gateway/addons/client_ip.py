@@ -16,10 +16,10 @@ from collections.abc import Mapping
 
 from mitmproxy import http
 
-from flm_gateway.config import LoadedConfig
 from flm_gateway.core.netset import IPAddress, NetworkMap, parse_ip
 from flm_gateway.proxy.fail_closed import fail_closed
 from flm_gateway.proxy.flow_meta import CLIENT_IP, PEER_IP
+from flm_gateway.proxy.runtime import Runtime
 from flm_gateway.security.policies import listener_name, per_listener
 
 
@@ -53,11 +53,14 @@ class ClientIp:
     def __init__(self) -> None:
         self._trusted: Mapping[str, NetworkMap[bool]] = {}
 
-    def apply_config(self, loaded: LoadedConfig) -> None:
-        self._trusted = {
+    def prepare(self, runtime: Runtime) -> Mapping[str, NetworkMap[bool]]:
+        return {
             name: NetworkMap((cidr, True) for cidr in security.ip.trusted_proxies)
-            for name, security in per_listener(loaded.config).items()
+            for name, security in per_listener(runtime.loaded.config).items()
         }
+
+    def commit(self, prepared: Mapping[str, NetworkMap[bool]]) -> None:
+        self._trusted = prepared
 
     @fail_closed()
     def requestheaders(self, flow: http.HTTPFlow) -> None:

@@ -39,10 +39,10 @@ from typing import Any
 
 from mitmproxy import connection, ctx, http
 
-from flm_gateway.config import LoadedConfig
 from flm_gateway.core.netset import IPAddress, NetworkMap, parse_ip
 from flm_gateway.observability.metrics import GatewayMetrics
 from flm_gateway.proxy.fail_closed import fail_closed
+from flm_gateway.proxy.runtime import Runtime
 from flm_gateway.security.policies import per_listener
 
 log = logging.getLogger("flm_gateway.security")
@@ -101,18 +101,22 @@ class ConnectionLimits:
         self._waiting: dict[str, asyncio.TimerHandle] = {}  # client id -> first-request timer
         self._logged: dict[str, float] = {}
 
-    def apply_config(self, loaded: LoadedConfig) -> None:
-        limits = loaded.config.server.limits
+    def prepare(self, runtime: Runtime) -> _Caps:
+        config = runtime.loaded.config
+        limits = config.server.limits
         exempt: NetworkMap[bool] = NetworkMap()
-        for security in per_listener(loaded.config).values():
+        for security in per_listener(config).values():
             for cidr in security.ip.trusted_proxies:
                 exempt.add(cidr, True)
-        self._caps = _Caps(
+        return _Caps(
             limits.max_connections_per_client,
             limits.max_connections or default_max_connections(),
             exempt,
             limits.header_timeout + FIRST_REQUEST_GRACE,
         )
+
+    def commit(self, prepared: _Caps) -> None:
+        self._caps = prepared
 
     @property
     def open_connections(self) -> int:

@@ -29,6 +29,7 @@ from __future__ import annotations
 from mitmproxy import http
 
 from flm_gateway.core.errors import error_response
+from flm_gateway.proxy.addon_contract import Unconfigured
 from flm_gateway.proxy.api_kind import MULTIPART_ENDPOINTS
 from flm_gateway.proxy.fail_closed import fail_closed
 from flm_gateway.proxy.flow_meta import LISTENER, SECURITY_REJECTED
@@ -70,7 +71,7 @@ def body_and_types(request: http.Request) -> tuple[bool, list[bytes]]:
     return body, types
 
 
-class ContentType:
+class ContentType(Unconfigured):
     @fail_closed()
     def requestheaders(self, flow: http.HTTPFlow) -> None:
         request = flow.request

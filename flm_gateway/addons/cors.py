@@ -37,7 +37,6 @@ from collections.abc import Mapping
 
 from mitmproxy import http
 
-from flm_gateway.config import LoadedConfig
 from flm_gateway.core.errors import error_response
 from flm_gateway.core.hostnames import Authority, parse_authority
 from flm_gateway.proxy.api_kind import ApiKind
@@ -49,6 +48,7 @@ from flm_gateway.proxy.flow_meta import (
     HOST,
     SECURITY_REJECTED,
 )
+from flm_gateway.proxy.runtime import Runtime
 from flm_gateway.security.cors_policy import CorsPolicy, cors_policies
 from flm_gateway.security.policies import listener_name
 
@@ -96,8 +96,11 @@ class Cors:
     def __init__(self) -> None:
         self._policies: Mapping[str, CorsPolicy] = {}
 
-    def apply_config(self, loaded: LoadedConfig) -> None:
-        self._policies = cors_policies(loaded.config)
+    def prepare(self, runtime: Runtime) -> Mapping[str, CorsPolicy]:
+        return cors_policies(runtime.loaded.config)
+
+    def commit(self, prepared: Mapping[str, CorsPolicy]) -> None:
+        self._policies = prepared
 
     @fail_closed()
     def requestheaders(self, flow: http.HTTPFlow) -> None:

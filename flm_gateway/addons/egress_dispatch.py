@@ -39,11 +39,10 @@ from mitmproxy import connection, http
 from mitmproxy.net.server_spec import ServerSpec
 from mitmproxy.proxy import server_hooks
 
-from flm_gateway.config.loader import LoadedConfig
 from flm_gateway.egress.dialer import SocksDialer, format_target
 from flm_gateway.egress.egress_service import EgressService
 from flm_gateway.egress.failure import EgressFailure, Reason, failure_from_message
-from flm_gateway.egress.profiles import RuntimeProfile
+from flm_gateway.egress.profiles import EgressPlan, RuntimeProfile
 from flm_gateway.proxy.fail_closed import fail_closed
 from flm_gateway.proxy.flow_meta import (
     EGRESS_FAILURE,
@@ -51,6 +50,7 @@ from flm_gateway.proxy.flow_meta import (
     FAILOVER_RESEND,
     ROUTE_ENGINE,
 )
+from flm_gateway.proxy.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
@@ -61,8 +61,11 @@ class Egress:
     def __init__(self, service: EgressService | None = None) -> None:
         self.service = service if service is not None else EgressService()
 
-    def apply_config(self, loaded: LoadedConfig) -> None:
-        self.service.apply_config(loaded)
+    def prepare(self, runtime: Runtime) -> EgressPlan:
+        return self.service.prepare(runtime.loaded)
+
+    def commit(self, prepared: EgressPlan) -> None:
+        self.service.commit(prepared)
 
     async def running(self) -> None:
         await self.service.start()

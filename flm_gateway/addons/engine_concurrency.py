@@ -22,11 +22,11 @@ from dataclasses import dataclass, field
 
 from mitmproxy import http
 
-from flm_gateway.config import LoadedConfig
 from flm_gateway.config.security_settings import ResourceSettings
 from flm_gateway.core.errors import error_response
 from flm_gateway.proxy.fail_closed import fail_closed
 from flm_gateway.proxy.flow_meta import CONCURRENCY_ENGINE, FAILOVER_RESEND, ROUTE_ENGINE
+from flm_gateway.proxy.runtime import Runtime
 
 
 @dataclass
@@ -68,8 +68,11 @@ class EngineConcurrency:
         self._settings = ResourceSettings()
         self._slots: dict[str, EngineSlots] = {}
 
-    def apply_config(self, loaded: LoadedConfig) -> None:
-        self._settings = loaded.config.security.resources
+    def prepare(self, runtime: Runtime) -> ResourceSettings:
+        return runtime.loaded.config.security.resources
+
+    def commit(self, prepared: ResourceSettings) -> None:
+        self._settings = prepared
         for name, slots in self._slots.items():
             limit = self._limit_of(name)
             if limit is not None:

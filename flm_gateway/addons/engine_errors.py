@@ -35,6 +35,7 @@ from mitmproxy.net.http import status_codes
 
 from flm_gateway.core.errors import default_type, error_body
 from flm_gateway.core.text import clip, printable
+from flm_gateway.proxy.addon_contract import Unconfigured
 from flm_gateway.proxy.fail_closed import fail_closed
 from flm_gateway.proxy.flow_meta import ENGINE_ERRORS_PENDING, LISTENER, ROUTE_ENGINE
 
@@ -110,7 +111,7 @@ def _on_api_listener(flow: http.HTTPFlow) -> bool:
     return listener is not None and listener.passthrough is None
 
 
-class EngineErrors:
+class EngineErrors(Unconfigured):
     @fail_closed()
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         response = flow.response

@@ -40,6 +40,7 @@ from flm_gateway.core.text import echo
 from flm_gateway.egress.failure import failure_from_message
 from flm_gateway.engines.directory import EngineState
 from flm_gateway.observability.outcomes import STALE
+from flm_gateway.proxy.addon_contract import ReadsEngines
 from flm_gateway.proxy.api_kind import ROUTED_KINDS
 from flm_gateway.proxy.fail_closed import fail_closed
 from flm_gateway.proxy.flow_meta import (
@@ -71,7 +72,6 @@ from flm_gateway.proxy.mitm_failover import (
     HTTP_5XX,
     TIMEOUT,
 )
-from flm_gateway.proxy.runtime import Runtime
 from flm_gateway.routing.candidates import Candidate, apply_candidate
 
 _TRANSIENT = (HTTP_5XX, TIMEOUT, DISCONNECTED)
@@ -91,17 +91,11 @@ def retries_of(flow: http.HTTPFlow) -> RetrySettings:
     return route.retries if route is not None else RetrySettings()
 
 
-class Failover:
-    def __init__(self) -> None:
-        self._runtime: Runtime | None = None
-
-    def apply_runtime(self, runtime: Runtime) -> None:
-        self._runtime = runtime
-
+class Failover(ReadsEngines):
     def _engine(self, name: str | None) -> EngineState | None:
-        if self._runtime is None or name is None:
+        if self._directory is None or name is None:
             return None
-        return self._runtime.directory.engines.get(name)
+        return self._directory.engines.get(name)
 
     # ---- in flight ---------------------------------------------------------------
 

@@ -7,7 +7,7 @@ still loading its model, does not count) and the state store answers (without it
 every request is refused, fail closed), else 503; the body gives
 counts only (no engine names or addresses: these endpoints need no key). Both
 are exempt from authentication and never touch an engine. Any other method on
-these paths is 405.
+these paths is 405. Before the gateway committed its first config, `/readyz` is 503.
 """
 
 from __future__ import annotations
@@ -26,8 +26,11 @@ class Health:
     def __init__(self) -> None:
         self._runtime: Runtime | None = None
 
-    def apply_runtime(self, runtime: Runtime) -> None:
-        self._runtime = runtime
+    def prepare(self, runtime: Runtime) -> Runtime:
+        return runtime
+
+    def commit(self, prepared: Runtime) -> None:
+        self._runtime = prepared
 
     @fail_closed()
     def request(self, flow: http.HTTPFlow) -> None:
@@ -40,6 +43,8 @@ class Health:
         if flow.request.path == "/healthz":
             flow.response = json_response(200, {"status": "ok"})
             return
-        assert self._runtime is not None
+        if self._runtime is None:
+            flow.response = json_response(503, {"status": "not-ready"})
+            return
         ready, details = readiness(self._runtime)
         flow.response = json_response(200 if ready else 503, details)

@@ -18,12 +18,12 @@ from collections.abc import Mapping
 
 from mitmproxy import http
 
-from flm_gateway.config import LoadedConfig
 from flm_gateway.core.paths import canonical_path, path_matches
 from flm_gateway.core.severity import Severity
 from flm_gateway.proxy.api_kind import ApiKind
 from flm_gateway.proxy.fail_closed import fail_closed
 from flm_gateway.proxy.flow_meta import API_KIND
+from flm_gateway.proxy.runtime import Runtime
 from flm_gateway.security.events import Offence, record
 from flm_gateway.security.policies import is_health_check, listener_name, per_listener
 
@@ -82,11 +82,14 @@ class Honeypot:
     def __init__(self) -> None:
         self._paths: Mapping[str, tuple[str, ...]] = {}
 
-    def apply_config(self, loaded: LoadedConfig) -> None:
-        self._paths = {
+    def prepare(self, runtime: Runtime) -> Mapping[str, tuple[str, ...]]:
+        return {
             name: tuple(canonical_path(p) for p in security.honeypot_settings.paths)
-            for name, security in per_listener(loaded.config).items()
+            for name, security in per_listener(runtime.loaded.config).items()
         }
+
+    def commit(self, prepared: Mapping[str, tuple[str, ...]]) -> None:
+        self._paths = prepared
 
     def match(self, listener: str | None, path: str) -> str | None:
         """The honeypot path `path` hits on `listener`, or None."""

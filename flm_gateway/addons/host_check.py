@@ -36,13 +36,13 @@ from collections.abc import Mapping
 
 from mitmproxy import http
 
-from flm_gateway.config import LoadedConfig
 from flm_gateway.config.listener_settings import ListenerConfig
 from flm_gateway.core.errors import error_response
 from flm_gateway.core.hostnames import Authority, parse_authority
 from flm_gateway.core.text import echo
 from flm_gateway.proxy.fail_closed import fail_closed
 from flm_gateway.proxy.flow_meta import HOST, LISTENER, SECURITY_REJECTED
+from flm_gateway.proxy.runtime import Runtime
 from flm_gateway.security.host_policy import HostPolicy
 
 
@@ -97,10 +97,11 @@ class HostCheck:
     def __init__(self) -> None:
         self._policies: Mapping[str, HostPolicy] = {}
 
-    def apply_config(self, loaded: LoadedConfig) -> None:
-        self._policies = {
-            listener.name: policy_for(listener) for listener in loaded.config.listeners
-        }
+    def prepare(self, runtime: Runtime) -> Mapping[str, HostPolicy]:
+        return {listener.name: policy_for(listener) for listener in runtime.loaded.config.listeners}
+
+    def commit(self, prepared: Mapping[str, HostPolicy]) -> None:
+        self._policies = prepared
 
     @fail_closed()
     def requestheaders(self, flow: http.HTTPFlow) -> None:

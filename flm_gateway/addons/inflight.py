@@ -17,10 +17,11 @@ from collections.abc import Collection
 
 from mitmproxy import connection, http
 
+from flm_gateway.proxy.addon_contract import Unconfigured
 from flm_gateway.proxy.fail_closed import fail_closed
 
 
-class Inflight:
+class Inflight(Unconfigured):
     def __init__(self) -> None:
         self._flows: dict[str, str] = {}  # flow id -> its client connection's id
         self._by_client: dict[str, set[str]] = {}  # client connection id -> its flows

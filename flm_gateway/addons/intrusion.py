@@ -32,13 +32,13 @@ from dataclasses import dataclass
 
 from mitmproxy import http
 
-from flm_gateway.config import LoadedConfig
 from flm_gateway.config.security_settings import IntrusionAction, IntrusionSettings
 from flm_gateway.core.errors import error_response
 from flm_gateway.core.paths import decode_repeatedly
 from flm_gateway.core.text import echo
 from flm_gateway.proxy.fail_closed import fail_closed
 from flm_gateway.proxy.flow_meta import INTRUSION_RULES
+from flm_gateway.proxy.runtime import Runtime
 from flm_gateway.security.events import Offence, record
 from flm_gateway.security.intrusion_rules import (
     HEADERS,
@@ -118,10 +118,10 @@ class Intrusion:
     def __init__(self) -> None:
         self._policies: Mapping[str, _Policy] = {}
 
-    def apply_config(self, loaded: LoadedConfig) -> None:
+    def prepare(self, runtime: Runtime) -> Mapping[str, _Policy]:
         policies = {}
         compiled: dict[frozenset[str], RuleSet] = {}
-        for name, security in per_listener(loaded.config).items():
+        for name, security in per_listener(runtime.loaded.config).items():
             settings = security.intrusion
             if not settings.enabled:
                 continue
@@ -129,7 +129,10 @@ class Intrusion:
             if disabled not in compiled:
                 compiled[disabled] = RuleSet.without(disabled)
             policies[name] = _Policy(settings, compiled[disabled])
-        self._policies = policies
+        return policies
+
+    def commit(self, prepared: Mapping[str, _Policy]) -> None:
+        self._policies = prepared
 
     @fail_closed()
     def requestheaders(self, flow: http.HTTPFlow) -> None:

@@ -21,15 +21,19 @@ from collections.abc import Mapping
 
 from mitmproxy import http
 
-from flm_gateway.config import LoadedConfig
 from flm_gateway.core.errors import error_response
 from flm_gateway.core.netset import NetworkMap, parse_ip
 from flm_gateway.proxy.fail_closed import fail_closed
 from flm_gateway.proxy.flow_meta import IP_FILTER_DENIED
+from flm_gateway.proxy.runtime import Runtime
 from flm_gateway.security.policies import client_ip, is_health_check, listener_name, per_listener
 from flm_gateway.state.state_service import StateService
 
 RETRY_AFTER_UNAVAILABLE = "5"
+
+
+_Lists = tuple[Mapping[str, NetworkMap[bool] | None], Mapping[str, NetworkMap[bool]]]
+"""Per listener: the allow list (None: everyone) and the block list."""
 
 
 class IpFilter:
@@ -38,15 +42,18 @@ class IpFilter:
         self._allow: Mapping[str, NetworkMap[bool] | None] = {}
         self._block: Mapping[str, NetworkMap[bool]] = {}
 
-    def apply_config(self, loaded: LoadedConfig) -> None:
+    def prepare(self, runtime: Runtime) -> _Lists:
         allow: dict[str, NetworkMap[bool] | None] = {}
         block: dict[str, NetworkMap[bool]] = {}
-        for name, security in per_listener(loaded.config).items():
+        for name, security in per_listener(runtime.loaded.config).items():
             allow[name] = (
                 NetworkMap((c, True) for c in security.ip.allow) if security.ip.allow else None
             )
             block[name] = NetworkMap((c, True) for c in security.ip.block)
-        self._allow, self._block = allow, block
+        return allow, block
+
+    def commit(self, prepared: _Lists) -> None:
+        self._allow, self._block = prepared
 
     def is_blocked(self, address_text: str, listener: str | None, now: float) -> bool:
         """Whether `address_text` is refused by the listener's or the stored block list."""

@@ -13,12 +13,15 @@ from __future__ import annotations
 
 import re
 import secrets
+from collections.abc import Mapping
 
 from mitmproxy import http
 
+from flm_gateway.config.listener_settings import ListenerConfig
 from flm_gateway.core.errors import error_response
 from flm_gateway.proxy.fail_closed import fail_closed
 from flm_gateway.proxy.flow_meta import CLIENT_IP, LISTENER, REQUEST_ID
+from flm_gateway.proxy.mitm_listeners import listener_of
 from flm_gateway.proxy.runtime import Runtime
 
 _REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
@@ -26,19 +29,22 @@ _REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 
 class ListenerContext:
     def __init__(self) -> None:
-        self._runtime: Runtime | None = None
+        self._listeners: Mapping[str, ListenerConfig] = {}
+        """By mode spec; empty until the first commit, when every flow has no listener."""
 
-    def apply_runtime(self, runtime: Runtime) -> None:
-        self._runtime = runtime
+    def prepare(self, runtime: Runtime) -> Mapping[str, ListenerConfig]:
+        return runtime.listeners
+
+    def commit(self, prepared: Mapping[str, ListenerConfig]) -> None:
+        self._listeners = prepared
 
     @fail_closed()
     def requestheaders(self, flow: http.HTTPFlow) -> None:
-        assert self._runtime is not None
         offered = flow.request.headers.get("x-request-id", "")
         request_id = offered if _REQUEST_ID_RE.match(offered) else secrets.token_hex(12)
         REQUEST_ID.set(flow, request_id)
         CLIENT_IP.set(flow, flow.client_conn.peername[0])
-        listener = self._runtime.listener_of(flow)
+        listener = listener_of(self._listeners, flow.client_conn)
         if listener is None:
             LISTENER.set(flow, None)
             return

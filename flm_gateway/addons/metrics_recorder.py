@@ -23,6 +23,7 @@ from mitmproxy import http
 
 from flm_gateway.observability.flow_summary import StreamTap, summary_of
 from flm_gateway.observability.metrics import GatewayMetrics
+from flm_gateway.proxy.addon_contract import Unconfigured
 from flm_gateway.proxy.fail_closed import fail_closed
 from flm_gateway.proxy.flow_meta import METRICS_DONE, METRICS_TAP
 from flm_gateway.proxy.mitm_http1 import HttpRefusal
@@ -30,7 +31,7 @@ from flm_gateway.proxy.mitm_http1 import HttpRefusal
 log = logging.getLogger("flm_gateway.observability.metrics")
 
 
-class Metrics:
+class Metrics(Unconfigured):
     def __init__(self, metrics: GatewayMetrics) -> None:
         self.metrics = metrics
 

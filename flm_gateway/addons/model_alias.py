@@ -30,6 +30,7 @@ from collections.abc import Callable, Iterable
 
 from mitmproxy import http
 
+from flm_gateway.proxy.addon_contract import Unconfigured
 from flm_gateway.proxy.fail_closed import fail_closed
 from flm_gateway.proxy.flow_meta import (
     API_KIND,
@@ -112,7 +113,7 @@ def _name_the_engine(flow: http.HTTPFlow, response: http.Response) -> None:
         response.headers[UPSTREAM_MODEL_HEADER] = upstream
 
 
-class ModelAlias:
+class ModelAlias(Unconfigured):
     @fail_closed()
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         alias = _wants_alias(flow)

@@ -33,6 +33,8 @@ from mitmproxy.proxy import server_hooks
 from flm_gateway.config.route_settings import RouteConfig
 from flm_gateway.core.errors import error_response
 from flm_gateway.core.text import echo
+from flm_gateway.engines.directory import EngineDirectory
+from flm_gateway.proxy.addon_contract import NotConfigured
 from flm_gateway.proxy.api_kind import ROUTED_KINDS
 from flm_gateway.proxy.fail_closed import fail_closed
 from flm_gateway.proxy.flow_meta import (
@@ -59,16 +61,19 @@ MISS_WAIT = 3.0
 
 class Routing:
     def __init__(self) -> None:
-        self._runtime: Runtime | None = None
+        self._directory: EngineDirectory | None = None
         self._table = RoutingTable(())
 
-    def apply_runtime(self, runtime: Runtime) -> None:
-        self._table = RoutingTable(runtime.loaded.config.routes)
-        self._runtime = runtime
+    def prepare(self, runtime: Runtime) -> tuple[RoutingTable, EngineDirectory]:
+        return RoutingTable(runtime.loaded.config.routes), runtime.directory
+
+    def commit(self, prepared: tuple[RoutingTable, EngineDirectory]) -> None:
+        self._table, self._directory = prepared
 
     async def candidates(self, model: str) -> tuple[RouteConfig | None, list[Candidate]]:
-        assert self._runtime is not None
-        directory = self._runtime.directory
+        directory = self._directory
+        if directory is None:
+            raise NotConfigured(self)
         await directory.settled(MISS_WAIT)  # a request right after start waits for first checks
         route = self._table.match(model)
         if route is not None:
@@ -126,16 +131,16 @@ class Routing:
     @fail_closed()
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         engine = ROUTE_ENGINE.get(flow)
-        if engine is not None and self._runtime is not None and flow.server_conn.connected:
-            state = self._runtime.directory.engines.get(engine)
+        if engine is not None and self._directory is not None and flow.server_conn.connected:
+            state = self._directory.engines.get(engine)
             if state is not None:
                 state.mark_connect_ok()
 
     def server_connect_error(self, data: server_hooks.ServerConnectionHookData) -> None:
         """mitmproxy's own connect to an engine failed (after a fresh probe): mark it down now,
         so the next request goes to a fallback instead of the same dead engine."""
-        if self._runtime is None or data.server.address is None:
+        if self._directory is None or data.server.address is None:
             return
-        for state in self._runtime.directory.engines.values():
+        for state in self._directory.engines.values():
             if (state.address.host, state.address.port) == tuple(data.server.address):
                 state.mark_down(f"connect failed: {data.server.error or 'unknown error'}")

@@ -32,6 +32,7 @@ uploads `flm.api.form` (the parts read, in order).
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote
 
@@ -41,8 +42,11 @@ from flm_gateway.bodies import BodyError
 from flm_gateway.bodies.multipart import Part, read_form, write_form
 from flm_gateway.bodies.schema import check_form, check_json
 from flm_gateway.bodies.strict_json import read_object
+from flm_gateway.config.route_settings import RouteConfig
 from flm_gateway.core.errors import error_response, json_response
 from flm_gateway.core.text import echo
+from flm_gateway.engines.directory import EngineDirectory
+from flm_gateway.proxy.addon_contract import NotConfigured
 from flm_gateway.proxy.api_kind import JSON_ENDPOINTS, MODELS_PATH, MULTIPART_ENDPOINTS, ApiKind
 from flm_gateway.proxy.fail_closed import fail_closed
 from flm_gateway.proxy.flow_meta import (
@@ -119,12 +123,25 @@ def parse_form(request: http.Request) -> tuple[list[Part], dict[str, Any]] | htt
     return parts, fields
 
 
+@dataclass(frozen=True)
+class _Catalog:
+    """What `/v1/models` lists: the engines' models and the routes' aliases."""
+
+    directory: EngineDirectory
+    routes: tuple[RouteConfig, ...]
+    created: int
+
+
 class OpenAIApi:
     def __init__(self) -> None:
-        self._runtime: Runtime | None = None
+        self._catalog: _Catalog | None = None
 
-    def apply_runtime(self, runtime: Runtime) -> None:
-        self._runtime = runtime
+    def prepare(self, runtime: Runtime) -> _Catalog:
+        routes = tuple(runtime.loaded.config.routes)
+        return _Catalog(runtime.directory, routes, int(runtime.started_at))
+
+    def commit(self, prepared: _Catalog) -> None:
+        self._catalog = prepared
 
     @fail_closed()
     def request(self, flow: http.HTTPFlow) -> None:
@@ -180,16 +197,17 @@ class OpenAIApi:
 
     def model_list(self) -> list[dict[str, Any]]:
         """The merged `/v1/models` data: engine models, then route aliases, each id once."""
-        assert self._runtime is not None
-        directory = self._runtime.directory
-        created = int(self._runtime.started_at)
+        catalog = self._catalog
+        if catalog is None:
+            raise NotConfigured(self)
+        directory, created = catalog.directory, catalog.created
         entries: dict[str, dict[str, Any]] = {}
         for model_id, state in directory.models():
             entries.setdefault(
                 model_id,
                 {"id": model_id, "object": "model", "created": created, "owned_by": state.name},
             )
-        for route in self._runtime.loaded.config.routes:
+        for route in catalog.routes:
             if is_pattern(route.model) or route.model in entries:
                 continue
             targets = [*route.engines, *(t.engine for t in route.fallback_targets)]

@@ -28,7 +28,9 @@ from mitmproxy import http
 from flm_gateway.core.errors import error_response
 from flm_gateway.core.severity import Severity
 from flm_gateway.engines.admin_routes import AdminRoutes
+from flm_gateway.engines.directory import EngineDirectory
 from flm_gateway.engines.registry import refused_admin_routes
+from flm_gateway.proxy.addon_contract import NotConfigured
 from flm_gateway.proxy.api_kind import ApiKind
 from flm_gateway.proxy.fail_closed import fail_closed
 from flm_gateway.proxy.flow_meta import (
@@ -46,12 +48,14 @@ from flm_gateway.security.events import record
 
 class Passthrough:
     def __init__(self) -> None:
-        self._runtime: Runtime | None = None
+        self._directory: EngineDirectory | None = None
         self._locked: Mapping[str, AdminRoutes] = {}
 
-    def apply_runtime(self, runtime: Runtime) -> None:
-        self._locked = refused_admin_routes(runtime.loaded.config)
-        self._runtime = runtime
+    def prepare(self, runtime: Runtime) -> tuple[Mapping[str, AdminRoutes], EngineDirectory]:
+        return refused_admin_routes(runtime.loaded.config), runtime.directory
+
+    def commit(self, prepared: tuple[Mapping[str, AdminRoutes], EngineDirectory]) -> None:
+        self._locked, self._directory = prepared
 
     @fail_closed()
     def requestheaders(self, flow: http.HTTPFlow) -> None:
@@ -87,8 +91,9 @@ class Passthrough:
         listener = LISTENER.get(flow)
         if flow.response is not None or listener is None or listener.passthrough is None:
             return
-        assert self._runtime is not None
-        engine = self._runtime.directory.get(listener.passthrough)
+        if self._directory is None:
+            raise NotConfigured(self)
+        engine = self._directory.get(listener.passthrough)
         API_KIND.set(flow, ApiKind.PASSTHROUGH)
         result = await probe(flow, engine)
         if result is not ProbeResult.OK:

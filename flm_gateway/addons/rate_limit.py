@@ -45,11 +45,11 @@ import asyncio
 import math
 import time
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
 from mitmproxy import http
 
-from flm_gateway.config import LoadedConfig
 from flm_gateway.config.security_settings import RateLimit
 from flm_gateway.config.state_settings import StateBackend
 from flm_gateway.core.errors import error_response
@@ -63,6 +63,7 @@ from flm_gateway.proxy.flow_meta import (
     RATELIMIT_TOKENS_IP,
     RATELIMIT_TOKENS_KEY,
 )
+from flm_gateway.proxy.runtime import Runtime
 from flm_gateway.security.events import record
 from flm_gateway.security.policies import client_ip, is_health_check, listener_name
 from flm_gateway.security.ratelimit import Applied, Bucket, headers_for, merge_headers
@@ -81,6 +82,15 @@ Limits = list[tuple[BucketKey, int, int | None, int]]
 """Per applicable bucket: its key, per minute, burst, and the limit its headers show."""
 
 
+@dataclass(frozen=True)
+class _Limits:
+    """One config's limits: per listener, the IPv6 grouping, the Redis target when shared."""
+
+    scopes: Mapping[str, RateLimitScope]
+    ipv6_prefix: int
+    shared: tuple[str, str] | None
+
+
 class RateLimiter:
     def __init__(self, subject: Subject, clock: Callable[[], float] = time.monotonic) -> None:
         self._subject = subject
@@ -93,19 +103,23 @@ class RateLimiter:
         self._retired: list[SharedBuckets] = []
         self._background = BackgroundTask("flm-ratelimit-sweep", self._sweeper)
 
-    def apply_config(self, loaded: LoadedConfig) -> None:
-        config = loaded.config
-        self._scopes = rate_limit_scopes(config)
-        self._ipv6_prefix = config.security.ipv6_prefix
+    def prepare(self, runtime: Runtime) -> _Limits:
+        config = runtime.loaded.config
+        scopes = rate_limit_scopes(config)
         state = config.state
-        target = (state.redis_url, state.redis_prefix)
         shared = state.backend is StateBackend.REDIS
-        if shared and self._shared is not None and self._shared.target == target:
+        target = (state.redis_url, state.redis_prefix) if shared else None
+        return _Limits(scopes, config.security.ipv6_prefix, target)
+
+    def commit(self, prepared: _Limits) -> None:
+        self._scopes, self._ipv6_prefix = prepared.scopes, prepared.ipv6_prefix
+        target = prepared.shared
+        if target is not None and self._shared is not None and self._shared.target == target:
             return
         if self._shared is not None:
             self._retired.append(self._shared)  # closed in `done`
             self._shared = None
-        if shared:
+        if target is not None:
             # Imported here: a gateway on SQLite never loads redis.asyncio.
             from flm_gateway.security.shared_buckets import SharedBuckets
 

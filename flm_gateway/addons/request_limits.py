@@ -40,12 +40,12 @@ from mitmproxy import http
 
 from flm_gateway.bodies import BodyError
 from flm_gateway.bodies.schema import CHOICE_FIELDS, TOKEN_FIELDS
-from flm_gateway.config import LoadedConfig
 from flm_gateway.config.security_settings import RequestLimitSettings
 from flm_gateway.core.errors import error_response
 from flm_gateway.core.text import echo
 from flm_gateway.proxy.fail_closed import fail_closed
 from flm_gateway.proxy.flow_meta import API_BODY, API_KIND, API_MODEL, AUTH_KEY
+from flm_gateway.proxy.runtime import Runtime
 from flm_gateway.routing.rewrite import with_defaults
 from flm_gateway.routing.table import RoutingTable
 from flm_gateway.security.policies import is_health_check, listener_name, per_listener
@@ -104,17 +104,20 @@ class RequestLimits:
         self._limits: Mapping[str, _Limits] = {}
         self._routes = RoutingTable(())
 
-    def apply_config(self, loaded: LoadedConfig) -> None:
-        config = loaded.config
+    def prepare(self, runtime: Runtime) -> tuple[Mapping[str, _Limits], RoutingTable]:
+        config = runtime.loaded.config
         server_limit = config.server.body_size_limit
-        self._limits = {
+        limits = {
             name: _Limits(
                 security.request_limits,
                 min(security.request_limits.max_body_size or server_limit, server_limit),
             )
             for name, security in per_listener(config).items()
         }
-        self._routes = RoutingTable(config.routes)
+        return limits, RoutingTable(config.routes)
+
+    def commit(self, prepared: tuple[Mapping[str, _Limits], RoutingTable]) -> None:
+        self._limits, self._routes = prepared
 
     @fail_closed()
     def requestheaders(self, flow: http.HTTPFlow) -> None:

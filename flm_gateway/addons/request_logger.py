@@ -13,16 +13,18 @@ Health probes (`flm.api.kind` = `health`) are not logged. With
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 from mitmproxy import http
 
-from flm_gateway.config import LoadedConfig
+from flm_gateway.config.request_log_settings import RequestLogConfig
 from flm_gateway.observability.flow_summary import summary_of
 from flm_gateway.observability.metrics import GatewayMetrics
 from flm_gateway.observability.outcomes import status_label
 from flm_gateway.proxy.api_kind import ApiKind
 from flm_gateway.proxy.fail_closed import fail_closed
 from flm_gateway.proxy.flow_meta import API_KIND, REQUEST_LOG_DONE
+from flm_gateway.proxy.runtime import Runtime
 from flm_gateway.requestlog.log_table import request_log_path
 from flm_gateway.requestlog.writer import RequestLogWriter
 
@@ -36,13 +38,14 @@ class RequestLog:
         self.writer: RequestLogWriter | None = None
         self._enabled = False
 
-    def apply_config(self, loaded: LoadedConfig) -> None:
-        settings = loaded.config.request_log
-        if self.writer is None:
+    def prepare(self, runtime: Runtime) -> tuple[RequestLogConfig, Path]:
+        return runtime.loaded.config.request_log, request_log_path(runtime.loaded)
+
+    def commit(self, prepared: tuple[RequestLogConfig, Path]) -> None:
+        settings, path = prepared
+        if self.writer is None:  # the database is opened on `running`, off the event loop
             on_drop = self._metrics.request_log_dropped.inc if self._metrics else None
-            self.writer = RequestLogWriter(
-                request_log_path(loaded), settings.retention, settings.max_queue, on_drop
-            )
+            self.writer = RequestLogWriter(path, settings.retention, settings.max_queue, on_drop)
         self.writer.retention = settings.retention
         self._enabled = settings.enabled
 

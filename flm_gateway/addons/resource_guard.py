@@ -30,7 +30,6 @@ from dataclasses import dataclass
 import psutil
 from mitmproxy import http
 
-from flm_gateway.config import LoadedConfig
 from flm_gateway.config.security_settings import ResourceSettings
 from flm_gateway.core.errors import error_response
 from flm_gateway.core.severity import Severity
@@ -38,6 +37,7 @@ from flm_gateway.observability.memory import Reclaimer
 from flm_gateway.proxy.background import BackgroundTask
 from flm_gateway.proxy.fail_closed import fail_closed
 from flm_gateway.proxy.flow_meta import RESOURCE_SHED
+from flm_gateway.proxy.runtime import Runtime
 from flm_gateway.security.policies import is_health_check
 from flm_gateway.state.state_service import StateService
 from flm_gateway.state.store import AuditEvent
@@ -78,8 +78,11 @@ class ResourceGuard:
         self._overloaded: str | None = None
         self._background = BackgroundTask("flm-resource-sampler", self._sampler)
 
-    def apply_config(self, loaded: LoadedConfig) -> None:
-        self._settings = loaded.config.security.resources
+    def prepare(self, runtime: Runtime) -> ResourceSettings:
+        return runtime.loaded.config.security.resources
+
+    def commit(self, prepared: ResourceSettings) -> None:
+        self._settings = prepared
 
     @property
     def enabled(self) -> bool:

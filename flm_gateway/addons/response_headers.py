@@ -22,6 +22,7 @@ from __future__ import annotations
 from mitmproxy import http
 from mitmproxy.net.http.http1 import read
 
+from flm_gateway.proxy.addon_contract import Unconfigured
 from flm_gateway.proxy.fail_closed import fail_closed
 from flm_gateway.proxy.flow_meta import LISTENER, ROUTE_ENGINE
 
@@ -62,7 +63,7 @@ def _clean(flow: http.HTTPFlow) -> None:
         strip_identity(response)
 
 
-class ResponseHeaders:
+class ResponseHeaders(Unconfigured):
     @fail_closed()
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         _clean(flow)

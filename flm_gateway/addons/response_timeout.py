@@ -22,6 +22,7 @@ from mitmproxy import ctx, http
 from mitmproxy.proxy import events
 
 from flm_gateway.core.errors import error_body
+from flm_gateway.proxy.addon_contract import ReadsEngines
 from flm_gateway.proxy.fail_closed import fail_closed
 from flm_gateway.proxy.flow_meta import (
     FAILOVER_ATTEMPT,
@@ -29,7 +30,6 @@ from flm_gateway.proxy.flow_meta import (
     ROUTE_ENGINE,
     UPSTREAM_TIMED_OUT,
 )
-from flm_gateway.proxy.runtime import Runtime
 
 log = logging.getLogger("flm_gateway.addons")
 
@@ -48,13 +48,9 @@ def timeout_response_bytes(engine: str, seconds: float) -> bytes:
     return head.encode() + body
 
 
-class ResponseTimeout:
+class ResponseTimeout(ReadsEngines):
     def __init__(self) -> None:
-        self._runtime: Runtime | None = None
         self._timers: dict[str, asyncio.TimerHandle] = {}
-
-    def apply_runtime(self, runtime: Runtime) -> None:
-        self._runtime = runtime
 
     @fail_closed()
     def request(self, flow: http.HTTPFlow) -> None:
@@ -68,9 +64,9 @@ class ResponseTimeout:
 
     def _start(self, flow: http.HTTPFlow) -> None:
         engine_name = ROUTE_ENGINE.get(flow)
-        if flow.response is not None or engine_name is None or self._runtime is None:
+        if flow.response is not None or engine_name is None or self._directory is None:
             return
-        engine = self._runtime.directory.engines.get(engine_name)
+        engine = self._directory.engines.get(engine_name)
         if engine is None:
             return
         seconds = engine.config.timeouts.response

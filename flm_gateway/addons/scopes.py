@@ -20,13 +20,13 @@ import json
 
 from mitmproxy import http
 
-from flm_gateway.config import LoadedConfig
 from flm_gateway.core.errors import error_response
 from flm_gateway.core.severity import Severity
 from flm_gateway.core.text import echo
 from flm_gateway.proxy.api_kind import ROUTED_KINDS, ApiKind
 from flm_gateway.proxy.fail_closed import fail_closed
 from flm_gateway.proxy.flow_meta import API_KIND, API_MODEL, AUTH_KEY
+from flm_gateway.proxy.runtime import Runtime
 from flm_gateway.routing.table import RoutingTable
 from flm_gateway.security.events import record
 from flm_gateway.state.store import KeyRecord, KeyScopes
@@ -36,8 +36,11 @@ class Scopes:
     def __init__(self) -> None:
         self._routes = RoutingTable(())
 
-    def apply_config(self, loaded: LoadedConfig) -> None:
-        self._routes = RoutingTable(loaded.config.routes)
+    def prepare(self, runtime: Runtime) -> RoutingTable:
+        return RoutingTable(runtime.loaded.config.routes)
+
+    def commit(self, prepared: RoutingTable) -> None:
+        self._routes = prepared
 
     def allows(self, scopes: KeyScopes, model: str) -> bool:
         if scopes.models and not any(fnmatch.fnmatchcase(model, p) for p in scopes.models):

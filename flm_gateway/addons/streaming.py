@@ -14,13 +14,14 @@ from __future__ import annotations
 
 from mitmproxy import http
 
+from flm_gateway.proxy.addon_contract import Unconfigured
 from flm_gateway.proxy.fail_closed import fail_closed
 from flm_gateway.proxy.flow_meta import STREAMED
 
 STREAM_TYPES = ("text/event-stream", "application/x-ndjson")
 
 
-class Streaming:
+class Streaming(Unconfigured):
     @fail_closed()
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         response = flow.response

@@ -33,7 +33,8 @@ from mitmproxy.proxy.layers import modes
 from OpenSSL import SSL
 
 from flm_gateway.config.listener_settings import ListenerConfig
-from flm_gateway.config.loader import LoadedConfig
+from flm_gateway.config.loader import LoadedConfig, problem_at
+from flm_gateway.config.problems import ConfigError
 from flm_gateway.config.tls_checks import acme_http_address, redirect_address
 from flm_gateway.config.tls_settings import (
     AcmeChallenge,
@@ -44,11 +45,12 @@ from flm_gateway.config.tls_settings import (
 )
 from flm_gateway.proxy.fail_closed import fail_closed
 from flm_gateway.proxy.mitm_listeners import mode_spec
+from flm_gateway.proxy.runtime import Runtime
 from flm_gateway.proxy.tls_layers import plan_layer
-from flm_gateway.tls import build_source
+from flm_gateway.tls import build_source, source_problems
 from flm_gateway.tls.acme_challenges import HttpSideServer, RedirectTarget
 from flm_gateway.tls.context import ContextCache, refusing_context
-from flm_gateway.tls.mode import CertificateSource, CertificateStatus
+from flm_gateway.tls.mode import CertificateSource, CertificateStatus, ServedCertificate
 from flm_gateway.tls.names import default_names
 from flm_gateway.tls.packaged_ca import LocalRoot
 
@@ -84,6 +86,27 @@ class TlsState:
     side_servers: Mapping[Address, HttpSideServer] = field(default_factory=dict)
 
 
+class Unavailable:
+    """The source of a listener whose certificate could not be loaded: refuses handshakes."""
+
+    serves_tls = True
+
+    def __init__(self, listener: str, mode: str, reason: str) -> None:
+        self._listener, self._mode, self._reason = listener, mode, reason
+
+    def certificate_for(self, server_name: str | None) -> ServedCertificate:
+        raise LookupError(self._reason)
+
+    async def start(self) -> None:
+        return None
+
+    async def stop(self) -> None:
+        return None
+
+    def status(self) -> CertificateStatus:
+        return CertificateStatus(self._listener, self._mode, note=f"unavailable: {self._reason}")
+
+
 class TlsTermination:
     """Serves each listener's certificate and enforces its TLS mode."""
 
@@ -98,37 +121,71 @@ class TlsTermination:
 
     # -- configuration -------------------------------------------------------------------
 
-    def apply_config(self, loaded: LoadedConfig) -> None:
-        """Build every listener's source (may create keys on disk), then swap state at once."""
-        old = self._state
+    def _reusable(self, listener: ListenerConfig, loaded: LoadedConfig) -> ListenerTls | None:
+        """The running entry of `listener` when its certificate source can stay as it is."""
         config_dir = loaded.path.resolve().parent if loaded.path is not None else None
-        servers, redirects = self._side_servers(loaded, old)
-        old_by_name = {entry.listener.name: entry for entry in old.by_spec.values()}
-        root: LocalRoot | None = None
-        by_spec: dict[str, ListenerTls] = {}
-        for listener in loaded.config.listeners:
-            previous = old_by_name.get(listener.name)
+        for previous in self._state.by_spec.values():
             if (
-                previous is not None
+                previous.listener.name == listener.name
                 and _source_key(previous.listener) == _source_key(listener)
                 and previous.state_dir == loaded.state_dir
                 and previous.config_dir == config_dir
             ):
+                return previous
+        return None
+
+    def prepare(self, runtime: Runtime) -> LoadedConfig:
+        """Check, reading only, what every new or changed listener's source will load: its
+        stored keys and certificates, its `acme.ca_bundle` (refused with their paths)."""
+        loaded = runtime.loaded
+        problems = [
+            problem_at(loaded, ("listeners", index, "tls", *path), message)
+            for index, listener in enumerate(loaded.config.listeners)
+            if self._reusable(listener, loaded) is None
+            for path, message in source_problems(listener, loaded)
+        ]
+        if problems:
+            raise ConfigError(problems)
+        return loaded
+
+    def commit(self, prepared: LoadedConfig) -> None:
+        """Build every new listener's source (may create keys on disk), then swap at once.
+
+        What `prepare` checked cannot fail here; a source that still cannot be built (the
+        disk refusing a new key) is logged, and its listener refuses every handshake.
+        """
+        loaded = prepared
+        old = self._state
+        config_dir = loaded.path.resolve().parent if loaded.path is not None else None
+        servers, redirects = self._side_servers(loaded, old)
+        root: LocalRoot | None = None
+        by_spec: dict[str, ListenerTls] = {}
+        for listener in loaded.config.listeners:
+            previous = self._reusable(listener, loaded)
+            if previous is not None:
                 source = previous.source
             else:
-                if listener.tls.mode == TlsMode.PACKAGED_CA and root is None:
-                    root = LocalRoot.load_or_create(loaded.state_dir)
                 acme = listener.tls.acme or AcmeSettings()
                 tokens = None
                 if _uses_http01(listener):
                     tokens = servers[acme_http_address(listener.bind, acme)].tokens
-                source = build_source(
-                    listener,
-                    loaded,
-                    root=root,
-                    http_tokens=tokens,
-                    acme_proxy_url=self._acme_proxy_url,
-                )
+                try:
+                    if listener.tls.mode == TlsMode.PACKAGED_CA and root is None:
+                        root = LocalRoot.load_or_create(loaded.state_dir)
+                    source = build_source(
+                        listener,
+                        loaded,
+                        root=root,
+                        http_tokens=tokens,
+                        acme_proxy_url=self._acme_proxy_url,
+                    )
+                except (OSError, ValueError) as exc:
+                    logger.error(
+                        "listener %s: no certificate (%s); refusing its handshakes",
+                        listener.name,
+                        exc,
+                    )
+                    source = Unavailable(listener.name, listener.tls.mode.value, str(exc))
             hsts = listener.tls.hsts
             by_spec[mode_spec(listener)] = ListenerTls(
                 listener=listener,

@@ -47,6 +47,7 @@ from flm_gateway.accounting.usage import (
     reported_usage,
 )
 from flm_gateway.bodies.strict_json import read_object
+from flm_gateway.proxy.addon_contract import ReadsEngines
 from flm_gateway.proxy.api_kind import ApiKind
 from flm_gateway.proxy.fail_closed import fail_closed
 from flm_gateway.proxy.flow_meta import (
@@ -59,7 +60,6 @@ from flm_gateway.proxy.flow_meta import (
     USAGE,
     USAGE_STRIP,
 )
-from flm_gateway.proxy.runtime import Runtime
 
 log = logging.getLogger("flm_gateway.accounting.usage")
 
@@ -102,17 +102,11 @@ def generates_text(flow: http.HTTPFlow) -> bool:
     return not (kind == ApiKind.PASSTHROUGH and "embed" in flow.request.path.lower())
 
 
-class TokenAccounting:
-    def __init__(self) -> None:
-        self._runtime: Runtime | None = None
-
-    def apply_runtime(self, runtime: Runtime) -> None:
-        self._runtime = runtime
-
+class TokenAccounting(ReadsEngines):
     def _engine_streams_usage(self, name: str) -> bool:
-        if self._runtime is None:
+        if self._directory is None:
             return False
-        state = self._runtime.directory.engines.get(name)
+        state = self._directory.engines.get(name)
         return state is not None and state.adapter.stream_usage
 
     @fail_closed()

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING
 from mitmproxy import http
 
 from flm_gateway.observability.flow_summary import reached_engine
+from flm_gateway.proxy.addon_contract import Unconfigured
 from flm_gateway.proxy.fail_closed import fail_closed
 from flm_gateway.proxy.flow_meta import (
     AUTH_KEY_ID,
@@ -50,7 +51,7 @@ def used_tokens(flow: http.HTTPFlow) -> int:
     return max(0, int(usage.get("prompt_tokens") or 0) + int(usage.get("completion_tokens") or 0))
 
 
-class TokenCharge:
+class TokenCharge(Unconfigured):
     def __init__(self, state: StateService, clock: Callable[[], float] = time.monotonic) -> None:
         self._state = state
         self._clock = clock

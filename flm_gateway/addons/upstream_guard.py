@@ -14,6 +14,7 @@ from mitmproxy import http
 from mitmproxy.proxy import server_hooks
 
 from flm_gateway.core.errors import error_response
+from flm_gateway.proxy.addon_contract import Unconfigured
 from flm_gateway.proxy.fail_closed import fail_closed
 from flm_gateway.proxy.flow_meta import ROUTE_ENGINE
 from flm_gateway.proxy.mitm_listeners import PLACEHOLDER_TARGET
@@ -21,7 +22,7 @@ from flm_gateway.proxy.mitm_listeners import PLACEHOLDER_TARGET
 log = logging.getLogger("flm_gateway.addons")
 
 
-class UpstreamGuard:
+class UpstreamGuard(Unconfigured):
     @fail_closed()
     def request(self, flow: http.HTTPFlow) -> None:
         if flow.response is None and not ROUTE_ENGINE.is_set(flow):

@@ -3,10 +3,12 @@
 Start: validate (done by the caller), build the engine directory, create the
 Master with only the addons we need (no DumpMaster, no mitmdump), set the
 options a gateway wants (`connection_strategy=lazy`, `upstream_cert=False`,
-`body_size_limit`, HTTP/2 off), hand the runtime to every addon, start the
-engine checks (the first one of every engine at once), start serving and
-confirm every listener is bound (a listener that cannot bind stops the start
-with a clear message).
+`body_size_limit`, HTTP/2 off), prepare every addon for the runtime (any
+problem, from any addon, stops the start with its `FILE:LINE:COL`), open the
+state store, commit every addon, start the engine checks (the first one of
+every engine at once), start serving and confirm every listener is bound (a
+listener that cannot bind stops the start with a clear message). See
+`proxy/addon_contract.py` for prepare and commit.
 
 Once serving, the admin listener (/metrics, /healthz, /readyz) starts, the pid
 file is written and the config watcher runs. An `admin:` section the file sets
@@ -14,11 +16,13 @@ explicitly must bind or the start fails; the implicit default (127.0.0.1:9090)
 only logs a warning when its port is taken.
 
 Reload (`swap`, driven by `reload.Reloader`): a new `Runtime` with a new engine
-directory (health carried over for unchanged engines, new ones checked first)
-is handed to every addon; listeners are then added or removed with
-`options.update(mode=...)` (kept listeners and open connections are untouched),
-the admin listener rebound if it moved. Any failure re-applies the old runtime
-to every addon and restores the old listeners. The old directory stops its
+directory (health carried over for unchanged engines, new ones checked first);
+every addon prepares it, and any problem refuses the reload before anything
+changed. Then the steps that need sockets: listeners are added or removed with
+`options.update(mode=...)` (kept listeners and open connections are untouched)
+and the admin listener rebound if it moved; if one fails, the old listeners are
+restored and no addon was touched. Only then is every addon committed (commits
+cannot fail), so a reload is all or nothing. The old directory stops its
 health checks at once and closes its sessions only after the requests in
 flight at the swap have finished.
 
@@ -48,7 +52,7 @@ from flm_gateway.app.hot_reload import Reloader, ReloadError, carry_over_health
 from flm_gateway.app.operations_audit import AuditSink, StateAudit
 from flm_gateway.app.pipeline import build_addons
 from flm_gateway.app.process_logs import set_level, setup_logging
-from flm_gateway.config import LoadedConfig
+from flm_gateway.config import ConfigError, ConfigProblem, LoadedConfig
 from flm_gateway.config.egress_settings import engine_connect_timeout
 from flm_gateway.config.loader import position_of
 from flm_gateway.config.problems import render_path
@@ -60,6 +64,7 @@ from flm_gateway.observability.memory import freeze_startup_objects
 from flm_gateway.observability.metrics import GatewayMetrics
 from flm_gateway.proxy import mitm_errors, mitm_http1
 from flm_gateway.proxy.addon_chain import AddonChain
+from flm_gateway.proxy.addon_contract import Addon, Prepared, commit_all, prepare_all
 from flm_gateway.proxy.mitm_listeners import ListenerError, mode_spec, set_servers, wait_servers
 from flm_gateway.proxy.runtime import Runtime
 from flm_gateway.state import StateError
@@ -90,6 +95,18 @@ def engine_directory(loaded: LoadedConfig, egress: EgressService) -> EngineDirec
     )
 
 
+def serving_problems(loaded: LoadedConfig) -> list[ConfigProblem]:
+    """Every problem a start would refuse `loaded` for beyond the loader's, in one pass and
+    without serving: every addon prepares a runtime of it (no socket bound, no file written;
+    the engines are not contacted). For `flm-gateway validate`."""
+    gateway = Gateway(loaded)
+    try:
+        gateway._prepare(gateway._build_runtime(loaded))
+    except ConfigError as exc:
+        return exc.problems
+    return []
+
+
 class Gateway:
     """One running gateway."""
 
@@ -102,8 +119,10 @@ class Gateway:
         self.tls = TlsTermination(acme_proxy_url=self.egress.service.acme_proxy_url())
         self.state = StateService()
         self.metrics = GatewayMetrics()
-        self.addons: list[Any] = build_addons(self.inflight, self.egress, self.state, self.metrics)
-        self.master: Master | None = None
+        self.addons: list[Addon[Any]] = build_addons(
+            self.inflight, self.egress, self.state, self.metrics
+        )
+        self._master: Master | None = None
         self.runtime: Runtime | None = None
         self.admin = AdminServer(self.metrics, lambda: self.runtime)
         self.audit: AuditSink = StateAudit(self.state)
@@ -125,27 +144,20 @@ class Gateway:
             state_usable=lambda: self.state.usable,
         )
 
-    def _apply(self, runtime: Runtime) -> None:
-        for addon in (self.tls, *self.addons):
-            if hasattr(addon, "apply_runtime"):
-                addon.apply_runtime(runtime)
-            if hasattr(addon, "apply_config"):
-                addon.apply_config(runtime.loaded)
+    def _prepare(self, runtime: Runtime) -> Prepared:
+        """Every addon (TLS termination first) prepared for `runtime`; raises ConfigError."""
+        return prepare_all([self.tls, *self.addons], runtime)
 
-    def _restore(self, runtime: Runtime) -> None:
-        """Re-apply `runtime` to every addon after a failed swap, as far as each allows."""
-        for addon in (self.tls, *self.addons):
-            try:
-                if hasattr(addon, "apply_runtime"):
-                    addon.apply_runtime(runtime)
-                if hasattr(addon, "apply_config"):
-                    addon.apply_config(runtime.loaded)
-            except Exception:
-                log.critical(
-                    "%s refused the config it served before; it may be inconsistent",
-                    type(addon).__name__,
-                    exc_info=True,
-                )
+    @property
+    def master(self) -> Master:
+        """The mitmproxy Master (set by `start`)."""
+        if self._master is None:
+            raise RuntimeError("the gateway has not been started")
+        return self._master
+
+    @property
+    def started(self) -> bool:
+        return self._master is not None
 
     async def start(self) -> None:
         """Start serving; returns once every listener is bound. Raises StartupError."""
@@ -179,13 +191,15 @@ class Gateway:
             validate_inbound_headers=True,
             **mitm_http1.option_values(config.server.limits),
         )
-        self.master = master
+        self._master = master
         self.runtime = self._build_runtime(self.loaded)
         try:
-            self._apply(self.runtime)
-        except Exception as exc:  # e.g. an unreadable certificate or a world-readable key
-            log.debug("applying the config failed", exc_info=True)
-            raise StartupError(f"cannot apply the config: {exc}") from None
+            prepared = self._prepare(self.runtime)
+        except ConfigError as exc:  # e.g. an unreadable certificate or a world-readable key
+            lines = (f"cannot serve the config: {problem}" for problem in exc.problems)
+            raise StartupError("\n".join(lines)) from None
+        self.state.open(self.loaded)  # the store is opened once, at start (StateError stops it)
+        commit_all(prepared)
         # The first check of every engine runs while the listeners come up; requests that
         # arrive before it ends wait for it (`EngineDirectory.settled`).
         self.runtime.directory.start()
@@ -234,7 +248,6 @@ class Gateway:
             )
 
     async def _set_listeners(self, loaded: LoadedConfig) -> None:
-        assert self.master is not None
         try:
             await set_servers(self.master, loaded.config.listeners)
         except ListenerError as exc:
@@ -249,30 +262,29 @@ class Gateway:
     async def swap(self, loaded: LoadedConfig) -> None:
         """Serve `loaded` (validated) without dropping a request; see the module docstring.
 
-        Raises ReloadError after restoring the old config when any step fails.
+        Raises ReloadError when any step fails, before any addon changed (the listeners
+        are restored when binding the new ones failed).
         """
-        assert self.master is not None and self.runtime is not None
         old = self.runtime
+        if old is None:
+            raise RuntimeError("the gateway has not been started")
         runtime = self._build_runtime(loaded)
+        try:
+            prepared = self._prepare(runtime)
+        except ConfigError as exc:
+            await runtime.directory.close()
+            raise ReloadError([str(problem) for problem in exc.problems]) from None
         await carry_over_health(runtime.directory, old.directory)
         runtime.listening = old.listening
-        try:
-            self._apply(runtime)
-        except Exception as exc:
-            log.exception("an addon refused the new config")
-            self._restore(old)
-            await runtime.directory.close()
-            problem = f"{loaded.display_name}: an addon refused it: {type(exc).__name__}: {exc}"
-            raise ReloadError([problem]) from None
         try:
             await self._set_listeners(loaded)
             await self._update_admin(loaded)
         except ReloadError:
-            self._restore(old)
             with contextlib.suppress(ReloadError):
                 await self._set_listeners(old.loaded)
             await runtime.directory.close()
             raise
+        commit_all(prepared)
         server = loaded.config.server
         if server.body_size_limit != old.loaded.config.server.body_size_limit:
             self.master.options.update(body_size_limit=str(server.body_size_limit))
@@ -306,7 +318,6 @@ class Gateway:
 
     async def stop(self) -> None:
         """Stop accepting, drain in-flight requests, shut down."""
-        assert self.master is not None
         await self.reloader.stop()
         servers = self.master.addons.get("proxyserver").servers
         await servers.update([])
@@ -364,7 +375,7 @@ async def _serve(loaded: LoadedConfig) -> int:
         log.error("%s", exc)
         await gateway.admin.stop()
         gateway.state.close()
-        if gateway.master is not None:
+        if gateway.started:
             gateway.master.shutdown()
             await gateway.master.addons.get("proxyserver").servers.update([])
         return 1

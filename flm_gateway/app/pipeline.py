@@ -7,6 +7,8 @@ The security policies decide on `requestheaders` where they can, so a refused
 client never gets its body parsed, routed or forwarded; the ones that need the
 body or the model (`request_limits`, `scopes`) sit between parsing and routing.
 TLS, egress and operations addons slot in at the marked places as they land.
+Every entry is an `Addon` (`proxy/addon_contract.py`): the config reaches it
+only through `prepare`/`commit`.
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ from flm_gateway.addons.token_accounting import TokenAccounting
 from flm_gateway.addons.token_charge import TokenCharge
 from flm_gateway.addons.upstream_guard import UpstreamGuard
 from flm_gateway.observability.metrics import GatewayMetrics
+from flm_gateway.proxy.addon_contract import Addon
 from flm_gateway.state.state_service import StateService
 
 
@@ -59,7 +62,7 @@ def build_addons(
     egress: Egress | None = None,
     state: StateService | None = None,
     metrics: GatewayMetrics | None = None,
-) -> list[Any]:
+) -> list[Addon[Any]]:
     """Our addons, in hook order (mitmproxy's own core addons are added before them).
 
     `egress` is the gateway's egress addon (it owns the EgressService that the engine
@@ -78,8 +81,8 @@ def build_addons(
         # and closes connections without a first request in time; its one flow hook only
         # ends that wait, so it never decides on a flow.
         ConnectionLimits(metrics),
-        # Opens the state store (apply_config) before the security addons below read it;
-        # no flow hooks.
+        # Keeps the state store (opened by the gateway at start, before any commit) in
+        # step with the config; refuses a reload that moves it. No flow hooks.
         StateSync(state),
         # Replaces the peer with the X-Forwarded-For client, only behind trusted proxies,
         # before any policy looks at the address.

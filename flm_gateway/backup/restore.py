@@ -206,7 +206,8 @@ def _stage_file(target: Path, data: bytes) -> Path:
 
 def apply_restore(plan: RestorePlan) -> RestoreResult:
     """Stage and swap in a validated plan; all or nothing (see the module docstring)."""
-    assert plan.contents.config is not None
+    if plan.contents.config is None:
+        raise ValueError("a restore plan without a config cannot be applied")
     stamp = time.strftime("%Y%m%d-%H%M%S")
     staged: list[Path] = []
     undo: list[Callable[[], None]] = []

@@ -60,14 +60,7 @@ async def _run(loaded: LoadedConfig, timeout: float) -> list[CheckResult]:
     from flm_gateway.egress.egress_service import EgressService
 
     egress = EgressService()
-    try:
-        egress.apply_config(loaded)
-    except OSError as exc:
-        return [
-            CheckResult(
-                "egress", "", Level.FAIL, f"cannot prepare the egress: {exc}", "see docs/egress.md"
-            )
-        ]
+    egress.commit(egress.prepare(loaded))
     try:
         return await run_checks(loaded, lambda cfg: engine_directory(cfg, egress), timeout)
     finally:

@@ -1,5 +1,9 @@
 """`flm-gateway validate [FILE]` and `flm-gateway schema`: check a config without serving.
 
+`validate` runs the loader (syntax, schema, cross-references), then every addon's
+`prepare` (`app.gateway.serving_problems`: no port bound, no file written), so it
+refuses everything a start would refuse, every problem at once, as `FILE:LINE:COL`.
+
 `validate --effective` prints, for a valid file, the effective policy as JSON on stdout
 (`observability.effective_policy`: routes and their candidates, token caps, CORS, rate
 limit scopes, admin endpoints), like `caddy adapt`; its other lines go to stderr then,
@@ -14,7 +18,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from flm_gateway.config import ConfigError, load_config
+from flm_gateway.config import ConfigError, ConfigProblem, load_config
 from flm_gateway.config.listener_settings import auth_summary, requires_api_key
 from flm_gateway.config.model import GatewayConfig
 from flm_gateway.config.reference import markdown_reference
@@ -23,7 +27,8 @@ from flm_gateway.observability.effective_policy import render_effective_policy
 
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
-        "validate", help="check flm.yaml (syntax, schema, references) without serving"
+        "validate",
+        help="check flm.yaml (syntax, schema, references, what each addon needs) without serving",
     )
     parser.add_argument("file", nargs="?", type=Path, help="config file (default: ./flm.yaml)")
     parser.add_argument("--config", "-c", type=Path, dest="config", default=None, metavar="PATH")
@@ -48,10 +53,13 @@ def run_validate(args: argparse.Namespace) -> int:
     try:
         loaded = load_config(path)
     except ConfigError as exc:
-        for problem in exc.problems:
-            print(problem)
-        print(f"{path}: {len(exc.problems)} problem(s)", file=sys.stderr)
-        return 1
+        return _refuse(path, exc.problems)
+    # Imported here: the gateway (mitmproxy) is needed only once the file itself is valid.
+    from flm_gateway.app.gateway import serving_problems
+
+    problems = serving_problems(loaded)
+    if problems:
+        return _refuse(path, problems)
     config = loaded.config
     out = sys.stderr if args.effective else sys.stdout
     for warning in loaded.warnings:
@@ -75,6 +83,13 @@ def run_validate(args: argparse.Namespace) -> int:
     if args.effective:
         sys.stdout.write(render_effective_policy(config))
     return 0
+
+
+def _refuse(path: Path, problems: list[ConfigProblem]) -> int:
+    for problem in problems:
+        print(problem)
+    print(f"{path}: {len(problems)} problem(s)", file=sys.stderr)
+    return 1
 
 
 def schema_json() -> str:

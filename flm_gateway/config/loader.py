@@ -252,17 +252,27 @@ def load_config(path: Path, environ: Mapping[str, str] | None = None) -> LoadedC
     )
 
 
+def _line_column(loaded: LoadedConfig, path: Path_) -> tuple[int, int]:
+    try:
+        root = yaml.compose(loaded.source, Loader=yaml.SafeLoader)
+    except yaml.YAMLError:
+        return (1, 1)
+    if root is None:
+        return (1, 1)
+    builder = _Builder(loaded.display_name, {})
+    builder.build(root)
+    return builder.positions.of(path)
+
+
 def position_of(loaded: LoadedConfig, path: Path_) -> str:
     """`FILE:LINE:COL` of the node at `path` (or its deepest present parent) in the source
     `loaded` was read from: for problems found after validation (a reload refused, a
     listener that cannot bind)."""
-    where = f"{loaded.display_name}:{{}}:{{}}"
-    try:
-        root = yaml.compose(loaded.source, Loader=yaml.SafeLoader)
-    except yaml.YAMLError:
-        return where.format(1, 1)
-    if root is None:
-        return where.format(1, 1)
-    builder = _Builder(loaded.display_name, {})
-    builder.build(root)
-    return where.format(*builder.positions.of(path))
+    return "{}:{}:{}".format(loaded.display_name, *_line_column(loaded, path))
+
+
+def problem_at(loaded: LoadedConfig, path: Path_, message: str) -> ConfigProblem:
+    """A problem found after validation (an addon refusing in `prepare`) at the node `path`
+    of `loaded`, printed like the loader's own: `FILE:LINE:COL: listeners[0].tls: ...`."""
+    line, column = _line_column(loaded, path)
+    return ConfigProblem(line, column, render_path(path), message, loaded.display_name)

@@ -16,7 +16,7 @@ Policy:
   error message; the target, proxy address and detail go to the log only.
 - fail: open is the profile's dialer's business (`FallbackDialer`).
 
-Listeners are bound synchronously in `update` (so `apply_config` knows every
+Listeners are bound synchronously in `update` (so the egress commit knows every
 port at once) and accept once `start` ran; a removed profile's listener
 closes, its open tunnels run to their end.
 """
@@ -93,11 +93,21 @@ class ConnectBridge:
         """Listen for every proxied profile in `profiles` and stop listening for the others.
 
         `default` names the profile the DEFAULT listener (see `ensure_default`) dials with.
-        Binding happens now (synchronously); raises OSError if a port cannot be bound.
+        Binding (a free loopback port) happens now, synchronously, and never raises: a
+        profile whose listener cannot be bound (no file descriptor left) is logged and left
+        without one, so its engines get 503 `egress_unavailable` (or go direct when the
+        profile fails open), as when the bridge is not running.
         """
-        wanted = {name: profile for name, profile in profiles.items() if profile.proxied}
-        for name in wanted:
-            self._bind(name)
+        wanted = {}
+        for name, profile in profiles.items():
+            if not profile.proxied:
+                continue
+            try:
+                self._bind(name)
+            except OSError as exc:
+                log.error("egress %r: cannot bind its CONNECT bridge listener: %s", name, exc)
+                continue
+            wanted[name] = profile
         self._profiles = wanted
         if default is not None and default in profiles:
             self._default = profiles[default]

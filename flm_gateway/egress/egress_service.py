@@ -1,6 +1,6 @@
 """`EgressService`: the one object the gateway asks how to reach an engine.
 
-It holds the current `EgressPlan` (replaced whole by `apply_config`) and the
+It holds the current `EgressPlan` (made by `prepare`, replaced whole by `commit`) and the
 CONNECT bridge that mitmproxy's upstream connections go `via`. The egress
 addon owns one and starts/stops it. Everything else that opens a connection
 to an engine gets its means from here, so every path egresses the same way:
@@ -61,13 +61,13 @@ class EgressService:
     def plan(self) -> EgressPlan:
         return self._plan
 
-    def apply_config(self, loaded: LoadedConfig) -> None:
-        """Switch to a validated config: new plan, bridge listeners bound for new profiles.
-
-        Raises OSError if a bridge listener cannot be bound (the old config stays).
-        """
+    def prepare(self, loaded: LoadedConfig) -> EgressPlan:
+        """The plan of a validated config (unchanged profiles keep their dialers); pure."""
         config = loaded.config
-        plan = build_plan(config.egress, config.engines, previous=self._plan)
+        return build_plan(config.egress, config.engines, previous=self._plan)
+
+    def commit(self, plan: EgressPlan) -> None:
+        """Switch to `plan`: bridge listeners bound for its proxied profiles (never raises)."""
         self.bridge.update(plan.profiles, plan.default)
         self._plan = plan
 

@@ -38,7 +38,8 @@ def sent_status(flow: http.HTTPFlow) -> int | None:
     if flow.error is None:
         return response.status_code if response is not None else None
     if _client_saw_headers(flow):
-        assert response is not None
+        if response is None:
+            raise ValueError("the client saw headers of a flow without a response")
         return response.status_code
     message = flow.error.msg
     lowered = message.lower()
@@ -59,7 +60,8 @@ def sent_status(flow: http.HTTPFlow) -> int | None:
 
 def upstream_error_of(flow: http.HTTPFlow) -> UpstreamError:
     """The engine's failure behind `flow.error` (for a flow that was routed to an engine)."""
-    assert flow.error is not None
+    if flow.error is None:
+        raise ValueError("upstream_error_of needs a flow that ended with an error")
     message = flow.error.msg.lower()
     if "timed out" in message or "timeout" in message:
         return UpstreamError.TIMEOUT
@@ -74,7 +76,8 @@ def upstream_error_of(flow: http.HTTPFlow) -> UpstreamError:
 
 def error_kind_of(flow: http.HTTPFlow, engine: str | None) -> tuple[str, UpstreamError | None]:
     """(error kind, upstream error or None) for a flow that ended with `flow.error`."""
-    assert flow.error is not None
+    if flow.error is None:
+        raise ValueError("error_kind_of needs a flow that ended with an error")
     message = flow.error.msg.lower()
     if "client disconnected" in message:
         return ErrorKind.CLIENT_DISCONNECTED, None
@@ -95,7 +98,8 @@ def engine_error_kind(flow: http.HTTPFlow, code: str | None) -> tuple[str, Upstr
     status, not a code), else `upstream_<status>`; the response timeout's 504 is a
     `timeout`.
     """
-    assert flow.response is not None
+    if flow.response is None:
+        raise ValueError("an engine answer needs a response")
     status = flow.response.status_code
     if UPSTREAM_TIMED_OUT.get(flow):
         return ErrorKind.UPSTREAM_TIMEOUT, UpstreamError.TIMEOUT

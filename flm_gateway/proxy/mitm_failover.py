@@ -215,7 +215,8 @@ class FailoverHttpStream(http_layers.HttpStream):
 
     def state_hold_error(self, event: events.Event) -> layer.CommandGenerator[None]:
         """A 5xx (or timeout) answer whose body is held while the failover is decided."""
-        assert self._held is not None and self.flow.response is not None
+        if self._held is None or self.flow.response is None:
+            raise RuntimeError("holding an answer that was never held")
         if isinstance(event, ResponseData):
             self._held += event.data
             if len(self._held) > HOLD_LIMIT:
@@ -232,7 +233,8 @@ class FailoverHttpStream(http_layers.HttpStream):
 
     def _release_held(self, end: bool = False) -> layer.CommandGenerator[None]:
         """Make the held answer the client's, as if it had just arrived."""
-        assert self._held is not None and self.flow.response is not None
+        if self._held is None or self.flow.response is None:
+            raise RuntimeError("releasing an answer that was never held")
         held, self._held = bytes(self._held), None
         yield HttpResponseHeadersHook(self.flow)
         if (yield from self.check_killed(True)):
@@ -289,7 +291,8 @@ class FailoverHttpStream(http_layers.HttpStream):
 
     def _answer_set_response(self) -> layer.CommandGenerator[None]:
         """Send the answer an addon set in `flm_failover` (as mitmproxy does for `request`)."""
-        assert self.flow.response is not None
+        if self.flow.response is None:
+            raise RuntimeError("flm_failover answered without a response")
         self.flow.response.timestamp_start = time.time()
         self.server_state = self.state_wait_for_response_headers
         yield HttpResponseHeadersHook(self.flow)

@@ -441,7 +441,8 @@ class GuardedHttpStream(FailoverHttpStream):
     def _answer_before_body(self) -> layer.CommandGenerator[None]:
         """Send the answer an addon made on the headers; the body is never read."""
         response = self.flow.response
-        assert response is not None
+        if response is None:
+            raise RuntimeError("answering before the body without a response")
         response.headers["connection"] = "close"
         response.timestamp_start = time.time()
         self.client_state = self.state_errored  # whatever body arrives is dropped

@@ -1,7 +1,7 @@
 """The state every addon shares for one loaded config: the config, the engines, the listeners.
 
 The gateway builds one `Runtime` per config generation and hands it to the
-addons through `apply_config`; a reload builds a new one and swaps it in.
+addons through `prepare` (see `addon_contract`); a reload builds a new one and swaps it in.
 """
 
 from __future__ import annotations

@@ -74,7 +74,8 @@ class RequestLogWriter:
             log.warning("%s (%d dropped so far)", why, self.dropped)
 
     async def _in_thread(self, func: Callable[[], T]) -> T:
-        assert self._executor is not None
+        if self._executor is None:
+            raise RuntimeError("the request log writer is not started")
         return await asyncio.get_running_loop().run_in_executor(self._executor, func)
 
     def _open(self) -> None:
@@ -82,7 +83,8 @@ class RequestLogWriter:
 
     def _write(self, batch: list[FlowSummary]) -> int:
         """Insert `batch` (and purge when due); the number of records refused."""
-        assert self._store is not None
+        if self._store is None:
+            raise RuntimeError("the request log store is not open")
         refused = self._store.insert(batch)
         now = time.time()
         if time.monotonic() - self._last_purge >= PURGE_EVERY:
@@ -90,7 +92,8 @@ class RequestLogWriter:
         return refused
 
     def _purge(self, now: float) -> None:
-        assert self._store is not None
+        if self._store is None:
+            raise RuntimeError("the request log store is not open")
         self._last_purge = time.monotonic()
         deleted = self._store.purge(now - self.retention)
         if deleted:

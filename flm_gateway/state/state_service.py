@@ -186,20 +186,13 @@ class StateService:
         Raises StateError. Reopening at another location, or with another audit key or
         anchor file (`state.audit`), is refused: that needs a restart.
         """
-        location = describe_store(loaded)
-        if self._store is not None and location != self.location:
-            raise StateError(
-                f"the state store moved from {self.location} to {location}; restart the "
-                "gateway to use the new location"
-            )
-        if self._store is not None and loaded.config.state.audit != self._sealing:
-            raise StateError(
-                "state.audit (the audit key or anchor file) changed; restart the gateway to use it"
-            )
-        self.refresh_interval = loaded.config.state.refresh_interval
-        self.stale_after = max(loaded.config.state.stale_after, 2 * self.refresh_interval)
+        problems = self.reopen_problems(loaded)
+        if problems:
+            raise StateError(problems[0][1])
+        self.configure(loaded)
         if self._store is not None:
             return
+        location = describe_store(loaded)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="flm-state")
         writer = f"gateway:{os.getpid()}"
         try:
@@ -221,6 +214,37 @@ class StateService:
         if problem is not None:
             self.watch.found(problem)
             self._audit.insert(0, tamper_event(problem, "anchor"))
+
+    def reopen_problems(self, loaded: LoadedConfig) -> list[tuple[tuple[str, ...], str]]:
+        """What the open store cannot take from `loaded` without a restart, each with the
+        config path it is about (none while the store is closed)."""
+        if self._store is None:
+            return []
+        problems: list[tuple[tuple[str, ...], str]] = []
+        location = describe_store(loaded)
+        if location != self.location:
+            problems.append(
+                (
+                    ("state",),
+                    f"the state store moved from {self.location} to {location}; restart the "
+                    "gateway to use the new location",
+                )
+            )
+        if loaded.config.state.audit != self._sealing:
+            problems.append(
+                (
+                    ("state", "audit"),
+                    "state.audit (the audit key or anchor file) changed; restart the gateway "
+                    "to use it",
+                )
+            )
+        return problems
+
+    def configure(self, loaded: LoadedConfig) -> None:
+        """Take what `loaded` may change while the store is open (timings, block memory)."""
+        self.refresh_interval = loaded.config.state.refresh_interval
+        self.stale_after = max(loaded.config.state.stale_after, 2 * self.refresh_interval)
+        self.block_memory = loaded.config.security.auto_block.remember
 
     def start(self) -> None:
         """Start the refresh and flush loops (call inside the running event loop)."""
@@ -574,7 +598,8 @@ class StateService:
         return anchor is not None and anchor.pending
 
     async def _flush_loop(self) -> None:
-        assert self._wake is not None  # set by start()
+        if self._wake is None:
+            raise RuntimeError("the flush loop runs only after start()")
         while True:
             await self._wake.wait()
             self._wake.clear()

@@ -11,10 +11,12 @@ from pathlib import Path
 
 from flm_gateway.config.listener_settings import ListenerConfig
 from flm_gateway.config.loader import LoadedConfig
+from flm_gateway.config.problems import Path_
 from flm_gateway.config.tls_settings import TlsMode
 from flm_gateway.tls import acme, local_http, packaged_ca, self_signed
 from flm_gateway.tls.acme_challenges import ChallengeTokens
 from flm_gateway.tls.mode import CertificateSource, CertificateStatus, ServedCertificate
+from flm_gateway.tls.pki import load_certs_pem
 
 __all__ = [
     "CertificateSource",
@@ -23,6 +25,7 @@ __all__ = [
     "build_source",
     "describe_certificates",
     "resolve_config_path",
+    "source_problems",
 ]
 
 
@@ -62,6 +65,33 @@ def build_source(
     return acme.AcmeSource(
         listener, state_dir, ca_bundle=ca_bundle, http_tokens=http_tokens, proxy_url=acme_proxy_url
     )
+
+
+def source_problems(listener: ListenerConfig, loaded: LoadedConfig) -> list[tuple[Path_, str]]:
+    """What would stop `build_source` for `listener`, found by reading files only (no key
+    generated, no CA contacted): (path below the listener's `tls`, message) pairs."""
+    mode = listener.tls.mode
+    problems: list[tuple[Path_, str]] = []
+    try:
+        if mode == TlsMode.DEV_SELFSIGNED:
+            self_signed.check(listener, loaded.state_dir)
+        elif mode == TlsMode.PACKAGED_CA:
+            packaged_ca.LocalRoot.load(loaded.state_dir)
+        elif mode == TlsMode.HTTPS_ACME:
+            acme.check(listener, loaded.state_dir)
+    except (OSError, ValueError) as exc:
+        message = f"{mode.value}: the stored key or certificate cannot be used: {exc}"
+        problems.append((("mode",), message))
+    bundle = listener.tls.acme.ca_bundle if listener.tls.acme is not None else None
+    if mode == TlsMode.HTTPS_ACME and bundle is not None:
+        path = resolve_config_path(loaded, bundle)
+        try:
+            load_certs_pem(path.read_bytes())
+        except OSError as exc:
+            problems.append((("acme", "ca_bundle"), f"cannot read {path}: {exc.strerror or exc}"))
+        except ValueError:
+            problems.append((("acme", "ca_bundle"), f"{path} holds no PEM certificate"))
+    return problems
 
 
 def describe_certificates(loaded: LoadedConfig) -> list[CertificateStatus]:

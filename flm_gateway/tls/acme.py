@@ -81,6 +81,12 @@ def load_stored(
     return ServedCertificate(key, tuple(chain), "acme")
 
 
+def check(listener: ListenerConfig, state_dir: Path) -> None:
+    """Raise what `AcmeSource` would raise on the stored certificate, reading only."""
+    settings = listener.tls.acme or AcmeSettings()
+    load_stored(listener_dir(state_dir, listener), settings.directory, list(listener.tls.domains))
+
+
 class AcmeSource:
     """Serves the listener's ACME certificate and keeps it renewed."""
 

@@ -71,7 +71,11 @@ class LocalRoot:
         self.cert = cert
 
     @classmethod
-    def load_or_create(cls, state_dir: Path) -> LocalRoot:
+    def load(cls, state_dir: Path) -> LocalRoot | None:
+        """The stored root, None when none was generated yet; reads only.
+
+        Raises OSError or ValueError when what is stored cannot be used (fail closed).
+        """
         cert_file, key_file = root_cert_path(state_dir), root_key_path(state_dir)
         if cert_file.exists() and key_file.exists():
             key = read_private_key(key_file)
@@ -84,6 +88,14 @@ class LocalRoot:
                 f"{ca_dir(state_dir)} holds only half of the root CA (root.pem and root-key.pem "
                 "belong together); restore the other file or remove both to make a new root"
             )
+        return None
+
+    @classmethod
+    def load_or_create(cls, state_dir: Path) -> LocalRoot:
+        stored = cls.load(state_dir)
+        if stored is not None:
+            return stored
+        cert_file, key_file = root_cert_path(state_dir), root_key_path(state_dir)
         key = generate_key()
         name = f"flm-gateway local CA {socket.gethostname()[:24]} {secrets.token_hex(3)}"
         cert = make_root_ca(key, name, days=ROOT_DAYS)

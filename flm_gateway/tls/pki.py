@@ -117,7 +117,11 @@ def read_private_key(path: Path) -> PrivateKey:
     """Load a key file; refuses one that others can read (fail closed)."""
     if path.stat().st_mode & 0o077:
         raise PermissionError(f"{path} is readable by other users; chmod 600 it")
-    return load_key_pem(path.read_bytes())
+    try:
+        return load_key_pem(path.read_bytes())
+    except ValueError as exc:
+        reason = "not a PEM private key" if "PEM" in str(exc) else str(exc)
+        raise ValueError(f"{path}: {reason}") from None
 
 
 def san_entries(names: Iterable[str]) -> list[x509.GeneralName]:

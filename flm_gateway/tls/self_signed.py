@@ -71,6 +71,14 @@ def load_or_create(directory: Path, names: list[str], label: str) -> ServedCerti
     return ServedCertificate(key, (cert,), "self-signed")
 
 
+def check(listener: ListenerConfig, state_dir: Path) -> None:
+    """Raise what `load_or_create` would raise on the stored key, reading only (a key that
+    is unreadable, not a key, or readable by others); a missing or stale pair is fine."""
+    directory = listener_dir(state_dir, listener)
+    if cert_path(directory).exists() and key_path(directory).exists():
+        read_private_key(key_path(directory))
+
+
 class SelfSignedSource:
     """Serves one self-signed certificate for every SNI."""
 

@@ -9,6 +9,7 @@ from mitmproxy import http
 from flm_gateway.addons.anomaly import Anomaly
 from flm_gateway.proxy.flow_meta import API_MODEL, AUTH_KEY_ID
 from flm_gateway.security.events import events_of
+from tests.support.flows import configure
 from tests.support.security import flow, loaded
 
 SECURITY = """
@@ -49,7 +50,7 @@ async def test_spike_against_baseline(tmp_path: Path) -> None:
     config = loaded(SECURITY, tmp_path)
     clock = Clock()
     addon = Anomaly(clock)
-    addon.apply_config(config)
+    configure(config, addon)
     for _ in range(6):  # steady: 5 requests per window builds a baseline
         flows = [_finished(config) for _ in range(5)]
         for f in flows:
@@ -68,7 +69,7 @@ async def test_spike_against_baseline(tmp_path: Path) -> None:
 async def test_error_burst_and_churn_per_key(tmp_path: Path) -> None:
     config = loaded(SECURITY, tmp_path)
     addon = Anomaly(Clock())
-    addon.apply_config(config)
+    configure(config, addon)
     errors = [_finished(config, 401) for _ in range(5)]
     for f in errors:
         addon.response(f)
@@ -88,7 +89,7 @@ async def test_error_burst_and_churn_per_key(tmp_path: Path) -> None:
 async def test_disabled_and_health(tmp_path: Path) -> None:
     config = loaded("anomaly: {enabled: false, error_burst: 1}", tmp_path)
     addon = Anomaly(Clock())
-    addon.apply_config(config)
+    configure(config, addon)
     target = _finished(config, 404)
     addon.response(target)
     assert events_of(target) == []

@@ -22,6 +22,7 @@ from flm_gateway.state.sqlite import SqliteStore
 from flm_gateway.state.state_service import StateService
 from flm_gateway.state.store import AuditQuery, AuditRecord, StateError, StateStore
 from flm_gateway.state.verify import verify
+from tests.support.flows import configure
 from tests.support.security import flow, loaded, opened_service
 
 
@@ -90,7 +91,7 @@ async def test_flows_without_events_do_not_wait(tmp_path: Path) -> None:
 async def test_config_loads_are_audited_in_the_background(tmp_path: Path) -> None:
     config = loaded("", tmp_path)
     with opened_service(config) as service:
-        Audit(service).apply_config(config)
+        configure(config, Audit(service))
         service.flush_sync()
         (event,) = [r.event for r in stored(config.state_dir)]
         assert event.type == "config.loaded" and event.details["file"] == config.display_name

@@ -19,7 +19,7 @@ from flm_gateway.security.keys import generate_secret, hash_secret
 from flm_gateway.state import open_store
 from flm_gateway.state.state_service import StateService
 from flm_gateway.state.store import KeyRecord, KeyScopes, KeySecret
-from tests.support.flows import error_of
+from tests.support.flows import configure, error_of
 from tests.support.security import BASE, flow, loaded, opened_service, run_hooks
 
 SECRET = "flm-test-secret-one"
@@ -61,7 +61,7 @@ keys:
         _store_key(service)
         await service.refresh(force=True)
         auth = Auth(service)
-        auth.apply_config(config)
+        configure(config, auth)
         ok = await _check(auth, config, {"authorization": f"Bearer {SECRET}"})
         assert ok.response is None and AUTH_KEY_ID.require(ok) == "key_a"
         declared = await _check(auth, config, {"x-api-key": DECLARED})
@@ -93,7 +93,7 @@ async def test_listener_scope_is_403(tmp_path: Path) -> None:
         _store_key(service, scopes=KeyScopes(listeners=("main",)))
         await service.refresh(force=True)
         auth = Auth(service)
-        auth.apply_config(config)
+        configure(config, auth)
         assert (await _check(auth, config, {"x-api-key": SECRET})).response is None
         other = await _check(auth, config, {"x-api-key": SECRET}, port=8089)
         status, error = error_of(other)
@@ -107,7 +107,7 @@ async def test_expired_revoked_and_rotated(tmp_path: Path) -> None:
         _store_key(service, "key_exp", expires_at=now - 1)
         await service.refresh(force=True)
         auth = Auth(service)
-        auth.apply_config(config)
+        configure(config, auth)
         assert auth.verify(SECRET, now).failure == "expired"
         service.call_sync(lambda store: store.revoke_key("key_exp", now - 1))
         await service.refresh(force=True)
@@ -124,7 +124,7 @@ async def test_expired_revoked_and_rotated(tmp_path: Path) -> None:
         )
         await service.refresh(force=True)
         auth = Auth(service)
-        auth.apply_config(config)
+        configure(config, auth)
         assert auth.verify(SECRET, now).key is not None  # inside the overlap
         assert auth.verify(new, now).key is not None
         assert auth.verify(SECRET, now + 61).failure == "rotated"
@@ -145,7 +145,7 @@ async def test_keys_never_change_which_listeners_require_one(
     config = loaded("", tmp_path, base=TWO_LISTENERS)
     with opened_service(config) as service:
         auth = Auth(service)
-        auth.apply_config(config)
+        configure(config, auth)
         assert "no API key exists yet, so every request to keyed gets 401" in caplog.text
         assert (await _check(auth, config, {}, port=8089)).response is None
         assert error_of(await _check(auth, config, {}, port=8088))[0] == 401
@@ -172,13 +172,13 @@ async def test_the_start_log_says_where_keys_are_required(
     with opened_service(config) as service:
         _store_key(service)
         await service.refresh(force=True)
-        Auth(service).apply_config(config)
+        configure(config, Auth(service))
         assert "API keys are required on: keyed" in caplog.text
         assert "no API key is needed on: local (loopback, no auth:)" in caplog.text
         assert "every request" not in caplog.text  # a key exists
         caplog.clear()
         only_local = loaded("", tmp_path, base=TWO_LISTENERS.replace(", auth: api-key", ""))
-        Auth(service).apply_config(only_local)
+        configure(only_local, Auth(service))
         assert "API keys are required on: no listener" in caplog.text
         assert "API keys exist but no listener requires one" in caplog.text
 
@@ -187,7 +187,7 @@ async def test_count_missing_keys_makes_missing_an_offence(tmp_path: Path) -> No
     config = loaded("auto_block: {count_missing_keys: true}", tmp_path)
     with opened_service(config) as service:
         auth = Auth(service)
-        auth.apply_config(config)
+        configure(config, auth)
         target = await _check(auth, config, {})
         assert [e.offence for e in events_of(target)] == ["auth"]
 
@@ -198,7 +198,7 @@ async def test_key_usage_is_counted(tmp_path: Path) -> None:
         _store_key(service)
         await service.refresh(force=True)
         auth = Auth(service)
-        auth.apply_config(config)
+        configure(config, auth)
         target = await _check(auth, config, {"x-api-key": SECRET})
         ROUTE_ENGINE.set(target, "alpha")  # forwarded to an engine
         USAGE.set(
@@ -236,7 +236,7 @@ async def test_a_new_key_works_at_once_and_is_no_auth_failure(tmp_path: Path) ->
     config = loaded("", tmp_path)
     with opened_service(config) as service:
         auth = Auth(service)
-        auth.apply_config(config)
+        configure(config, auth)
         secret = _new_key_in_store(config)
         assert hash_secret(secret) not in service.view.by_hash  # the view has not seen it
         first = await _check(auth, config, {"authorization": f"Bearer {secret}"})
@@ -248,7 +248,7 @@ async def test_unknown_keys_share_paced_store_checks(tmp_path: Path) -> None:
     config = loaded("", tmp_path)
     with opened_service(config) as service:
         auth = Auth(service)
-        auth.apply_config(config)
+        configure(config, auth)
         guesses = [generate_secret() for _ in range(300)]
         flows = await asyncio.gather(
             *(_check(auth, config, {"x-api-key": guess}) for guess in guesses)
@@ -270,7 +270,7 @@ async def test_store_not_answering_is_503_not_an_auth_failure(
     config = loaded("", tmp_path)
     with opened_service(config) as service:
         auth = Auth(service)
-        auth.apply_config(config)
+        configure(config, auth)
 
         async def no_answer() -> bool:
             return False
@@ -308,7 +308,7 @@ async def test_expired_revoked_and_rotated_get_their_own_answer(
             service.call_sync(lambda store: store.add_key_secret("key_new", rotated, now - 1))
         await service.refresh(force=True)
         auth = Auth(service)
-        auth.apply_config(config)
+        configure(config, auth)
         target = await _check(auth, config, {"authorization": f"Bearer {secret}"})
         status, error = error_of(target)
         assert (status, error["code"], error["message"]) == (401, code, message)

@@ -14,6 +14,7 @@ from flm_gateway.config.security_settings import AutoBlockSettings
 from flm_gateway.core.severity import Severity
 from flm_gateway.proxy.flow_meta import CLIENT_IP
 from flm_gateway.security.events import Offence, events_of, record
+from tests.support.flows import configure
 from tests.support.security import flow, loaded, opened_service
 
 
@@ -39,7 +40,7 @@ async def test_threshold_window_growth_and_persistence(tmp_path: Path) -> None:
     clock = Clock()
     with opened_service(config) as service:
         blocker = AutoBlock(service, clock)
-        blocker.apply_config(config)
+        configure(config, blocker)
         for _ in range(2):
             blocker.response(_offending(config, Offence.AUTH))
         clock.now += 11  # the first two fell out of the window
@@ -68,9 +69,9 @@ async def test_honeypot_blocks_at_once_and_ip_filter_sees_it(tmp_path: Path) -> 
     config = loaded("", tmp_path)
     with opened_service(config) as service:
         blocker = AutoBlock(service)
-        blocker.apply_config(config)
+        configure(config, blocker)
         ip_filter = IpFilter(service)
-        ip_filter.apply_config(config)
+        configure(config, ip_filter)
         blocker.response(_offending(config, Offence.HONEYPOT, ip="2001:db8::7"))
         assert ip_filter.is_blocked("2001:db8::7", "main", time.time())
         next_request = flow(config, ip="2001:db8::7")
@@ -84,7 +85,7 @@ async def test_never_block_and_disabled_and_one_count_per_request(tmp_path: Path
     )
     with opened_service(config) as service:
         blocker = AutoBlock(service)
-        blocker.apply_config(config)
+        configure(config, blocker)
         for _ in range(5):
             blocker.response(_offending(config, Offence.INTRUSION, ip="10.1.1.1"))
             blocker.response(_offending(config, Offence.ANOMALY))
@@ -97,7 +98,7 @@ async def test_never_block_and_disabled_and_one_count_per_request(tmp_path: Path
     off = loaded("auto_block: {enabled: false}", tmp_path / "off")
     with opened_service(off) as service:
         blocker = AutoBlock(service)
-        blocker.apply_config(off)
+        configure(off, blocker)
         blocker.response(_offending(off, Offence.HONEYPOT))
         assert len(service.view.blocks) == 0
 
@@ -110,7 +111,7 @@ async def test_loopback_is_never_blocked_by_default(tmp_path: Path, ip: str) -> 
     config = loaded("auto_block: {anomalies: 1}", tmp_path)
     with opened_service(config) as service:
         blocker = AutoBlock(service)
-        blocker.apply_config(config)
+        configure(config, blocker)
         limits = {Offence.AUTH: 5, Offence.INTRUSION: 3, Offence.HONEYPOT: 1, Offence.ANOMALY: 1}
         for offence, limit in limits.items():
             flows = [_offending(config, offence, ip=ip) for _ in range(limit)]
@@ -148,7 +149,7 @@ async def test_never_block_list(tmp_path: Path, never_block: str, ip: str, block
     config = loaded(f"auto_block: {{never_block: {never_block}}}", tmp_path)
     with opened_service(config) as service:
         blocker = AutoBlock(service)
-        blocker.apply_config(config)
+        configure(config, blocker)
         target = _offending(config, Offence.HONEYPOT, ip=ip)
         blocker.response(target)
         assert (len(service.view.blocks) == 1) is blocked
@@ -160,7 +161,7 @@ async def test_the_client_behind_a_trusted_proxy_counts_not_the_proxy(tmp_path: 
     config = loaded("ip: {trusted_proxies: [127.0.0.1]}", tmp_path)
     with opened_service(config) as service:
         blocker = AutoBlock(service)
-        blocker.apply_config(config)
+        configure(config, blocker)
         target = _offending(config, Offence.HONEYPOT, ip="127.0.0.1")
         CLIENT_IP.set(target, "198.51.100.7")  # as client_ip found it in XFF
         blocker.response(target)
@@ -176,9 +177,9 @@ async def test_ipv6_clients_are_blocked_by_prefix(tmp_path: Path) -> None:
     config = loaded("ipv6_prefix: 64", tmp_path)
     with opened_service(config) as service:
         blocker = AutoBlock(service)
-        blocker.apply_config(config)
+        configure(config, blocker)
         ip_filter = IpFilter(service)
-        ip_filter.apply_config(config)
+        configure(config, ip_filter)
         blocker.response(_offending(config, Offence.HONEYPOT, ip="2001:db8:1:2::10"))
         now = time.time()
         assert ip_filter.is_blocked("2001:db8:1:2:ffff::1", "main", now)  # same /64

@@ -11,6 +11,7 @@ from mitmproxy.test import tflow
 from flm_gateway.addons.connection_limits import ConnectionLimits, client_key
 from flm_gateway.config import LoadedConfig, parse_config
 from flm_gateway.observability.metrics import GatewayMetrics
+from tests.support.flows import configure
 
 CONFIG = """\
 server: {limits: {max_connections_per_client: 2, max_connections: 5, header_timeout: 0.05}}
@@ -31,7 +32,7 @@ def client(address: str) -> connection.Client:
 def limits(handlers: dict[str, object] | None = None) -> ConnectionLimits:
     addon = ConnectionLimits(GatewayMetrics(), lambda: handlers or {})
     config, state_dir = parse_config(CONFIG, environ={})
-    addon.apply_config(LoadedConfig(config=config, path=None, state_dir=state_dir, source=CONFIG))
+    configure(LoadedConfig(config=config, path=None, state_dir=state_dir, source=CONFIG), addon)
     return addon
 
 

@@ -11,7 +11,7 @@ from mitmproxy import http
 from flm_gateway.addons.cors import Cors
 from flm_gateway.addons.host_check import HostCheck
 from flm_gateway.proxy.flow_meta import SECURITY_REJECTED
-from tests.support.flows import error_of
+from tests.support.flows import configure, error_of
 from tests.support.security import BASE, flow, loaded, run_hooks
 
 SECURITY = """
@@ -38,7 +38,7 @@ def _preflight(
 async def test_preflight_allowed_and_refused(tmp_path: Path) -> None:
     config = loaded(SECURITY, tmp_path)
     cors = Cors()
-    cors.apply_config(config)
+    configure(config, cors)
     hooks = ("requestheaders", "request", "responseheaders")
 
     allowed = _preflight(config, "https://app.example.com")
@@ -71,7 +71,7 @@ async def test_preflight_allowed_and_refused(tmp_path: Path) -> None:
 async def test_actual_responses_and_engine_headers(tmp_path: Path) -> None:
     config = loaded(SECURITY, tmp_path)
     cors = Cors()
-    cors.apply_config(config)
+    configure(config, cors)
 
     def answered(origin: str | None) -> http.HTTPFlow:
         target = flow(config, headers={"origin": origin} if origin else {})
@@ -94,7 +94,7 @@ async def test_actual_responses_and_engine_headers(tmp_path: Path) -> None:
 async def test_no_origins_configured_means_no_cors_at_all(tmp_path: Path) -> None:
     config = loaded("", tmp_path)
     cors = Cors()
-    cors.apply_config(config)
+    configure(config, cors)
     target = _preflight(config, "https://app.example.com")
     await run_hooks([cors], target, ("requestheaders", "responseheaders"))
     assert target.response is not None and target.response.status_code == 403
@@ -103,7 +103,7 @@ async def test_no_origins_configured_means_no_cors_at_all(tmp_path: Path) -> Non
 async def test_star_with_and_without_credentials(tmp_path: Path) -> None:
     config = loaded('cors: {allow_origins: ["*"]}', tmp_path)
     cors = Cors()
-    cors.apply_config(config)
+    configure(config, cors)
     target = _preflight(config, "https://anything.test")
     await run_hooks([cors], target, ("requestheaders", "responseheaders"))
     assert target.response is not None
@@ -118,9 +118,9 @@ def _request(config, origin: str | None, **kwargs):  # type: ignore[no-untyped-d
     target = flow(config, "POST", "/v1/chat/completions", headers=headers, **kwargs)
     target.client_conn.timestamp_tls_setup = None  # a plain-HTTP listener
     checker = HostCheck()
-    checker.apply_config(config)
+    configure(config, checker)
     cors = Cors()
-    cors.apply_config(config)
+    configure(config, cors)
     checker.requestheaders(target)
     cors.requestheaders(target)
     return target
@@ -171,7 +171,7 @@ def test_a_second_origin_header_is_refused(tmp_path: Path) -> None:
         (b"Origin", b"https://evil.example"),
     )
     cors = Cors()
-    cors.apply_config(config)
+    configure(config, cors)
     cors.requestheaders(target)
     assert _refused(target)
 
@@ -184,8 +184,8 @@ def test_same_origin_without_cors_config_and_on_tls(tmp_path: Path) -> None:
         config, "POST", "/v1/chat/completions", headers={"origin": "https://127.0.0.1:8088"}
     )
     checker, cors = HostCheck(), Cors()
-    checker.apply_config(config)
-    cors.apply_config(config)
+    configure(config, checker)
+    configure(config, cors)
     checker.requestheaders(secure)  # tflow's client connection is a TLS one
     cors.requestheaders(secure)
     assert secure.response is None
@@ -212,7 +212,7 @@ def test_sec_fetch_site_without_origin(
         config, method, "/v1/chat/completions", headers={"sec-fetch-site": site} if site else {}
     )
     cors = Cors()
-    cors.apply_config(config)
+    configure(config, cors)
     cors.requestheaders(target)
     assert _refused(target) is refused
 
@@ -224,7 +224,7 @@ def test_an_answered_flow_is_left_alone(tmp_path: Path) -> None:
     )
     target.response = http.Response.make(429)
     cors = Cors()
-    cors.apply_config(config)
+    configure(config, cors)
     cors.requestheaders(target)
     assert target.response.status_code == 429
 

@@ -17,6 +17,7 @@ from flm_gateway.egress.dialer import SocksDialer
 from flm_gateway.egress.failure import EgressFailure, Reason
 from flm_gateway.egress.tor import BootstrapStatus, TorControl
 from flm_gateway.proxy.flow_meta import EGRESS_FAILURE, EGRESS_PROFILE, ROUTE_ENGINE
+from tests.support.flows import configure
 
 CONFIG = """\
 listeners: [{name: main, bind: "127.0.0.1:8088"}]
@@ -36,7 +37,7 @@ engines:
 async def addon() -> AsyncIterator[Egress]:
     egress = Egress()
     config, state_dir = parse_config(CONFIG, environ={})
-    egress.apply_config(LoadedConfig(config=config, path=None, state_dir=state_dir, source=""))
+    configure(LoadedConfig(config=config, path=None, state_dir=state_dir, source=""), egress)
     await egress.running()
     yield egress
     await egress.done()
@@ -117,7 +118,7 @@ def test_fail_closed_refuses_direct_dials_of_proxied_engines(addon: Egress) -> N
 async def test_no_bridge_fails_closed_or_goes_direct_when_open() -> None:
     egress = Egress()
     config, state_dir = parse_config(CONFIG, environ={})
-    egress.apply_config(LoadedConfig(config=config, path=None, state_dir=state_dir, source=""))
+    configure(LoadedConfig(config=config, path=None, state_dir=state_dir, source=""), egress)
     # running() never happened: no bridge to send flows via.
     flow = routed("far", "10.0.0.7", 8000)
     await egress.request(flow)

@@ -9,7 +9,7 @@ from mitmproxy import http
 
 from flm_gateway.addons.engine_concurrency import EngineConcurrency
 from flm_gateway.proxy.flow_meta import CONCURRENCY_ENGINE, ROUTE_ENGINE
-from tests.support.flows import error_of
+from tests.support.flows import configure, error_of
 from tests.support.security import flow, loaded
 
 
@@ -25,7 +25,7 @@ async def test_cap_queue_and_timeout(tmp_path: Path) -> None:
         tmp_path,
     )
     addon = EngineConcurrency()
-    addon.apply_config(config)
+    configure(config, addon)
     first, second, third, fourth = (_routed(config) for _ in range(4))
     await addon.request(first)
     await addon.request(second)
@@ -50,10 +50,10 @@ async def test_cap_queue_and_timeout(tmp_path: Path) -> None:
 
 async def test_unlimited_by_default_and_per_engine_override(tmp_path: Path) -> None:
     addon = EngineConcurrency()
-    addon.apply_config(loaded("", tmp_path))
+    configure(loaded("", tmp_path), addon)
     assert addon.slots("alpha") is None
     config = loaded("resources: {engines: {alpha: {max_concurrent: 1, max_queue: 0}}}", tmp_path)
-    addon.apply_config(config)
+    configure(config, addon)
     one, two = _routed(config), _routed(config)
     await addon.request(one)
     await addon.request(two)

@@ -6,7 +6,7 @@ import json
 
 from flm_gateway.addons.health_endpoints import Health
 from flm_gateway.addons.listener_context import ListenerContext
-from tests.support.flows import RuntimeFactory, make_flow
+from tests.support.flows import RuntimeFactory, configure, make_flow
 
 
 def _ask(
@@ -24,8 +24,8 @@ async def test_ready_needs_a_healthy_engine_and_a_usable_state_store(
 ) -> None:
     runtime = make_runtime(healthy={"alpha": ["tiny-a"]})
     health, context = Health(), ListenerContext()
-    health.apply_runtime(runtime)
-    context.apply_runtime(runtime)
+    configure(runtime, health)
+    configure(runtime, context)
     assert _ask(health, context, "/healthz") == (200, {"status": "ok"})
     status, body = _ask(health, context, "/readyz")
     assert (status, body["status"], body["engines_up"], body["state_store_ok"]) == (
@@ -43,8 +43,8 @@ async def test_ready_needs_a_healthy_engine_and_a_usable_state_store(
 async def test_not_ready_without_a_healthy_engine(make_runtime: RuntimeFactory) -> None:
     runtime = make_runtime()
     health, context = Health(), ListenerContext()
-    health.apply_runtime(runtime)
-    context.apply_runtime(runtime)
+    configure(runtime, health)
+    configure(runtime, context)
     status, body = _ask(health, context, "/readyz")
     assert (status, body["engines_up"]) == (503, 0)
     assert "alpha" not in json.dumps(body)  # counts only, no engine names

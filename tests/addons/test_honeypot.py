@@ -9,6 +9,7 @@ import pytest
 from flm_gateway.addons.honeypot import Honeypot
 from flm_gateway.proxy.flow_meta import API_KIND
 from flm_gateway.security.events import events_of
+from tests.support.flows import configure
 from tests.support.security import flow, loaded, run_hooks
 
 
@@ -27,7 +28,7 @@ from tests.support.security import flow, loaded, run_hooks
 async def test_default_decoys(tmp_path: Path, path: str, expected: str) -> None:
     config = loaded("", tmp_path)
     addon = Honeypot()
-    addon.apply_config(config)
+    configure(config, addon)
     target = flow(config, path=path)
     await run_hooks([addon], target, ("requestheaders",))
     assert target.response is not None and target.response.status_code == 200
@@ -40,7 +41,7 @@ async def test_default_decoys(tmp_path: Path, path: str, expected: str) -> None:
 async def test_configured_list_replaces_defaults_and_api_is_untouched(tmp_path: Path) -> None:
     config = loaded('honeypots: ["/.env", "/wp-admin"]', tmp_path)
     addon = Honeypot()
-    addon.apply_config(config)
+    configure(config, addon)
     for path, decoy in (
         ("/.env", True),
         ("/phpmyadmin", False),

@@ -12,7 +12,7 @@ from flm_gateway.config import LoadedConfig
 from flm_gateway.core.hostnames import Authority, parse_authority
 from flm_gateway.proxy.flow_meta import HOST, LISTENER, SECURITY_REJECTED
 from flm_gateway.security.host_policy import HostPolicy
-from tests.support.flows import error_of
+from tests.support.flows import configure, error_of
 from tests.support.security import flow, loaded
 
 BASE = """\
@@ -110,7 +110,7 @@ def test_acme_domains_are_names_of_the_listener(tmp_path: Path) -> None:
 
 def run(config: LoadedConfig, port: int, **kwargs: object) -> http.HTTPFlow:
     checker = HostCheck()
-    checker.apply_config(config)
+    configure(config, checker)
     target = flow(config, port=port, **kwargs)  # type: ignore[arg-type]
     checker.requestheaders(target)
     return target
@@ -149,7 +149,7 @@ def test_duplicate_and_missing_host(config: LoadedConfig) -> None:
         (b"host", b"127.0.0.1:8088"),
     )
     checker = HostCheck()
-    checker.apply_config(config)
+    configure(config, checker)
     checker.requestheaders(target)
     assert error_of(target)[0] == 400
     for version, status in (("HTTP/1.1", 400), ("HTTP/1.0", None)):
@@ -165,7 +165,7 @@ def test_duplicate_and_missing_host(config: LoadedConfig) -> None:
 
 def test_absolute_form(config: LoadedConfig) -> None:
     checker = HostCheck()
-    checker.apply_config(config)
+    configure(config, checker)
     cases = [
         ("rebind.attacker.example:8088", "127.0.0.1:8088", 400, "host_mismatch"),
         ("rebind.attacker.example:8088", None, 421, "misdirected_request"),
@@ -192,7 +192,7 @@ def test_already_answered_and_unknown_listener_flows_are_left_alone(
     config: LoadedConfig,
 ) -> None:
     checker = HostCheck()
-    checker.apply_config(config)
+    configure(config, checker)
     answered = flow(config, port=8088, headers={"host": "rebind.attacker.example"})
     answered.response = http.Response.make(204)
     checker.requestheaders(answered)

@@ -11,7 +11,7 @@ from mitmproxy import http
 from flm_gateway.addons.intrusion import Intrusion
 from flm_gateway.proxy.flow_meta import INTRUSION_RULES, SECURITY_REJECTED
 from flm_gateway.security.events import events_of
-from tests.support.flows import error_of
+from tests.support.flows import configure, error_of
 from tests.support.security import BASE, flow, loaded, run_hooks
 
 PROMPTS = [
@@ -27,7 +27,7 @@ PROMPTS = [
 async def test_prompts_about_attacks_pass(tmp_path: Path, prompt: str) -> None:
     config = loaded("", tmp_path)
     addon = Intrusion()
-    addon.apply_config(config)
+    configure(config, addon)
     body = {"model": "tiny-a", "messages": [{"role": "user", "content": prompt}]}
     target = flow(
         config,
@@ -65,7 +65,7 @@ async def test_attacks_are_rejected(
 ) -> None:
     config = loaded("", tmp_path)
     addon = Intrusion()
-    addon.apply_config(config)
+    configure(config, addon)
     target = flow(config, path=path, headers=headers)
     await run_hooks([addon], target, ("requestheaders",))
     assert rule in INTRUSION_RULES.require(target)
@@ -87,7 +87,7 @@ intrusion:
         tmp_path,
     )
     addon = Intrusion()
-    addon.apply_config(config)
+    configure(config, addon)
     logged = flow(config, path="/index.php")  # SCN-002, low: logged, forwarded
     await run_hooks([addon], logged, ("requestheaders",))
     assert logged.response is None and events_of(logged)[0].offence is None
@@ -105,7 +105,7 @@ intrusion:
 async def test_off_switch_and_health(tmp_path: Path) -> None:
     config = loaded("intrusion: {enabled: false}", tmp_path)
     addon = Intrusion()
-    addon.apply_config(config)
+    configure(config, addon)
     target = flow(config, path="/v1/models?q=1 union select 2")
     await run_hooks([addon], target, ("requestheaders",))
     assert target.response is None
@@ -114,7 +114,7 @@ async def test_off_switch_and_health(tmp_path: Path) -> None:
 async def _inspected(tmp_path: Path, security: str = "", **kwargs: object) -> http.HTTPFlow:
     config = loaded(security, tmp_path)
     addon = Intrusion()
-    addon.apply_config(config)
+    configure(config, addon)
     target = flow(config, **kwargs)  # type: ignore[arg-type]
     await run_hooks([addon], target, ("requestheaders",))
     return target
@@ -209,7 +209,7 @@ async def test_the_fragment_is_inspected_too(tmp_path: Path) -> None:
 async def test_answered_flows_and_listener_overrides(tmp_path: Path) -> None:
     config = loaded("", tmp_path)
     addon = Intrusion()
-    addon.apply_config(config)
+    configure(config, addon)
     answered = flow(config, path="/v1/models?q=1 union select 2")
     answered.response = http.Response.make(204)
     await run_hooks([addon], answered, ("requestheaders",))
@@ -220,7 +220,7 @@ async def test_answered_flows_and_listener_overrides(tmp_path: Path) -> None:
         "security: {intrusion: {disabled_rules: [SQL-001]}}}",
     )
     overridden = loaded("", tmp_path / "o", base=base)
-    addon.apply_config(overridden)
+    configure(overridden, addon)
     on_open = flow(overridden, path="/v1/models?q=1 union select 2", port=8089)
     await run_hooks([addon], on_open, ("requestheaders",))
     assert on_open.response is None

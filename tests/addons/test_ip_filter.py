@@ -9,7 +9,7 @@ from flm_gateway.addons.client_ip import ClientIp
 from flm_gateway.addons.ip_filter import IpFilter
 from flm_gateway.proxy.flow_meta import CLIENT_IP
 from flm_gateway.state.store import BlockRecord
-from tests.support.flows import error_of
+from tests.support.flows import configure, error_of
 from tests.support.security import flow, loaded, opened_service, run_hooks
 
 SECURITY = """
@@ -24,7 +24,7 @@ async def test_allow_and_configured_block(tmp_path: Path) -> None:
     config = loaded(SECURITY, tmp_path)
     with opened_service(config) as service:
         addon = IpFilter(service)
-        addon.apply_config(config)
+        configure(config, addon)
 
         async def status(ip: str, path: str = "/v1/models") -> int | None:
             target = flow(config, path=path, ip=ip)
@@ -48,7 +48,7 @@ async def test_stored_blocks_apply_and_expire(tmp_path: Path) -> None:
     config = loaded("", tmp_path)
     with opened_service(config) as service:
         addon = IpFilter(service)
-        addon.apply_config(config)
+        configure(config, addon)
         now = time.time()
         service.block(BlockRecord("192.0.2.0/24", "manual", "manual", now, now + 60))
         service.block(BlockRecord("198.51.100.7/32", "auth", "auto", now - 100, now - 1))
@@ -67,7 +67,7 @@ async def test_unusable_store_fails_closed_except_health(tmp_path: Path) -> None
     config = loaded("", tmp_path)
     with opened_service(config) as service:
         addon = IpFilter(service)
-        addon.apply_config(config)
+        configure(config, addon)
         service.stale_after = 0.0  # the last refresh is now "too old"
         target = flow(config)
         await run_hooks([addon], target, ("requestheaders",))
@@ -82,7 +82,7 @@ async def test_unusable_store_fails_closed_except_health(tmp_path: Path) -> None
 async def test_forwarded_for_only_from_trusted_proxies(tmp_path: Path) -> None:
     config = loaded(SECURITY, tmp_path)
     addon = ClientIp()
-    addon.apply_config(config)
+    configure(config, addon)
 
     async def client(peer: str, *forwarded: str) -> str:
         target = flow(config, ip=peer)

@@ -9,13 +9,13 @@ from flm_gateway.addons.listener_context import ListenerContext
 from flm_gateway.addons.openai_api import OpenAIApi
 from flm_gateway.proxy.flow_meta import API_FORM, API_KIND, API_MODEL, API_STREAM
 from flm_gateway.proxy.runtime import Runtime
-from tests.support.flows import RuntimeFactory, error_of, make_flow
+from tests.support.flows import RuntimeFactory, configure, error_of, make_flow
 
 
 def _prepare(runtime: Runtime) -> tuple[ListenerContext, OpenAIApi]:
     context, api = ListenerContext(), OpenAIApi()
-    context.apply_runtime(runtime)
-    api.apply_runtime(runtime)
+    configure(runtime, context)
+    configure(runtime, api)
     return context, api
 
 

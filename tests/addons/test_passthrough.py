@@ -9,7 +9,7 @@ from flm_gateway.addons.passthrough import Passthrough
 from flm_gateway.proxy.flow_meta import ROUTE_ENGINE, SECURITY_REJECTED
 from flm_gateway.proxy.runtime import Runtime
 from flm_gateway.security.events import events_of
-from tests.support.flows import RuntimeFactory, error_of, make_flow
+from tests.support.flows import RuntimeFactory, configure, error_of, make_flow
 
 CONFIG = """\
 listeners:
@@ -31,8 +31,8 @@ engines:
 
 def _prepared(runtime: Runtime) -> tuple[ListenerContext, Passthrough]:
     context, passthrough = ListenerContext(), Passthrough()
-    context.apply_runtime(runtime)
-    passthrough.apply_runtime(runtime)
+    configure(runtime, context)
+    configure(runtime, passthrough)
     return context, passthrough
 
 
@@ -138,8 +138,8 @@ async def test_a_reload_that_allows_admin_endpoints_opens_them(
             "passthrough: ollama}", "passthrough: ollama, allow_admin_endpoints: true}", 1
         )
     )
-    context.apply_runtime(opened)
-    passthrough.apply_runtime(opened)
+    configure(opened, context)
+    configure(opened, passthrough)
     again = _arrive(context, "POST", "/api/pull", 11435)
     passthrough.requestheaders(again)
     assert again.response is None

@@ -22,7 +22,7 @@ from flm_gateway.proxy.flow_meta import (
 )
 from flm_gateway.state.state_service import StateService
 from flm_gateway.state.store import KeyLimits, KeyRecord
-from tests.support.flows import error_of
+from tests.support.flows import configure, error_of
 from tests.support.redis_server import redis_server
 from tests.support.security import BASE, flow, loaded, run_hooks
 
@@ -42,7 +42,7 @@ def _key(key_id: str = "key_a", **limits: int) -> KeyRecord:
 async def test_exactly_n_of_5n_concurrent_requests_pass(tmp_path: Path) -> None:
     config = loaded("rate_limits: {per_key: {requests_per_minute: 10}}", tmp_path)
     limiter = RateLimiter("key")
-    limiter.apply_config(config)
+    configure(config, limiter)
     key = _key()
 
     async def one() -> int:
@@ -60,7 +60,7 @@ async def test_headers_retry_after_and_refill(tmp_path: Path) -> None:
     config = loaded("rate_limits: {per_ip: {requests_per_minute: 60, burst: 2}}", tmp_path)
     clock = Clock()
     limiter = RateLimiter("ip", clock)
-    limiter.apply_config(config)
+    configure(config, limiter)
     results = []
     for _ in range(3):
         target = flow(config)
@@ -94,8 +94,8 @@ async def test_per_ip_and_per_key_both_apply_and_keys_override(tmp_path: Path) -
     )
     clock = Clock()
     by_ip, by_key = RateLimiter("ip", clock), RateLimiter("key", clock)
-    by_ip.apply_config(config)
-    by_key.apply_config(config)
+    configure(config, by_ip)
+    configure(config, by_key)
 
     async def send(key: KeyRecord | None, ip: str = "10.0.0.1") -> http.HTTPFlow:
         target = flow(config, ip=ip)
@@ -128,7 +128,7 @@ async def test_tokens_are_charged_after_the_fact(tmp_path: Path) -> None:
     config = loaded("rate_limits: {per_key: {tokens_per_minute: 600}}", tmp_path)
     clock = Clock()
     limiter = RateLimiter("key", clock)
-    limiter.apply_config(config)
+    configure(config, limiter)
     charge = TokenCharge(StateService(), clock)
     key = _key()
 
@@ -165,7 +165,7 @@ async def test_health_is_exempt_and_idle_buckets_are_swept(tmp_path: Path) -> No
     config = loaded("rate_limits: {per_ip: {requests_per_minute: 1}}", tmp_path)
     clock = Clock()
     limiter = RateLimiter("ip", clock)
-    limiter.apply_config(config)
+    configure(config, limiter)
     for _ in range(3):
         health = flow(config, path="/healthz")
         await run_hooks([limiter], health, ("requestheaders",))
@@ -179,7 +179,7 @@ async def test_health_is_exempt_and_idle_buckets_are_swept(tmp_path: Path) -> No
 async def test_ipv6_addresses_of_one_prefix_share_a_bucket(tmp_path: Path) -> None:
     config = loaded("rate_limits: {per_ip: {requests_per_minute: 2}}", tmp_path)
     limiter = RateLimiter("ip", Clock())
-    limiter.apply_config(config)
+    configure(config, limiter)
     statuses = []
     for ip in ("2001:db8::1", "2001:db8::2", "2001:db8::3", "2001:db8:0:1::1"):
         target = flow(config, ip=ip)
@@ -205,7 +205,7 @@ def _redis_config(security: str, tmp_path: Path, url: str, prefix: str) -> Loade
 async def test_sqlite_keeps_the_synchronous_in_memory_path(tmp_path: Path) -> None:
     config = loaded("rate_limits: {per_ip: {requests_per_minute: 1}}", tmp_path)
     limiter = RateLimiter("ip")
-    limiter.apply_config(config)
+    configure(config, limiter)
     assert limiter.requestheaders(flow(config)) is None  # decided at once, no coroutine
     refused = flow(config)
     assert limiter.requestheaders(refused) is None and error_of(refused)[0] == 429
@@ -217,7 +217,7 @@ async def test_replicas_share_one_limit(tmp_path: Path, redis_url: str) -> None:
     )
     replicas = [RateLimiter("key"), RateLimiter("key")]
     for replica in replicas:
-        replica.apply_config(config)
+        configure(config, replica)
     key = _key()
 
     async def one(index: int) -> http.HTTPFlow:
@@ -244,8 +244,8 @@ async def test_shared_tokens_are_charged_in_redis(tmp_path: Path, redis_url: str
         "rate_limits: {per_key: {tokens_per_minute: 600}}", tmp_path, redis_url, "tokens:"
     )
     first, second = RateLimiter("key"), RateLimiter("key")
-    first.apply_config(config)
-    second.apply_config(config)
+    configure(config, first)
+    configure(config, second)
     charge = TokenCharge(StateService())
     key = _key()
 
@@ -274,7 +274,7 @@ async def test_redis_away_falls_back_to_local_buckets(tmp_path: Path) -> None:
             "rate_limits: {per_ip: {requests_per_minute: 3}}", tmp_path, server.url, "away:"
         )
         limiter = RateLimiter("ip")
-        limiter.apply_config(config)
+        configure(config, limiter)
         server.process.terminate()
         server.process.wait(5)
         statuses = []

@@ -11,7 +11,7 @@ from flm_gateway.addons.request_limits import RequestLimits, budget_tokens
 from flm_gateway.bodies import BodyError
 from flm_gateway.proxy.flow_meta import API_BODY, API_KIND, API_MODEL, AUTH_KEY
 from flm_gateway.state.store import KeyLimits, KeyRecord
-from tests.support.flows import error_of
+from tests.support.flows import configure, error_of
 from tests.support.security import BASE, flow, loaded, run_hooks
 
 SECURITY = """
@@ -36,7 +36,7 @@ def _chat(config, body: dict[str, object], key: KeyRecord | None = None):  # typ
 async def test_paths_and_sizes(tmp_path: Path) -> None:
     config = loaded(SECURITY, tmp_path)
     addon = RequestLimits()
-    addon.apply_config(config)
+    configure(config, addon)
     for path, allowed in (
         ("/v1/chat/completions", True),
         ("/v1/models/tiny-a", True),
@@ -57,7 +57,7 @@ async def test_paths_and_sizes(tmp_path: Path) -> None:
 async def test_max_tokens_caps(tmp_path: Path) -> None:
     config = loaded(SECURITY.replace("  max_body_size: 1KiB\n", ""), tmp_path)
     addon = RequestLimits()
-    addon.apply_config(config)
+    configure(config, addon)
 
     over = _chat(config, {"model": "big", "messages": [], "max_tokens": 600})
     await run_hooks([addon], over, ("request",))
@@ -143,7 +143,7 @@ async def test_route_default_below_the_listener_cap_is_kept(tmp_path: Path) -> N
     )
     config = loaded("request_limits:\n  max_tokens: 512", tmp_path, base)
     addon = RequestLimits()
-    addon.apply_config(config)
+    configure(config, addon)
     target = _chat(config, {"model": "chat", "messages": []})
     await run_hooks([addon], target, ("request",))
     assert target.response is None
@@ -157,7 +157,7 @@ async def test_route_extra_token_field_is_bounded_by_the_cap(tmp_path: Path) -> 
     )
     config = loaded("request_limits:\n  max_tokens: 512", tmp_path, base)
     addon = RequestLimits()
-    addon.apply_config(config)
+    configure(config, addon)
     target = _chat(config, {"model": "chat", "messages": []})
     await run_hooks([addon], target, ("request",))
     assert target.response is None

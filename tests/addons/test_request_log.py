@@ -13,6 +13,7 @@ from flm_gateway.proxy.flow_meta import API_KIND
 from flm_gateway.requestlog.log_table import RequestLogStore
 from flm_gateway.requestlog.query import LogFilter, search
 from tests.ops_flows import routed_flow
+from tests.support.flows import configure
 
 CONFIG = """
 listeners: [{name: main, bind: "127.0.0.1:8088"}]
@@ -37,7 +38,7 @@ def logged(state_dir: Path) -> list[dict[str, object]]:
 async def test_one_record_per_request(tmp_path: Path) -> None:
     addon = RequestLog(GatewayMetrics())
     with taddons.context(addon):
-        addon.apply_config(loaded(tmp_path))
+        configure(loaded(tmp_path), addon)
         await addon.running()
         now = time.time()
         flow = routed_flow(started=now, ended=now + 0.5, flm__auth__key_id="k1")
@@ -60,7 +61,7 @@ async def test_one_record_per_request(tmp_path: Path) -> None:
 async def test_disabled_writes_nothing(tmp_path: Path) -> None:
     addon = RequestLog()
     with taddons.context(addon):
-        addon.apply_config(loaded(tmp_path, enabled=False))
+        configure(loaded(tmp_path, enabled=False), addon)
         await addon.running()
         addon.response(routed_flow())
         await addon.done()
@@ -69,8 +70,8 @@ async def test_disabled_writes_nothing(tmp_path: Path) -> None:
 
 async def test_reload_changes_retention_and_enabled(tmp_path: Path) -> None:
     addon = RequestLog()
-    addon.apply_config(loaded(tmp_path))
+    configure(loaded(tmp_path), addon)
     writer = addon.writer
-    addon.apply_config(loaded(tmp_path, enabled=False))
+    configure(loaded(tmp_path, enabled=False), addon)
     assert addon.writer is writer
     assert writer is not None and writer.retention == 86400

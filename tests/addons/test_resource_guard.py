@@ -7,7 +7,7 @@ from pathlib import Path
 
 from flm_gateway.addons.resource_guard import ResourceGuard, Usage
 from flm_gateway.state.store import AuditQuery
-from tests.support.flows import error_of
+from tests.support.flows import configure, error_of
 from tests.support.security import flow, loaded, opened_service, run_hooks
 
 
@@ -24,7 +24,7 @@ async def test_sheds_under_pressure_and_recovers(tmp_path: Path) -> None:
     )
     with opened_service(config) as service:
         guard = ResourceGuard(service)
-        guard.apply_config(config)
+        configure(config, guard)
         guard.observe(_usage(cpu=50))
         calm = flow(config)
         await run_hooks([guard], calm, ("requestheaders",))
@@ -51,7 +51,7 @@ async def test_off_by_default_and_real_sampling(tmp_path: Path) -> None:
     config = loaded("", tmp_path)
     with opened_service(config) as service:
         guard = ResourceGuard(service)
-        guard.apply_config(config)
+        configure(config, guard)
         assert not guard.enabled
         usage = guard.sample()
         assert usage.process_memory > 0 and 0 <= usage.host_memory <= 100

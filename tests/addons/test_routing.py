@@ -16,7 +16,7 @@ from flm_gateway.addons.model_routing import Routing
 from flm_gateway.addons.openai_api import OpenAIApi
 from flm_gateway.proxy.flow_meta import ROUTE_ENGINE
 from flm_gateway.proxy.runtime import Runtime
-from tests.support.flows import RuntimeFactory, error_of, make_flow
+from tests.support.flows import RuntimeFactory, configure, error_of, make_flow
 
 
 class _Writer:
@@ -47,7 +47,7 @@ def _set(runtime: Runtime, **outcomes: str) -> None:
 async def _route(runtime: Runtime, body: dict[str, object], headers: dict[str, str] | None = None):  # type: ignore[no-untyped-def]
     context, api, routing = ListenerContext(), OpenAIApi(), Routing()
     for addon in (context, api, routing):
-        addon.apply_runtime(runtime)
+        configure(runtime, addon)
     flow = make_flow(body=body, headers=headers)
     context.requestheaders(flow)
     api.request(flow)
@@ -169,7 +169,7 @@ async def test_other_endpoints_keep_their_path(
     _set(runtime, alpha="ok")
     context, api, routing = ListenerContext(), OpenAIApi(), Routing()
     for addon in (context, api, routing):
-        addon.apply_runtime(runtime)
+        configure(runtime, addon)
     flow = make_flow(path=kind_path, body={"model": "tiny-a", "input": "x"})
     context.requestheaders(flow)
     api.request(flow)
@@ -183,7 +183,7 @@ async def test_failed_mitmproxy_connect_marks_the_engine_down(make_runtime: Runt
 
     runtime = make_runtime(healthy={"alpha": ["tiny-a"], "beta": ["small-7b"]})
     routing = Routing()
-    routing.apply_runtime(runtime)
+    configure(runtime, routing)
     server = tflow.tserver_conn()
     server.address = ("127.0.0.1", 18001)
     server.error = "Connection refused"

@@ -10,7 +10,7 @@ from mitmproxy import http
 from flm_gateway.addons.scopes import Scopes
 from flm_gateway.config import LoadedConfig
 from flm_gateway.state.store import KeyRecord, KeyScopes
-from tests.support.flows import error_of
+from tests.support.flows import configure, error_of
 from tests.support.security import flow, loaded, run_hooks
 
 
@@ -29,7 +29,7 @@ async def _routed(
 
 def _scopes(config: LoadedConfig) -> Scopes:
     addon = Scopes()
-    addon.apply_config(config)
+    configure(config, addon)
     return addon
 
 

@@ -20,8 +20,10 @@ from mitmproxy.test import taddons, tflow
 from OpenSSL import SSL
 
 from flm_gateway.addons.tls_termination import TlsTermination
+from flm_gateway.config import ConfigError
 from flm_gateway.config.loader import LoadedConfig
 from flm_gateway.proxy.tls_layers import RefuseLayer, could_be_tls, https_required_response
+from tests.support.flows import configure
 from tests.tls.helpers import load
 
 CONFIG = """\
@@ -48,7 +50,7 @@ def loaded(tmp_path: Path) -> LoadedConfig:
 def addon(loaded: LoadedConfig) -> Iterator[TlsTermination]:
     termination = TlsTermination()
     with taddons.context(termination):
-        termination.apply_config(loaded)
+        configure(loaded, termination)
         yield termination
 
 
@@ -165,18 +167,18 @@ def test_reload_keeps_unchanged_sources_and_plans_side_servers(tmp_path: Path) -
     )
     termination = TlsTermination()
     with taddons.context(termination):
-        termination.apply_config(load(text, tmp_path))
+        configure(load(text, tmp_path), termination)
         lan, acme = termination.source("lan"), termination.source("acme")
         [server] = termination._state.side_servers.values()
         assert server.address == ("127.0.0.1", 18080)
         assert server.redirect is not None and server.redirect.https_port == 18443
         # HSTS is not the source's business: the source (and its leaf cache) is kept.
         changed = text.replace("hsts: {max_age: 1d, include_subdomains: true}", "hsts: {}")
-        termination.apply_config(load(changed, tmp_path))
+        configure(load(changed, tmp_path), termination)
         assert termination.source("acme") is acme and termination.source("lan") is lan
         # New names: a new source.
         renamed = changed.replace("hostnames: [gw.lan]", "hostnames: [gw2.lan]")
-        termination.apply_config(load(renamed, tmp_path))
+        configure(load(renamed, tmp_path), termination)
         assert termination.source("acme") is acme
         assert termination.source("lan") is not lan
         assert [s.listener for s in termination.certificate_status()] == [
@@ -186,3 +188,58 @@ def test_reload_keeps_unchanged_sources_and_plans_side_servers(tmp_path: Path) -
             "acme",
         ]
         assert set(termination.certificate_expiry()) == {"lan", "dev", "acme"}
+
+
+REFUSED = """\
+listeners:
+  - name: acme
+    bind: 127.0.0.1:18555
+    tls:
+      mode: https-acme
+      domains: [gw.test]
+      acme: {directory: "https://127.0.0.1:1/dir", ca_bundle: bundle.pem, http_port: 18556}
+  - name: dev
+    bind: 127.0.0.1:18557
+    tls: {mode: dev-selfsigned}
+"""
+
+
+def test_prepare_reads_the_stored_key_and_the_ca_bundle_and_names_both_with_positions(
+    tmp_path: Path,
+) -> None:
+    """What would stop the start is found by reading only, for every listener in one pass,
+    each at its own line and path; nothing is generated and nothing is committed."""
+    (tmp_path / "bundle.pem").write_text("not a certificate\n")
+    stored = tmp_path / "state" / "tls" / "listeners" / "dev"
+    stored.mkdir(parents=True)
+    (stored / "cert.pem").write_text("junk\n")
+    (stored / "key.pem").write_text("junk\n")
+    (stored / "key.pem").chmod(0o600)
+    termination = TlsTermination()
+    with pytest.raises(ConfigError) as refused:
+        configure(load(REFUSED, tmp_path), termination)
+    rendered = [str(problem) for problem in refused.value.problems]
+    config = tmp_path / "flm.yaml"
+    assert rendered == [
+        f"{config}:8:63: listeners[0].tls.acme.ca_bundle: {tmp_path / 'bundle.pem'} holds no "
+        "PEM certificate",
+        f"{config}:11:17: listeners[1].tls.mode: dev-selfsigned: the stored key or certificate "
+        f"cannot be used: {stored / 'key.pem'}: not a PEM private key",
+    ]
+    assert termination.certificate_status() == []  # nothing committed
+    assert (stored / "key.pem").read_text() == "junk\n"  # nothing regenerated
+
+
+def test_prepare_refuses_a_stored_key_others_can_read(tmp_path: Path) -> None:
+    first = TlsTermination()
+    configure(load(CONFIG, tmp_path), first)  # generates the dev listener's key
+    key = tmp_path / "state" / "tls" / "listeners" / "dev" / "key.pem"
+    key.chmod(0o644)
+    with pytest.raises(ConfigError, match=r"listeners\[2\]\.tls\.mode: .* readable by other"):
+        configure(load(CONFIG, tmp_path), TlsTermination())
+    configure(load(CONFIG, tmp_path), first)  # a source in use is not re-read on reload
+
+
+def test_a_missing_ca_bundle_is_refused_at_its_key(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"flm.yaml:8:63: listeners\[0\]\.tls\.acme\.ca_bundle"):
+        configure(load(REFUSED.split("  - name: dev")[0], tmp_path), TlsTermination())

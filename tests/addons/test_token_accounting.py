@@ -102,7 +102,7 @@ def accounting(kind: EngineKind) -> TokenAccounting:
     """The addon, with engine "e" of `kind` in its runtime."""
     addon = TokenAccounting()
     state = SimpleNamespace(adapter=adapter_for(kind))
-    addon.apply_runtime(SimpleNamespace(directory=SimpleNamespace(engines={"e": state})))  # type: ignore[arg-type]
+    addon.commit(SimpleNamespace(engines={"e": state}))  # type: ignore[arg-type]
     return addon
 
 

@@ -45,9 +45,10 @@ def http_target() -> Iterator[int]:
 
 async def test_lookups_and_reload() -> None:
     service = EgressService()
-    service.apply_config(
-        loaded(
-            """\
+    service.commit(
+        service.prepare(
+            loaded(
+                """\
 egress:
   default: s
   s: {mode: socks5, url: "socks5://127.0.0.1:1", connect_timeout: 7s}
@@ -57,6 +58,7 @@ engines:
   - {name: b, url: "http://b:1", egress: direct, timeouts: {connect: 2s}}
   - {name: c, url: "http://c:1", egress: o}
 """
+            )
         )
     )
     assert isinstance(service.dialer("a"), SocksDialer)
@@ -66,14 +68,16 @@ engines:
     assert service.connect_timeout("a") == 7.0 and service.connect_timeout("b") == 2.0
     assert service.plan.fail_closed_targets == {("a", 1): "s"}
     first = service.dialer("a")
-    service.apply_config(
-        loaded(
-            """\
+    service.commit(
+        service.prepare(
+            loaded(
+                """\
 egress:
   default: s
   s: {mode: socks5, url: "socks5://127.0.0.1:1", connect_timeout: 7s}
 engines: [{name: a, url: "http://a:1"}]
 """
+            )
         )
     )
     assert service.dialer("a") is first  # unchanged profile: same dialer
@@ -88,14 +92,16 @@ async def test_acme_proxy_url_is_stable_and_follows_the_default_profile(
         service = EgressService()
         acme_url = service.acme_proxy_url()  # known before any config: the gateway's start
         assert acme_url.startswith("http://flm:")
-        service.apply_config(
-            loaded(
-                f"""\
+        service.commit(
+            service.prepare(
+                loaded(
+                    f"""\
 egress:
   default: s
   s: {{mode: socks5, url: "socks5://127.0.0.1:{proxy.port}", username: u, password: "${{PW}}"}}
 """,
-                {"PW": "p@ss:word"},
+                    {"PW": "p@ss:word"},
+                )
             )
         )
         proxy.credentials = ("u", "p@ss:word")
@@ -115,7 +121,7 @@ egress:
             assert await asyncio.to_thread(_get_through_connect, acme_url, http_target) == b"ok"
             assert [r.host for r in proxy.requests] == ["localhost"]
             # A reload to a direct default: same URL, now direct.
-            service.apply_config(loaded("engines: []\n"))
+            service.commit(service.prepare(loaded("engines: []\n")))
             assert await asyncio.to_thread(_get_through_connect, acme_url, http_target) == b"ok"
             assert len(proxy.requests) == 1
             assert service.socks_proxy_url() is None

@@ -230,3 +230,36 @@ def test_a_state_dir_edit_is_refused_with_its_position_by_watcher_and_cli(stack:
     assert f"gateway {stack.gateway.process.pid} serves" in result.stderr
     assert f"from the state directory {old_state};" in result.stderr
     assert "restart the gateway" in result.stderr
+
+
+def test_a_config_an_addon_refuses_is_not_served_at_all(stack: Stack) -> None:
+    """The loader accepts the edit, the TLS addon refuses its `ca_bundle` (not a certificate):
+    nothing of the edit is served (its route, its second listener), the refusal is reported
+    with its position, as every reload failure is, and `validate` refuses the same file."""
+    (stack.gateway.config_path.parent / "bundle.pem").write_text("garbage\n")
+    refused = V2.replace(
+        "engines:",
+        '  - {{name: tls, bind: "127.0.0.1:{third}", tls: {{mode: https-acme, domains: '
+        '[gw.test], acme: {{directory: "https://127.0.0.1:1/dir", ca_bundle: bundle.pem, '
+        "http_port: {acme}}}}}}}\nengines:",
+        1,
+    )
+    stack.write(refused, third=free_port(), acme=free_port())
+    log = wait_for_log(stack.gateway, "still serving generation 1")
+    config = stack.gateway.config_path
+    problem = rf"{re.escape(str(config))}:7:\d+: listeners\[2\]\.tls\.acme\.ca_bundle: "
+    assert re.search(problem + r".*bundle\.pem holds no PEM certificate", log), log
+    assert stack.metric("flm_config_reloads_total", result="failed") == 1
+    with pytest.raises(openai.NotFoundError):  # the route of the refused config is not there
+        stack.client().chat.completions.create(
+            model="chat", messages=[{"role": "user", "content": "x"}]
+        )
+    with pytest.raises(openai.APIConnectionError):  # nor its second listener
+        stack.client(stack.values["second"]).models.list()
+    assert stack.client().models.list().data[0].id == "tiny-a"
+    result = cli("reload", "--config", str(config))  # SIGHUP; the gateway's answer is relayed
+    assert result.returncode == 1
+    assert re.search(problem, result.stderr), result.stderr
+    validate = cli("validate", str(config))
+    assert validate.returncode == 1
+    assert re.search(problem, validate.stdout), validate.stdout

@@ -16,6 +16,7 @@ from flm_gateway.egress.sessions import direct_session
 from flm_gateway.engines.adapter import HealthState, ModelInfo
 from flm_gateway.engines.directory import EngineDirectory
 from flm_gateway.httpio.http_client import HttpSession
+from flm_gateway.proxy.addon_contract import Addon, commit_all, prepare_all
 from flm_gateway.proxy.mitm_listeners import spec_for
 from flm_gateway.proxy.runtime import Runtime
 
@@ -60,6 +61,17 @@ def build_runtime(text: str = BASE_CONFIG, healthy: dict[str, list[str]] | None 
         state.state = HealthState.HEALTHY
         state.models = {m: ModelInfo(m) for m in models}
     return runtime
+
+
+def runtime_of(loaded: LoadedConfig) -> Runtime:
+    """A runtime for `loaded` whose engines are never dialled (no event loop needed)."""
+    return Runtime(loaded=loaded, directory=EngineDirectory(loaded.config.engines, _session))
+
+
+def configure(config: LoadedConfig | Runtime, *addons: Addon[Any]) -> None:
+    """Prepare, then commit, `addons` for `config` as the gateway does (raises ConfigError)."""
+    runtime = config if isinstance(config, Runtime) else runtime_of(config)
+    commit_all(prepare_all(addons, runtime))
 
 
 def make_flow(

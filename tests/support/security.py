@@ -15,7 +15,7 @@ from flm_gateway.config import LoadedConfig, parse_config
 from flm_gateway.proxy.flow_meta import CLIENT_IP, LISTENER, REQUEST_ID
 from flm_gateway.proxy.runtime import Runtime
 from flm_gateway.state.state_service import StateService
-from tests.support.flows import make_flow
+from tests.support.flows import configure, make_flow
 
 BASE = """\
 listeners:
@@ -87,8 +87,5 @@ async def run_hooks(
 
 
 def apply(config: LoadedConfig, *addons: Any, runtime: Runtime | None = None) -> None:
-    for addon in addons:
-        if runtime is not None and hasattr(addon, "apply_runtime"):
-            addon.apply_runtime(runtime)
-        if hasattr(addon, "apply_config"):
-            addon.apply_config(config)
+    """Prepare and commit `addons` for `runtime` (one built from `config` when None)."""
+    configure(runtime if runtime is not None else config, *addons)
