@@ -119,11 +119,15 @@ class RequestLimits:
     def commit(self, prepared: tuple[Mapping[str, _Limits], RoutingTable]) -> None:
         self._limits, self._routes = prepared
 
+    def _limits_for(self, flow: http.HTTPFlow) -> _Limits | None:
+        """The limits of the flow's listener; None for an answered flow or a health check."""
+        if flow.response is not None or is_health_check(flow):
+            return None
+        return self._limits.get(listener_name(flow) or "")
+
     @fail_closed()
     def requestheaders(self, flow: http.HTTPFlow) -> None:
-        if flow.response is not None or is_health_check(flow):
-            return
-        limits = self._limits.get(listener_name(flow) or "")
+        limits = self._limits_for(flow)
         if limits is None:
             return
         allowed = limits.settings.allowed_paths
@@ -139,9 +143,7 @@ class RequestLimits:
 
     @fail_closed()
     def request(self, flow: http.HTTPFlow) -> None:
-        if flow.response is not None or is_health_check(flow):
-            return
-        limits = self._limits.get(listener_name(flow) or "")
+        limits = self._limits_for(flow)
         if limits is None:
             return
         if len(flow.request.raw_content or b"") > limits.max_body:
