@@ -245,7 +245,9 @@ def test_a_config_an_addon_refuses_is_not_served_at_all(stack: Stack) -> None:
         1,
     )
     stack.write(refused, third=free_port(), acme=free_port())
-    log = wait_for_log(stack.gateway, "still serving generation 1")
+    # The summary line comes first, then one line per problem: wait for the problem.
+    log = wait_for_log(stack.gateway, "holds no PEM certificate")
+    assert "still serving generation 1" in log, log
     config = stack.gateway.config_path
     problem = rf"{re.escape(str(config))}:7:\d+: listeners\[2\]\.tls\.acme\.ca_bundle: "
     assert re.search(problem + r".*bundle\.pem holds no PEM certificate", log), log
