@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -113,3 +114,44 @@ async def test_swap_keeps_old_sessions_until_in_flight_requests_end(
         if all(s.closed for s in old.directory._sessions):
             break
     assert all(s.closed for s in old.directory._sessions)
+
+
+async def test_a_listener_bound_before_the_commit_refuses_connections(
+    running: tuple[Gateway, FakeEngine, int], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Between binding a reload's new listeners and committing it, a connection on a new
+    TLS listener is refused: it is not served plain HTTP once the commit lands."""
+    gateway, engine, port = running
+    secure = free_port()
+    loaded = write(tmp_path, engine.url, ("main", port), ("secure", secure))
+    text = loaded.source.replace(
+        f'{{name: secure, bind: "127.0.0.1:{secure}"}}',
+        f'{{name: secure, bind: "127.0.0.1:{secure}", tls: {{mode: dev-selfsigned}}}}',
+    )
+    assert text != loaded.source
+    assert loaded.path is not None
+    loaded.path.write_text(text)
+    loaded = load_config(loaded.path)
+    opened: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+    update_admin = gateway._update_admin
+
+    async def connect_in_the_window(new: LoadedConfig, *, starting: bool = False) -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", secure)
+        writer.write(b"GET /v1/models HTTP/1.1\r\n")  # the layer is chosen on these bytes
+        await writer.drain()
+        await asyncio.sleep(0.2)
+        opened.append((reader, writer))
+        await update_admin(new, starting=starting)
+
+    monkeypatch.setattr(gateway, "_update_admin", connect_in_the_window)
+    await gateway.swap(loaded)
+    reader, writer = opened[0]
+    with contextlib.suppress(ConnectionError):
+        writer.write(b"Host: 127.0.0.1\r\n\r\n")  # the rest, after the commit
+        await writer.drain()
+    try:
+        answer = await asyncio.wait_for(reader.read(4096), 5)
+    except ConnectionError:
+        answer = b""
+    writer.close()
+    assert answer == b""  # closed, never answered in plain HTTP

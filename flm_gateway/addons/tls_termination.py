@@ -3,7 +3,9 @@
 Matches every client connection on a listener from flm.yaml by the socket that
 accepted it (`flm_gateway.proxy.mitm_listeners.listener_of`, never by port alone).
 - `next_layer`: a TLS listener takes only TLS, a `local-http` listener only
-  plain HTTP; anything else is refused and closed (`tls_layers`). Fail closed.
+  plain HTTP; anything else is refused and closed (`tls_layers`). A connection
+  on a listener this addon has no committed settings for (bound by a reload
+  that has not committed yet) is refused too. Fail closed.
 - `tls_start_client`: sets `tls_start.ssl_conn` itself, with the listener's
   minimum version and the certificate its mode's `CertificateSource` hands out
   for the client's SNI, so mitmproxy's TlsConfig (placed after this addon)
@@ -46,7 +48,7 @@ from flm_gateway.config.tls_settings import (
 from flm_gateway.proxy.fail_closed import fail_closed
 from flm_gateway.proxy.mitm_listeners import mode_spec
 from flm_gateway.proxy.runtime import Runtime
-from flm_gateway.proxy.tls_layers import plan_layer
+from flm_gateway.proxy.tls_layers import RefuseLayer, plan_layer
 from flm_gateway.tls import build_source, source_problems
 from flm_gateway.tls.acme_challenges import HttpSideServer, RedirectTarget
 from flm_gateway.tls.context import ContextCache, refusing_context
@@ -277,6 +279,10 @@ class TlsTermination:
             return
         entry = self._lookup(context.client)
         if entry is None:
+            # A listener without committed TLS settings: bound by a reload that has not
+            # committed yet, or removed by one. mitmproxy's own choice would accept plain
+            # HTTP on a TLS listener (or TLS with its own CA) for the connection's lifetime.
+            nextlayer.layer = RefuseLayer(context, b"", "listener not configured (reload)")
             return
         nextlayer.layer = plan_layer(
             context,
