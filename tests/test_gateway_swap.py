@@ -11,7 +11,7 @@ import pytest
 from mitmproxy.test import tflow
 
 from flm_gateway.addons.model_routing import Routing
-from flm_gateway.app.gateway import Gateway
+from flm_gateway.app.gateway import Gateway, StartupError
 from flm_gateway.app.hot_reload import ReloadError
 from flm_gateway.config import ConfigError, LoadedConfig, load_config
 from flm_gateway.config.loader import problem_at
@@ -155,3 +155,34 @@ async def test_a_listener_bound_before_the_commit_refuses_connections(
         answer = b""
     writer.close()
     assert answer == b""  # closed, never answered in plain HTTP
+
+
+async def test_a_certificate_that_cannot_be_made_at_start_stops_the_start(tmp_path: Path) -> None:
+    """Commit builds a new listener's certificate; when the disk refuses it at start, the
+    gateway does not start (as before prepare/commit), rather than serve a listener that
+    refuses every handshake."""
+    state = tmp_path / "state"
+    (state / "tls").mkdir(parents=True)
+    (state / "tls" / "listeners").write_text("not a directory\n")  # refused even as root
+    port = free_port()
+    path = tmp_path / "flm.yaml"
+    path.write_text(
+        CONFIG.format(
+            state=state,
+            listeners=f'  - {{name: dev, bind: "127.0.0.1:{port}", tls: {{mode: dev-selfsigned}}}}',
+            url="http://127.0.0.1:9",
+        )
+    )
+    gateway = Gateway(load_config(path))
+    try:
+        with pytest.raises(
+            StartupError,
+            match=r"flm.yaml:\d+:\d+: listeners\[0\]\.tls\.mode: dev-selfsigned: no certificate",
+        ):
+            await gateway.start()
+        assert not await can_connect(port)
+    finally:
+        if gateway.started:
+            gateway.master.shutdown()
+            await gateway.master.addons.get("proxyserver").servers.update([])
+        gateway.state.close()

@@ -36,7 +36,7 @@ from OpenSSL import SSL
 
 from flm_gateway.config.listener_settings import ListenerConfig
 from flm_gateway.config.loader import LoadedConfig, problem_at
-from flm_gateway.config.problems import ConfigError
+from flm_gateway.config.problems import ConfigError, ConfigProblem
 from flm_gateway.config.tls_checks import acme_http_address, redirect_address
 from flm_gateway.config.tls_settings import (
     AcmeChallenge,
@@ -94,10 +94,10 @@ class Unavailable:
     serves_tls = True
 
     def __init__(self, listener: str, mode: str, reason: str) -> None:
-        self._listener, self._mode, self._reason = listener, mode, reason
+        self._listener, self._mode, self.reason = listener, mode, reason
 
     def certificate_for(self, server_name: str | None) -> ServedCertificate:
-        raise LookupError(self._reason)
+        raise LookupError(self.reason)
 
     async def start(self) -> None:
         return None
@@ -106,7 +106,7 @@ class Unavailable:
         return None
 
     def status(self) -> CertificateStatus:
-        return CertificateStatus(self._listener, self._mode, note=f"unavailable: {self._reason}")
+        return CertificateStatus(self._listener, self._mode, note=f"unavailable: {self.reason}")
 
 
 class TlsTermination:
@@ -339,6 +339,20 @@ class TlsTermination:
         self._add_hsts(flow)
 
     # -- visibility ----------------------------------------------------------------------
+
+    def unavailable_problems(self, loaded: LoadedConfig) -> list[ConfigProblem]:
+        """The listeners of `loaded` whose certificate the last commit could not make, at
+        their `tls.mode`: a start refuses them (a reload serves on, refusing their handshakes)."""
+        by_name = {entry.listener.name: entry.source for entry in self._state.by_spec.values()}
+        return [
+            problem_at(
+                loaded,
+                ("listeners", index, "tls", "mode"),
+                f"{listener.tls.mode.value}: no certificate: {source.reason}",
+            )
+            for index, listener in enumerate(loaded.config.listeners)
+            if isinstance(source := by_name.get(listener.name), Unavailable)
+        ]
 
     def certificate_status(self) -> list[CertificateStatus]:
         """What every listener serves right now (for check, admin endpoints, metrics)."""
