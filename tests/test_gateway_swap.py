@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import pytest
 from mitmproxy.test import tflow
 
 from flm_gateway.addons.model_routing import Routing
-from flm_gateway.app.gateway import Gateway
+from flm_gateway.app.gateway import Gateway, StartupError
 from flm_gateway.app.hot_reload import ReloadError
 from flm_gateway.config import ConfigError, LoadedConfig, load_config
 from flm_gateway.config.loader import problem_at
@@ -113,3 +114,75 @@ async def test_swap_keeps_old_sessions_until_in_flight_requests_end(
         if all(s.closed for s in old.directory._sessions):
             break
     assert all(s.closed for s in old.directory._sessions)
+
+
+async def test_a_listener_bound_before_the_commit_refuses_connections(
+    running: tuple[Gateway, FakeEngine, int], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Between binding a reload's new listeners and committing it, a connection on a new
+    TLS listener is refused: it is not served plain HTTP once the commit lands."""
+    gateway, engine, port = running
+    secure = free_port()
+    loaded = write(tmp_path, engine.url, ("main", port), ("secure", secure))
+    text = loaded.source.replace(
+        f'{{name: secure, bind: "127.0.0.1:{secure}"}}',
+        f'{{name: secure, bind: "127.0.0.1:{secure}", tls: {{mode: dev-selfsigned}}}}',
+    )
+    assert text != loaded.source
+    assert loaded.path is not None
+    loaded.path.write_text(text)
+    loaded = load_config(loaded.path)
+    opened: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+    update_admin = gateway._update_admin
+
+    async def connect_in_the_window(new: LoadedConfig, *, starting: bool = False) -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", secure)
+        writer.write(b"GET /v1/models HTTP/1.1\r\n")  # the layer is chosen on these bytes
+        await writer.drain()
+        await asyncio.sleep(0.2)
+        opened.append((reader, writer))
+        await update_admin(new, starting=starting)
+
+    monkeypatch.setattr(gateway, "_update_admin", connect_in_the_window)
+    await gateway.swap(loaded)
+    reader, writer = opened[0]
+    with contextlib.suppress(ConnectionError):
+        writer.write(b"Host: 127.0.0.1\r\n\r\n")  # the rest, after the commit
+        await writer.drain()
+    try:
+        answer = await asyncio.wait_for(reader.read(4096), 5)
+    except ConnectionError:
+        answer = b""
+    writer.close()
+    assert answer == b""  # closed, never answered in plain HTTP
+
+
+async def test_a_certificate_that_cannot_be_made_at_start_stops_the_start(tmp_path: Path) -> None:
+    """Commit builds a new listener's certificate; when the disk refuses it at start, the
+    gateway does not start (as before prepare/commit), rather than serve a listener that
+    refuses every handshake."""
+    state = tmp_path / "state"
+    (state / "tls").mkdir(parents=True)
+    (state / "tls" / "listeners").write_text("not a directory\n")  # refused even as root
+    port = free_port()
+    path = tmp_path / "flm.yaml"
+    path.write_text(
+        CONFIG.format(
+            state=state,
+            listeners=f'  - {{name: dev, bind: "127.0.0.1:{port}", tls: {{mode: dev-selfsigned}}}}',
+            url="http://127.0.0.1:9",
+        )
+    )
+    gateway = Gateway(load_config(path))
+    try:
+        with pytest.raises(
+            StartupError,
+            match=r"flm.yaml:\d+:\d+: listeners\[0\]\.tls\.mode: dev-selfsigned: no certificate",
+        ):
+            await gateway.start()
+        assert not await can_connect(port)
+    finally:
+        if gateway.started:
+            gateway.master.shutdown()
+            await gateway.master.addons.get("proxyserver").servers.update([])
+        gateway.state.close()

@@ -247,3 +247,35 @@ def test_handler_bounds_a_flood_and_summarises_at_close() -> None:
         "[Errno 24] Too many open files]"
     )
     assert len(stream.getvalue()) < 4000
+
+
+def test_logger_names_operators_filter_on_do_not_follow_module_moves() -> None:
+    """Log pipelines select records by logger name (docs/operations.md, security.md,
+    egress.md): the audit records, tamper alerts included, reload, admin, metrics and
+    usage keep the names they were documented with, wherever their modules live."""
+    from flm_gateway.addons import audit, metrics_recorder, token_accounting
+    from flm_gateway.app import hot_reload, operations_audit
+    from flm_gateway.egress import dialer
+    from flm_gateway.observability import admin_listener
+    from flm_gateway.state import audit_watch
+
+    names = {
+        "operations_audit": operations_audit.log.name,
+        "audit addon": audit.log.name,
+        "audit_watch (tamper alerts)": audit_watch.log.name,
+        "egress fallback audit": dialer.audit_log.name,
+        "hot_reload": hot_reload.log.name,
+        "admin_listener": admin_listener.log.name,
+        "metrics_recorder": metrics_recorder.log.name,
+        "token_accounting": token_accounting.log.name,
+    }
+    assert names == {
+        "operations_audit": "flm_gateway.audit",
+        "audit addon": "flm_gateway.audit",
+        "audit_watch (tamper alerts)": "flm_gateway.audit",
+        "egress fallback audit": "flm_gateway.audit",
+        "hot_reload": "flm_gateway.reload",
+        "admin_listener": "flm_gateway.admin",
+        "metrics_recorder": "flm_gateway.metrics",
+        "token_accounting": "flm_gateway.usage",
+    }

@@ -75,7 +75,7 @@ async def test_an_invalid_file_keeps_the_old_config_and_reports_positions(
 ) -> None:
     path, gateway, reloader, metrics, audit = setup(tmp_path)
     path.write_text(CONFIG.format(port=8088) + "bogus: 1\n")
-    with caplog.at_level(logging.ERROR, "flm_gateway.app.hot_reload"):
+    with caplog.at_level(logging.ERROR, "flm_gateway.reload"):
         outcome = await reloader.reload("file change")
     assert not outcome.ok and gateway.swapped == []
     assert len(outcome.problems) == 1

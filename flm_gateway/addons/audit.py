@@ -57,7 +57,7 @@ from flm_gateway.security.policies import client_ip, listener_name
 from flm_gateway.state.state_service import StateService
 from flm_gateway.state.store import AuditEvent, StateError
 
-log = logging.getLogger("flm_gateway.app.operations_audit")
+log = logging.getLogger("flm_gateway.audit")
 
 MAX_PER_CLIENT = 60
 FLOOD_WINDOW = 60.0

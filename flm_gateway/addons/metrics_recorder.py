@@ -28,7 +28,7 @@ from flm_gateway.proxy.fail_closed import fail_closed
 from flm_gateway.proxy.flow_meta import METRICS_DONE, METRICS_TAP
 from flm_gateway.proxy.mitm_http1 import HttpRefusal
 
-log = logging.getLogger("flm_gateway.observability.metrics")
+log = logging.getLogger("flm_gateway.metrics")
 
 
 class Metrics(Unconfigured):

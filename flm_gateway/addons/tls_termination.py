@@ -3,7 +3,9 @@
 Matches every client connection on a listener from flm.yaml by the socket that
 accepted it (`flm_gateway.proxy.mitm_listeners.listener_of`, never by port alone).
 - `next_layer`: a TLS listener takes only TLS, a `local-http` listener only
-  plain HTTP; anything else is refused and closed (`tls_layers`). Fail closed.
+  plain HTTP; anything else is refused and closed (`tls_layers`). A connection
+  on a listener this addon has no committed settings for (bound by a reload
+  that has not committed yet) is refused too. Fail closed.
 - `tls_start_client`: sets `tls_start.ssl_conn` itself, with the listener's
   minimum version and the certificate its mode's `CertificateSource` hands out
   for the client's SNI, so mitmproxy's TlsConfig (placed after this addon)
@@ -34,7 +36,7 @@ from OpenSSL import SSL
 
 from flm_gateway.config.listener_settings import ListenerConfig
 from flm_gateway.config.loader import LoadedConfig, problem_at
-from flm_gateway.config.problems import ConfigError
+from flm_gateway.config.problems import ConfigError, ConfigProblem
 from flm_gateway.config.tls_checks import acme_http_address, redirect_address
 from flm_gateway.config.tls_settings import (
     AcmeChallenge,
@@ -46,7 +48,7 @@ from flm_gateway.config.tls_settings import (
 from flm_gateway.proxy.fail_closed import fail_closed
 from flm_gateway.proxy.mitm_listeners import mode_spec
 from flm_gateway.proxy.runtime import Runtime
-from flm_gateway.proxy.tls_layers import plan_layer
+from flm_gateway.proxy.tls_layers import RefuseLayer, plan_layer
 from flm_gateway.tls import build_source, source_problems
 from flm_gateway.tls.acme_challenges import HttpSideServer, RedirectTarget
 from flm_gateway.tls.context import ContextCache, refusing_context
@@ -92,10 +94,10 @@ class Unavailable:
     serves_tls = True
 
     def __init__(self, listener: str, mode: str, reason: str) -> None:
-        self._listener, self._mode, self._reason = listener, mode, reason
+        self._listener, self._mode, self.reason = listener, mode, reason
 
     def certificate_for(self, server_name: str | None) -> ServedCertificate:
-        raise LookupError(self._reason)
+        raise LookupError(self.reason)
 
     async def start(self) -> None:
         return None
@@ -104,7 +106,7 @@ class Unavailable:
         return None
 
     def status(self) -> CertificateStatus:
-        return CertificateStatus(self._listener, self._mode, note=f"unavailable: {self._reason}")
+        return CertificateStatus(self._listener, self._mode, note=f"unavailable: {self.reason}")
 
 
 class TlsTermination:
@@ -277,6 +279,10 @@ class TlsTermination:
             return
         entry = self._lookup(context.client)
         if entry is None:
+            # A listener without committed TLS settings: bound by a reload that has not
+            # committed yet, or removed by one. mitmproxy's own choice would accept plain
+            # HTTP on a TLS listener (or TLS with its own CA) for the connection's lifetime.
+            nextlayer.layer = RefuseLayer(context, b"", "listener not configured (reload)")
             return
         nextlayer.layer = plan_layer(
             context,
@@ -333,6 +339,20 @@ class TlsTermination:
         self._add_hsts(flow)
 
     # -- visibility ----------------------------------------------------------------------
+
+    def unavailable_problems(self, loaded: LoadedConfig) -> list[ConfigProblem]:
+        """The listeners of `loaded` whose certificate the last commit could not make, at
+        their `tls.mode`: a start refuses them (a reload serves on, refusing their handshakes)."""
+        by_name = {entry.listener.name: entry.source for entry in self._state.by_spec.values()}
+        return [
+            problem_at(
+                loaded,
+                ("listeners", index, "tls", "mode"),
+                f"{listener.tls.mode.value}: no certificate: {source.reason}",
+            )
+            for index, listener in enumerate(loaded.config.listeners)
+            if isinstance(source := by_name.get(listener.name), Unavailable)
+        ]
 
     def certificate_status(self) -> list[CertificateStatus]:
         """What every listener serves right now (for check, admin endpoints, metrics)."""

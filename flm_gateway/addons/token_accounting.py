@@ -61,7 +61,7 @@ from flm_gateway.proxy.flow_meta import (
     USAGE_STRIP,
 )
 
-log = logging.getLogger("flm_gateway.accounting.usage")
+log = logging.getLogger("flm_gateway.usage")
 
 USAGE_STREAM_KINDS = frozenset({"chat", "completions"})
 _FRAMINGS: tuple[tuple[str, Framing], ...] = (

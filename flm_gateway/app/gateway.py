@@ -5,7 +5,8 @@ Master with only the addons we need (no DumpMaster, no mitmdump), set the
 options a gateway wants (`connection_strategy=lazy`, `upstream_cert=False`,
 `body_size_limit`, HTTP/2 off), prepare every addon for the runtime (any
 problem, from any addon, stops the start with its `FILE:LINE:COL`), open the
-state store, commit every addon, start the engine checks (the first one of
+state store, commit every addon (a listener whose certificate the disk refused
+to make stops the start too), start the engine checks (the first one of
 every engine at once), start serving and confirm every listener is bound (a
 listener that cannot bind stops the start with a clear message). See
 `proxy/addon_contract.py` for prepare and commit.
@@ -200,6 +201,9 @@ class Gateway:
             raise StartupError("\n".join(lines)) from None
         self.state.open(self.loaded)  # the store is opened once, at start (StateError stops it)
         commit_all(prepared)
+        # A certificate the disk refused to make degrades a reload, but stops a start.
+        if missing := self.tls.unavailable_problems(self.loaded):
+            raise StartupError("\n".join(f"cannot serve the config: {p}" for p in missing))
         # The first check of every engine runs while the listeners come up; requests that
         # arrive before it ends wait for it (`EngineDirectory.settled`).
         self.runtime.directory.start()

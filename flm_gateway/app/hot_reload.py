@@ -38,7 +38,7 @@ from flm_gateway.engines.directory import EngineDirectory
 from flm_gateway.observability.metrics import GatewayMetrics
 from flm_gateway.state.process import write_reload_status
 
-log = logging.getLogger("flm_gateway.app.hot_reload")
+log = logging.getLogger("flm_gateway.reload")
 
 
 class ReloadError(Exception):

@@ -3,7 +3,7 @@
 `StateAudit` queues each event into the state store's hash-chained audit log
 (`StateService.audit`, written off the event loop) as type `<event>.<outcome>`
 (`config.reload.ok`, `config.reload.failed`) with actor `gateway`, and also
-logs it (logger `flm_gateway.app.operations_audit`, `event=<type>` in JSON logs) so it is
+logs it (logger `flm_gateway.audit`, `event=<type>` in JSON logs) so it is
 visible before the store flushes. `LogAudit` only logs (for tools without a
 state store). Details are plain strings chosen by the caller, never secrets.
 """
@@ -18,7 +18,7 @@ from flm_gateway.core.severity import Severity
 from flm_gateway.state.state_service import StateService
 from flm_gateway.state.store import AuditEvent
 
-log = logging.getLogger("flm_gateway.app.operations_audit")
+log = logging.getLogger("flm_gateway.audit")
 
 
 class AuditSink(Protocol):

@@ -12,7 +12,7 @@ the HTTP sessions and the CONNECT bridge). Every failure raises `EgressError` (a
   For Tor with a ControlPort it fails at once while Tor has not bootstrapped.
 - `FallbackDialer` is a proxied profile with `fail: open`: on any failure of
   the proxied path it logs a warning and an audit record (logger
-  `flm_gateway.app.operations_audit`) and connects directly; `.onion` targets never fall back.
+  `flm_gateway.audit`) and connects directly; `.onion` targets never fall back.
 
 Everything happens within `timeout` seconds (the fallback gets its own
 `timeout`). Credentials never appear in logs, reprs or messages.
@@ -32,7 +32,7 @@ from flm_gateway.egress.socks5 import Socks5Error, handshake
 from flm_gateway.egress.tor import TorControl
 
 log = logging.getLogger(__name__)
-audit_log = logging.getLogger("flm_gateway.app.operations_audit")
+audit_log = logging.getLogger("flm_gateway.audit")
 
 LOG_EVERY = 30.0
 """Seconds between repeated warnings for the same failure of a SOCKS dialer."""

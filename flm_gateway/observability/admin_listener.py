@@ -31,7 +31,7 @@ from flm_gateway.proxy.port_owner import bind_failure
 from flm_gateway.proxy.runtime import Runtime
 from flm_gateway.security.host_policy import HostPolicy
 
-log = logging.getLogger("flm_gateway.observability.admin_listener")
+log = logging.getLogger("flm_gateway.admin")
 
 _NO_STORE = (("Cache-Control", "no-store"),)
 

@@ -9,7 +9,7 @@ remembers the last record it wrote or saw (`head`).
   same transaction, that it still holds `head`. If not (cut, rolled back,
   rewritten while the gateway ran), the batch is appended after an
   `audit.tamper_detected` event (critical) that says what changed.
-- Each finding is logged at CRITICAL (logger `flm_gateway.app.operations_audit`, event
+- Each finding is logged at CRITICAL (logger `flm_gateway.audit`, event
   `audit.tamper_detected`) and counted (`status`, for the metrics). The
   gateway keeps serving: tamper evidence must not be a lever to stop it.
 - `log_head` writes the head at INFO (`audit head <when>: seq=N hash=H
@@ -34,7 +34,7 @@ from flm_gateway.state.store import (
     StateStore,
 )
 
-log = logging.getLogger("flm_gateway.app.operations_audit")
+log = logging.getLogger("flm_gateway.audit")
 
 TAMPERED = "audit.tamper_detected"
 

@@ -94,8 +94,13 @@ def test_layer_choice_is_fixed_per_listener(
     assert isinstance(next_layer_for(addon, port, data), expected)
 
 
-def test_unknown_listeners_are_left_to_mitmproxy(addon: TlsTermination) -> None:
-    assert next_layer_for(addon, 9999, CLIENT_HELLO_START) is None
+@pytest.mark.parametrize("data", [CLIENT_HELLO_START, b"GET / HTTP/1.1\r\n"])
+def test_a_listener_without_committed_tls_settings_is_refused(
+    addon: TlsTermination, data: bytes
+) -> None:
+    """Bound by a reload that has not committed yet: never mitmproxy's own choice, which
+    would keep plain HTTP (or TLS with mitmproxy's CA) for the connection's lifetime."""
+    assert isinstance(next_layer_for(addon, 9999, data), RefuseLayer)
 
 
 def test_plain_http_on_a_tls_listener_gets_one_openai_shaped_400() -> None:

@@ -137,7 +137,7 @@ async def test_fail_open_falls_back_and_writes_an_audit_record(
     dialer = FallbackDialer(SocksDialer("flaky", "socks5", ("127.0.0.1", free_port())))
     with caplog.at_level(logging.WARNING):
         assert await roundtrip(dialer, "127.0.0.1", echo) == b"ping"
-    audit = [r for r in caplog.records if r.name == "flm_gateway.app.operations_audit"]
+    audit = [r for r in caplog.records if r.name == "flm_gateway.audit"]
     assert len(audit) == 1
     assert audit[0].flm_audit == {  # type: ignore[attr-defined]
         "event": "egress.fallback",

@@ -53,7 +53,7 @@ def test_an_append_after_a_cut_records_the_finding_first(
     records, problem = AuditWatch.append(store, [AuditEvent("c")], watch.head)
     assert [r.event.type for r in records] == [TAMPERED, "c"]
     assert problem is not None and "record 2" in problem and "ends at record 1" in problem
-    with caplog.at_level(logging.CRITICAL, "flm_gateway.app.operations_audit"):
+    with caplog.at_level(logging.CRITICAL, "flm_gateway.audit"):
         watch.appended(records, problem)
     assert watch.head == records[-1].head and watch.status().tamper_detections == 1
     assert "audit log tampered with: since this gateway's last append" in caplog.text
@@ -62,7 +62,7 @@ def test_an_append_after_a_cut_records_the_finding_first(
 
 def test_the_head_is_logged_only_when_it_moved(caplog: pytest.LogCaptureFixture) -> None:
     watch = AuditWatch()
-    with caplog.at_level(logging.INFO, "flm_gateway.app.operations_audit"):
+    with caplog.at_level(logging.INFO, "flm_gateway.audit"):
         watch.log_head("at start")  # an empty log: nothing to anchor
         watch.appended(link([AuditEvent("a")], None, KEY), None)
         watch.log_head("now")

@@ -142,7 +142,7 @@ async def test_a_log_cut_under_the_running_gateway_is_recorded_at_the_next_appen
         attacker.execute("DELETE FROM audit WHERE seq > 2")
         attacker.commit()
         attacker.close()
-        with caplog.at_level(logging.CRITICAL, "flm_gateway.app.operations_audit"):
+        with caplog.at_level(logging.CRITICAL, "flm_gateway.audit"):
             await service.commit_audit([AuditEvent("after")])
         assert "audit log tampered with: since this gateway's last append, record 5" in caplog.text
         assert service.watch.detections == 1
@@ -162,7 +162,7 @@ async def test_a_log_cut_while_the_gateway_was_down_is_found_against_the_anchor(
 ) -> None:
     config = loaded("", tmp_path)
     service = StateService()
-    with caplog.at_level(logging.INFO, "flm_gateway.app.operations_audit"):
+    with caplog.at_level(logging.INFO, "flm_gateway.audit"):
         service.open(config)
         await service.commit_audit([AuditEvent(f"e{n}") for n in range(4)])
         await service.stop()  # flushes the anchor: head 4
@@ -176,7 +176,7 @@ async def test_a_log_cut_while_the_gateway_was_down_is_found_against_the_anchor(
     attacker.commit()
     attacker.close()
     restarted = StateService()
-    with caplog.at_level(logging.CRITICAL, "flm_gateway.app.operations_audit"):
+    with caplog.at_level(logging.CRITICAL, "flm_gateway.audit"):
         restarted.open(config)
     try:
         assert "audit.anchor (last line)" in caplog.text and "the log is now empty" in caplog.text
