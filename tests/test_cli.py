@@ -152,3 +152,31 @@ def test_validate_runs_every_addon_and_refuses_what_a_start_refuses(tmp_path: Pa
         started.stderr
     )
     assert f"cannot serve the config: {config}:11:17: listeners[1].tls.mode" in started.stderr
+
+
+def test_validate_binds_no_socket(tmp_path: Path) -> None:
+    """`validate` is a start without sockets: preparing every addon of a config with an ACME
+    listener (whose client goes through the egress bridge) opens no listening socket."""
+    import psutil
+
+    from flm_gateway.app.gateway import serving_problems
+    from flm_gateway.config import load_config
+
+    config = tmp_path / "flm.yaml"
+    config.write_text(
+        "server: {state_dir: ./state}\nlisteners:\n  - name: a\n    bind: 127.0.0.1:18555\n"
+        "    tls:\n      mode: https-acme\n      domains: [gw.test]\n"
+        "      acme: {directory: 'https://127.0.0.1:1/dir', http_port: 18556}\n"
+    )
+    me = psutil.Process()
+
+    def listening() -> set[tuple[str, int]]:
+        return {
+            (c.laddr.ip, c.laddr.port)
+            for c in me.net_connections(kind="inet")
+            if c.status == psutil.CONN_LISTEN
+        }
+
+    before = listening()
+    assert serving_problems(load_config(config)) == []
+    assert listening() == before

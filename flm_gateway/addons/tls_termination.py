@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -112,7 +112,9 @@ class Unavailable:
 class TlsTermination:
     """Serves each listener's certificate and enforces its TLS mode."""
 
-    def __init__(self, *, acme_proxy_url: str | None = None) -> None:
+    def __init__(self, *, acme_proxy_url: Callable[[], str] | None = None) -> None:
+        # Asked for when an ACME listener's source is built (commit), so `validate`, which
+        # only prepares, binds nothing; the gateway binds it at start (`Gateway.start`).
         self._acme_proxy_url = acme_proxy_url
         self._state = TlsState()
         self._contexts = ContextCache()
@@ -179,7 +181,7 @@ class TlsTermination:
                         loaded,
                         root=root,
                         http_tokens=tokens,
-                        acme_proxy_url=self._acme_proxy_url,
+                        acme_proxy_url=self._acme_proxy_url() if self._acme_proxy_url else None,
                     )
                 except (OSError, ValueError) as exc:
                     logger.error(

@@ -117,7 +117,7 @@ class Gateway:
         # Before mitmproxy's NextLayer and TlsConfig: it decides TLS vs plain per listener and
         # serves the listener's certificate, so TlsConfig never uses mitmproxy's own CA here.
         self.egress = Egress()
-        self.tls = TlsTermination(acme_proxy_url=self.egress.service.acme_proxy_url())
+        self.tls = TlsTermination(acme_proxy_url=self.egress.service.acme_proxy_url)
         self.state = StateService()
         self.metrics = GatewayMetrics()
         self.addons: list[Addon[Any]] = build_addons(
@@ -163,6 +163,9 @@ class Gateway:
     async def start(self) -> None:
         """Start serving; returns once every listener is bound. Raises StartupError."""
         config = self.loaded.config
+        # The ACME client's proxy (the egress bridge's default listener) is bound now, before
+        # the bridge runs: a listener bound later would not be served. Stable from then on.
+        self.egress.service.acme_proxy_url()
         mitm_errors.install()
         mitm_http1.install()
         options = Options(mode=[mode_spec(listener) for listener in config.listeners])
