@@ -12,8 +12,10 @@ from __future__ import annotations
 import asyncio
 import json
 import resource
+import signal
 import subprocess
 import time
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,9 +57,8 @@ def _children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def run_wrk(url: str, connections: int, seconds: float) -> WrkResult:
-    """wrk -t1 -c`connections` for `seconds` against `url` + CHAT_PATH."""
-    command = [
+def _wrk_command(url: str, connections: int, seconds: float, limit: int | None) -> list[str]:
+    return [
         "wrk",
         "-t1",
         f"-c{connections}",
@@ -69,16 +70,43 @@ def run_wrk(url: str, connections: int, seconds: float) -> WrkResult:
         url + CHAT_PATH,
         "--",
         MODEL,
+        *([str(limit)] if limit else []),
     ]
+
+
+def _until_limit(command: list[str], timeout: float) -> tuple[int, str, str]:
+    """Run wrk until its script prints BENCH-LIMIT, then SIGINT it (which ends its timer)."""
+    with subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    ) as wrk:
+        assert wrk.stdout is not None  # stdout=PIPE above
+        head = []
+        for line in wrk.stdout:  # ends when wrk exits (its -d is the time-out)
+            head.append(line)
+            if line.startswith("BENCH-LIMIT"):
+                wrk.send_signal(signal.SIGINT)
+                break
+        out, err = wrk.communicate(timeout=timeout)
+    return wrk.returncode, "".join(head) + out, err
+
+
+def run_wrk(url: str, connections: int, seconds: float, requests: int | None = None) -> WrkResult:
+    """wrk -t1 -c`connections` against `url` + CHAT_PATH for `seconds`, or, with `requests`,
+    for exactly that many requests (`seconds` is then the time-out)."""
+    command = _wrk_command(url, connections, seconds, requests)
     before = _children_cpu()
     # Only wrk is reaped while it runs, so the children's CPU delta is wrk's.
-    done = subprocess.run(
-        command, capture_output=True, text=True, timeout=seconds + 30, check=False
-    )
+    if requests:
+        returncode, stdout, stderr = _until_limit(command, seconds + 30)
+    else:
+        done = subprocess.run(
+            command, capture_output=True, text=True, timeout=seconds + 30, check=False
+        )
+        returncode, stdout, stderr = done.returncode, done.stdout, done.stderr
     client_cpu = _children_cpu() - before
-    line = next((x for x in done.stdout.splitlines() if x.startswith("BENCH ")), None)
-    if done.returncode != 0 or line is None:
-        raise RuntimeError(f"wrk failed ({done.returncode}): {done.stdout}\n{done.stderr}")
+    line = next((x for x in stdout.splitlines() if x.startswith("BENCH {")), None)
+    if returncode != 0 or line is None:
+        raise RuntimeError(f"wrk failed ({returncode}): {stdout}\n{stderr}")
     data = json.loads(line.removeprefix("BENCH "))
     errors = sum(data[key] for key in ("connect", "read", "write", "status", "timeout"))
     return WrkResult(
@@ -97,40 +125,132 @@ class StreamTiming:
     ttfc_ms: float
     total_ms: float
     events: int
+    max_gap_ms: float = 0.0
+    """The longest wait between two consecutive `data:` lines."""
+    done: bool = True
+    """The stream ended with `data: [DONE]`."""
 
 
-async def _one_stream(session: aiohttp.ClientSession, url: str) -> StreamTiming:
+@dataclass
+class OpenCount:
+    """How many streams are open (answered, not yet ended) now, and the most at once."""
+
+    now: int = 0
+    peak: int = 0
+
+    def opened(self) -> None:
+        self.now += 1
+        self.peak = max(self.peak, self.now)
+
+    def closed(self) -> None:
+        self.now -= 1
+
+
+async def _one_stream(
+    session: aiohttp.ClientSession,
+    url: str,
+    headers: dict[str, str] | None = None,
+    count: OpenCount | None = None,
+) -> StreamTiming:
+    count = count or OpenCount()
     start = time.perf_counter()
     first: float | None = None
-    events = 0
+    last = start
+    events, max_gap, done = 0, 0.0, False
     async with session.post(
-        url, data=STREAM_BODY, headers={"Content-Type": "application/json"}
+        url, data=STREAM_BODY, headers={"Content-Type": "application/json", **(headers or {})}
     ) as response:
         if response.status != 200:
             raise RuntimeError(f"stream answered {response.status}: {await response.text()}")
-        async for line in response.content:
-            if line.startswith(b"data:"):
-                if first is None:
-                    first = time.perf_counter()
-                events += 1
+        count.opened()
+        try:
+            async for line in response.content:
+                if line.startswith(b"data:"):
+                    now = time.perf_counter()
+                    if first is None:
+                        first = now
+                    else:
+                        max_gap = max(max_gap, now - last)
+                    last = now
+                    events += 1
+                    done = done or line.strip() == b"data: [DONE]"
+        finally:
+            count.closed()
     end = time.perf_counter()
     if first is None:
         raise RuntimeError("the stream carried no data: line")
-    return StreamTiming((first - start) * 1000, (end - start) * 1000, events)
+    return StreamTiming((first - start) * 1000, (end - start) * 1000, events, max_gap * 1000, done)
 
 
-async def _streams(url: str, count: int, timeout: float) -> list[StreamTiming]:
+async def _streams(
+    url: str, count: int, timeout: float, headers: dict[str, str] | None
+) -> list[StreamTiming]:
     connector = aiohttp.TCPConnector(limit=1)
     async with aiohttp.ClientSession(connector=connector) as session, asyncio.timeout(timeout):
-        await _one_stream(session, url + CHAT_PATH)  # opens the connection; not counted
-        return [await _one_stream(session, url + CHAT_PATH) for _ in range(count)]
+        await _one_stream(session, url + CHAT_PATH, headers)  # opens the connection; not counted
+        return [await _one_stream(session, url + CHAT_PATH, headers) for _ in range(count)]
 
 
-def sse_streams(url: str, count: int, timeout: float = 60.0) -> list[StreamTiming]:
-    """`count` paced streams, one at a time on one keep-alive connection (uvloop if present)."""
+@dataclass(frozen=True)
+class StreamLevel:
+    """`asked` streams started at once: how many ended whole, and how they were paced."""
+
+    asked: int
+    timings: list[StreamTiming]
+    failures: list[str]
+    peak_open: int
+    seconds: float
+
+    @property
+    def whole(self) -> int:
+        return sum(1 for t in self.timings if t.done)
+
+    @property
+    def max_gap_ms(self) -> float:
+        return max((t.max_gap_ms for t in self.timings), default=float("nan"))
+
+    def sustained(self, stall_ms: float) -> bool:
+        """Every stream ended with [DONE] and none waited longer than `stall_ms` for an event."""
+        return self.whole == self.asked and self.max_gap_ms <= stall_ms
+
+
+async def _concurrent(url: str, count: int, headers: dict[str, str], timeout: float) -> StreamLevel:
+    connector = aiohttp.TCPConnector(limit=count, force_close=True)
+    tally = OpenCount()
+    start = time.perf_counter()
+    async with aiohttp.ClientSession(connector=connector) as session:
+        jobs = [
+            asyncio.wait_for(_one_stream(session, url + CHAT_PATH, headers, tally), timeout)
+            for _ in range(count)
+        ]
+        outcomes = await asyncio.gather(*jobs, return_exceptions=True)
+    timings = [o for o in outcomes if isinstance(o, StreamTiming)]
+    failures = [repr(o) for o in outcomes if not isinstance(o, StreamTiming)]
+    return StreamLevel(count, timings, failures, tally.peak, time.perf_counter() - start)
+
+
+def _run[T](main: Coroutine[object, object, T]) -> T:
+    """Run `main` on uvloop when it is installed, else on asyncio's loop."""
     try:
         import uvloop
     except ImportError:
-        return asyncio.run(_streams(url, count, timeout))
-    timings: list[StreamTiming] = uvloop.run(_streams(url, count, timeout))
-    return timings
+        return asyncio.run(main)
+    result: T = uvloop.run(main)
+    return result
+
+
+def sse_streams(
+    url: str, count: int, timeout: float = 60.0, headers: dict[str, str] | None = None
+) -> list[StreamTiming]:
+    """`count` paced streams, one at a time on one keep-alive connection (uvloop if present);
+    `headers` may ask the fake engine for other pacing (`x-fake-chunks`)."""
+    return _run(_streams(url, count, timeout, headers))
+
+
+def concurrent_streams(
+    url: str, count: int, chunks: int, chunk_delay: float, timeout: float = 120.0
+) -> StreamLevel:
+    """`count` streams at once, each on its own connection, each asking the fake engine
+    (`x-fake-*` headers) for `chunks` chunks `chunk_delay` s apart, so they overlap."""
+    headers = {"x-fake-chunks": str(chunks), "x-fake-chunk-delay": str(chunk_delay)}
+    return _run(_concurrent(url, count, headers, timeout))

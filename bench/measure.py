@@ -12,19 +12,16 @@ from __future__ import annotations
 import platform
 import statistics
 import subprocess
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import metadata
-from pathlib import Path
 
 from bench import procfs
+from bench.field import Scenario
 from bench.load import StreamTiming, WrkResult, run_wrk, sse_streams
-from bench.processes import Child, Processes
-from bench.targets import Target, start_engine, start_gateway, start_nginx
-
-TARGET_NAMES = ("direct", "nginx", "flm-gateway")
+from bench.processes import Child
+from bench.targets import Target
 
 
 @dataclass(frozen=True)
@@ -91,6 +88,8 @@ class TargetResult:
     idle: procfs.Memory | None
     after: procfs.Memory | None = None
     rounds: list[Round] = field(default_factory=list)
+    idle_each_kib: list[int] = field(default_factory=list)
+    """RSS of each of its processes right after start."""
 
 
 @dataclass
@@ -102,9 +101,11 @@ class RunResult:
     load_after: str = ""
     seconds: float = 0.0
     targets: dict[str, TargetResult] = field(default_factory=dict)
+    scenarios: list[Scenario] = field(default_factory=list)
+    """The published scenarios run after the rounds (`bench.field`, `bench.scaling`)."""
 
 
-def _window(
+def window(
     target: Target, engine: Child, measure: Callable[[], WrkResult]
 ) -> tuple[WrkResult, Window]:
     proxy0, engine0 = target.cpu_seconds(), procfs.cpu_seconds(engine.pid)
@@ -125,10 +126,10 @@ def _window(
 
 def measure_round(target: Target, engine: Child, settings: Settings) -> Round:
     run_wrk(target.url, settings.connections, settings.warmup_s)
-    loaded, loaded_window = _window(
+    loaded, loaded_window = window(
         target, engine, lambda: run_wrk(target.url, settings.connections, settings.load_s)
     )
-    latency, latency_window = _window(
+    latency, latency_window = window(
         target, engine, lambda: run_wrk(target.url, 1, settings.latency_s)
     )
     streams = sse_streams(target.url, settings.streams)
@@ -157,37 +158,3 @@ def machine_facts() -> dict[str, str]:
         "aiohttp": version("aiohttp"),
         "uvloop (engine and SSE client)": version("uvloop"),
     }
-
-
-def run(settings: Settings, log: Callable[[str], None]) -> RunResult:
-    """Start engine, nginx and gateway; measure `settings.rounds` rounds; stop them all."""
-    started = time.strftime("%Y-%m-%d %H:%M:%S %Z")
-    clock = time.perf_counter()
-    result = RunResult(settings, started, machine_facts(), procfs.loadavg())
-    with tempfile.TemporaryDirectory(prefix="flm-bench-") as tmp, Processes(Path(tmp)) as procs:
-        workdir = Path(tmp)
-        engine, engine_url = start_engine(procs, settings.chunks, settings.chunk_delay)
-        targets: dict[str, Target] = {
-            "direct": Target("direct", engine_url, "the fake vLLM engine itself (aiohttp)")
-        }
-        result.targets["direct"] = TargetResult("direct", targets["direct"].description, 0.0, None)
-        for name, starter in (("nginx", start_nginx), ("flm-gateway", start_gateway)):
-            begin = time.perf_counter()
-            targets[name] = starter(procs, workdir, engine_url)
-            startup = time.perf_counter() - begin
-            time.sleep(0.5)
-            result.targets[name] = TargetResult(
-                name, targets[name].description, startup, targets[name].memory()
-            )
-            log(f"started {name} in {startup:.1f}s")
-        for index in range(settings.rounds):
-            order = TARGET_NAMES[index % 3 :] + TARGET_NAMES[: index % 3]
-            for name in order:
-                log(f"round {index + 1}/{settings.rounds}: {name}")
-                result.targets[name].rounds.append(measure_round(targets[name], engine, settings))
-        for name, target in targets.items():
-            if target.main is not None:
-                result.targets[name].after = target.memory()
-    result.load_after = procfs.loadavg()
-    result.seconds = time.perf_counter() - clock
-    return result

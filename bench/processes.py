@@ -26,6 +26,8 @@ from typing import Self
 
 PR_SET_PDEATHSIG = 1
 GRACE = 5.0
+POLL = 0.01
+"""Seconds between readiness checks (the start-up time is measured to this precision)."""
 
 
 def free_port() -> int:
@@ -107,6 +109,10 @@ class Processes:
         self.children.append(child)
         return child
 
+    def stop_newest(self) -> None:
+        """Stop the child started last (e.g. one started only to time its start-up)."""
+        self.children.pop().stop()
+
     def stop_all(self) -> None:
         while self.children:
             self.children.pop().stop()
@@ -131,7 +137,7 @@ def wait_for_line(child: Child, prefix: str, timeout: float) -> str:
         for line in child.log_path.read_text(errors="replace").splitlines():
             if line.startswith(prefix):
                 return line.removeprefix(prefix).strip()
-        time.sleep(0.05)
+        time.sleep(POLL)
     raise TimeoutError(f"{child.name} printed no {prefix!r} within {timeout}s:\n{child.log_tail()}")
 
 
@@ -147,7 +153,7 @@ def wait_http(child: Child, url: str, timeout: float) -> None:
                     return
         except (OSError, urllib.error.URLError) as exc:
             last = exc
-        time.sleep(0.05)
+        time.sleep(POLL)
     raise TimeoutError(f"{url} did not answer 200 within {timeout}s ({last}):\n{child.log_tail()}")
 
 

@@ -25,11 +25,22 @@ def cpu_seconds(pid: int) -> float:
 
 
 def children(pid: int) -> list[int]:
-    """The direct children of `pid` (e.g. nginx's workers)."""
+    """The direct children of `pid` (e.g. nginx's workers); none once it has exited."""
     found: list[int] = []
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        text = (task / "children").read_text().split()
-        found.extend(int(child) for child in text)
+    try:
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            found.extend(int(child) for child in (task / "children").read_text().split())
+    except (FileNotFoundError, ProcessLookupError):
+        return []
+    return found
+
+
+def tree(pid: int) -> list[int]:
+    """`pid` and all its descendants (a supervisor and its workers), parents first."""
+    found, index = [pid], 0
+    while index < len(found):
+        found.extend(children(found[index]))
+        index += 1
     return found
 
 

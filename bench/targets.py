@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from bench import procfs
@@ -33,22 +33,21 @@ class Target:
     """Base URL (no path)."""
     description: str
     main: Child | None = None
-    """The proxy's main process (None: direct to the engine)."""
-    workers: list[int] = field(default_factory=list)
-    """Further process ids that belong to the proxy (nginx's worker)."""
+    """The proxy's main process (None: direct to the engine); its descendants belong to it."""
 
     @property
     def pids(self) -> list[int]:
-        return ([self.main.pid] if self.main is not None else []) + self.workers
+        """The proxy's processes now: the main one and its children (workers), recursively."""
+        return procfs.tree(self.main.pid) if self.main is not None else []
 
     def cpu_seconds(self) -> float:
         return sum(procfs.cpu_seconds(pid) for pid in self.pids)
 
+    def memory_by_process(self) -> list[procfs.Memory]:
+        return [procfs.memory(pid) for pid in self.pids]
+
     def memory(self) -> procfs.Memory:
-        total = procfs.Memory(0, 0, 0)
-        for pid in self.pids:
-            total = total + procfs.memory(pid)
-        return total
+        return sum(self.memory_by_process(), procfs.Memory(0, 0, 0))
 
     def check_alive(self) -> None:
         if self.main is not None:
@@ -83,12 +82,12 @@ def start_engine(procs: Processes, chunks: int, chunk_delay: float) -> tuple[Chi
     return child, url
 
 
-def nginx_config(prefix: Path, port: int, engine_url: str) -> str:
+def nginx_config(prefix: Path, port: int, engine_url: str, workers: int = 1) -> str:
     upstream = engine_url.removeprefix("http://")
     # Only root may switch users; as root the worker runs as nobody (the package default).
     user = "user nobody nogroup;\n" if os.geteuid() == 0 else ""
     return f"""\
-{user}worker_processes 1;
+{user}worker_processes {workers};
 pid {prefix}/nginx.pid;
 error_log {prefix}/error.log warn;
 events {{ worker_connections 4096; }}
@@ -121,14 +120,16 @@ http {{
 """
 
 
-def start_nginx(procs: Processes, workdir: Path, engine_url: str) -> Target:
-    prefix = workdir / "nginx"
+def start_nginx(
+    procs: Processes, workdir: Path, engine_url: str, *, workers: int = 1, name: str = "nginx"
+) -> Target:
+    prefix = workdir / name
     prefix.mkdir(mode=0o755)
     port = free_port()
     config = prefix / "nginx.conf"
-    config.write_text(nginx_config(prefix, port, engine_url))
+    config.write_text(nginx_config(prefix, port, engine_url, workers))
     child = procs.start(
-        "nginx",
+        name,
         [
             "nginx",
             "-p",
@@ -145,20 +146,20 @@ def start_nginx(procs: Processes, workdir: Path, engine_url: str) -> Target:
     url = f"http://127.0.0.1:{port}"
     wait_http(child, engine_url + "/health", START_TIMEOUT)
     wait_http(child, url + "/health", START_TIMEOUT)
-    workers = procfs.children(child.pid)
     return Target(
         "nginx",
         url,
-        "nginx, master + 1 worker, upstream keepalive, proxy_buffering off",
+        f"nginx, master + {workers} worker(s), upstream keepalive, proxy_buffering off",
         child,
-        workers,
     )
 
 
-def gateway_config(workdir: Path, port: int, engine_url: str) -> str:
+def gateway_config(workdir: Path, port: int, engine_url: str, workers: int | None = None) -> str:
+    """The gateway's flm.yaml; `workers` (when given) goes to `server.workers`."""
+    processes = f", workers: {workers}" if workers is not None else ""
     return f"""\
 version: 1
-server: {{state_dir: "{workdir / "gateway-state"}", log_level: info}}
+server: {{state_dir: "{workdir / "gateway-state"}", log_level: info{processes}}}
 listeners:
   - name: main
     bind: 127.0.0.1:{port}
@@ -177,13 +178,15 @@ def start_gateway(
     *,
     source: Path = REPO_ROOT,
     name: str = "flm-gateway",
+    workers: int | None = None,
 ) -> Target:
-    """`python -m flm_gateway run` with the package from `source` (a checkout's root)."""
+    """`python -m flm_gateway run` with the package from `source` (a checkout's root);
+    `workers`, when given, is written to `server.workers`."""
     port = free_port()
     home = workdir / name
     home.mkdir()
     config = home / "flm.yaml"
-    config.write_text(gateway_config(home, port, engine_url))
+    config.write_text(gateway_config(home, port, engine_url, workers))
     child = procs.start(
         name,
         [sys.executable, "-m", "flm_gateway", "run", "--config", str(config)],
@@ -193,4 +196,5 @@ def start_gateway(
     )
     url = f"http://127.0.0.1:{port}"
     wait_http(child, url + "/readyz", START_TIMEOUT)
-    return Target(name, url, "python -m flm_gateway run, 1 process, full pipeline", child)
+    processes = f"server.workers {workers}" if workers is not None else "1 process"
+    return Target(name, url, f"python -m flm_gateway run, {processes}, full pipeline", child)
