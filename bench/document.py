@@ -33,7 +33,7 @@ def ratio_table(scenario: Scenario) -> str:
         rows.append(
             [
                 metric,
-                *(fmt(cell) for cell in cells),
+                *(str(cell) if isinstance(cell, int) else fmt(cell) for cell in cells),
                 ratio(gateway, values.get("direct", NAN)),
                 ratio(gateway, values.get("nginx", NAN)),
             ]
@@ -79,7 +79,8 @@ def issue_goals(run: RunResult) -> list[Goal]:
     if workers is not None:
         for metric in (m for m in workers.values if m.startswith("req/s vs 1 worker")):
             scale = _value(run, "workers", metric)
-            found.append(Goal(metric, 1.6, "x", scale, f"{fmt(scale)}x", at_least=True))
+            shown = f"{fmt(scale)}x" if scale == scale else "not measured (see the notes above)"
+            found.append(Goal(metric, 1.6, "x", scale, shown, at_least=True))
     startup = _value(run, "startup", "start-up to ready s")
     if startup == startup:
         found.append(Goal("start-up to ready", 1.0, "s", startup, f"{fmt(startup)} s"))

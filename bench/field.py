@@ -76,6 +76,7 @@ class Scenario:
     name: str
     title: str
     values: dict[str, dict[str, float]] = field(default_factory=dict)
+    """Counts are stored as int (shown without decimals), measures as float."""
     notes: list[str] = field(default_factory=list)
     series: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
     """Per target, (requests served, RSS MB) samples: the soak's raw data."""
@@ -233,7 +234,7 @@ def soak(bench: Bench, settings: FieldSettings) -> Scenario:
             result = run_wrk(target.url, c, 600, requests=min(step, total - points[-1][0]))
             errors, seconds = errors + result.errors, seconds + result.seconds
             points.append((points[-1][0] + result.requests, target.memory().rss_kib * 1024 / MB))
-            bench.log(f"  {points[-1][0]:,} requests: RSS {points[-1][1]:.1f} MB")
+            bench.log(f"  {points[-1][0]:,} requests: RSS {points[-1][1]:.1f} MB (0: direct)")
         if target.main is not None:
             scenario.series[name] = points
             per_10k = [(count / 10_000, rss) for count, rss in points]

@@ -122,11 +122,11 @@ def workers(bench: Bench, settings: FieldSettings, base: Settings) -> Scenario:
             workers=None if refused else count,
         )
         _measure(bench, scenario, "flm-gateway", label, gateway, base)
-    _scaling(scenario, base.connections, settings.workers)
+    add_scaling(scenario, base.connections, settings.workers)
     return scenario
 
 
-def _scaling(scenario: Scenario, connections: int, counts: tuple[int, ...]) -> None:
+def add_scaling(scenario: Scenario, connections: int, counts: tuple[int, ...]) -> None:
     """Put `req/s vs 1 worker, N worker(s)` for each N > 1 that has a 1-worker row."""
     one = scenario.values.get(f"req/s c={connections}, 1 worker(s)", {})
     for count in counts:

@@ -21,8 +21,9 @@ GOALS = (
     "added p50 latency c=1 vs direct",
     "proxy CPU per request c=32",
     "SSE time to first chunk added vs direct",
-    "RSS idle",
+    "RSS idle per worker",
 )
+FIELD_SCENARIOS = "gomodel,onthebench,memory,soak,startup,workers"
 
 pytestmark = pytest.mark.skipif(
     shutil.which("wrk") is None or shutil.which("nginx") is None,
@@ -41,18 +42,33 @@ def table_rows(report: str, heading: str) -> dict[str, list[str]]:
     return rows
 
 
-@pytest.mark.timeout(90)
-def test_quick_run_reports_every_target_and_goal(tmp_path: Path) -> None:
+def run_bench(out: Path, *args: str, limit: int) -> str:
+    """`python -m bench --quick ARGS`; its Markdown report."""
     done = subprocess.run(
-        [sys.executable, "-m", "bench", "--quick", "--out", str(tmp_path), "--time-limit", "60"],
+        [
+            sys.executable,
+            "-m",
+            "bench",
+            "--quick",
+            "--out",
+            str(out),
+            "--time-limit",
+            str(limit),
+            *args,
+        ],
         cwd=ROOT,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
         capture_output=True,
         text=True,
-        timeout=80,
+        timeout=limit + 20,
     )
     assert done.returncode == 0, done.stderr
-    report = done.stdout
+    return done.stdout
+
+
+@pytest.mark.timeout(90)
+def test_quick_run_reports_every_target_and_goal(tmp_path: Path) -> None:
+    report = run_bench(tmp_path, "--scenario", "standard", limit=60)
 
     requests = table_rows(report, "#### Non-streaming chat completions")
     streams = table_rows(report, "#### Paced SSE stream and memory")
@@ -77,3 +93,38 @@ def test_quick_run_reports_every_target_and_goal(tmp_path: Path) -> None:
         assert met in ("yes", "**no**"), (goal, met)
 
     assert list(tmp_path.glob("*.md")) and list(tmp_path.glob("*.json"))
+
+
+@pytest.mark.timeout(200)
+def test_quick_field_scenarios_report_each_target_side_by_side(tmp_path: Path) -> None:
+    report = run_bench(tmp_path, "--scenario", FIELD_SCENARIOS, "--workers", "1,2", limit=170)
+
+    headings = {
+        "#### GoModel's": ("req/s", "p50 ms", "p99 ms"),
+        "#### onthebench's": ("added p99 c=1 ms", "added TTFT p99 ms"),
+        "#### Soak": ("req/s",),
+        "#### Start-up to ready": ("start-up to ready s",),
+    }
+    for heading, metrics in headings.items():
+        rows = table_rows(report, heading)
+        for metric in metrics:
+            direct, nginx, gateway, *_ratios = rows[metric]
+            for cell in (direct, nginx, gateway):
+                assert NUMBER.match(cell), (heading, metric, rows[metric])
+    streams = table_rows(report, "#### onthebench's")["concurrent SSE streams sustained"]
+    assert all(cell.isdigit() for cell in streams[:3]), streams
+    soak = table_rows(report, "#### Soak")
+    assert NUMBER.match(soak["RSS slope MB per 10k requests"][2]), soak
+    memory = table_rows(report, "#### Memory")
+    assert NUMBER.match(memory["peak RSS under 32 streams MB"][2]), memory
+
+    workers_section = report.split("#### Worker processes", 1)[1].split("\n#", 1)[0]
+    workers = table_rows(report, "#### Worker processes")
+    assert NUMBER.match(workers["req/s c=32, 1 worker(s)"][2]), workers
+    two_ran = NUMBER.match(workers["req/s c=32, 2 worker(s)"][2])
+    assert two_ran or "flm-gateway skipped, its config refuses it" in workers_section
+
+    goals = table_rows(report, "#### Targets")
+    for goal in ("RSS idle per worker", "RSS flat after warm-up", "start-up to ready"):
+        assert goals[goal][2] in ("yes", "**no**"), (goal, goals[goal])
+    assert goals["req/s vs 1 worker, 2 worker(s)"][2] in ("yes", "**no**", "**not measured**")
