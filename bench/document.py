@@ -55,7 +55,7 @@ def _find(run: RunResult, name: str) -> Scenario | None:
 def issue_goals(run: RunResult) -> list[Goal]:
     """Issue 14's memory and start-up targets, and the workers' scaling, for flm-gateway."""
     found: list[Goal] = []
-    idle = run.targets["flm-gateway"].idle_each_kib
+    idle = [m.rss_kib for m in run.targets["flm-gateway"].idle_each]
     if idle:
         largest = max(idle) * 1024 / MB
         shown = f"{fmt(largest, 1)} MB ({fmt(max(idle) / 1024, 1)} MiB), {len(idle)} process(es)"

@@ -26,6 +26,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bench import procfs
 from bench.load import concurrent_streams, run_wrk, sse_streams
 from bench.processes import Child, Processes
 from bench.targets import Target
@@ -202,15 +203,17 @@ class PeakRss(threading.Thread):
         self.join()
 
 
-def memory(bench: Bench, settings: FieldSettings, idle: dict[str, list[int]]) -> Scenario:
-    """`idle`: per target, the RSS (KiB) of each of its processes right after start."""
+def memory(bench: Bench, settings: FieldSettings, idle: dict[str, list[procfs.Memory]]) -> Scenario:
+    """`idle`: per target, each of its processes right after start."""
     n = settings.memory_streams
     scenario = Scenario("memory", f"Memory: RSS idle, peak under {n} concurrent streams")
     for name, target in bench.targets.items():
         if target.main is None:
             continue
-        scenario.put("RSS idle, largest process MB", name, max(idle[name]) * 1024 / MB)
-        scenario.put("RSS idle, all processes MB", name, sum(idle[name]) * 1024 / MB)
+        each = idle[name]
+        scenario.put("RSS idle, largest process MB", name, max(m.rss_kib for m in each) * 1024 / MB)
+        scenario.put("RSS idle, all processes MB", name, sum(m.rss_kib for m in each) * 1024 / MB)
+        scenario.put("PSS idle, all processes MB", name, sum(m.pss_kib for m in each) * 1024 / MB)
         bench.log(f"memory: {name}, {n} streams")
         with PeakRss(target) as peak:
             level = concurrent_streams(

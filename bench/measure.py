@@ -88,8 +88,8 @@ class TargetResult:
     idle: procfs.Memory | None
     after: procfs.Memory | None = None
     rounds: list[Round] = field(default_factory=list)
-    idle_each_kib: list[int] = field(default_factory=list)
-    """RSS of each of its processes right after start."""
+    idle_each: list[procfs.Memory] = field(default_factory=list)
+    """Each of its processes right after start (with Pss)."""
 
 
 @dataclass

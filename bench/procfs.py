@@ -50,23 +50,39 @@ class Memory:
     hwm_kib: int
     anon_kib: int
     """RssAnon: the private part of the RSS (the rest are file pages: shared libraries)."""
+    pss_kib: int = 0
+    """Pss: the RSS with each page shared by n processes counted 1/n (smaps_rollup), so the
+    sum over a master and its forked workers is what they really take together."""
 
     def __add__(self, other: Memory) -> Memory:
         return Memory(
             self.rss_kib + other.rss_kib,
             self.hwm_kib + other.hwm_kib,
             self.anon_kib + other.anon_kib,
+            self.pss_kib + other.pss_kib,
         )
 
 
-def memory(pid: int) -> Memory:
-    """VmRSS, VmHWM (peak RSS) and RssAnon of `pid`, in KiB."""
+def _fields(path: Path, keys: tuple[str, ...]) -> dict[str, int]:
     values: dict[str, int] = {}
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+    for line in path.read_text().splitlines():
         key, _, rest = line.partition(":")
-        if key in ("VmRSS", "VmHWM", "RssAnon"):
+        if key in keys:
             values[key] = int(rest.split()[0])
-    return Memory(values.get("VmRSS", 0), values.get("VmHWM", 0), values.get("RssAnon", 0))
+    return values
+
+
+def memory(pid: int, *, pss: bool = False) -> Memory:
+    """VmRSS, VmHWM (peak RSS) and RssAnon of `pid`, in KiB; with `pss`, also its Pss
+    (the kernel walks the page tables for it: not for sampling under load)."""
+    values = _fields(Path(f"/proc/{pid}/status"), ("VmRSS", "VmHWM", "RssAnon"))
+    shared = _fields(Path(f"/proc/{pid}/smaps_rollup"), ("Pss",)) if pss else {}
+    return Memory(
+        values.get("VmRSS", 0),
+        values.get("VmHWM", 0),
+        values.get("RssAnon", 0),
+        shared.get("Pss", 0),
+    )
 
 
 def box_jiffies() -> tuple[int, int]:

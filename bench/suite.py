@@ -67,13 +67,13 @@ def run(
             startup = time.perf_counter() - begin
             time.sleep(0.5)
             target = targets[name]
-            idle_each = [memory.rss_kib for memory in target.memory_by_process()]
+            idle_each = target.memory_by_process(pss=True)
             result.targets[name] = TargetResult(
-                name, target.description, startup, target.memory(), idle_each_kib=idle_each
+                name, target.description, startup, target.memory(), idle_each=idle_each
             )
             log(f"started {name} in {startup:.1f}s")
         bench = Bench(procs, workdir, engine, engine_url, targets, log)
-        idle = {name: r.idle_each_kib for name, r in result.targets.items()}
+        idle = {name: r.idle_each for name, r in result.targets.items()}
         steps: dict[str, Callable[[], None]] = {
             "standard": lambda: _rounds(bench, settings, result),
             "gomodel": lambda: result.scenarios.append(field.gomodel(bench, extra)),

@@ -43,11 +43,11 @@ class Target:
     def cpu_seconds(self) -> float:
         return sum(procfs.cpu_seconds(pid) for pid in self.pids)
 
-    def memory_by_process(self) -> list[procfs.Memory]:
-        return [procfs.memory(pid) for pid in self.pids]
+    def memory_by_process(self, *, pss: bool = False) -> list[procfs.Memory]:
+        return [procfs.memory(pid, pss=pss) for pid in self.pids]
 
-    def memory(self) -> procfs.Memory:
-        return sum(self.memory_by_process(), procfs.Memory(0, 0, 0))
+    def memory(self, *, pss: bool = False) -> procfs.Memory:
+        return sum(self.memory_by_process(pss=pss), procfs.Memory(0, 0, 0))
 
     def check_alive(self) -> None:
         if self.main is not None:

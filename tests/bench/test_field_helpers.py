@@ -4,14 +4,18 @@ the scenario list, the workers' scaling and the issue's goals. No process is sta
 from __future__ import annotations
 
 import argparse
+import os
+import subprocess
+import sys
 
 import pytest
 
-from bench import scaling
+from bench import procfs, scaling
 from bench.__main__ import counts
 from bench.document import issue_goals, ratio_table
 from bench.field import Scenario, drift, percentile, slope
 from bench.measure import RunResult, Settings, TargetResult
+from bench.procfs import Memory
 from bench.report import Goal
 from bench.suite import SCENARIOS, parse_scenarios
 
@@ -88,9 +92,8 @@ def test_goals_bound_and_verdict() -> None:
 
 def test_issue_goals_use_the_largest_process_and_the_soak() -> None:
     run = RunResult(Settings.quick(), "now", {}, "0 0 0")
-    run.targets["flm-gateway"] = TargetResult(
-        "flm-gateway", "", 0.5, None, idle_each_kib=[50_000, 40_000]
-    )
+    idle = [Memory(50_000, 50_000, 30_000, 20_000), Memory(40_000, 40_000, 20_000, 15_000)]
+    run.targets["flm-gateway"] = TargetResult("flm-gateway", "", 0.5, None, idle_each=idle)
     soak = Scenario("soak", "t", series={"flm-gateway": [(0, 90.0), (10_000, 97.0)]})
     soak.put("RSS largest distance from start MB", "flm-gateway", 7.0)
     soak.put("RSS slope MB per 10k requests", "flm-gateway", 7.0)
@@ -103,3 +106,20 @@ def test_issue_goals_use_the_largest_process_and_the_soak() -> None:
         False,
         "±7.0 MB over 10,000 requests; slope +7.00 MB per 10k requests",
     )
+
+
+def test_procfs_tree_holds_the_process_and_its_children() -> None:
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        assert procfs.tree(os.getpid())[0] == os.getpid()
+        assert child.pid in procfs.tree(os.getpid())
+    finally:
+        child.kill()
+        child.wait()
+    assert procfs.tree(child.pid) == [child.pid]  # exited: no children, no error
+
+
+def test_procfs_memory_reads_pss_only_when_asked() -> None:
+    plain, shared = procfs.memory(os.getpid()), procfs.memory(os.getpid(), pss=True)
+    assert plain.pss_kib == 0
+    assert 0 < shared.pss_kib <= shared.rss_kib
