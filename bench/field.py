@@ -158,7 +158,8 @@ def _sustained_level(bench: Bench, target: Target, settings: FieldSettings) -> t
         )
         if not result.sustained(settings.stall_ms):
             failed = f"{level - result.whole} of {level} not whole"
-            reason = f"{level}: {failed}, longest gap {result.max_gap_ms:,.0f} ms"
+            first = f" (first failure: {result.failures[0][:120]})" if result.failures else ""
+            reason = f"{level}: {failed}, longest gap {result.max_gap_ms:,.0f} ms{first}"
             break
         best = level
     return best, reason

@@ -75,10 +75,10 @@ def _wrk_command(url: str, connections: int, seconds: float, limit: int | None) 
 
 
 def _until_limit(command: list[str], timeout: float) -> tuple[int, str, str]:
-    """Run wrk until its script prints BENCH-LIMIT, then SIGINT it (which ends its timer)."""
-    with subprocess.Popen(
-        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    ) as wrk:
+    """Run wrk until its script prints BENCH-LIMIT, then SIGINT it (which ends its timer).
+    If the bench is interrupted meanwhile, wrk is killed (it would sleep out its -d)."""
+    wrk = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
         assert wrk.stdout is not None  # stdout=PIPE above
         head = []
         for line in wrk.stdout:  # ends when wrk exits (its -d is the time-out)
@@ -87,6 +87,10 @@ def _until_limit(command: list[str], timeout: float) -> tuple[int, str, str]:
                 wrk.send_signal(signal.SIGINT)
                 break
         out, err = wrk.communicate(timeout=timeout)
+    finally:
+        if wrk.poll() is None:
+            wrk.kill()
+            wrk.wait()
     return wrk.returncode, "".join(head) + out, err
 
 

@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
 # One command for the whole benchmark: direct vs nginx vs flm-gateway, side by side.
-#   bench/run.sh                 # full run (~2.5 min): 3 rounds, tables on stdout
-#   bench/run.sh --quick         # smoke run (~15 s)
-#   bench/run.sh --write-docs    # also put the results into docs/performance.md
+#   bench/run.sh                         # every scenario (~15-25 min on 2 cores), tables on stdout
+#   bench/run.sh --quick                 # smoke run of every scenario (~1 min)
+#   bench/run.sh --scenario standard     # only the rounds (~2.5 min); also gomodel, onthebench,
+#                                        # memory, soak, startup, workers (comma-separated)
+#   bench/run.sh --workers 1,2,4         # gateway (server.workers) and nginx per worker count
+#   bench/run.sh --scenario soak --requests 30000   # a shorter soak
+#   bench/run.sh --write-docs            # also put the results into docs/performance.md
 # Needs wrk and nginx (Debian: wrk nginx-light) and a Python with the project installed
 # ($PYTHON, else .venv/bin/python, else python3); uvloop (extra `bench`) is used if present.
 # Every process the run starts is stopped when it ends, fails or is interrupted.

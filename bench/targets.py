@@ -156,10 +156,15 @@ def start_nginx(
 
 def gateway_config(workdir: Path, port: int, engine_url: str, workers: int | None = None) -> str:
     """The gateway's flm.yaml; `workers` (when given) goes to `server.workers`."""
-    processes = f", workers: {workers}" if workers is not None else ""
+    workers_line = f"\n  workers: {workers}" if workers is not None else ""
+    # One address opens every connection here: the per-client cap (128 by default, a
+    # security policy) would otherwise be what the concurrent-stream ramp measures.
     return f"""\
 version: 1
-server: {{state_dir: "{workdir / "gateway-state"}", log_level: info{processes}}}
+server:
+  state_dir: "{workdir / "gateway-state"}"
+  log_level: info
+  limits: {{max_connections_per_client: 0}}{workers_line}
 listeners:
   - name: main
     bind: 127.0.0.1:{port}
