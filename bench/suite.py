@@ -61,9 +61,15 @@ def run(
         engine, engine_url = start_engine(procs, settings.chunks, settings.chunk_delay)
         targets = {"direct": Target("direct", engine_url, "the fake vLLM engine itself (aiohttp)")}
         result.targets["direct"] = TargetResult("direct", targets["direct"].description, 0.0, None)
-        for name, starter in (("nginx", start_nginx), ("flm-gateway", start_gateway)):
+        starters: dict[str, Callable[[], Target]] = {
+            "nginx": lambda: start_nginx(procs, workdir, engine_url),
+            # Every connection comes from 127.0.0.1: without lifting the per-client cap
+            # (128, a security policy) the stream ramp would measure that cap.
+            "flm-gateway": lambda: start_gateway(procs, workdir, engine_url, client_cap=0),
+        }
+        for name, starter in starters.items():
             begin = time.perf_counter()
-            targets[name] = starter(procs, workdir, engine_url)
+            targets[name] = starter()
             startup = time.perf_counter() - begin
             time.sleep(0.5)
             target = targets[name]

@@ -154,17 +154,24 @@ def start_nginx(
     )
 
 
-def gateway_config(workdir: Path, port: int, engine_url: str, workers: int | None = None) -> str:
-    """The gateway's flm.yaml; `workers` (when given) goes to `server.workers`."""
-    workers_line = f"\n  workers: {workers}" if workers is not None else ""
-    # One address opens every connection here: the per-client cap (128 by default, a
-    # security policy) would otherwise be what the concurrent-stream ramp measures.
+def gateway_config(
+    workdir: Path,
+    port: int,
+    engine_url: str,
+    workers: int | None = None,
+    client_cap: int | None = None,
+) -> str:
+    """The gateway's flm.yaml; `workers` goes to `server.workers` and `client_cap` to
+    `server.limits.max_connections_per_client`, each only when given (so that older
+    revisions, which know neither key, still start in `bench.ab`)."""
+    extra = f"\n  workers: {workers}" if workers is not None else ""
+    if client_cap is not None:
+        extra += f"\n  limits: {{max_connections_per_client: {client_cap}}}"
     return f"""\
 version: 1
 server:
   state_dir: "{workdir / "gateway-state"}"
-  log_level: info
-  limits: {{max_connections_per_client: 0}}{workers_line}
+  log_level: info{extra}
 listeners:
   - name: main
     bind: 127.0.0.1:{port}
@@ -184,14 +191,15 @@ def start_gateway(
     source: Path = REPO_ROOT,
     name: str = "flm-gateway",
     workers: int | None = None,
+    client_cap: int | None = None,
 ) -> Target:
     """`python -m flm_gateway run` with the package from `source` (a checkout's root);
-    `workers`, when given, is written to `server.workers`."""
+    `workers` and `client_cap` as in `gateway_config`."""
     port = free_port()
     home = workdir / name
     home.mkdir()
     config = home / "flm.yaml"
-    config.write_text(gateway_config(home, port, engine_url, workers))
+    config.write_text(gateway_config(home, port, engine_url, workers, client_cap))
     child = procs.start(
         name,
         [sys.executable, "-m", "flm_gateway", "run", "--config", str(config)],

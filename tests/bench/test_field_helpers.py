@@ -7,8 +7,10 @@ import argparse
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
+import yaml
 
 from bench import procfs, scaling
 from bench.__main__ import counts
@@ -18,6 +20,7 @@ from bench.measure import RunResult, Settings, TargetResult
 from bench.procfs import Memory
 from bench.report import Goal
 from bench.suite import SCENARIOS, parse_scenarios
+from bench.targets import gateway_config
 
 
 def test_slope_is_the_least_squares_fit() -> None:
@@ -123,3 +126,12 @@ def test_procfs_memory_reads_pss_only_when_asked() -> None:
     plain, shared = procfs.memory(os.getpid()), procfs.memory(os.getpid(), pss=True)
     assert plain.pss_kib == 0
     assert 0 < shared.pss_kib <= shared.rss_kib
+
+
+def test_gateway_config_writes_workers_and_client_cap_only_when_given(tmp_path: Path) -> None:
+    plain = yaml.safe_load(gateway_config(tmp_path, 8080, "http://127.0.0.1:9"))
+    assert set(plain["server"]) == {"state_dir", "log_level"}
+    both = yaml.safe_load(gateway_config(tmp_path, 8080, "http://127.0.0.1:9", 2, 0))
+    assert both["server"]["workers"] == 2
+    assert both["server"]["limits"] == {"max_connections_per_client": 0}
+    assert both["listeners"][0]["bind"] == "127.0.0.1:8080"
