@@ -1,10 +1,11 @@
-"""One benchmark run: start everything, measure each target in rounds, stop everything.
+"""The rounds of the `standard` scenario and the records of a run (`bench.suite` runs them).
 
 A round measures every target once, in an order rotated from round to round so that no
 target always runs right after another's load. For each target a round runs: a short
 warm-up at c=32, the measured c=32 window (req/s, CPU time of proxy, engine, client and
 the whole box), the c=1 window (latency), then the paced SSE streams at c=1. Memory is
-read after start-up (idle) and after the last round (VmRSS, VmHWM, RssAnon).
+read after start-up (idle, with Pss per process) and after the run (VmRSS, VmHWM,
+RssAnon).
 """
 
 from __future__ import annotations

@@ -43,7 +43,9 @@ def startup(bench: Bench, settings: FieldSettings, base: Settings) -> Scenario:
     runs = settings.startup_runs
     scenario = Scenario("startup", f"Start-up to ready (median of {runs})")
     starters: dict[str, Callable[[int], object]] = {
-        "direct": lambda _: start_engine(bench.procs, base.chunks, base.chunk_delay),
+        "direct": lambda i: start_engine(
+            bench.procs, base.chunks, base.chunk_delay, name=f"engine-start-{i}"
+        ),
         "nginx": lambda i: start_nginx(
             bench.procs, bench.workdir, bench.engine_url, name=f"nginx-start-{i}"
         ),

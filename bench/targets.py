@@ -54,10 +54,12 @@ class Target:
             self.main.check_alive()
 
 
-def start_engine(procs: Processes, chunks: int, chunk_delay: float) -> tuple[Child, str]:
+def start_engine(
+    procs: Processes, chunks: int, chunk_delay: float, name: str = "engine"
+) -> tuple[Child, str]:
     """The fake vLLM engine (`tests.support.fake_engines`, uvloop when installed)."""
     child = procs.start(
-        "engine",
+        name,
         [
             sys.executable,
             "-m",
