@@ -266,6 +266,8 @@ class Supervisor:
             entry: dict[str, Any] = {"worker": worker.index, "ready": False}
             if worker.process is not None and worker.process.returncode is None:
                 entry["pid"] = worker.process.pid
+            if worker.admin_port is not None:
+                entry["admin"] = f"127.0.0.1:{worker.admin_port}"
             if result is not None:
                 status, body = result
                 entry["ready"] = status == 200

@@ -188,9 +188,9 @@ def _workers(config: GatewayConfig) -> Iterator[Problem]:
     if workers != 1 and config.state.backend is StateBackend.SQLITE:
         yield (
             ("server", "workers"),
-            f"{workers!r} workers need state.backend: redis: with sqlite each worker keeps "
-            "its own rate-limit buckets, so N workers would allow N times every limit; set "
-            "state.backend: redis, or server.workers: 1",
+            f"{workers!r}: more than one worker needs state.backend: redis (with sqlite each "
+            "worker would keep its own rate-limit buckets and allow N times every limit); "
+            "set state.backend: redis, or server.workers: 1",
         )
 
 
