@@ -429,7 +429,11 @@ def serve_forever(
     loaded: LoadedConfig, log_format: str = "text", worker: WorkerLink | None = None
 ) -> int:
     """Entry point of `flm-gateway run` (and of each worker of a supervisor)."""
-    setup_logging(loaded.config.server.log_level.value, log_format)
+    setup_logging(
+        loaded.config.server.log_level.value,
+        log_format,
+        worker.index if worker is not None else None,
+    )
     if worker is not None:
         log.info("worker %d (pid %d) starting", worker.index, os.getpid())
         return asyncio.run(run_gateway(loaded, worker))

@@ -2,9 +2,12 @@
 
 The supervisor runs no mitmproxy and serves no API traffic. It:
 - takes the state directory's lock and writes the pid file (so `flm-gateway
-  reload` signals it), then starts N workers (`flm-gateway run --worker I`, each
-  a full gateway, see `app.worker_link`) in sessions of their own (a terminal's
-  Ctrl-C reaches the supervisor only) and waits until every one reports ready;
+  reload` signals it), checks that every listener's port is free (`ports_taken`:
+  SO_REUSEPORT would otherwise let the workers join a port another process of the
+  same user holds with it, silently sharing its traffic), then starts N workers
+  (`flm-gateway run --worker I`, each a full gateway, see `app.worker_link`) in
+  sessions of their own (a terminal's Ctrl-C reaches the supervisor only) and
+  waits until every one reports ready;
   a worker that fails to start fails the start (the others are stopped, exit 1);
 - restarts a worker that exits while serving, after a backoff that doubles from
   `RESTART_DELAY` to `MAX_RESTART_DELAY` and resets once a worker has run for
@@ -41,10 +44,12 @@ from flm_gateway import __version__
 from flm_gateway.app.process_logs import setup_logging
 from flm_gateway.app.worker_link import parse_ready
 from flm_gateway.config import ConfigError, LoadedConfig, load_config
+from flm_gateway.config.binds import listen_host
 from flm_gateway.httpio.http_client import HttpClientError, HttpSession
 from flm_gateway.observability.admin_listener import AdminBindError, AdminServer, Status
 from flm_gateway.observability.exposition import Counter, Gauge, render
 from flm_gateway.observability.metrics_sum import merge_expositions
+from flm_gateway.proxy.port_owner import bind_failure
 from flm_gateway.state.process import (
     StateDirInUse,
     StateDirLock,
@@ -282,6 +287,26 @@ class Supervisor:
         return True, {"status": "ok", "workers": len(self.workers), "workers_serving": serving}
 
 
+async def ports_taken(loaded: LoadedConfig) -> list[str]:
+    """A problem for each listener whose address cannot be bound by a plain socket (no
+    SO_REUSEPORT) right now; the socket is closed again at once."""
+    problems = []
+    for listener in loaded.config.listeners:
+        host, port = listener.bind
+        try:
+            server = await asyncio.start_server(_close, listen_host(host), port)
+        except OSError as exc:
+            problems.append(f"listener {listener.name!r}: {bind_failure(host, port, exc)}")
+            continue
+        server.close()
+        await server.wait_closed()
+    return problems
+
+
+async def _close(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    writer.close()
+
+
 def _read_line(fd: int) -> bytes:
     """The first line written to `fd` (b"" when the writer closed it first)."""
     data = b""
@@ -318,6 +343,10 @@ async def supervise(loaded: LoadedConfig, count: int, log_format: str) -> int:
 
 
 async def _supervise(loaded: LoadedConfig, count: int, log_format: str) -> int:
+    if problems := await ports_taken(loaded):
+        for problem in problems:
+            log.error("%s", problem)
+        return 1
     supervisor = Supervisor(loaded, count, log_format)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
