@@ -11,11 +11,17 @@ whose upstream model is the client's (the request body is forwarded as it came).
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
 import signal
+import socket
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import psutil
 
 from bench import procfs
 from bench.processes import Child, Processes, clean_env, free_port, wait_for_line, wait_http
@@ -155,11 +161,17 @@ def start_nginx(procs: Processes, workdir: Path, engine_url: str) -> Target:
     )
 
 
-def gateway_config(workdir: Path, port: int, engine_url: str) -> str:
+def gateway_config(
+    workdir: Path, port: int, engine_url: str, workers: int = 1, redis_url: str | None = None
+) -> str:
+    """The benchmark's flm.yaml; `workers` > 1 needs `redis_url` (server.workers needs Redis),
+    and then the supervisor's admin listener gets a free port."""
+    state = f'state: {{backend: redis, redis_url: "{redis_url}"}}\n' if redis_url else ""
+    admin = f"admin: {{bind: 127.0.0.1:{free_port()}}}\n" if workers > 1 else ""
     return f"""\
 version: 1
-server: {{state_dir: "{workdir / "gateway-state"}", log_level: info}}
-listeners:
+server: {{state_dir: "{workdir / "gateway-state"}", log_level: info, workers: {workers}}}
+{state}{admin}listeners:
   - name: main
     bind: 127.0.0.1:{port}
     tls: {{mode: local-http}}
@@ -177,13 +189,16 @@ def start_gateway(
     *,
     source: Path = REPO_ROOT,
     name: str = "flm-gateway",
+    workers: int = 1,
+    redis_url: str | None = None,
 ) -> Target:
-    """`python -m flm_gateway run` with the package from `source` (a checkout's root)."""
+    """`python -m flm_gateway run` with the package from `source` (a checkout's root); with
+    `workers` > 1 the supervisor's worker processes count as the proxy too."""
     port = free_port()
     home = workdir / name
     home.mkdir()
     config = home / "flm.yaml"
-    config.write_text(gateway_config(home, port, engine_url))
+    config.write_text(gateway_config(home, port, engine_url, workers, redis_url))
     child = procs.start(
         name,
         [sys.executable, "-m", "flm_gateway", "run", "--config", str(config)],
@@ -193,4 +208,27 @@ def start_gateway(
     )
     url = f"http://127.0.0.1:{port}"
     wait_http(child, url + "/readyz", START_TIMEOUT)
-    return Target(name, url, "python -m flm_gateway run, 1 process, full pipeline", child)
+    if workers == 1:
+        return Target(name, url, "python -m flm_gateway run, 1 process, full pipeline", child)
+    admin = "http://" + config.read_text().split("admin: {bind: ", 1)[1].split("}", 1)[0]
+    wait_http(child, admin + "/readyz", START_TIMEOUT)  # every worker serving
+    pids = [p.pid for p in psutil.Process(child.pid).children()]
+    described = f"python -m flm_gateway run, server.workers: {workers}, full pipeline"
+    return Target(name, url, described, child, pids)
+
+
+def start_redis(procs: Processes, workdir: Path) -> str:
+    """A redis-server without persistence (the state of `server.workers`); its URL."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise RuntimeError("bench: server.workers needs redis-server (apt-get install redis)")
+    port = free_port()
+    command = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", ""]
+    child = procs.start("redis", [*command, "--appendonly", "no", "--dir", str(workdir)])
+    deadline = time.monotonic() + START_TIMEOUT
+    while time.monotonic() < deadline:
+        child.check_alive()
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1):
+            return f"redis://127.0.0.1:{port}/0"
+        time.sleep(0.05)
+    raise RuntimeError("bench: redis-server did not start")
