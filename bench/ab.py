@@ -5,6 +5,11 @@ into a temporary directory, both gateways run at once in front of one fake engin
 and each round measures A then B (B then A in odd rounds) with the same windows as the
 main benchmark. The report gives each side's medians and the median of the paired
 per-round differences B - A, which cancels most of the box's slow drifts.
+
+`--workers-a N --workers-b M` run the sides with `server.workers` N and M (both
+then keep their state in one redis-server, as workers need): e.g. workers 1 vs 2
+of this tree, `python -m bench.ab . --workers-b 2`. The CPU per request then
+counts every worker and the supervisor.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from pathlib import Path
 from bench.measure import Round, Settings, measure_round
 from bench.processes import Processes
 from bench.report import proxy_us_per_request_c1, proxy_us_per_request_loaded
-from bench.targets import REPO_ROOT, Target, start_engine, start_gateway
+from bench.targets import REPO_ROOT, Target, start_engine, start_gateway, start_redis
 
 METRICS: dict[str, Callable[[Round], float]] = {
     "req/s c=32": lambda r: r.loaded.rps,
@@ -62,6 +67,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--load-seconds", type=float, default=3)
     parser.add_argument("--latency-seconds", type=float, default=2)
     parser.add_argument("--streams", type=int, default=10)
+    parser.add_argument("--workers-a", type=int, default=1, help="server.workers of A")
+    parser.add_argument("--workers-b", type=int, default=1, help="server.workers of B")
     args = parser.parse_args(argv)
     settings = Settings(
         rounds=args.rounds,
@@ -77,8 +84,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             "B": REPO_ROOT if args.after == "WORKTREE" else source(args.after, work / "src-b"),
         }
         engine, engine_url = start_engine(procs, settings.chunks, settings.chunk_delay)
+        workers = {"A": args.workers_a, "B": args.workers_b}
+        redis_url = start_redis(procs, work) if max(workers.values()) > 1 else None
         gateways: dict[str, Target] = {
-            side: start_gateway(procs, work, engine_url, source=source, name=f"gateway-{side}")
+            side: start_gateway(
+                procs,
+                work,
+                engine_url,
+                source=source,
+                name=f"gateway-{side}",
+                workers=workers[side],
+                redis_url=redis_url,
+            )
             for side, source in sources.items()
         }
         rounds: dict[str, list[Round]] = {"A": [], "B": []}
@@ -86,7 +103,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             for side in ("A", "B") if index % 2 == 0 else ("B", "A"):
                 print(f"round {index + 1}/{settings.rounds}: {side}", file=sys.stderr, flush=True)
                 rounds[side].append(measure_round(gateways[side], engine, settings))
-    print(f"A = {args.before}, B = {args.after}; {settings.rounds} rounds, medians\n")
+    print(
+        f"A = {args.before} (workers {args.workers_a}), B = {args.after} "
+        f"(workers {args.workers_b}); {settings.rounds} rounds, medians\n"
+    )
     print("| metric | A | B | B - A (paired median) | B / A |")
     print("|---|---|---|---|---|")
     for name, metric in METRICS.items():

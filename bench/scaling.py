@@ -6,9 +6,10 @@
 - `workers`: for each count N of `--workers`, a fresh gateway with `server: {workers: N}`
   in its flm.yaml and a fresh nginx with `worker_processes N`, one c=32 window each
   after a warm-up: req/s and CPU per request, the CPU summed over the whole process tree
-  (supervisor and workers). A gateway whose config refuses `server.workers` (before that
-  option exists) is reported as such: with N = 1 it runs without the key (one process is
-  then its only mode), a larger N is skipped with the config's message.
+  (supervisor and workers). Workers need `state.backend: redis`: when any N > 1, a
+  redis-server runs and every gateway row (N = 1 too) keeps its state there. A count
+  the gateway refuses (`flm-gateway validate` fails: a revision without workers, or no
+  redis-server) is skipped with the reason in the table's notes.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from bench.targets import (
     start_engine,
     start_gateway,
     start_nginx,
+    start_redis,
 )
 
 
@@ -63,12 +65,12 @@ def startup(bench: Bench, settings: FieldSettings, base: Settings) -> Scenario:
     return scenario
 
 
-def refusal(bench: Bench, workers: int) -> str | None:
+def refusal(bench: Bench, workers: int, redis_url: str) -> str | None:
     """What `flm-gateway validate` says about `server.workers: N`, or None if it accepts it."""
     home = bench.workdir / f"validate-workers-{workers}"
     home.mkdir(exist_ok=True)
     config = home / "flm.yaml"
-    config.write_text(gateway_config(home, 1, bench.engine_url, workers=workers))
+    config.write_text(gateway_config(home, 1, bench.engine_url, workers, redis_url=redis_url))
     done = subprocess.run(
         [sys.executable, "-m", "flm_gateway", "validate", "--config", str(config)],
         env=clean_env(PYTHONPATH=str(REPO_ROOT), HOME=str(home)),
@@ -80,6 +82,14 @@ def refusal(bench: Bench, workers: int) -> str | None:
     if done.returncode == 0:
         return None
     return (done.stdout + done.stderr).strip().splitlines()[0].replace(str(config), "flm.yaml")
+
+
+def _redis(bench: Bench) -> tuple[str | None, str]:
+    """A redis-server's URL for `state.backend: redis`, or None and why there is none."""
+    try:
+        return start_redis(bench.procs, bench.workdir), ""
+    except RuntimeError as exc:
+        return None, str(exc).removeprefix("bench: ")
 
 
 def _measure(
@@ -102,6 +112,11 @@ def workers(bench: Bench, settings: FieldSettings, base: Settings) -> Scenario:
     counts = ", ".join(map(str, settings.workers))
     scenario = Scenario("workers", f"Worker processes: {counts}")
     _measure(bench, scenario, "direct", "direct", bench.targets["direct"], base)
+    # Workers need state.backend redis; when any count does, every gateway row uses it,
+    # so that the rows differ in the worker count only.
+    redis_url, no_redis = _redis(bench) if max(settings.workers) > 1 else (None, "")
+    if redis_url is not None:
+        scenario.notes.append("every flm-gateway row keeps its state in one redis-server")
     for count in settings.workers:
         label = f"{count} worker(s)"
         bench.log(f"workers: {label}")
@@ -109,19 +124,20 @@ def workers(bench: Bench, settings: FieldSettings, base: Settings) -> Scenario:
             bench.procs, bench.workdir, bench.engine_url, workers=count, name=f"nginx-w{count}"
         )
         _measure(bench, scenario, "nginx", label, nginx, base)
-        refused = refusal(bench, count)
-        if refused and count > 1:
-            scenario.notes.append(f"{label}: flm-gateway skipped, its config refuses it: {refused}")
+        refused = None
+        if count > 1:
+            refused = refusal(bench, count, redis_url) if redis_url else no_redis
+        if refused:
+            scenario.notes.append(f"{label}: flm-gateway skipped: {refused}")
             bench.log(f"workers: flm-gateway with {label} skipped: {refused}")
             continue
-        if refused:
-            scenario.notes.append(f"1 worker: run without `server.workers`, refused: {refused}")
         gateway = start_gateway(
             bench.procs,
             bench.workdir,
             bench.engine_url,
             name=f"gateway-w{count}",
-            workers=None if refused else count,
+            workers=count,
+            redis_url=redis_url,
         )
         _measure(bench, scenario, "flm-gateway", label, gateway, base)
     add_scaling(scenario, base.connections, settings.workers)

@@ -11,9 +11,13 @@ whose upstream model is the client's (the request body is forwarded as it came).
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
 import signal
+import socket
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -160,21 +164,29 @@ def gateway_config(
     workdir: Path,
     port: int,
     engine_url: str,
-    workers: int | None = None,
+    workers: int = 1,
+    *,
+    redis_url: str | None = None,
+    admin_port: int | None = None,
     client_cap: int | None = None,
 ) -> str:
-    """The gateway's flm.yaml; `workers` goes to `server.workers` and `client_cap` to
-    `server.limits.max_connections_per_client`, each only when given (so that older
-    revisions, which know neither key, still start in `bench.ab`)."""
-    extra = f"\n  workers: {workers}" if workers is not None else ""
+    """The benchmark's flm.yaml. Each optional key is written only when asked for, so that
+    older revisions, which know none of them, still start in `bench.ab`: `server.workers`
+    when `workers` > 1 (which needs `redis_url`, state.backend redis; `admin_port` gives
+    the supervisor an admin listener, whose /readyz says every worker serves), and
+    `client_cap` as `server.limits.max_connections_per_client`."""
+    server = f"\n  workers: {workers}" if workers != 1 else ""
     if client_cap is not None:
-        extra += f"\n  limits: {{max_connections_per_client: {client_cap}}}"
+        server += f"\n  limits: {{max_connections_per_client: {client_cap}}}"
+    top = f'state: {{backend: redis, redis_url: "{redis_url}"}}\n' if redis_url else ""
+    if admin_port is not None:
+        top += f"admin: {{bind: 127.0.0.1:{admin_port}}}\n"
     return f"""\
 version: 1
 server:
   state_dir: "{workdir / "gateway-state"}"
-  log_level: info{extra}
-listeners:
+  log_level: info{server}
+{top}listeners:
   - name: main
     bind: 127.0.0.1:{port}
     tls: {{mode: local-http}}
@@ -192,16 +204,28 @@ def start_gateway(
     *,
     source: Path = REPO_ROOT,
     name: str = "flm-gateway",
-    workers: int | None = None,
+    workers: int = 1,
+    redis_url: str | None = None,
     client_cap: int | None = None,
 ) -> Target:
-    """`python -m flm_gateway run` with the package from `source` (a checkout's root);
-    `workers` and `client_cap` as in `gateway_config`."""
+    """`python -m flm_gateway run` with the package from `source` (a checkout's root); with
+    `workers` > 1 (and `redis_url`) its supervisor's workers count as the proxy too."""
     port = free_port()
+    admin_port = free_port() if workers > 1 else None
     home = workdir / name
     home.mkdir()
     config = home / "flm.yaml"
-    config.write_text(gateway_config(home, port, engine_url, workers, client_cap))
+    config.write_text(
+        gateway_config(
+            home,
+            port,
+            engine_url,
+            workers,
+            redis_url=redis_url,
+            admin_port=admin_port,
+            client_cap=client_cap,
+        )
+    )
     child = procs.start(
         name,
         [sys.executable, "-m", "flm_gateway", "run", "--config", str(config)],
@@ -211,5 +235,24 @@ def start_gateway(
     )
     url = f"http://127.0.0.1:{port}"
     wait_http(child, url + "/readyz", START_TIMEOUT)
-    processes = f"server.workers {workers}" if workers is not None else "1 process"
+    if admin_port is not None:
+        wait_http(child, f"http://127.0.0.1:{admin_port}/readyz", START_TIMEOUT)  # all workers
+    processes = f"server.workers: {workers}" if workers > 1 else "1 process"
     return Target(name, url, f"python -m flm_gateway run, {processes}, full pipeline", child)
+
+
+def start_redis(procs: Processes, workdir: Path) -> str:
+    """A redis-server without persistence (the state of `server.workers`); its URL."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise RuntimeError("bench: server.workers needs redis-server (apt-get install redis)")
+    port = free_port()
+    command = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", ""]
+    child = procs.start("redis", [*command, "--appendonly", "no", "--dir", str(workdir)])
+    deadline = time.monotonic() + START_TIMEOUT
+    while time.monotonic() < deadline:
+        child.check_alive()
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1):
+            return f"redis://127.0.0.1:{port}/0"
+        time.sleep(0.05)
+    raise RuntimeError("bench: redis-server did not start")

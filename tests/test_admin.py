@@ -11,7 +11,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from flm_gateway.config.admin_settings import AdminConfig
-from flm_gateway.observability.admin_listener import AdminBindError, AdminServer
+from flm_gateway.observability.admin_listener import AdminBindError, AdminServer, GatewayPages
 from flm_gateway.observability.metrics import GatewayMetrics
 from tests.support.gateway_process import free_port
 
@@ -32,7 +32,7 @@ async def test_endpoints() -> None:
         directory=SimpleNamespace(engines={"e": SimpleNamespace(healthy=False, reachable=False)}),
         state_usable=lambda: True,
     )
-    server = AdminServer(metrics, lambda: runtime)
+    server = AdminServer(GatewayPages(metrics, lambda: runtime))
     port = free_port()
     await server.apply(admin_config(port))
     base = f"http://127.0.0.1:{port}"
@@ -52,7 +52,7 @@ async def test_endpoints() -> None:
 
 
 async def test_rebind_and_disable() -> None:
-    server = AdminServer(GatewayMetrics(), lambda: None)
+    server = AdminServer(GatewayPages(GatewayMetrics(), lambda: None))
     first, second = free_port(), free_port()
     await server.apply(admin_config(first))
     await server.apply(admin_config(second))
@@ -66,7 +66,7 @@ async def test_rebind_and_disable() -> None:
 
 
 async def test_a_taken_port_keeps_the_old_listener() -> None:
-    server = AdminServer(GatewayMetrics(), lambda: None)
+    server = AdminServer(GatewayPages(GatewayMetrics(), lambda: None))
     port = free_port()
     await server.apply(admin_config(port))
     with socket.socket() as taken:
@@ -81,7 +81,7 @@ async def test_a_taken_port_keeps_the_old_listener() -> None:
 
 
 async def test_head_errors_and_content_types() -> None:
-    server = AdminServer(GatewayMetrics(), lambda: None)
+    server = AdminServer(GatewayPages(GatewayMetrics(), lambda: None))
     port = free_port()
     await server.apply(admin_config(port))
     base = f"http://127.0.0.1:{port}"
@@ -110,7 +110,7 @@ async def test_head_errors_and_content_types() -> None:
 async def test_hosts_that_do_not_name_the_admin_listener_are_421() -> None:
     from tests.adversarial.harness import assert_openai_error, exchange, request
 
-    server = AdminServer(GatewayMetrics(), lambda: None)
+    server = AdminServer(GatewayPages(GatewayMetrics(), lambda: None))
     port = free_port()
     await server.apply(admin_config(port, hosts=["metrics.lan"]))
     try:

@@ -85,6 +85,24 @@ def test_setup_logging_json(monkeypatch: pytest.MonkeyPatch) -> None:
     assert [json.loads(line)["msg"] for line in lines] == ["hello"]
 
 
+def test_a_worker_tags_its_records(monkeypatch: pytest.MonkeyPatch) -> None:
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    lines = {}
+    try:
+        for log_format in ("text", "json"):
+            stream = io.StringIO()
+            monkeypatch.setattr(sys, "stderr", stream)
+            setup_logging("info", log_format, worker=2)
+            logging.getLogger("flm_gateway.x").info("hello")
+            lines[log_format] = stream.getvalue().strip()
+    finally:
+        root.handlers[:], level = saved
+        root.setLevel(level)
+    assert lines["text"].endswith(" flm_gateway.x[worker 2]: hello")
+    assert json.loads(lines["json"])["worker"] == 2
+
+
 # -- client text cannot forge or repaint the log -------------------------------
 
 HOSTILE = (

@@ -169,3 +169,14 @@ def test_restart_required_only_for_state_dir(tmp_path: Path) -> None:
         f"(serving from {tmp_path / 'state'}, the file now says {tmp_path / 'elsewhere'}); "
         "restart the gateway to use the new one"
     ]
+
+
+def test_a_change_of_workers_needs_a_restart(tmp_path: Path) -> None:
+    path = tmp_path / "flm.yaml"
+    redis = "state: {backend: redis}\n"
+    path.write_text(CONFIG.format(port=1) + redis)
+    first = load_config(path)
+    path.write_text(CONFIG.format(port=1).replace("./state}", "./state, workers: 2}") + redis)
+    [problem] = restart_required(first, load_config(path))
+    assert problem.startswith(f"{path}:1:39: server.workers: the number of worker processes")
+    assert "serving with 1, the file now says 2" in problem

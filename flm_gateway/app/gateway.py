@@ -27,6 +27,10 @@ cannot fail), so a reload is all or nothing. The old directory stops its
 health checks at once and closes its sessions only after the requests in
 flight at the swap have finished.
 
+A worker of `server.workers` (see `app.worker_link`) binds its listeners with
+SO_REUSEPORT, serves its admin endpoints on a private loopback port, reports
+ready to its supervisor and takes no lock and no pid file.
+
 Stop (SIGINT/SIGTERM): stop accepting new connections, let in-flight requests
 and streams finish for up to `server.drain_timeout`, then shut mitmproxy down
 and close the listeners (mitmproxy's Master does not close them itself).
@@ -37,6 +41,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import sys
 from typing import Any
@@ -53,6 +58,8 @@ from flm_gateway.app.hot_reload import Reloader, ReloadError, carry_over_health
 from flm_gateway.app.operations_audit import AuditSink, StateAudit
 from flm_gateway.app.pipeline import build_addons
 from flm_gateway.app.process_logs import set_level, setup_logging
+from flm_gateway.app.worker_link import ADMIN as WORKER_ADMIN
+from flm_gateway.app.worker_link import WorkerLink
 from flm_gateway.config import ConfigError, ConfigProblem, LoadedConfig
 from flm_gateway.config.egress_settings import engine_connect_timeout
 from flm_gateway.config.loader import position_of
@@ -60,10 +67,10 @@ from flm_gateway.config.problems import render_path
 from flm_gateway.config.types import format_host_port
 from flm_gateway.egress.egress_service import EgressService
 from flm_gateway.engines.directory import EngineDirectory
-from flm_gateway.observability.admin_listener import AdminBindError, AdminServer
+from flm_gateway.observability.admin_listener import AdminBindError, AdminServer, GatewayPages
 from flm_gateway.observability.memory import freeze_startup_objects
 from flm_gateway.observability.metrics import GatewayMetrics
-from flm_gateway.proxy import mitm_errors, mitm_http1
+from flm_gateway.proxy import mitm_errors, mitm_http1, mitm_reuse_port
 from flm_gateway.proxy.addon_chain import AddonChain
 from flm_gateway.proxy.addon_contract import Addon, Prepared, commit_all, prepare_all
 from flm_gateway.proxy.mitm_listeners import ListenerError, mode_spec, set_servers, wait_servers
@@ -111,8 +118,9 @@ def serving_problems(loaded: LoadedConfig) -> list[ConfigProblem]:
 class Gateway:
     """One running gateway."""
 
-    def __init__(self, loaded: LoadedConfig) -> None:
+    def __init__(self, loaded: LoadedConfig, worker: WorkerLink | None = None) -> None:
         self.loaded = loaded
+        self.worker = worker
         self.inflight = Inflight()
         # Before mitmproxy's NextLayer and TlsConfig: it decides TLS vs plain per listener and
         # serves the listener's certificate, so TlsConfig never uses mitmproxy's own CA here.
@@ -125,7 +133,7 @@ class Gateway:
         )
         self._master: Master | None = None
         self.runtime: Runtime | None = None
-        self.admin = AdminServer(self.metrics, lambda: self.runtime)
+        self.admin = AdminServer(GatewayPages(self.metrics, lambda: self.runtime))
         self.audit: AuditSink = StateAudit(self.state)
         self.reloader = Reloader(self, self.metrics, self.audit)
         self.metrics.runtime_source = lambda: self.runtime
@@ -168,6 +176,8 @@ class Gateway:
         self.egress.service.acme_proxy_url()
         mitm_errors.install()
         mitm_http1.install()
+        if self.worker is not None:
+            mitm_reuse_port.install()
         options = Options(mode=[mode_spec(listener) for listener in config.listeners])
         mitm_http1.register(options)
         master = Master(options)
@@ -224,7 +234,10 @@ class Gateway:
                 listener.tls.mode.value,
             )
         await self._update_admin(self.loaded, starting=True)
-        self._write_pid_file()
+        if self.worker is None:
+            self._write_pid_file()
+        else:
+            self.worker.report_ready(self.admin.port)
         self.reloader.start()
 
     def _write_pid_file(self) -> None:
@@ -239,7 +252,15 @@ class Gateway:
             )
 
     async def _update_admin(self, loaded: LoadedConfig, *, starting: bool = False) -> None:
-        """Bind the admin listener where `loaded` says; an explicit `admin:` must bind."""
+        """Bind the admin listener where `loaded` says; an explicit `admin:` must bind.
+        A worker's is private and bound once (`admin:` is the supervisor's)."""
+        if self.worker is not None:
+            if starting:
+                try:
+                    await self.admin.apply(WORKER_ADMIN)
+                except AdminBindError as exc:
+                    raise StartupError(str(exc)) from None
+            return
         try:
             await self.admin.apply(loaded.config.admin)
         except AdminBindError as exc:
@@ -345,11 +366,15 @@ class Gateway:
         await asyncio.gather(*self._retiring, return_exceptions=True)
         directories = [*self._retired, *([self.runtime.directory] if self.runtime else [])]
         await asyncio.gather(*(directory.close() for directory in directories))
-        remove_pid_file(self.loaded.state_dir)
+        if self.worker is None:
+            remove_pid_file(self.loaded.state_dir)
 
 
-async def run_gateway(loaded: LoadedConfig) -> int:
-    """Serve until SIGINT/SIGTERM (SIGHUP reloads); the exit code."""
+async def run_gateway(loaded: LoadedConfig, worker: WorkerLink | None = None) -> int:
+    """Serve until SIGINT/SIGTERM (SIGHUP reloads); the exit code. A worker runs under its
+    supervisor's lock of the state directory."""
+    if worker is not None:
+        return await _serve(loaded, worker)
     lock = StateDirLock(loaded.state_dir, loaded.path)
     try:
         lock.acquire()
@@ -365,11 +390,11 @@ async def run_gateway(loaded: LoadedConfig) -> int:
         lock.release()
 
 
-async def _serve(loaded: LoadedConfig) -> int:
+async def _serve(loaded: LoadedConfig, worker: WorkerLink | None = None) -> int:
     before, after = raise_fd_limit()
     if after != before:
         log.info("open-file limit raised from %d to %d", before, after)
-    gateway = Gateway(loaded)
+    gateway = Gateway(loaded, worker)
     # Before any connection exists: what is loaded by now (modules, config, addons) leaves
     # the collector's reach, so the memory reclaimer scans only what requests make.
     freeze_startup_objects()
@@ -388,16 +413,30 @@ async def _serve(loaded: LoadedConfig) -> int:
         return 1
     if hasattr(signal, "SIGHUP"):
         loop.add_signal_handler(signal.SIGHUP, gateway.reloader.trigger, "SIGHUP")
+    watch = None
+    if worker is not None:
+        watch = asyncio.create_task(worker.watch_supervisor(gateway.request_stop))
     await gateway.wait_stopped()
+    if watch is not None:
+        watch.cancel()
     log.info("stopping")
     await gateway.stop()
     log.info("stopped")
     return 0
 
 
-def serve_forever(loaded: LoadedConfig, log_format: str = "text") -> int:
-    """Entry point of `flm-gateway run`."""
-    setup_logging(loaded.config.server.log_level.value, log_format)
+def serve_forever(
+    loaded: LoadedConfig, log_format: str = "text", worker: WorkerLink | None = None
+) -> int:
+    """Entry point of `flm-gateway run` (and of each worker of a supervisor)."""
+    setup_logging(
+        loaded.config.server.log_level.value,
+        log_format,
+        worker.index if worker is not None else None,
+    )
+    if worker is not None:
+        log.info("worker %d (pid %d) starting", worker.index, os.getpid())
+        return asyncio.run(run_gateway(loaded, worker))
     if loaded.path is None:
         log.info(
             "flm-gateway %s: no flm.yaml found, using the built-in default config", __version__

@@ -8,7 +8,7 @@ burst of edits or an editor's write-then-rename causes one reload. Triggers that
 arrive during a reload are merged into one more reload afterwards.
 
 Every reload validates the whole file first (the same loader as `validate`).
-An invalid file, a change that needs a restart (`server.state_dir`) or a swap
+An invalid file, a change that needs a restart (`server.state_dir`, `server.workers`) or a swap
 that fails (an addon refusing the config, a listener that cannot bind) leaves
 the old config serving: every problem is logged with its `file:line:col`, the
 audit event `config.reload.failed` goes to the audit log (`config.reload.ok`
@@ -68,6 +68,13 @@ def restart_required(old: LoadedConfig, new: LoadedConfig) -> list[str]:
             f"{position_of(new, ('server', 'state_dir'))}: server.state_dir: the state "
             f"directory cannot change while serving (serving from {old.state_dir}, the file "
             f"now says {new.state_dir}); restart the gateway to use the new one"
+        )
+    if old.config.server.workers != new.config.server.workers:
+        problems.append(
+            f"{position_of(new, ('server', 'workers'))}: server.workers: the number of "
+            f"worker processes cannot change while serving (serving with "
+            f"{old.config.server.workers!r}, the file now says {new.config.server.workers!r}); "
+            "restart the gateway to use it"
         )
     return problems
 

@@ -51,7 +51,16 @@ from typing import Any, TextIO
 from flm_gateway.core.text import clip, printable, printable_lines
 
 LOG_FORMATS = ("text", "json")
-EXTRA_FIELDS = ("request_id", "listener", "model", "engine", "status", "error_kind", "event")
+EXTRA_FIELDS = (
+    "request_id",
+    "listener",
+    "model",
+    "engine",
+    "status",
+    "error_kind",
+    "event",
+    "worker",
+)
 MAX_RECORD = 16384
 """Characters of one rendered record (message and traceback) kept."""
 REPEAT_MIN_LEVEL = logging.WARNING
@@ -99,7 +108,11 @@ class TextFormatter(logging.Formatter):
         super().__init__("%(asctime)s %(levelname)-7s %(name)s: %(message)s", "%Y-%m-%dT%H:%M:%S")
 
     def formatMessage(self, record: logging.LogRecord) -> str:
-        return _line(super().formatMessage(record))
+        line = super().formatMessage(record)
+        worker = record.__dict__.get("worker")
+        if worker is not None:  # `flm_gateway[worker 2]: ...` (server.workers)
+            line = line.replace(f" {record.name}: ", f" {record.name}[worker {worker}]: ", 1)
+        return _line(line)
 
     def format(self, record: logging.LogRecord) -> str:
         return _lines(super().format(record)).replace("\n", "\n    ")
@@ -325,11 +338,19 @@ def reported_elsewhere(record: logging.LogRecord) -> bool:
     return not message.strip() or "failed to listen on" in message
 
 
-def setup_logging(level: str, log_format: str = "text") -> None:
-    """Records on stderr at `level` (debug, info, warning, error) as text or JSON lines."""
+def setup_logging(level: str, log_format: str = "text", worker: int | None = None) -> None:
+    """Records on stderr at `level` (debug, info, warning, error) as text or JSON lines;
+    a worker of `server.workers` tags each record with its number (`worker`)."""
     handler = GatewayLogHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter())
     handler.addFilter(lambda record: not reported_elsewhere(record))
+    if worker is not None:
+
+        def tag(record: logging.LogRecord) -> bool:
+            record.worker = worker
+            return True
+
+        handler.addFilter(tag)
     root = logging.getLogger()
     root.handlers[:] = [handler]
     set_level(level)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from typing import Any
 
 from flm_gateway.app.process_logs import LOG_FORMATS
@@ -18,6 +19,9 @@ def register(subparsers: Any) -> None:
         default="text",
         help="text: human-readable lines (default); json: one JSON object per line",
     )
+    # Set by the supervisor of `server.workers` for each worker it starts (app.worker_link).
+    parser.add_argument("--worker", type=int, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--ready-fd", type=int, default=None, help=argparse.SUPPRESS)
     parser.set_defaults(func=run_serve)
 
 
@@ -25,6 +29,17 @@ def run_serve(args: argparse.Namespace) -> int:
     loaded = resolve_config(args)
     if loaded is None:
         return 1
+    from flm_gateway.app.cpu_quota import worker_count
     from flm_gateway.app.gateway import serve_forever
 
+    if args.worker is not None and args.ready_fd is not None:
+        from flm_gateway.app.worker_link import WorkerLink
+
+        link = WorkerLink(args.worker, args.ready_fd, os.getppid())
+        return serve_forever(loaded, args.log_format, link)
+    count = worker_count(loaded.config.server.workers)
+    if count > 1:
+        from flm_gateway.app.supervisor import supervise_forever
+
+        return supervise_forever(loaded, count, args.log_format)
     return serve_forever(loaded, args.log_format)

@@ -21,7 +21,7 @@ from flm_gateway.config.request_log_settings import RequestLogConfig
 from flm_gateway.config.route_settings import RouteConfig
 from flm_gateway.config.security_settings import SecurityConfig
 from flm_gateway.config.state_settings import StateSettings
-from flm_gateway.config.types import ByteSize, Duration, StrictModel
+from flm_gateway.config.types import ByteSize, Duration, StrictModel, WorkerCount
 
 
 class LogLevel(StrEnum):
@@ -53,6 +53,15 @@ class ServerSettings(StrictModel):
         description="Largest request or buffered response body; larger requests get 413.",
     )
     log_level: LogLevel = Field(LogLevel.INFO, description="debug, info, warning or error.")
+    workers: WorkerCount = Field(
+        1,
+        description=(
+            "Gateway processes serving the same listeners (SO_REUSEPORT), under one supervisor "
+            "that restarts a crashed one and forwards reload and stop. auto: the usable cores "
+            "(CPU affinity and cgroup quota). More than one needs state.backend: redis, so "
+            "rate limits stay exact across them. A change needs a restart."
+        ),
+    )
     limits: ConnectionLimits = Field(
         default_factory=ConnectionLimits,
         description=(

@@ -16,6 +16,7 @@ from flm_gateway.config.model import GatewayConfig
 from flm_gateway.config.route_settings import Balance, WeightedEngine
 from flm_gateway.config.sampling_settings import TYPED_DEFAULTS
 from flm_gateway.config.security_checks import check_security
+from flm_gateway.config.state_settings import StateBackend
 from flm_gateway.config.tls_checks import check_tls
 from flm_gateway.config.types import format_host_port, is_loopback_host
 
@@ -34,6 +35,7 @@ def check_semantics(config: GatewayConfig, locate: Locate = lambda path: "") -> 
         *_route_defaults(config),
         *_listener_auth(config),
         *_admin_bind(config),
+        *_workers(config),
         *check_tls(config),
         *check_security(config),
         *check_egress(config.egress, config.engines),
@@ -176,6 +178,20 @@ def _listener_auth(config: GatewayConfig) -> Iterator[Problem]:
                 "listener has no authentication; set auth: api-key, or auth: none to accept "
                 "that risk explicitly",
             )
+
+
+def _workers(config: GatewayConfig) -> Iterator[Problem]:
+    """Several workers share rate limits only through Redis: SQLite keeps the buckets in each
+    process, so N workers would allow N times every limit (a key's own limits included,
+    which live in the store where no config check sees them)."""
+    workers = config.server.workers
+    if workers != 1 and config.state.backend is StateBackend.SQLITE:
+        yield (
+            ("server", "workers"),
+            f"{workers!r}: more than one worker needs state.backend: redis (with sqlite each "
+            "worker would keep its own rate-limit buckets and allow N times every limit); "
+            "set state.backend: redis, or server.workers: 1",
+        )
 
 
 def _admin_bind(config: GatewayConfig) -> Iterator[Problem]:

@@ -137,6 +137,33 @@ ByteSize = Annotated[
 ]
 """A size in bytes; YAML may say 1048576, "512KiB", "10MiB"."""
 
+MAX_WORKERS = 256
+
+
+def parse_workers(value: Any) -> int | str:
+    """A worker count: an integer from 1 to MAX_WORKERS, or "auto"."""
+    if value == "auto" or (
+        isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= MAX_WORKERS
+    ):
+        return value  # type: ignore[no-any-return]
+    raise ValueError(f"{value!r} is not a worker count (use 1 to {MAX_WORKERS}, or auto)")
+
+
+WorkerCount = Annotated[
+    int | str,
+    BeforeValidator(parse_workers),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "integer", "minimum": 1, "maximum": MAX_WORKERS},
+                {"const": "auto"},
+            ],
+            "description": "A number of processes, or auto (the usable cores).",
+        }
+    ),
+]
+"""`server.workers`: an int, or "auto" (resolved at start by `app.cpu_quota.usable_cores`)."""
+
 HostPort = Annotated[
     tuple[str, int],
     BeforeValidator(parse_host_port),

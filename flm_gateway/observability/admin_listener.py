@@ -8,7 +8,9 @@ whose Host does not name it (`localhost`, its address, any IP on a wildcard
 bind, `admin.hosts`) is 421, as on the API listeners. Unknown paths
 are 404, other methods than GET and HEAD 405, all answered with OpenAI-shaped
 JSON errors (as are the server's own 400, 413, 431 and 500). `/readyz` answers
-like the API listeners' (`addons.health.readiness`).
+like the API listeners' (`addons.health.readiness`). What the three pages say
+comes from an `AdminPages`: one gateway's (`GatewayPages`), or with
+`server.workers` the supervisor's, which sums its workers (`app.worker_pages`).
 
 A reload that changes `admin.bind` binds the new address first and closes the
 old one only when that worked, so a bad address leaves metrics where they were.
@@ -17,7 +19,8 @@ old one only when that worked, so a bad address leaves metrics where they were.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
 
 from flm_gateway.config.admin_settings import AdminConfig
 from flm_gateway.config.binds import listen_host
@@ -40,20 +43,61 @@ class AdminBindError(Exception):
     """The admin listener could not bind its address."""
 
 
-class AdminServer:
-    """The admin HTTP server; `apply` (re)binds it to an `AdminConfig`."""
+Status = tuple[bool, dict[str, Any]]
+"""(good, the JSON body): 200 when good, else 503."""
+
+
+class AdminPages(Protocol):
+    """What the admin endpoints serve."""
+
+    async def metrics(self) -> bytes:
+        """The Prometheus text exposition."""
+        ...
+
+    async def health(self) -> Status: ...
+
+    async def readiness(self) -> Status: ...
+
+
+class GatewayPages:
+    """The pages of one gateway process: its metrics, its runtime's readiness."""
 
     def __init__(self, metrics: GatewayMetrics, runtime: Callable[[], Runtime | None]) -> None:
         self._metrics = metrics
         self._runtime = runtime
+
+    async def metrics(self) -> bytes:
+        return self._metrics.exposition()
+
+    async def health(self) -> Status:
+        return True, {"status": "ok"}
+
+    async def readiness(self) -> Status:
+        runtime = self._runtime()
+        if runtime is None:
+            return False, {"status": "not-ready", "listeners_up": False}
+        return readiness(runtime)
+
+
+class AdminServer:
+    """The admin HTTP server; `apply` (re)binds it to an `AdminConfig`."""
+
+    def __init__(self, pages: AdminPages) -> None:
+        self._pages = pages
         self._server: HttpServer | None = None
         self.bound: tuple[str, int] | None = None
         self._hosts = HostPolicy.for_bind(("127.0.0.1", 0), ())
-        self._routes: dict[str, Callable[[], Response]] = {
+        self._routes: dict[str, Callable[[], Awaitable[Response]]] = {
             "/metrics": self._metrics_page,
-            "/healthz": lambda: Response.json(200, {"status": "ok"}, _NO_STORE),
-            "/readyz": self._readyz,
+            "/healthz": lambda: self._status_page(pages.health),
+            "/readyz": lambda: self._status_page(pages.readiness),
         }
+
+    @property
+    def port(self) -> int | None:
+        """The port actually bound (differs from `bound` for port 0)."""
+        address = self._server.address if self._server is not None else None
+        return address[1] if address is not None else None
 
     async def _handle(self, request: Request) -> Response:
         hosts = [value for name, value in request.headers if name == "host"]
@@ -70,17 +114,14 @@ class AdminServer:
             )
         if request.method not in ("GET", "HEAD"):
             return Response.error(405, "Use GET.", code="method_not_allowed")
-        return route()
+        return await route()
 
-    def _metrics_page(self) -> Response:
-        return Response(200, self._metrics.exposition(), (("Content-Type", CONTENT_TYPE),))
+    async def _metrics_page(self) -> Response:
+        return Response(200, await self._pages.metrics(), (("Content-Type", CONTENT_TYPE),))
 
-    def _readyz(self) -> Response:
-        runtime = self._runtime()
-        if runtime is None:
-            return Response.json(503, {"status": "not-ready", "listeners_up": False}, _NO_STORE)
-        ready, details = readiness(runtime)
-        return Response.json(200 if ready else 503, details, _NO_STORE)
+    async def _status_page(self, status: Callable[[], Awaitable[Status]]) -> Response:
+        good, details = await status()
+        return Response.json(200 if good else 503, details, _NO_STORE)
 
     async def _bind(self, address: tuple[str, int]) -> HttpServer:
         server = HttpServer(self._handle)
@@ -120,10 +161,10 @@ class AdminServer:
         self._server, self.bound, self._hosts = new_server, wanted, hosts
         if old_server is not None:
             await old_server.close()
-        if wanted is not None:
+        if new_server is not None:
             log.info(
                 "admin endpoints on http://%s (/metrics, /healthz, /readyz)",
-                format_host_port(wanted),
+                format_host_port(new_server.address or wanted or ("", 0)),
             )
 
     async def stop(self) -> None:

@@ -128,10 +128,16 @@ def test_procfs_memory_reads_pss_only_when_asked() -> None:
     assert 0 < shared.pss_kib <= shared.rss_kib
 
 
-def test_gateway_config_writes_workers_and_client_cap_only_when_given(tmp_path: Path) -> None:
+def test_gateway_config_writes_each_option_only_when_given(tmp_path: Path) -> None:
     plain = yaml.safe_load(gateway_config(tmp_path, 8080, "http://127.0.0.1:9"))
-    assert set(plain["server"]) == {"state_dir", "log_level"}
-    both = yaml.safe_load(gateway_config(tmp_path, 8080, "http://127.0.0.1:9", 2, 0))
-    assert both["server"]["workers"] == 2
-    assert both["server"]["limits"] == {"max_connections_per_client": 0}
-    assert both["listeners"][0]["bind"] == "127.0.0.1:8080"
+    assert set(plain) == {"version", "server", "listeners", "engines", "routes"}
+    assert set(plain["server"]) == {"state_dir", "log_level"}  # older revisions start too
+    text = gateway_config(
+        tmp_path, 8080, "http://127.0.0.1:9", 2, redis_url="redis://r", admin_port=7, client_cap=0
+    )
+    full = yaml.safe_load(text)
+    assert full["server"]["workers"] == 2
+    assert full["server"]["limits"] == {"max_connections_per_client": 0}
+    assert full["state"] == {"backend": "redis", "redis_url": "redis://r"}
+    assert full["admin"] == {"bind": "127.0.0.1:7"}
+    assert full["listeners"][0]["bind"] == "127.0.0.1:8080"
