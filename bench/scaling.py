@@ -20,7 +20,7 @@ import sys
 import time
 from collections.abc import Callable
 
-from bench.field import Bench, FieldSettings, Scenario
+from bench.field import MB, Bench, FieldSettings, Scenario
 from bench.load import run_wrk
 from bench.measure import Settings, window
 from bench.processes import clean_env
@@ -95,8 +95,17 @@ def _redis(bench: Bench) -> tuple[str | None, str]:
 def _measure(
     bench: Bench, scenario: Scenario, row: str, label: str, target: Target, base: Settings
 ) -> None:
-    """One c=32 window on `target`, put in `scenario` as `row`, then `target` is stopped."""
+    """Idle memory, then one c=32 window on `target`, put in `scenario` as `row`; then
+    `target` is stopped."""
     c = base.connections
+    if target.main is not None:
+        time.sleep(0.5)
+        idle = target.memory_by_process(pss=True)
+        largest = max(m.rss_kib for m in idle) * 1024 / MB
+        scenario.put(f"RSS idle, largest process MB, {label}", row, largest)
+        scenario.put(
+            f"PSS idle, all processes MB, {label}", row, sum(m.pss_kib for m in idle) * 1024 / MB
+        )
     run_wrk(target.url, c, base.warmup_s)
     processes = len(target.pids)
     result, cpu = window(target, bench.engine, lambda: run_wrk(target.url, c, base.load_s))
