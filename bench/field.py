@@ -145,9 +145,10 @@ def gomodel(bench: Bench, settings: FieldSettings) -> Scenario:
     return scenario
 
 
-def _sustained_level(bench: Bench, target: Target, settings: FieldSettings) -> tuple[int, str]:
-    """The largest level of concurrent streams `target` sustained, and why the ramp stopped."""
-    best, reason = 0, f"cap {settings.stream_levels[-1]} reached"
+def _sustained_level(bench: Bench, target: Target, settings: FieldSettings) -> tuple[int, int, str]:
+    """The largest level of concurrent streams `target` sustained, how many of them were
+    open at once at that level, and why the ramp stopped."""
+    best, best_open, reason = 0, 0, f"cap {settings.stream_levels[-1]} reached"
     for level in settings.stream_levels:
         result = concurrent_streams(
             target.url, level, settings.stream_chunks, settings.stream_chunk_delay
@@ -161,8 +162,8 @@ def _sustained_level(bench: Bench, target: Target, settings: FieldSettings) -> t
             first = f" (first failure: {result.failures[0][:120]})" if result.failures else ""
             reason = f"{level}: {failed}, longest gap {result.max_gap_ms:,.0f} ms{first}"
             break
-        best = level
-    return best, reason
+        best, best_open = level, result.peak_open
+    return best, best_open, reason
 
 
 def onthebench(bench: Bench, settings: FieldSettings) -> Scenario:
@@ -173,8 +174,9 @@ def onthebench(bench: Bench, settings: FieldSettings) -> Scenario:
         scenario.put("p99 c=1 ms", name, tail.p99_ms)
         streams = sse_streams(target.url, settings.ttft_streams, headers=SHORT_STREAM)
         scenario.put("TTFT p99 ms", name, percentile([s.ttfc_ms for s in streams], 0.99))
-        sustained, reason = _sustained_level(bench, target, settings)
+        sustained, at_once, reason = _sustained_level(bench, target, settings)
         scenario.put("concurrent SSE streams sustained", name, sustained)
+        scenario.put("of them open at once", name, at_once)
         scenario.notes.append(f"{name}: stream ramp stopped at {reason}")
     _added(scenario, "p99 c=1 ms", "added p99 c=1 ms")
     _added(scenario, "TTFT p99 ms", "added TTFT p99 ms")
