@@ -98,3 +98,25 @@ async def test_waiters_enter_when_the_cap_goes_away(tmp_path: Path) -> None:
     configure(loaded("", tmp_path), addon)  # a reload removed the cap
     await asyncio.wait_for(waiting, 1)
     assert second.response is None and CONCURRENCY_ENGINE.require(second) == "alpha"
+
+
+async def test_a_lowered_capacity_admits_waiters_only_below_it(tmp_path: Path) -> None:
+    config = loaded("", tmp_path)
+    runtime = runtime_of(config)
+    runtime.directory.engines["alpha"].capacity = 3
+    addon = EngineConcurrency()
+    configure(runtime, addon)
+    running = [_routed(config) for _ in range(3)]
+    for each in running:
+        await addon.request(each)
+    runtime.directory.engines["alpha"].capacity = 1  # the engine came back with -np 1
+    waiter = _routed(config)
+    waiting = asyncio.create_task(addon.request(waiter))
+    await asyncio.sleep(0.01)
+    addon.response(running[0])
+    addon.response(running[1])
+    await asyncio.sleep(0.01)
+    assert not waiting.done()  # one is still in flight: the engine's one slot is taken
+    addon.response(running[2])
+    await asyncio.wait_for(waiting, 1)
+    assert waiter.response is None and CONCURRENCY_ENGINE.require(waiter) == "alpha"
