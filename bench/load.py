@@ -22,17 +22,21 @@ import aiohttp
 from bench.targets import CHAT_PATH, MODEL
 
 LUA = Path(__file__).with_name("chat.lua")
-STREAM_BODY = json.dumps(
-    {
-        "model": MODEL,
-        "stream": True,
-        "messages": [
-            {"role": "system", "content": "You are terse."},
-            {"role": "user", "content": "Say hello in one word."},
-        ],
-        "max_tokens": 64,
-    }
-).encode()
+
+
+def stream_body(max_tokens: int = 64) -> bytes:
+    """A streamed chat completion request (the fake engine sends at most `max_tokens` chunks)."""
+    return json.dumps(
+        {
+            "model": MODEL,
+            "stream": True,
+            "messages": [
+                {"role": "system", "content": "You are terse."},
+                {"role": "user", "content": "Say hello in one word."},
+            ],
+            "max_tokens": max_tokens,
+        }
+    ).encode()
 
 
 @dataclass(frozen=True)
@@ -99,13 +103,13 @@ class StreamTiming:
     events: int
 
 
-async def _one_stream(session: aiohttp.ClientSession, url: str) -> StreamTiming:
+async def _one_stream(
+    session: aiohttp.ClientSession, url: str, body: bytes, headers: dict[str, str]
+) -> StreamTiming:
     start = time.perf_counter()
     first: float | None = None
     events = 0
-    async with session.post(
-        url, data=STREAM_BODY, headers={"Content-Type": "application/json"}
-    ) as response:
+    async with session.post(url, data=body, headers=headers) as response:
         if response.status != 200:
             raise RuntimeError(f"stream answered {response.status}: {await response.text()}")
         async for line in response.content:
@@ -119,18 +123,37 @@ async def _one_stream(session: aiohttp.ClientSession, url: str) -> StreamTiming:
     return StreamTiming((first - start) * 1000, (end - start) * 1000, events)
 
 
-async def _streams(url: str, count: int, timeout: float) -> list[StreamTiming]:
+async def _streams(
+    url: str, count: int, timeout: float, body: bytes, headers: dict[str, str]
+) -> list[StreamTiming]:
     connector = aiohttp.TCPConnector(limit=1)
+    url += CHAT_PATH
     async with aiohttp.ClientSession(connector=connector) as session, asyncio.timeout(timeout):
-        await _one_stream(session, url + CHAT_PATH)  # opens the connection; not counted
-        return [await _one_stream(session, url + CHAT_PATH) for _ in range(count)]
+        await _one_stream(session, url, body, headers)  # opens the connection; not counted
+        return [await _one_stream(session, url, body, headers) for _ in range(count)]
 
 
-def sse_streams(url: str, count: int, timeout: float = 60.0) -> list[StreamTiming]:
-    """`count` paced streams, one at a time on one keep-alive connection (uvloop if present)."""
+def sse_streams(
+    url: str,
+    count: int,
+    timeout: float = 60.0,
+    chunks: int | None = None,
+    chunk_delay: float | None = None,
+) -> list[StreamTiming]:
+    """`count` paced streams, one at a time on one keep-alive connection (uvloop if present).
+
+    `chunks` and `chunk_delay` override the fake engine's defaults for these streams
+    (its `x-fake-chunks` and `x-fake-chunk-delay` request headers)."""
+    headers = {"Content-Type": "application/json"}
+    body = stream_body()
+    if chunks is not None:
+        headers["x-fake-chunks"] = str(chunks)
+        body = stream_body(max_tokens=chunks)
+    if chunk_delay is not None:
+        headers["x-fake-chunk-delay"] = str(chunk_delay)
     try:
         import uvloop
     except ImportError:
-        return asyncio.run(_streams(url, count, timeout))
-    timings: list[StreamTiming] = uvloop.run(_streams(url, count, timeout))
+        return asyncio.run(_streams(url, count, timeout, body, headers))
+    timings: list[StreamTiming] = uvloop.run(_streams(url, count, timeout, body, headers))
     return timings

@@ -203,3 +203,41 @@ def test_the_internals_the_guarded_classes_use_are_where_they_were() -> None:
     original = GuardedHttpStream.__mro__[1]  # mitmproxy's HttpStream
     stream = inspect.getsource(original.state_wait_for_request_headers)
     assert '"100-continue"' in stream and "HttpRequestHeadersHook(self.flow)" in stream
+
+
+def _sent_for(layer_class: type[_http1.Http1Server], method: str, chunked: bool) -> bytes:
+    """The bytes `layer_class` writes for a request `method` answered by a head and two
+    body chunks (chunked transfer encoding or a content-length)."""
+    from mitmproxy.proxy.layers.http._events import ResponseData, ResponseHeaders
+    from mitmproxy.test import tutils
+
+    layer = layer_class(_context())
+    list(layer.handle_event(events.Start()))
+    request = f"{method} /v1/chat/completions HTTP/1.1\r\nHost: h\r\n\r\n".encode()
+    list(layer.handle_event(events.DataReceived(layer.conn, request)))
+    response = tutils.tresp(content=b"")
+    response.headers.clear()
+    if chunked:
+        response.headers["transfer-encoding"] = "chunked"
+    else:
+        response.headers["content-length"] = "12"
+    out = list(layer.handle_event(ResponseHeaders(1, response, end_stream=False)))
+    for piece in (b"data: a\n\n", b"bc\n"):
+        out += layer.handle_event(ResponseData(1, piece))
+    return b"".join(c.data for c in out if isinstance(c, commands.SendData))
+
+
+@pytest.mark.parametrize("method", ["GET", "HEAD"])
+@pytest.mark.parametrize("chunked", [True, False])
+def test_stream_chunks_are_framed_as_mitmproxy_frames_them(method: str, chunked: bool) -> None:
+    # GuardedHttp1Server frames a chunk from what the head said, noted once per response.
+    ours = _sent_for(GuardedHttp1Server, method, chunked)
+    body = ours.split(b"\r\n\r\n", 1)[1]
+    if method == "HEAD":
+        assert body == b""  # a HEAD answer has headers only (mitmproxy's would send them)
+        return
+    assert ours == _sent_for(_http1.Http1Server, method, chunked)
+    if chunked:
+        assert body == b"9\r\ndata: a\n\n\r\n3\r\nbc\n\r\n"
+    else:
+        assert body == b"data: a\n\nbc\n"
