@@ -129,7 +129,13 @@ async def measure(requests: int, repeat: int) -> float:
     commit_all(prepared)
     chain = AddonChain(addons)
     try:
-        return min([await per_request_us(chain, built, requests) for _ in range(repeat)])
+        best = float("inf")
+        for _ in range(repeat):
+            # The gateway's refresh loop keeps the state view fresh; without it the view
+            # goes stale after `state.stale_after` and the security addons answer 503.
+            await state.refresh(force=True)
+            best = min(best, await per_request_us(chain, built, requests))
+        return best
     finally:
         await built.directory.close()
 
