@@ -108,15 +108,18 @@ def observe(
         and window.requests > settings.spike_factor * stats.baseline
         and _first(window, "rate_spike")
     ):
-        details = {"requests": window.requests, "baseline": round(stats.baseline, 2)}
-        findings.append(Finding("rate_spike", Severity.MEDIUM, details))
+        spike: dict[str, object] = {
+            "requests": window.requests,
+            "baseline": round(stats.baseline, 2),
+        }
+        findings.append(Finding("rate_spike", Severity.MEDIUM, spike))
     if window.errors >= settings.error_burst and _first(window, "error_burst"):
         findings.append(Finding("error_burst", Severity.MEDIUM, {"errors_4xx": window.errors}))
     if len(window.models) >= settings.model_churn and _first(window, "model_churn"):
         findings.append(Finding("model_churn", Severity.LOW, {"models": len(window.models)}))
     if len(window.agents) >= settings.user_agent_churn and _first(window, "user_agent_churn"):
-        details = {"user_agents": len(window.agents)}
-        findings.append(Finding("user_agent_churn", Severity.LOW, details))
+        agents: dict[str, object] = {"user_agents": len(window.agents)}
+        findings.append(Finding("user_agent_churn", Severity.LOW, agents))
     return findings
 
 
