@@ -3,7 +3,9 @@ mitmproxy internals it relies on, pinned so an upgrade that moves them fails her
 
 from __future__ import annotations
 
+import gc
 import inspect
+import weakref
 
 import pytest
 from h11._readers import ChunkedReader
@@ -241,3 +243,35 @@ def test_stream_chunks_are_framed_as_mitmproxy_frames_them(method: str, chunked:
         assert body == b"9\r\ndata: a\n\n\r\n3\r\nbc\n\r\n"
     else:
         assert body == b"data: a\n\nbc\n"
+
+
+# ---- a finished stream lets go of its flow ------------------------------------------------
+
+
+def _finished_stream(status: int) -> GuardedHttpStream:
+    stream = GuardedHttpStream(_context(), 1)
+    stream.flow = tflow.tflow(resp=True)
+    assert stream.flow.response is not None
+    stream.flow.response.status_code = status
+    return stream
+
+
+def test_a_finished_stream_drops_its_flow_so_refcounting_frees_it() -> None:
+    """The stream is a reference cycle; a flow it kept would wait for the cyclic collector."""
+    stream = _finished_stream(200)
+    flow = weakref.ref(stream.flow)
+    # tflow's own garbage (mitmproxy's debug-mode field checks leave a traceback cycle
+    # holding the flow; the gateway serves under -O) goes first.
+    gc.collect()
+    commands_ = list(stream.flow_done())
+    assert http_layers.DropStream in [type(c) for c in commands_]
+    assert stream.flow is None
+    assert flow() is None  # freed at once, no gc.collect()
+
+
+def test_an_upgraded_stream_keeps_its_flow_for_the_layer_that_took_it_over() -> None:
+    stream = _finished_stream(101)
+    stream.context.options.rawtcp = True  # the TCP layer takes the upgraded connection over
+    list(stream.flow_done())
+    assert stream.child_layer is not None
+    assert stream.flow is not None

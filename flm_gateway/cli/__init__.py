@@ -15,6 +15,7 @@ import sys
 from collections.abc import Sequence
 
 from flm_gateway import __version__
+from flm_gateway.cli.optimized import serve_optimized
 from flm_gateway.proxy import mitm_lean
 
 COMMAND_MODULES = (
@@ -48,11 +49,13 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     mitm_lean.install()
     args_list = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser()
     if not args_list or (
         args_list[0].startswith("-") and args_list[0] not in ("-h", "--help", "--version")
     ):
         args_list = ["run", *args_list]
+    if argv is None and args_list and args_list[0] == "run":
+        serve_optimized()  # a real `run` command line: serve under `python -O`
+    parser = build_parser()
     args = parser.parse_args(args_list)
     if args.command is None:
         parser.print_help()
