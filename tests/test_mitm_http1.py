@@ -261,7 +261,7 @@ def test_a_finished_stream_drops_its_flow_so_refcounting_frees_it() -> None:
     stream = _finished_stream(200)
     flow = weakref.ref(stream.flow)
     # tflow's own garbage (mitmproxy's debug-mode field checks leave a traceback cycle
-    # holding the flow; the gateway serves under -O) goes first.
+    # holding the flow; the gateway switches them off, mitm_typecheck) goes first.
     gc.collect()
     commands_ = list(stream.flow_done())
     assert http_layers.DropStream in [type(c) for c in commands_]

@@ -70,7 +70,7 @@ from flm_gateway.engines.directory import EngineDirectory
 from flm_gateway.observability.admin_listener import AdminBindError, AdminServer, GatewayPages
 from flm_gateway.observability.memory import freeze_startup_objects
 from flm_gateway.observability.metrics import GatewayMetrics
-from flm_gateway.proxy import mitm_errors, mitm_http1, mitm_reuse_port
+from flm_gateway.proxy import mitm_errors, mitm_http1, mitm_reuse_port, mitm_typecheck
 from flm_gateway.proxy.addon_chain import AddonChain
 from flm_gateway.proxy.addon_contract import Addon, Prepared, commit_all, prepare_all
 from flm_gateway.proxy.event_loop import loop_factory
@@ -177,6 +177,7 @@ class Gateway:
         self.egress.service.acme_proxy_url()
         mitm_errors.install()
         mitm_http1.install()
+        mitm_typecheck.install()
         if self.worker is not None:
             mitm_reuse_port.install()
         options = Options(mode=[mode_spec(listener) for listener in config.listeners])

@@ -15,7 +15,6 @@ import sys
 from collections.abc import Sequence
 
 from flm_gateway import __version__
-from flm_gateway.cli.optimized import serve_optimized
 from flm_gateway.proxy import mitm_lean
 
 COMMAND_MODULES = (
@@ -53,8 +52,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         args_list[0].startswith("-") and args_list[0] not in ("-h", "--help", "--version")
     ):
         args_list = ["run", *args_list]
-    if argv is None and args_list and args_list[0] == "run":
-        serve_optimized()  # a real `run` command line: serve under `python -O`
     parser = build_parser()
     args = parser.parse_args(args_list)
     if args.command is None:
