@@ -34,7 +34,11 @@ METRICS: dict[str, Callable[[Round], float]] = {
     "proxy CPU µs/req c=32": proxy_us_per_request_loaded,
     "proxy CPU µs/req c=1": proxy_us_per_request_c1,
     "p50 c=1 ms": lambda r: r.latency.p50_ms,
+    "p99 c=1 ms": lambda r: r.latency.p99_ms,
     "SSE TTFC p50 ms": lambda r: r.ttfc_ms,
+    "SSE TTFC p99 ms": lambda r: r.ttfc_p99_ms,
+    "proxy CPU µs/chunk (long streams)": lambda r: r.proxy_us_per_chunk,
+    "proxy CPU µs/chunk (paced window)": lambda r: r.proxy_us_per_paced_chunk,
 }
 
 

@@ -32,7 +32,7 @@ from bench.processes import Child, Processes
 from bench.targets import Target
 
 MB = 1_000_000
-SHORT_STREAM = {"x-fake-chunks": "4"}
+SHORT_STREAM = 4
 """Time-to-first-token streams need not be long: 4 chunks, the engine's 2 ms apart."""
 
 
@@ -172,7 +172,7 @@ def onthebench(bench: Bench, settings: FieldSettings) -> Scenario:
         bench.log(f"onthebench: {name}")
         tail = run_wrk(target.url, 1, 600, requests=settings.tail_requests)
         scenario.put("p99 c=1 ms", name, tail.p99_ms)
-        streams = sse_streams(target.url, settings.ttft_streams, headers=SHORT_STREAM)
+        streams = sse_streams(target.url, settings.ttft_streams, chunks=SHORT_STREAM)
         scenario.put("TTFT p99 ms", name, percentile([s.ttfc_ms for s in streams], 0.99))
         sustained, at_once, reason = _sustained_level(bench, target, settings)
         scenario.put("concurrent SSE streams sustained", name, sustained)

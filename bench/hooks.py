@@ -4,8 +4,10 @@ Runs the real pipeline (built as the gateway builds it, behind `AddonChain`) on
 prepared mitmproxy flows shaped like the benchmark's chat completion: requestheaders,
 request, responseheaders, response, as mitmproxy would call them, but without mitmproxy's
 dispatch, its HTTP layers or sockets. The engine counts as reachable (a connect
-succeeded just now), so no probe dials. Prints µs per request, best of `--repeat`;
-the figure is what `bench.profile` calls "our addons", measured exactly.
+succeeded just now), so no probe dials. Prints the CPU time of this thread per
+request (`time.thread_time`: time other processes on a shared box take is not
+counted), best of `--repeat`; the figure is what `bench.profile` calls "our addons",
+measured exactly.
 """
 
 from __future__ import annotations
@@ -106,7 +108,7 @@ async def per_request_us(chain: Any, built: Runtime, requests: int) -> float:
     flows = [flow() for _ in range(requests)]
     responses = [response() for _ in range(requests)]
     engine = built.directory.get("engine")
-    start = time.perf_counter()
+    start = time.thread_time()
     for one, answer in zip(flows, responses, strict=True):
         engine.last_connect_ok = time.monotonic()
         for hook in (chain.requestheaders, chain.request):
@@ -114,7 +116,7 @@ async def per_request_us(chain: Any, built: Runtime, requests: int) -> float:
         one.response = answer
         for hook in (chain.responseheaders, chain.response):
             await settle(hook(one))
-    elapsed = time.perf_counter() - start
+    elapsed = time.thread_time() - start
     if flows[0].metadata.get("flm.route.engine") != "engine":
         raise RuntimeError(f"the flow was not routed: {flows[0].metadata}")
     return elapsed / requests * 1e6
@@ -129,7 +131,13 @@ async def measure(requests: int, repeat: int) -> float:
     commit_all(prepared)
     chain = AddonChain(addons)
     try:
-        return min([await per_request_us(chain, built, requests) for _ in range(repeat)])
+        best = float("inf")
+        for _ in range(repeat):
+            # The gateway's refresh loop keeps the state view fresh; without it the view
+            # goes stale after `state.stale_after` and the security addons answer 503.
+            await state.refresh(force=True)
+            best = min(best, await per_request_us(chain, built, requests))
+        return best
     finally:
         await built.directory.close()
 

@@ -24,17 +24,21 @@ import aiohttp
 from bench.targets import CHAT_PATH, MODEL
 
 LUA = Path(__file__).with_name("chat.lua")
-STREAM_BODY = json.dumps(
-    {
-        "model": MODEL,
-        "stream": True,
-        "messages": [
-            {"role": "system", "content": "You are terse."},
-            {"role": "user", "content": "Say hello in one word."},
-        ],
-        "max_tokens": 64,
-    }
-).encode()
+
+
+def stream_body(max_tokens: int = 64) -> bytes:
+    """A streamed chat completion request (the fake engine sends at most `max_tokens` chunks)."""
+    return json.dumps(
+        {
+            "model": MODEL,
+            "stream": True,
+            "messages": [
+                {"role": "system", "content": "You are terse."},
+                {"role": "user", "content": "Say hello in one word."},
+            ],
+            "max_tokens": max_tokens,
+        }
+    ).encode()
 
 
 @dataclass(frozen=True)
@@ -150,10 +154,26 @@ class OpenCount:
         self.now -= 1
 
 
+def stream_request(
+    chunks: int | None = None, chunk_delay: float | None = None
+) -> tuple[bytes, dict[str, str]]:
+    """Body and headers of a streamed request; `chunks` and `chunk_delay` override the fake
+    engine's defaults for it (its `x-fake-chunks` and `x-fake-chunk-delay` headers)."""
+    headers = {"Content-Type": "application/json"}
+    body = stream_body()
+    if chunks is not None:
+        headers["x-fake-chunks"] = str(chunks)
+        body = stream_body(max_tokens=chunks)
+    if chunk_delay is not None:
+        headers["x-fake-chunk-delay"] = str(chunk_delay)
+    return body, headers
+
+
 async def _one_stream(
     session: aiohttp.ClientSession,
     url: str,
-    headers: dict[str, str] | None = None,
+    body: bytes,
+    headers: dict[str, str],
     count: OpenCount | None = None,
 ) -> StreamTiming:
     count = count or OpenCount()
@@ -161,9 +181,7 @@ async def _one_stream(
     first: float | None = None
     last = start
     events, max_gap, done = 0, 0.0, False
-    async with session.post(
-        url, data=STREAM_BODY, headers={"Content-Type": "application/json", **(headers or {})}
-    ) as response:
+    async with session.post(url, data=body, headers=headers) as response:
         if response.status != 200:
             raise RuntimeError(f"stream answered {response.status}: {await response.text()}")
         count.opened()
@@ -187,12 +205,13 @@ async def _one_stream(
 
 
 async def _streams(
-    url: str, count: int, timeout: float, headers: dict[str, str] | None
+    url: str, count: int, timeout: float, body: bytes, headers: dict[str, str]
 ) -> list[StreamTiming]:
     connector = aiohttp.TCPConnector(limit=1)
+    url += CHAT_PATH
     async with aiohttp.ClientSession(connector=connector) as session, asyncio.timeout(timeout):
-        await _one_stream(session, url + CHAT_PATH, headers)  # opens the connection; not counted
-        return [await _one_stream(session, url + CHAT_PATH, headers) for _ in range(count)]
+        await _one_stream(session, url, body, headers)  # opens the connection; not counted
+        return [await _one_stream(session, url, body, headers) for _ in range(count)]
 
 
 @dataclass(frozen=True)
@@ -218,13 +237,15 @@ class StreamLevel:
         return self.whole == self.asked and self.max_gap_ms <= stall_ms
 
 
-async def _concurrent(url: str, count: int, headers: dict[str, str], timeout: float) -> StreamLevel:
+async def _concurrent(
+    url: str, count: int, body: bytes, headers: dict[str, str], timeout: float
+) -> StreamLevel:
     connector = aiohttp.TCPConnector(limit=count, force_close=True)
     tally = OpenCount()
     start = time.perf_counter()
     async with aiohttp.ClientSession(connector=connector) as session:
         jobs = [
-            asyncio.wait_for(_one_stream(session, url + CHAT_PATH, headers, tally), timeout)
+            asyncio.wait_for(_one_stream(session, url + CHAT_PATH, body, headers, tally), timeout)
             for _ in range(count)
         ]
         outcomes = await asyncio.gather(*jobs, return_exceptions=True)
@@ -244,17 +265,21 @@ def _run[T](main: Coroutine[object, object, T]) -> T:
 
 
 def sse_streams(
-    url: str, count: int, timeout: float = 60.0, headers: dict[str, str] | None = None
+    url: str,
+    count: int,
+    timeout: float = 60.0,
+    chunks: int | None = None,
+    chunk_delay: float | None = None,
 ) -> list[StreamTiming]:
     """`count` paced streams, one at a time on one keep-alive connection (uvloop if present);
-    `headers` may ask the fake engine for other pacing (`x-fake-chunks`)."""
-    return _run(_streams(url, count, timeout, headers))
+    `chunks` and `chunk_delay` as in `stream_request`."""
+    return _run(_streams(url, count, timeout, *stream_request(chunks, chunk_delay)))
 
 
 def concurrent_streams(
     url: str, count: int, chunks: int, chunk_delay: float, timeout: float = 120.0
 ) -> StreamLevel:
-    """`count` streams at once, each on its own connection, each asking the fake engine
-    (`x-fake-*` headers) for `chunks` chunks `chunk_delay` s apart, so they overlap."""
-    headers = {"x-fake-chunks": str(chunks), "x-fake-chunk-delay": str(chunk_delay)}
-    return _run(_concurrent(url, count, headers, timeout))
+    """`count` streams at once, each on its own connection, each asking the fake engine for
+    `chunks` chunks `chunk_delay` s apart, so that they overlap."""
+    body, headers = stream_request(chunks, chunk_delay)
+    return _run(_concurrent(url, count, body, headers, timeout))

@@ -78,6 +78,10 @@ class Summary:
     engine_us_c32: float
     ttfc: float
     added_ttfc: float
+    ttfc_p99: float
+    added_ttfc_p99: float
+    proxy_us_chunk: float
+    proxy_us_paced_chunk: float
     stream_total: float
     errors: int
     rss_idle_mib: float
@@ -104,6 +108,14 @@ class Summary:
             engine_us_c32=median(_per_round(result, engine_us_per_request)),
             ttfc=median(_per_round(result, lambda r: r.ttfc_ms)),
             added_ttfc=_added(result, direct, lambda r: r.ttfc_ms),
+            ttfc_p99=median(_per_round(result, lambda r: r.ttfc_p99_ms)),
+            added_ttfc_p99=_added(result, direct, lambda r: r.ttfc_p99_ms),
+            proxy_us_chunk=median(_per_round(result, lambda r: r.proxy_us_per_chunk))
+            if proxied
+            else nan,
+            proxy_us_paced_chunk=median(_per_round(result, lambda r: r.proxy_us_per_paced_chunk))
+            if proxied
+            else nan,
             stream_total=median(_per_round(result, lambda r: r.stream_total_ms)),
             errors=sum(r.loaded.errors + r.latency.errors for r in result.rounds),
             rss_idle_mib=result.idle.rss_kib / 1024 if result.idle else nan,
@@ -171,6 +183,8 @@ def stream_memory_table(run: RunResult, sums: dict[str, Summary]) -> str:
         "SSE TTFC p50 ms",
         "added TTFC ms",
         "TTFC vs direct",
+        "added TTFC p99 ms",
+        "proxy µs/chunk (long / paced)",
         "SSE total p50 ms",
         "streams unbuffered",
         "RSS idle MiB",
@@ -192,6 +206,8 @@ def stream_memory_table(run: RunResult, sums: dict[str, Summary]) -> str:
                 fmt(s.ttfc),
                 signed(s.added_ttfc),
                 ratio(s.ttfc, base.ttfc),
+                signed(s.added_ttfc_p99),
+                f"{fmt(s.proxy_us_chunk)} / {fmt(s.proxy_us_paced_chunk)}",
                 fmt(s.stream_total),
                 "yes" if unbuffered else "NO (buffered)",
                 fmt(s.rss_idle_mib, 1),
@@ -292,6 +308,20 @@ def goals(sums: dict[str, Summary]) -> list[Goal]:
             "ms",
             gw.added_ttfc,
             f"{signed(gw.added_ttfc)} ms",
+        ),
+        Goal(
+            "SSE time to first chunk added vs direct, p99",
+            2.0,
+            "ms",
+            gw.added_ttfc_p99,
+            f"{signed(gw.added_ttfc_p99)} ms",
+        ),
+        Goal(
+            "proxy CPU per SSE chunk (long streams)",
+            40,
+            "µs",
+            gw.proxy_us_chunk,
+            f"{fmt(gw.proxy_us_chunk)} µs",
         ),
     ]
 

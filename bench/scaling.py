@@ -22,7 +22,7 @@ from collections.abc import Callable
 
 from bench.field import MB, Bench, FieldSettings, Scenario
 from bench.load import run_wrk
-from bench.measure import Settings, window
+from bench.measure import Settings, window, wrk_cpu
 from bench.processes import clean_env
 from bench.targets import (
     REPO_ROOT,
@@ -108,7 +108,7 @@ def _measure(
         )
     run_wrk(target.url, c, base.warmup_s)
     processes = len(target.pids)
-    result, cpu = window(target, bench.engine, lambda: run_wrk(target.url, c, base.load_s))
+    result, cpu = window(target, bench.engine, lambda: run_wrk(target.url, c, base.load_s), wrk_cpu)
     scenario.put(f"req/s c={c}, {label}", row, result.rps)
     if target.main is not None:
         per_request = 1e6 * cpu.proxy_s / result.requests if result.requests else float("nan")

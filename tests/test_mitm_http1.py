@@ -3,7 +3,9 @@ mitmproxy internals it relies on, pinned so an upgrade that moves them fails her
 
 from __future__ import annotations
 
+import gc
 import inspect
+import weakref
 
 import pytest
 from h11._readers import ChunkedReader
@@ -203,3 +205,73 @@ def test_the_internals_the_guarded_classes_use_are_where_they_were() -> None:
     original = GuardedHttpStream.__mro__[1]  # mitmproxy's HttpStream
     stream = inspect.getsource(original.state_wait_for_request_headers)
     assert '"100-continue"' in stream and "HttpRequestHeadersHook(self.flow)" in stream
+
+
+def _sent_for(layer_class: type[_http1.Http1Server], method: str, chunked: bool) -> bytes:
+    """The bytes `layer_class` writes for a request `method` answered by a head and two
+    body chunks (chunked transfer encoding or a content-length)."""
+    from mitmproxy.proxy.layers.http._events import ResponseData, ResponseHeaders
+    from mitmproxy.test import tutils
+
+    layer = layer_class(_context())
+    list(layer.handle_event(events.Start()))
+    request = f"{method} /v1/chat/completions HTTP/1.1\r\nHost: h\r\n\r\n".encode()
+    list(layer.handle_event(events.DataReceived(layer.conn, request)))
+    response = tutils.tresp(content=b"")
+    response.headers.clear()
+    if chunked:
+        response.headers["transfer-encoding"] = "chunked"
+    else:
+        response.headers["content-length"] = "12"
+    out = list(layer.handle_event(ResponseHeaders(1, response, end_stream=False)))
+    for piece in (b"data: a\n\n", b"bc\n"):
+        out += layer.handle_event(ResponseData(1, piece))
+    return b"".join(c.data for c in out if isinstance(c, commands.SendData))
+
+
+@pytest.mark.parametrize("method", ["GET", "HEAD"])
+@pytest.mark.parametrize("chunked", [True, False])
+def test_stream_chunks_are_framed_as_mitmproxy_frames_them(method: str, chunked: bool) -> None:
+    # GuardedHttp1Server frames a chunk from what the head said, noted once per response.
+    ours = _sent_for(GuardedHttp1Server, method, chunked)
+    body = ours.split(b"\r\n\r\n", 1)[1]
+    if method == "HEAD":
+        assert body == b""  # a HEAD answer has headers only (mitmproxy's would send them)
+        return
+    assert ours == _sent_for(_http1.Http1Server, method, chunked)
+    if chunked:
+        assert body == b"9\r\ndata: a\n\n\r\n3\r\nbc\n\r\n"
+    else:
+        assert body == b"data: a\n\nbc\n"
+
+
+# ---- a finished stream lets go of its flow ------------------------------------------------
+
+
+def _finished_stream(status: int) -> GuardedHttpStream:
+    stream = GuardedHttpStream(_context(), 1)
+    stream.flow = tflow.tflow(resp=True)
+    assert stream.flow.response is not None
+    stream.flow.response.status_code = status
+    return stream
+
+
+def test_a_finished_stream_drops_its_flow_so_refcounting_frees_it() -> None:
+    """The stream is a reference cycle; a flow it kept would wait for the cyclic collector."""
+    stream = _finished_stream(200)
+    flow = weakref.ref(stream.flow)
+    # tflow's own garbage (mitmproxy's debug-mode field checks leave a traceback cycle
+    # holding the flow; the gateway switches them off, mitm_typecheck) goes first.
+    gc.collect()
+    commands_ = list(stream.flow_done())
+    assert http_layers.DropStream in [type(c) for c in commands_]
+    assert stream.flow is None
+    assert flow() is None  # freed at once, no gc.collect()
+
+
+def test_an_upgraded_stream_keeps_its_flow_for_the_layer_that_took_it_over() -> None:
+    stream = _finished_stream(101)
+    stream.context.options.rawtcp = True  # the TCP layer takes the upgraded connection over
+    list(stream.flow_done())
+    assert stream.child_layer is not None
+    assert stream.flow is not None

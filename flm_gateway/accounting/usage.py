@@ -185,9 +185,22 @@ class StreamMeter:
             return self._finish()
         if self.gave_up:
             return [chunk]
+        if not self._tail and self._one_event(chunk):
+            # The usual chunk: exactly one whole event (engines flush one per token). It is
+            # accounted for as it is, without the buffer and the separator scan.
+            keep = self._take(chunk)
+            return [chunk] if keep or not self.strip else []
         self._tail += chunk
         kept = self._complete_events()
         return kept if self.strip else [chunk]
+
+    def _one_event(self, chunk: bytes) -> bool:
+        """`chunk` is one complete event: it ends with the framing's separator, which
+        occurs nowhere else in it (SSE: LF LF without CR; other framings take the scan)."""
+        if self.framing != "sse" or not chunk.endswith(b"\n\n"):
+            return False
+        end = len(chunk) - 2
+        return chunk.find(b"\n\n", 0, end) == -1 and b"\r" not in chunk
 
     def _complete_events(self) -> list[bytes]:
         """Account for every complete event in the tail; the bytes of those to pass on."""
@@ -232,13 +245,20 @@ class StreamMeter:
     def _payload(self, event: bytes) -> bytes | None:
         if self.framing == "ndjson":
             return event.strip() or None
+        line = event.rstrip(b"\n")
+        if line.startswith(b"data: ") and b"\n" not in line and b"\r" not in line:
+            payload: bytes | None = line[6:]  # the usual event: one `data: ` line
+        else:
+            payload = self._data_lines(event)
+        return None if payload is None or payload.strip() == b"[DONE]" else payload
+
+    @staticmethod
+    def _data_lines(event: bytes) -> bytes | None:
+        """The `data:` lines of an SSE event joined by LF (SSE's rule), or None if none."""
         data = [
             line[5:].removeprefix(b" ") for line in event.splitlines() if line.startswith(b"data:")
         ]
-        if not data:
-            return None
-        payload = b"\n".join(data)
-        return None if payload.strip() == b"[DONE]" else payload
+        return b"\n".join(data) if data else None
 
     def usage(self, prompt_estimate: int, generates: bool = True) -> Usage:
         """The counts so far: reported ones where the engine sent them, else estimated."""

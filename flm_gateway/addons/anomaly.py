@@ -77,6 +77,14 @@ class Finding:
     details: dict[str, object]
 
 
+def _first(window: Window, kind: str) -> bool:
+    """Mark `kind` reported in `window`; True the first time (each finding is reported once)."""
+    if kind in window.reported:
+        return False
+    window.reported.add(kind)
+    return True
+
+
 def observe(
     stats: SubjectStats,
     settings: AnomalySettings,
@@ -93,38 +101,25 @@ def observe(
         window.models.add(model)
     if agent and len(window.agents) < MAX_TRACKED_VALUES:
         window.agents.add(agent)
-    candidates: list[tuple[str, Severity, bool, dict[str, object]]] = [
-        (
-            "rate_spike",
-            Severity.MEDIUM,
-            window.requests >= settings.spike_min_requests
-            and window.requests > settings.spike_factor * stats.baseline,
-            {"requests": window.requests, "baseline": round(stats.baseline, 2)},
-        ),
-        (
-            "error_burst",
-            Severity.MEDIUM,
-            window.errors >= settings.error_burst,
-            {"errors_4xx": window.errors},
-        ),
-        (
-            "model_churn",
-            Severity.LOW,
-            len(window.models) >= settings.model_churn,
-            {"models": len(window.models)},
-        ),
-        (
-            "user_agent_churn",
-            Severity.LOW,
-            len(window.agents) >= settings.user_agent_churn,
-            {"user_agents": len(window.agents)},
-        ),
-    ]
-    findings = []
-    for kind, severity, hit, details in candidates:
-        if hit and kind not in window.reported:
-            window.reported.add(kind)
-            findings.append(Finding(kind, severity, details))
+    # Conditions first, details only for a new finding: this runs on every response.
+    findings: list[Finding] = []
+    if (
+        window.requests >= settings.spike_min_requests
+        and window.requests > settings.spike_factor * stats.baseline
+        and _first(window, "rate_spike")
+    ):
+        spike: dict[str, object] = {
+            "requests": window.requests,
+            "baseline": round(stats.baseline, 2),
+        }
+        findings.append(Finding("rate_spike", Severity.MEDIUM, spike))
+    if window.errors >= settings.error_burst and _first(window, "error_burst"):
+        findings.append(Finding("error_burst", Severity.MEDIUM, {"errors_4xx": window.errors}))
+    if len(window.models) >= settings.model_churn and _first(window, "model_churn"):
+        findings.append(Finding("model_churn", Severity.LOW, {"models": len(window.models)}))
+    if len(window.agents) >= settings.user_agent_churn and _first(window, "user_agent_churn"):
+        agents: dict[str, object] = {"user_agents": len(window.agents)}
+        findings.append(Finding("user_agent_churn", Severity.LOW, agents))
     return findings
 
 

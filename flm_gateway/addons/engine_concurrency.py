@@ -2,7 +2,11 @@
 
 Policy (on `request`, right after routing chose an engine, `flm.route.engine`):
 an engine's cap is `security.resources.engines[<name>].max_concurrent`, else
-`security.resources.max_concurrent_per_engine` (unset: no cap). A request under
+`security.resources.max_concurrent_per_engine`, else the engine's own capacity when
+its health checks report one (llama.cpp: `/props` `total_slots`, i.e. `-np`; it
+follows every check, see `engines.directory`), else there is no cap (vLLM, Ollama,
+LM Studio and generic OpenAI servers tell no capacity and queue in the engine). An
+explicit value always wins over what the engine says. A request under
 the cap proceeds; over it, it waits in a first-in-first-out queue of at most
 `max_queue` (`max_queue_per_engine`) for up to `queue_timeout`. A full queue or
 a timeout answers 503 `engine_busy` with `Retry-After`. The slot is held until
@@ -24,6 +28,7 @@ from mitmproxy import http
 
 from flm_gateway.config.security_settings import ResourceSettings
 from flm_gateway.core.errors import error_response
+from flm_gateway.engines.directory import EngineDirectory
 from flm_gateway.proxy.fail_closed import fail_closed
 from flm_gateway.proxy.flow_meta import CONCURRENCY_ENGINE, FAILOVER_RESEND, ROUTE_ENGINE
 from flm_gateway.proxy.runtime import Runtime
@@ -46,8 +51,9 @@ class EngineSlots:
         return False
 
     def release(self) -> None:
-        """Free a slot, or hand it straight to the first live waiter."""
-        while self.waiters:
+        """Free a slot, or hand it straight to the first live waiter (unless the limit
+        dropped below what is in flight)."""
+        while self.waiters and self.active <= self.limit:
             waiter = self.waiters.popleft()
             if not waiter.done():
                 waiter.set_result(None)  # the slot passes on; `active` is unchanged
@@ -66,23 +72,28 @@ class EngineSlots:
 class EngineConcurrency:
     def __init__(self) -> None:
         self._settings = ResourceSettings()
+        self._directory: EngineDirectory | None = None
         self._slots: dict[str, EngineSlots] = {}
 
-    def prepare(self, runtime: Runtime) -> ResourceSettings:
-        return runtime.loaded.config.security.resources
+    def prepare(self, runtime: Runtime) -> tuple[ResourceSettings, EngineDirectory]:
+        return runtime.loaded.config.security.resources, runtime.directory
 
-    def commit(self, prepared: ResourceSettings) -> None:
-        self._settings = prepared
-        for name, slots in self._slots.items():
-            limit = self._limit_of(name)
-            if limit is not None:
-                slots.limit, slots.max_queue, slots.timeout = limit
-                slots.grow()
+    def commit(self, prepared: tuple[ResourceSettings, EngineDirectory]) -> None:
+        self._settings, self._directory = prepared
+        for name in self._slots:
+            self.slots(name)  # applies the new limits; waiters enter if they rose
+
+    def _capacity_of(self, engine: str) -> int | None:
+        """What the engine says it processes at once (its latest health check), if it says."""
+        state = self._directory.engines.get(engine) if self._directory is not None else None
+        return state.capacity if state is not None else None
 
     def _limit_of(self, engine: str) -> tuple[int, int, float] | None:
         settings = self._settings
         own = settings.engines.get(engine)
         limit = own.max_concurrent if own else settings.max_concurrent_per_engine
+        if limit is None:
+            limit = self._capacity_of(engine)
         if limit is None:
             return None
         max_queue = own.max_queue if own and own.max_queue is not None else None
@@ -94,12 +105,20 @@ class EngineConcurrency:
         )
 
     def slots(self, engine: str) -> EngineSlots | None:
+        """The engine's slots under its current limits (config, else the engine's capacity,
+        which a health check may have changed since the last request); None: no cap."""
         limits = self._limit_of(engine)
-        if limits is None:
-            return None
         slots = self._slots.get(engine)
+        if limits is None:
+            if slots is not None and slots.waiters:  # the cap went away: nobody waits
+                slots.limit = slots.active + len(slots.waiters)
+                slots.grow()
+            return None
         if slots is None:
             slots = self._slots[engine] = EngineSlots(*limits)
+        elif (slots.limit, slots.max_queue, slots.timeout) != limits:
+            slots.limit, slots.max_queue, slots.timeout = limits
+            slots.grow()
         return slots
 
     @fail_closed(503)

@@ -12,7 +12,10 @@ A stream stays a stream: `AliasFilter` (a `response.stream` callable, composed w
 the one already there, see `stream_filters`) passes on every complete line of each
 chunk at once, rewritten; only the bytes after a chunk's last newline wait for the
 next chunk. SSE clients act on complete events, which end with a newline, so nothing
-they could use is held back. A line longer than `MAX_LINE` stops the rewriting for
+they could use is held back. When the route sends the client's own name upstream and
+the engine's first chunk that names a model names exactly that one in every member, the
+rest of the stream passes unscanned (an engine names one model per answer; this saves a
+scan per chunk). A line longer than `MAX_LINE` stops the rewriting for
 that stream (its bytes pass through as they came). The rewrite is a regular
 expression, not a JSON parse: in JSON text `"model":` can only be a member name
 (quotes inside strings are escaped), so client text never matches. A stream whose
@@ -46,7 +49,7 @@ ALIASED_KINDS = frozenset({"chat", "completions", "embeddings"})
 ENGINE_HEADER = "x-flm-engine"
 UPSTREAM_MODEL_HEADER = "x-flm-upstream-model"
 
-_MODEL_MEMBER = re.compile(rb'"model"\s*:\s*"(?:[^"\\\n]|\\.)*"')
+_MODEL_MEMBER = re.compile(rb'"model"\s*:\s*("(?:[^"\\\n]|\\.)*")')
 
 ChunkFilter = Callable[[bytes], bytes | Iterable[bytes]]
 
@@ -61,14 +64,27 @@ def rewrite(data: bytes, member: bytes) -> bytes:
     return _MODEL_MEMBER.sub(lambda _: member, data)
 
 
+def names_only(data: bytes, alias: str) -> bool:
+    """`data` has a `"model"` member and every one of them is `alias` already."""
+    values = _MODEL_MEMBER.findall(data)
+    return bool(values) and all(json.loads(value) == alias for value in values)
+
+
 class AliasFilter:
-    """A `response.stream` callable rewriting the model of each complete line."""
+    """A `response.stream` callable rewriting the model of each complete line.
 
-    __slots__ = ("_tail", "gave_up", "inner", "member")
+    `echo_expected`: the engine was asked for `alias` itself; once a chunk shows it
+    answers with that name, the filter stops scanning (`gave_up`, i.e. passes through)."""
 
-    def __init__(self, alias: str, inner: ChunkFilter | None = None) -> None:
+    __slots__ = ("_tail", "alias", "echo_expected", "gave_up", "inner", "member")
+
+    def __init__(
+        self, alias: str, inner: ChunkFilter | None = None, echo_expected: bool = False
+    ) -> None:
         self.inner = inner
+        self.alias = alias
         self.member = member_for(alias)
+        self.echo_expected = echo_expected
         self.gave_up = False
         self._tail = b""
 
@@ -86,7 +102,15 @@ class AliasFilter:
             self.gave_up = True
             return [data]
         self._tail = data[cut:]
-        return [rewrite(data[:cut], self.member)] if cut else []
+        if not cut:
+            return []
+        head = data[:cut]
+        if self.echo_expected and b'"model"' in head:
+            self.echo_expected = False  # decided on the first chunk that names a model
+            if not self._tail and names_only(head, self.alias):
+                self.gave_up = True
+                return [head]
+        return [rewrite(head, self.member)]
 
 
 def _wants_alias(flow: http.HTTPFlow) -> str | None:
@@ -127,7 +151,8 @@ class ModelAlias(Unconfigured):
             del response.headers["content-length"]
             response.headers["transfer-encoding"] = "chunked"
         inner = response.stream if callable(response.stream) else None
-        response.stream = AliasFilter(alias, inner)
+        echo = ROUTE_UPSTREAM_MODEL.get(flow) in (None, alias)
+        response.stream = AliasFilter(alias, inner, echo_expected=echo)
 
     @fail_closed()
     def response(self, flow: http.HTTPFlow) -> None:

@@ -82,6 +82,10 @@ Limits = list[tuple[BucketKey, int, int | None, int]]
 """Per applicable bucket: its key, per minute, burst, and the limit its headers show."""
 
 
+def _limits_any(limit: RateLimit) -> bool:
+    return limit.requests_per_minute is not None or limit.tokens_per_minute is not None
+
+
 @dataclass(frozen=True)
 class _Limits:
     """One config's limits: per listener, the IPv6 grouping, the Redis target when shared."""
@@ -106,6 +110,12 @@ class RateLimiter:
     def prepare(self, runtime: Runtime) -> _Limits:
         config = runtime.loaded.config
         scopes = rate_limit_scopes(config)
+        if self._subject == "ip":
+            # Listeners without a per-IP limit cost nothing per request (a key's limit
+            # can come from the key itself, so the per-key scopes all stay).
+            scopes = {
+                name: scope for name, scope in scopes.items() if _limits_any(scope.settings.per_ip)
+            }
         state = config.state
         shared = state.backend is StateBackend.REDIS
         target = (state.redis_url, state.redis_prefix) if shared else None
@@ -193,14 +203,16 @@ class RateLimiter:
 
     @fail_closed()
     def requestheaders(self, flow: http.HTTPFlow) -> Awaitable[None] | None:
-        if flow.response is not None or is_health_check(flow):
+        if flow.response is not None:
             return None
         scope = self._scopes.get(listener_name(flow) or "")
-        if scope is None:
+        if scope is None or is_health_check(flow):
             return None
         key: KeyRecord | None = AUTH_KEY.get(flow)
-        subject = client_subject(client_ip(flow), self._ipv6_prefix)
-        requests, tokens = self._limits(scope, subject, key)
+        if self._subject == "key" and key is None:
+            return None
+        ip = client_subject(client_ip(flow), self._ipv6_prefix) if self._subject == "ip" else ""
+        requests, tokens = self._limits(scope, ip, key)
         if not requests and not tokens:
             return None
         if self._shared is not None and self._shared.available():

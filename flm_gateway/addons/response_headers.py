@@ -30,37 +30,42 @@ HOP_BY_HOP = frozenset({"keep-alive", "proxy-connection", "proxy-authenticate", 
 IDENTITY_HEADERS = frozenset(
     {"server", "x-powered-by", "x-aspnet-version", "x-aspnetmvc-version", "x-runtime", "via"}
 )
+# Raw (lower-case bytes) field names, so a clean answer costs one pass over its fields
+# rather than a `name in headers` scan per name (24 scans per request, ~40 µs).
+_HOP_BY_HOP_FIELDS = frozenset(name.encode() for name in HOP_BY_HOP)
+_API_FIELDS = _HOP_BY_HOP_FIELDS | frozenset(name.encode() for name in IDENTITY_HEADERS)
 
 
 def strip_hop_by_hop(response: http.Response) -> None:
     """Remove the hop-by-hop headers; keep `Connection: close` only (see the module)."""
+    _strip(response, _HOP_BY_HOP_FIELDS)
+
+
+def _strip(response: http.Response, names: frozenset[bytes]) -> None:
+    """Remove the fields named in `names` and what `Connection` names (see the module)."""
     headers = response.headers
-    if "connection" in headers:
+    present = {name.lower() for name, _ in headers.fields}
+    if b"connection" in present:
         tokens = set(read.get_header_tokens(headers, "connection"))
         for named in tokens - {"close", "keep-alive"}:
             headers.pop(named, None)
         del headers["connection"]
         if "close" in tokens:
             headers["connection"] = "close"
-    for name in HOP_BY_HOP:
-        if name in headers and not (name == "upgrade" and response.status_code == 101):
-            del headers[name]
-
-
-def strip_identity(response: http.Response) -> None:
-    for name in IDENTITY_HEADERS:
-        if name in response.headers:
-            del response.headers[name]
+    if present.isdisjoint(names):
+        return
+    if response.status_code == 101:
+        names = names - {b"upgrade"}
+    headers.fields = tuple((n, v) for n, v in headers.fields if n.lower() not in names)
 
 
 def _clean(flow: http.HTTPFlow) -> None:
     response = flow.response
     if response is None or ROUTE_ENGINE.get(flow) is None:
         return
-    strip_hop_by_hop(response)
     listener = LISTENER.get(flow)
-    if listener is None or listener.passthrough is None:
-        strip_identity(response)
+    api = listener is None or listener.passthrough is None
+    _strip(response, _API_FIELDS if api else _HOP_BY_HOP_FIELDS)
 
 
 class ResponseHeaders(Unconfigured):

@@ -70,9 +70,10 @@ from flm_gateway.engines.directory import EngineDirectory
 from flm_gateway.observability.admin_listener import AdminBindError, AdminServer, GatewayPages
 from flm_gateway.observability.memory import freeze_startup_objects
 from flm_gateway.observability.metrics import GatewayMetrics
-from flm_gateway.proxy import mitm_errors, mitm_http1, mitm_reuse_port
+from flm_gateway.proxy import mitm_errors, mitm_http1, mitm_reuse_port, mitm_typecheck
 from flm_gateway.proxy.addon_chain import AddonChain
 from flm_gateway.proxy.addon_contract import Addon, Prepared, commit_all, prepare_all
+from flm_gateway.proxy.event_loop import loop_factory
 from flm_gateway.proxy.mitm_listeners import ListenerError, mode_spec, set_servers, wait_servers
 from flm_gateway.proxy.runtime import Runtime
 from flm_gateway.state import StateError
@@ -176,6 +177,7 @@ class Gateway:
         self.egress.service.acme_proxy_url()
         mitm_errors.install()
         mitm_http1.install()
+        mitm_typecheck.install()
         if self.worker is not None:
             mitm_reuse_port.install()
         options = Options(mode=[mode_spec(listener) for listener in config.listeners])
@@ -447,4 +449,6 @@ def serve_forever(
         log.warning("%s", warning.render("warning"))
     if sys.platform != "win32":
         signal.signal(signal.SIGPIPE, signal.SIG_IGN)
-    return asyncio.run(run_gateway(loaded))
+    factory, loop_name = loop_factory()
+    log.info("event loop: %s", loop_name)
+    return asyncio.run(run_gateway(loaded), loop_factory=factory)

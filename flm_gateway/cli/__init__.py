@@ -48,11 +48,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     mitm_lean.install()
     args_list = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser()
     if not args_list or (
         args_list[0].startswith("-") and args_list[0] not in ("-h", "--help", "--version")
     ):
         args_list = ["run", *args_list]
+    parser = build_parser()
     args = parser.parse_args(args_list)
     if args.command is None:
         parser.print_help()

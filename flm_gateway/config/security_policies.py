@@ -326,7 +326,12 @@ class ResourceSettings(StrictModel):
     sample_interval: Duration = Field(1.0, description="How often usage is sampled.")
     retry_after: Duration = Field(5.0, description="Retry-After of a shed request.")
     max_concurrent_per_engine: int | None = Field(
-        None, ge=1, description="Requests in flight to any one engine; unset: unlimited."
+        None,
+        ge=1,
+        description=(
+            "Requests in flight to any one engine; unset: the engine's own capacity when "
+            "it reports one (llama.cpp: /props total_slots), else unlimited."
+        ),
     )
     max_queue_per_engine: int = Field(
         64, ge=0, description="Requests that may wait for a busy engine; more get 503."

@@ -51,6 +51,9 @@ class HealthReport:
     models: tuple[ModelInfo, ...] | None = None
     """The model list, when the check fetched it anyway; None when it did not."""
     version: str | None = None
+    capacity: int | None = None
+    """Requests the engine processes at once, when it says (llama.cpp: `/props`
+    `total_slots`); None when it does not tell."""
 
 
 class EngineUnavailable(Exception):

@@ -25,6 +25,9 @@ Policy:
   `balance` order, `engines.balance`), then the degraded ones, then the
   unreachable ones, which a caller may still try last since a health mark can be
   stale.
+- An engine's capacity (requests it processes at once, when its health check tells:
+  llama.cpp's `/props` `total_slots`) is kept from its last report that gave it and
+  logged when it changes; `engine_concurrency` uses it as the default cap.
 - Logs the first check of every engine, whatever it found (so an engine that is
   unreachable at start is named in the log, with its URL and the reason), then
   every state change (never URLs with credentials, never keys).
@@ -110,6 +113,8 @@ class EngineState:
     state: HealthState = HealthState.UNREACHABLE
     detail: str = "not checked yet"
     version: str | None = None
+    capacity: int | None = None
+    """Requests the engine says it processes at once (its last healthy report that said)."""
     models: dict[str, ModelInfo] = field(default_factory=dict)
     aliases: dict[str, str] = field(default_factory=dict)
     checked_at: float = 0.0
@@ -299,6 +304,14 @@ class EngineDirectory:
         first, was = state.checked_at == 0.0, state.state
         state.state, state.detail, state.checked_at = report.state, report.detail, time.monotonic()
         state.version = report.version or state.version
+        if report.capacity is not None and report.capacity != state.capacity:
+            log.info(
+                "engine %s reports a capacity of %d requests at once: its default concurrency "
+                "cap (unless security.resources sets one)",
+                state.name,
+                report.capacity,
+            )
+            state.capacity = report.capacity
         if report.models is not None:
             state.set_models(report.models, state.checked_at)
         if first or report.state is not was:  # the first check is logged whatever it found

@@ -3,10 +3,11 @@
 - Health: `GET /health`: 200 `{"status": "ok"}`: healthy; 503 `{"error":
   {"message": "Loading model"}}` while the model loads (or another error):
   degraded, with the engine's message; no answer: unreachable. When healthy,
-  `GET /props` gives the version (`build_info`) and `GET /slots` how many of the
-  parallel slots are busy (`is_processing`), shown in the detail; either may
-  fail (`--api-key` protects them, `--no-slots` disables `/slots`) without
-  changing the state.
+  `GET /props` gives the version (`build_info`) and the number of parallel slots
+  (`total_slots`, i.e. `-np`: the engine's capacity, the default concurrency cap,
+  see `engine_concurrency`), and `GET /slots` how many of them are busy
+  (`is_processing`), shown in the detail; either may fail (`--api-key` protects
+  them, `--no-slots` disables `/slots`) without changing the state.
 - Models: `GET /v1/models`: one entry per served model (`id` = `--alias`, else
   the file name) with a `meta` block whose `n_ctx` is the context of one slot
   (`-c` divided by `-np`): that is the context length of a request. A single-model
@@ -118,4 +119,7 @@ class LlamaCppAdapter(OpenAIAdapter):
         props = await optional_json(client, PROPS_PATH)
         slots = await optional_json(client, SLOTS_PATH)
         version = text_field(props, "build_info")
-        return HealthReport(HealthState.HEALTHY, slots_detail(slots), version=version)
+        capacity = as_int(props.get("total_slots")) if isinstance(props, dict) else None
+        return HealthReport(
+            HealthState.HEALTHY, slots_detail(slots), version=version, capacity=capacity
+        )

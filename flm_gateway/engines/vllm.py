@@ -9,6 +9,11 @@
   length of a request). vLLM serves only what it loaded at start (the base model
   and any LoRA adapters, whose entries have a `parent`), so every listed model is
   `loaded: True`.
+- Capacity: vLLM runs at most `--max-num-seqs` sequences at once (default 256, more on
+  large GPUs) and queues the rest in its own scheduler. No route it serves by default
+  tells that number (`/metrics` has the running and waiting counts, not the limit;
+  `/server_info`, which has the whole config, exists only in its dev mode), so a vLLM
+  engine reports no capacity and gets no default concurrency cap (`engine_concurrency`).
 - Differences from OpenAI's API: none to translate. `/health` and `/version`
   need no key even with `--api-key`; `/v1/*` does. vLLM honours
   `stream_options.include_usage` (the gateway asks for it).

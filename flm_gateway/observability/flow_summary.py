@@ -79,8 +79,8 @@ class StreamTap:
         if isinstance(out, bytes):
             size = len(out)
         else:
-            out = list(out)
-            size = sum(len(part) for part in out)
+            out = out if isinstance(out, list) else list(out)
+            size = sum(map(len, out))
         if size:
             if self.first_chunk_at is None:
                 self.first_chunk_at = time.time()

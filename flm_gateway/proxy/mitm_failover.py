@@ -131,6 +131,7 @@ class FailoverHttpStream(http_layers.HttpStream):
     _hold_wakeup: commands.RequestWakeup | None = None
     _sent_tail: bytes = b"\r\n\r\n"  # the last bytes of a streamed answer sent to the client
     _head_pending = False  # a streamed answer's head, held until its first body event
+    _store_streamed_bodies = True  # mitmproxy's option, read once when a stream starts
 
     def _handle_event(self, event: events.Event) -> layer.CommandGenerator[None]:
         if isinstance(event, events.Wakeup):
@@ -358,6 +359,7 @@ class FailoverHttpStream(http_layers.HttpStream):
     def start_response_stream(self) -> layer.CommandGenerator[None]:
         """Stream the answer, but hold its head until the first body event: an engine that
         dies between its head and its first token is still failed over."""
+        self._store_streamed_bodies = bool(self.context.options.store_streamed_bodies)
         if not self._allows(DISCONNECTED):
             yield from super().start_response_stream()
             return
@@ -371,6 +373,22 @@ class FailoverHttpStream(http_layers.HttpStream):
                 ResponseHeaders(self.stream_id, self.flow.response, end_stream=False),
                 self.context.client,
             )
+        response = self.flow.response
+        if (
+            isinstance(event, ResponseData)
+            and response is not None
+            and not self._store_streamed_bodies
+        ):
+            # Once per chunk: mitmproxy's own step for a chunk (`response.stream` applied,
+            # each piece sent on), without its per-chunk option lookup (deep-copied).
+            stream = response.stream
+            pieces = stream(event.data) if callable(stream) else [event.data]
+            for piece in [pieces] if isinstance(pieces, bytes) else pieces:
+                if piece:
+                    short = len(piece) < 4
+                    self._sent_tail = (self._sent_tail + piece)[-4:] if short else piece[-4:]
+                yield http_layers.SendHttp(ResponseData(self.stream_id, piece), self.context.client)
+            return
         for command in super().state_stream_response_body(event):
             if (
                 isinstance(command, http_layers.SendHttp)

@@ -110,3 +110,42 @@ def test_passthrough_errors_and_other_kinds_are_left_alone() -> None:
         addon.response(flow)
         assert flow.response is not None and flow.response.content == body
         assert "x-flm-engine" not in flow.response.headers
+
+
+def test_an_engine_echoing_the_client_name_is_not_scanned_after_its_first_chunk() -> None:
+    flow = routed_flow(model="tiny", body=b"", flm__route__upstream_model="tiny")
+    assert flow.response is not None
+    flow.response.stream = True
+    ModelAlias().responseheaders(flow)
+    stream = flow.response.stream
+    assert isinstance(stream, AliasFilter) and stream.echo_expected
+    assert stream(b": keep-alive\n\n") == [b": keep-alive\n\n"]  # names no model: undecided
+    assert not stream.gave_up
+    assert stream(CHUNK) == [CHUNK]  # names "tiny", the client's own name: settled
+    assert stream.gave_up
+    renamed = CHUNK.replace(b'"tiny"', b'"other"')
+    assert stream(renamed) == [renamed]  # not scanned any more
+
+
+def test_an_engine_answering_another_name_is_rewritten_throughout() -> None:
+    flow = routed_flow(model="tiny", body=b"", flm__route__upstream_model="tiny")
+    assert flow.response is not None
+    flow.response.stream = True
+    ModelAlias().responseheaders(flow)
+    stream = flow.response.stream
+    assert callable(stream)
+    path_named = CHUNK.replace(b'"tiny"', b'"models/tiny.gguf"')  # llama.cpp's file name
+    for _ in range(3):
+        assert b"".join(stream(path_named)) == CHUNK
+    assert isinstance(stream, AliasFilter) and not stream.gave_up
+
+
+def test_an_aliased_route_is_rewritten_even_when_the_engine_echoes() -> None:
+    flow = aliased_flow(body=b"")  # the client asked "chat", the engine was asked "tiny"
+    assert flow.response is not None
+    flow.response.stream = True
+    ModelAlias().responseheaders(flow)
+    stream = flow.response.stream
+    assert isinstance(stream, AliasFilter) and not stream.echo_expected
+    echoed = CHUNK.replace(b'"tiny"', b'"chat"')
+    assert stream(echoed) == [echoed] and not stream.gave_up

@@ -55,3 +55,26 @@ def test_gateway_answers_are_left_alone() -> None:
     flow.response.headers["server"] = "x"
     ResponseHeaders().responseheaders(flow)
     assert flow.response.headers["server"] == "x"
+
+
+def test_names_match_in_any_case_and_repeated_fields_all_go() -> None:
+    flow = routed_flow()
+    assert flow.response is not None
+    flow.response.headers.fields = (
+        (b"Server", b"vllm"),
+        (b"Content-Type", b"application/json"),
+        (b"VIA", b"1.1 engine"),
+        (b"via", b"1.1 other"),
+        (b"Keep-Alive", b"timeout=5"),
+    )
+    ResponseHeaders().responseheaders(flow)
+    assert flow.response.headers.fields == ((b"Content-Type", b"application/json"),)
+
+
+def test_a_switching_protocols_answer_keeps_upgrade() -> None:
+    flow = routed_flow()
+    assert flow.response is not None
+    flow.response.status_code = 101
+    flow.response.headers.fields = ((b"Upgrade", b"websocket"), (b"Keep-Alive", b"x"))
+    ResponseHeaders().responseheaders(flow)
+    assert flow.response.headers.fields == ((b"Upgrade", b"websocket"),)

@@ -226,6 +226,32 @@ def test_without_stripping_chunks_go_out_as_they_came() -> None:
     assert meter(b"") == []
 
 
+MIXED_EVENTS = [
+    *[event + b"\n\n" for event in LLAMACPP_STREAM.split(b"\n\n")[:-1]],
+    b": a comment line\n\n",
+    b'event: delta\nid: 7\ndata: {"choices":[{"delta":{"content":"two "}}]}\n\n',
+    b'data: {"choices":[{"delta":\ndata: {"content":"split"}}]}\n\n',  # two data lines
+    b'data:{"choices":[{"delta":{"content":"no space"}}]}\n\n',
+    b"data: not json\n\n",
+    LLAMACPP_USAGE,
+    DONE,
+]
+
+
+@pytest.mark.parametrize("strip", [True, False])
+def test_one_event_per_chunk_counts_as_the_same_bytes_in_pieces(strip: bool) -> None:
+    # Engines flush one event per chunk (the meter's shortcut); a network may cut them
+    # anywhere (the general scan). Both must pass and count the same.
+    whole, pieces = StreamMeter("sse", strip), StreamMeter("sse", strip)
+    out_whole = [part for event in MIXED_EVENTS for part in whole(event)] + whole(b"")
+    wire = b"".join(MIXED_EVENTS)
+    out_pieces = [part for piece in split(wire, 5) for part in pieces(piece)] + pieces(b"")
+    assert b"".join(out_whole) == b"".join(out_pieces)
+    assert (whole.reported, whole.chars) == (pieces.reported, pieces.chars) == ((20, 5), 25)
+    expected = wire.replace(LLAMACPP_USAGE, b"") if strip else wire
+    assert b"".join(out_whole) == expected
+
+
 def test_crlf_separated_events() -> None:
     meter = StreamMeter("sse", strip_usage_chunk=True)
     wire = (LLAMACPP_STREAM + LLAMACPP_USAGE + DONE).replace(b"\n\n", b"\r\n\r\n")

@@ -21,6 +21,8 @@ GOALS = (
     "added p50 latency c=1 vs direct",
     "proxy CPU per request c=32",
     "SSE time to first chunk added vs direct",
+    "SSE time to first chunk added vs direct, p99",
+    "proxy CPU per SSE chunk (long streams)",
     "RSS idle per worker",
 )
 FIELD_SCENARIOS = "gomodel,onthebench,memory,soak,startup,workers"
@@ -79,11 +81,13 @@ def test_quick_run_reports_every_target_and_goal(tmp_path: Path) -> None:
         assert float(req_per_s.replace(",", "")) > 0
         assert requests[target][-1] == "0", f"{target} had errors: {requests[target]}"
         assert NUMBER.match(streams[target][0]), (target, streams[target])
-        assert streams[target][4] == "yes", f"{target} buffered the SSE stream"
+        assert streams[target][6] == "yes", f"{target} buffered the SSE stream"
     for proxy in ("nginx", "flm-gateway"):
         cpu_per_request = requests[proxy][8]
         assert NUMBER.match(cpu_per_request), requests[proxy]
-        assert NUMBER.match(streams[proxy][5]), streams[proxy]  # RSS idle
+        assert NUMBER.match(streams[proxy][7]), streams[proxy]  # RSS idle
+        long, paced = streams[proxy][4].split(" / ")  # proxy CPU µs per SSE chunk
+        assert NUMBER.match(long) and NUMBER.match(paced), streams[proxy]
 
     goals = table_rows(report, "#### Targets")
     assert set(GOALS) <= set(goals)

@@ -43,6 +43,7 @@ async def test_llamacpp_healthy_with_version_slots_and_context() -> None:
     assert report.state is HealthState.HEALTHY
     assert report.version == "b1-0c1e570"
     assert report.detail == "1/2 slots busy"
+    assert report.capacity == 2  # /props total_slots
     assert report.models == (ModelInfo("tiny", context_length=512, loaded=True),)
 
 
@@ -60,7 +61,7 @@ async def test_llamacpp_key_protected_props_do_not_change_health() -> None:
     client = ScriptedClient({**LLAMA_OK, "/props": denied, "/slots": denied})
     report = await adapter_for(EngineKind.LLAMACPP).check_health(client)
     assert report.state is HealthState.HEALTHY
-    assert report.version is None
+    assert report.version is None and report.capacity is None
 
 
 async def test_llamacpp_props_and_slots_are_read_independently() -> None:

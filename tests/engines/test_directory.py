@@ -87,6 +87,31 @@ async def test_the_first_check_is_logged_even_when_the_engine_is_down(
     assert len(caplog.records) == 3
 
 
+async def test_the_capacity_follows_the_health_checks_and_is_logged(
+    directory: EngineDirectory, caplog: pytest.LogCaptureFixture
+) -> None:
+    a = script(directory, "a")
+    a.table["/props"] = Reply(200, {"build_info": "b1", "total_slots": 4})
+    state = directory.get("a")
+    with caplog.at_level(logging.INFO, logger="flm_gateway.engines"):
+        await directory.check(state)
+        await directory.check(state)  # unchanged: logged once
+        assert state.capacity == 4
+        a.table["/props"] = Reply(200, {"build_info": "b1", "total_slots": 8})  # a restart
+        await directory.check(state)
+        assert state.capacity == 8
+        a.table["/health"] = REFUSED
+        await directory.check(state)  # down: the last known capacity stays
+        assert state.capacity == 8
+    said = [r.getMessage() for r in caplog.records if "capacity" in r.getMessage()]
+    assert said == [
+        "engine a reports a capacity of 4 requests at once: its default concurrency cap "
+        "(unless security.resources sets one)",
+        "engine a reports a capacity of 8 requests at once: its default concurrency cap "
+        "(unless security.resources sets one)",
+    ]
+
+
 async def test_round_robin_among_healthy_only(directory: EngineDirectory) -> None:
     script(directory, "c").table["/health"] = LOADING
     await directory.check_all()

@@ -4,7 +4,8 @@
   model); stopped, it is installed-only when a `llama-server` is on PATH (a symlink in a
   temp dir) and not-found when none is; a declared engine that stopped is unreachable;
   results are cached until `--refresh`.
-- The running gateway: the engine's model list with its per-slot context, /readyz and
+- The running gateway: the engine's model list with its per-slot context, its capacity
+  (`total_slots`, the default concurrency cap) in the log, /readyz and
   /v1/models following a stop and a restart (no gateway restart), and token counts taken
   from the engine's own usage (stream usage asked for and stripped again).
 """
@@ -160,6 +161,8 @@ async def test_gateway_follows_the_real_llama_server(
 
         await wait_for(ready)
         assert [m.id async for m in client.models.list()] == ["tiny"]
+        # its -np 4, from /props total_slots: the default concurrency cap, said in the log
+        assert "engine cpu-box reports a capacity of 4 requests at once" in gateway.log
 
         # tokens: a stream the client asked no usage for, then one it did
         stream = await client.chat.completions.create(

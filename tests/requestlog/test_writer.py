@@ -93,3 +93,20 @@ async def test_a_record_the_database_refuses_costs_only_itself(tmp_path: Path) -
     assert (writer.written, writer.dropped, dropped) == (3, 1, [1])
     await writer.stop()
     assert rows(tmp_path) == 3
+
+
+async def test_records_that_trickle_in_share_one_batch(tmp_path: Path) -> None:
+    """One request at a time must not cost a thread hand-off and a commit each."""
+    writer = RequestLogWriter(tmp_path / "state.db", retention=3600, max_queue=1000)
+    await writer.start()
+    summary = summarize(routed_flow(started=time.time()))
+    for _ in range(20):
+        writer.submit(summary)
+        await asyncio.sleep(0.001)  # the writer task runs between two records
+    deadline = time.monotonic() + 5
+    while writer.written < 20 and time.monotonic() < deadline:
+        await asyncio.sleep(0.01)
+    assert writer.written == 20
+    assert writer.batches == 1
+    await writer.stop()
+    assert rows(tmp_path) == 20

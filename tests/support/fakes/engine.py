@@ -53,6 +53,7 @@ class FakeEngine:
         port: int = 0,
         chunks: int = 8,
         chunk_delay: float = 0.0,
+        slots: int = 4,
         api_key: str | None = None,
         loading_seconds: float = 0.0,
         max_records: int = 100_000,
@@ -65,6 +66,7 @@ class FakeEngine:
             models=list(models if models is not None else kind_class.default_models),
             chunks=chunks,
             chunk_delay=chunk_delay,
+            slots=slots,
             api_key=api_key,
             max_records=max_records,
         )

@@ -50,7 +50,6 @@ class LlamaCppKind(OpenAIKind):
     )
     response_headers: ClassVar[Mapping[str, str]] = {"Server": "llama.cpp"}
     owned_by: ClassVar[str] = "llamacpp"
-    total_slots: ClassVar[int] = 4
 
     def routes(self) -> list[web.RouteDef]:
         return [
@@ -176,7 +175,7 @@ class LlamaCppKind(OpenAIKind):
         return {
             "id": index,
             "id_task": -1,
-            "n_ctx": N_CTX // self.total_slots,
+            "n_ctx": N_CTX // self.state.slots,
             "speculative": False,
             "is_processing": index < self.state.in_flight - 1,
             "params": {
@@ -208,7 +207,7 @@ class LlamaCppKind(OpenAIKind):
                     "n_ctx": N_CTX,
                     "is_processing": False,
                 },
-                "total_slots": self.total_slots,
+                "total_slots": self.state.slots,
                 "model_alias": model,
                 "model_path": f"/models/{model}",
                 "chat_template": "{{ messages }}",
@@ -221,4 +220,4 @@ class LlamaCppKind(OpenAIKind):
 
     async def slots(self, request: web.Request) -> web.Response:
         # `in_flight` counts this request too, hence the `- 1` in slot().
-        return web.json_response([self.slot(i) for i in range(self.total_slots)])
+        return web.json_response([self.slot(i) for i in range(self.state.slots)])

@@ -107,6 +107,8 @@ class EngineState:
     models: list[str]
     chunks: int = 8
     chunk_delay: float = 0.0
+    slots: int = 4
+    """Parallel slots an engine that tells them reports (llama.cpp's `total_slots`)."""
     api_key: str | None = None
     max_records: int = 100_000
     fault: Fault = field(default_factory=Fault)
