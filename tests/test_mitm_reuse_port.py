@@ -4,19 +4,13 @@ the same port, which without it the second cannot."""
 from __future__ import annotations
 
 import asyncio
-import socket
 
 import pytest
 from mitmproxy.proxy import mode_servers
 
 from flm_gateway.proxy import mitm_reuse_port
 from flm_gateway.proxy.mitm_listeners import spec_for
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from tests.support.gateway_process import free_port
 
 
 class _Manager:
@@ -34,7 +28,7 @@ async def _listen(port: int) -> list[object]:
 
 
 async def test_the_patched_listen_shares_the_port(monkeypatch: pytest.MonkeyPatch) -> None:
-    port = _free_port()
+    port = free_port()
     original = mode_servers.ReverseInstance.listen
     first = await _listen(port)
     try:

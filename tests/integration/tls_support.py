@@ -25,15 +25,11 @@ from pathlib import Path
 
 from cryptography import x509
 
+from tests.support.gateway_process import free_port
+
 REPO = Path(__file__).resolve().parents[2]
 CERT_VALIDITY = 30
 """Pebble's certificate lifetime in seconds: short, so renewal can be observed in a test."""
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def wait_port(
