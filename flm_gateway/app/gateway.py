@@ -78,10 +78,9 @@ from flm_gateway.proxy.mitm_listeners import ListenerError, mode_spec, set_serve
 from flm_gateway.proxy.runtime import Runtime
 from flm_gateway.state import StateError
 from flm_gateway.state.process import (
-    StateDirInUse,
-    StateDirLock,
     raise_fd_limit,
     remove_pid_file,
+    serve_locked,
     write_pid_file,
 )
 from flm_gateway.state.state_service import StateService
@@ -377,19 +376,7 @@ async def run_gateway(loaded: LoadedConfig, worker: WorkerLink | None = None) ->
     supervisor's lock of the state directory."""
     if worker is not None:
         return await _serve(loaded, worker)
-    lock = StateDirLock(loaded.state_dir, loaded.path)
-    try:
-        lock.acquire()
-    except StateDirInUse as exc:
-        log.error("%s", exc)
-        return 1
-    except OSError as exc:
-        log.error("cannot lock the state directory %s: %s", loaded.state_dir, exc.strerror or exc)
-        return 1
-    try:
-        return await _serve(loaded)
-    finally:
-        lock.release()
+    return await serve_locked(loaded.state_dir, loaded.path, lambda: _serve(loaded))
 
 
 async def _serve(loaded: LoadedConfig, worker: WorkerLink | None = None) -> int:

@@ -51,9 +51,8 @@ from flm_gateway.observability.exposition import Counter, Gauge, render
 from flm_gateway.observability.metrics_sum import merge_expositions
 from flm_gateway.proxy.port_owner import bind_failure
 from flm_gateway.state.process import (
-    StateDirInUse,
-    StateDirLock,
     remove_pid_file,
+    serve_locked,
     write_pid_file,
 )
 
@@ -327,19 +326,9 @@ def _exit_text(code: int) -> str:
 
 async def supervise(loaded: LoadedConfig, count: int, log_format: str) -> int:
     """Run `count` workers until SIGINT/SIGTERM; the exit code."""
-    lock = StateDirLock(loaded.state_dir, loaded.path)
-    try:
-        lock.acquire()
-    except StateDirInUse as exc:
-        log.error("%s", exc)
-        return 1
-    except OSError as exc:
-        log.error("cannot lock the state directory %s: %s", loaded.state_dir, exc.strerror or exc)
-        return 1
-    try:
-        return await _supervise(loaded, count, log_format)
-    finally:
-        lock.release()
+    return await serve_locked(
+        loaded.state_dir, loaded.path, lambda: _supervise(loaded, count, log_format)
+    )
 
 
 async def _supervise(loaded: LoadedConfig, count: int, log_format: str) -> int:

@@ -22,13 +22,17 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import logging
 import os
 import resource
 import tempfile
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import psutil
+
+logger = logging.getLogger("flm_gateway")
 
 PID_FILE = "gateway.pid"
 LOCK_FILE = "gateway.lock"
@@ -131,6 +135,26 @@ class StateDirLock:
         if self._fd is not None:
             os.close(self._fd)  # closing the descriptor drops the lock
             self._fd = None
+
+
+async def serve_locked(
+    state_dir: Path, config_path: Path | None, serve: Callable[[], Awaitable[int]]
+) -> int:
+    """`serve()` while holding `state_dir`'s lock; exit code 1, logged, when it cannot be
+    taken (another gateway holds it, or the directory refuses)."""
+    lock = StateDirLock(state_dir, config_path)
+    try:
+        lock.acquire()
+    except StateDirInUse as exc:
+        logger.error("%s", exc)
+        return 1
+    except OSError as exc:
+        logger.error("cannot lock the state directory %s: %s", state_dir, exc.strerror or exc)
+        return 1
+    try:
+        return await serve()
+    finally:
+        lock.release()
 
 
 def lock_holder(state_dir: Path) -> int | None:
