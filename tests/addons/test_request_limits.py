@@ -136,10 +136,12 @@ def test_unchanged_budget_keeps_the_client_bytes() -> None:
     assert budget_tokens({}, {}, 100) is True
 
 
-async def test_route_default_below_the_listener_cap_is_kept(tmp_path: Path) -> None:
+async def _sent_with_route_defaults(tmp_path: Path, defaults: str) -> dict[str, object]:
+    """The body an empty chat request leaves with, on a route with `defaults` under a
+    listener cap of 512 tokens (nothing refused)."""
     base = BASE.replace(
         "  - {model: chat, engine: alpha}",
-        "  - {model: chat, engine: alpha, defaults: {max_tokens: 64}}",
+        f"  - {{model: chat, engine: alpha, defaults: {defaults}}}",
     )
     config = loaded("request_limits:\n  max_tokens: 512", tmp_path, base)
     addon = RequestLimits()
@@ -147,19 +149,15 @@ async def test_route_default_below_the_listener_cap_is_kept(tmp_path: Path) -> N
     target = _chat(config, {"model": "chat", "messages": []})
     await run_hooks([addon], target, ("request",))
     assert target.response is None
-    assert json.loads(target.request.content or b"{}")["max_tokens"] == 64
+    sent: dict[str, object] = json.loads(target.request.content or b"{}")
+    return sent
+
+
+async def test_route_default_below_the_listener_cap_is_kept(tmp_path: Path) -> None:
+    sent = await _sent_with_route_defaults(tmp_path, "{max_tokens: 64}")
+    assert sent["max_tokens"] == 64
 
 
 async def test_route_extra_token_field_is_bounded_by_the_cap(tmp_path: Path) -> None:
-    base = BASE.replace(
-        "  - {model: chat, engine: alpha}",
-        "  - {model: chat, engine: alpha, defaults: {extra: {n_predict: 900, top_k: 40}}}",
-    )
-    config = loaded("request_limits:\n  max_tokens: 512", tmp_path, base)
-    addon = RequestLimits()
-    configure(config, addon)
-    target = _chat(config, {"model": "chat", "messages": []})
-    await run_hooks([addon], target, ("request",))
-    assert target.response is None
-    sent = json.loads(target.request.content or b"{}")
+    sent = await _sent_with_route_defaults(tmp_path, "{extra: {n_predict: 900, top_k: 40}}")
     assert (sent["max_tokens"], sent["n_predict"]) == (512, 512)
