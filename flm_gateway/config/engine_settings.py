@@ -6,7 +6,7 @@ from enum import StrEnum
 
 from pydantic import Field, field_validator
 
-from flm_gateway.config.types import Duration, StrictModel
+from flm_gateway.config.types import Duration, StrictModel, http_url_parts
 
 
 class EngineKind(StrEnum):
@@ -114,11 +114,7 @@ class EngineConfig(StrictModel):
     @field_validator("url")
     @classmethod
     def _check_url(cls, value: str) -> str:
-        from urllib.parse import urlsplit
-
-        parts = urlsplit(value)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"{value!r} is not an http:// or https:// URL")
+        parts = http_url_parts(value)
         if parts.query or parts.fragment:
             raise ValueError(f"{value!r}: an engine URL has no query or fragment")
         if "@" in parts.netloc:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from pydantic import Field, SecretStr, field_validator
 
-from flm_gateway.config.types import Duration, HostPort, StrictModel
+from flm_gateway.config.types import Duration, HostPort, StrictModel, http_url_parts
 
 LETS_ENCRYPT_DIRECTORY = "https://acme-v02.api.letsencrypt.org/directory"
 
@@ -76,11 +76,7 @@ class DnsWebhookSettings(StrictModel):
     @field_validator("url")
     @classmethod
     def _check_url(cls, value: str) -> str:
-        from urllib.parse import urlsplit
-
-        parts = urlsplit(value)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"{value!r} is not an http:// or https:// URL")
+        http_url_parts(value)  # raises when it is not one
         return value.rstrip("/")
 
 

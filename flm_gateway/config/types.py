@@ -11,6 +11,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from typing import Annotated, Any
+from urllib.parse import SplitResult, urlsplit
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, PlainSerializer, WithJsonSchema
 
@@ -88,6 +89,14 @@ def parse_host_port(value: Any) -> tuple[str, int]:
     elif ":" in host:
         raise ValueError(f"{value!r}: write IPv6 addresses in brackets, e.g. [::1]:8088")
     return host, port
+
+
+def http_url_parts(value: str) -> SplitResult:
+    """`value` split, when it is an http:// or https:// URL with a host (else ValueError)."""
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"{value!r} is not an http:// or https:// URL")
+    return parts
 
 
 def format_host_port(address: tuple[str, int]) -> str:
